@@ -1,0 +1,203 @@
+"""The ASGI application: the FunctionApp's HTTP functions under the route prefix, plus the admin API.
+
+Every request goes through one dispatcher so that 404, 405, 401 and 413 have the same problem+json shape
+whether the path belongs to a function or to the admin API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping
+
+import azure.functions as func
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from devhost._functions import FunctionEntry, LocalTimerRequest, index_functions, invoke
+from devhost._http import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyTooLarge,
+    problem,
+    read_body,
+    to_function_request,
+    to_starlette_response,
+)
+from devhost._keys import HostKeys, presented_key
+from devhost._routing import Match, RouteTable, compile_template
+
+DEFAULT_HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+DEFAULT_ROUTE_PREFIX = "api"
+
+log = logging.getLogger("devhost")
+access_log = logging.getLogger("devhost.access")
+
+Handler = Callable[[Request, Match[Any]], Awaitable[Response]]
+
+
+def read_route_prefix(host_json_path: Path) -> str:
+    """`extensions.http.routePrefix` from host.json; `api` when the file or the setting is absent."""
+    try:
+        host_json = json.loads(Path(host_json_path).read_text())
+    except FileNotFoundError:
+        return DEFAULT_ROUTE_PREFIX
+    prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix")
+    return DEFAULT_ROUTE_PREFIX if prefix is None else prefix
+
+
+def build_app(
+    function_app: func.FunctionApp,
+    *,
+    route_prefix: str | None = None,
+    keys: HostKeys | Mapping[str, str] | None = None,
+    host_json_path: Path = DEFAULT_HOST_JSON,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """A Starlette app serving `function_app` as the Functions host would. `app.state.keys` holds the keys."""
+    prefix = read_route_prefix(host_json_path) if route_prefix is None else route_prefix
+    host_keys = keys if isinstance(keys, HostKeys) else HostKeys.from_mapping(keys)
+    functions = index_functions(function_app)
+    host = _Host(host_keys, max_body_bytes)
+
+    table: RouteTable[tuple[str, Handler]] = RouteTable()
+    for entry in functions:
+        if entry.is_http:
+            level = entry.auth_level(default="function")
+            table.add(compile_template(prefix, entry.route), entry.methods, (level, host.http_handler(entry)))
+    background = {entry.name.lower(): entry for entry in functions if not entry.is_http}
+    table.add(compile_template("admin", "functions"), frozenset({"GET"}), ("admin", host.lister(functions)))
+    table.add(
+        compile_template("admin", "functions/{name}"),
+        frozenset({"POST"}),
+        ("admin", host.background_invoker(background)),
+    )
+
+    async def dispatch(request: Request) -> Response:
+        match = table.match(request.method, request.scope["path"])
+        if match.method_not_allowed:
+            allow = ", ".join(sorted(match.allowed_methods))
+            return problem(405, "Method Not Allowed", Allow=allow)
+        if match.target is None:
+            return problem(404, "Not Found")
+        level, handler = match.target
+        if not host_keys.permits(level, presented_key(request)):
+            return problem(401, "Unauthorized", "A valid key is required for this function.")
+        return await handler(request, match)
+
+    # An ASGI callable rather than a function endpoint: Starlette then accepts every method and leaves the
+    # 405 decision (and its problem+json body) to the table above.
+    app = Starlette(routes=[Route("/{path:path}", _AsgiEndpoint(dispatch))])
+    app.add_middleware(_AccessLog)
+    app.state.keys = host_keys
+    app.state.route_prefix = prefix
+    app.state.functions = functions
+    return app
+
+
+class _Host:
+    """The handlers, sharing the keys and the body limit."""
+
+    def __init__(self, keys: HostKeys, max_body_bytes: int) -> None:
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+
+    def http_handler(self, entry: FunctionEntry) -> Handler:
+        async def handle(request: Request, match: Match[Any]) -> Response:
+            request.scope["devhost.function"] = entry.name
+            try:
+                body = await read_body(request, self.max_body_bytes)
+            except BodyTooLarge:
+                return problem(413, "Content Too Large", f"The limit is {self.max_body_bytes} bytes.")
+            function_request = to_function_request(request, body, match.route_params)
+            return await _guarded(entry, function_request, to_starlette_response)
+
+        return handle
+
+    def lister(self, functions: list[FunctionEntry]) -> Handler:
+        async def list_functions(request: Request, match: Match[Any]) -> Response:
+            return JSONResponse([entry.describe() for entry in functions])
+
+        return list_functions
+
+    def background_invoker(self, background: dict[str, FunctionEntry]) -> Handler:
+        async def invoke_background(request: Request, match: Match[Any]) -> Response:
+            entry = background.get(match.route_params["name"].lower())
+            if entry is None:
+                return problem(404, "Not Found", "No non-HTTP function has that name.")
+            request.scope["devhost.function"] = entry.name
+            try:
+                body = await read_body(request, self.max_body_bytes)
+            except BodyTooLarge:
+                return problem(413, "Content Too Large", f"The limit is {self.max_body_bytes} bytes.")
+            trigger_value = _background_trigger_value(entry, body)
+            # The real host answers 202 and runs the function later; running it first lets a caller see
+            # locally whether it failed, which is what a developer invoking it by hand wants to know.
+            return await _guarded(entry, trigger_value, lambda _: Response(status_code=202))
+
+        return invoke_background
+
+
+def _background_trigger_value(entry: FunctionEntry, body: bytes) -> Any:
+    """Timers get a timer request; other triggers get the `input` string of `{"input": ...}`, as in Azure."""
+    if entry.trigger_type.lower() == "timertrigger":
+        return LocalTimerRequest()
+    try:
+        return (json.loads(body) if body else {}).get("input", "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def _guarded(entry: FunctionEntry, trigger_value: Any, render: Callable[[Any], Response]) -> Response:
+    """Run the function; a failure is logged with its traceback and answered 500 without its text."""
+    try:
+        return render(await invoke(entry, trigger_value))
+    except Exception:
+        log.exception("function %s failed", entry.name)
+        return problem(500, "Internal Server Error", f"Function '{entry.name}' failed; see the host log.")
+
+
+class _AsgiEndpoint:
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class _AccessLog:
+    """One JSON line per request. The query string is never logged: `code=` may carry a key."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            line = {
+                "event": "request",
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "durationMs": round((time.perf_counter() - started) * 1000, 1),
+                "function": scope.get("devhost.function"),
+            }
+            access_log.info(json.dumps(line))

@@ -1,0 +1,110 @@
+"""The sample FunctionApp served for real over HTTP: routing, conversion both ways, errors."""
+
+import json
+import time
+
+from conftest import FUNCTION_KEY
+
+KEY = {"x-functions-key": FUNCTION_KEY}
+
+
+def test_anonymous_route_under_the_default_prefix(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_route_params_query_params_and_headers_reach_the_function(client):
+    response = client.get(
+        "/api/registrations/web-viewer",
+        params={"type": "service", "top": "5"},
+        headers={**KEY, "X-Test-Header": "hello"},
+    )
+    assert response.status_code == 200
+    echoed = response.json()
+    assert echoed["method"] == "GET"
+    assert echoed["route"] == {"name": "web-viewer"}
+    assert echoed["params"] == {"type": "service", "top": "5"}
+    assert echoed["header"] == "hello"
+    assert echoed["url"].endswith("/api/registrations/web-viewer?type=service&top=5")
+    assert response.headers["x-echo"] == "yes"
+
+
+def test_literal_route_wins_over_a_parameter(client):
+    assert client.get("/api/registrations/export", headers=KEY).text == "export"
+
+
+def test_body_and_status_come_back_unchanged(client):
+    payload = bytes(range(256))
+    response = client.post("/api/registrations", content=payload, headers=KEY)
+    assert response.status_code == 201
+    assert response.content == payload
+    assert response.headers["content-type"] == "application/octet-stream"
+
+
+def test_plain_string_return_is_text_with_charset(client):
+    from conftest import MASTER_KEY
+
+    response = client.get("/api/admin-only", headers={"x-functions-key": MASTER_KEY})
+    assert response.text == "admin"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_constraints_and_optional_parameters(client):
+    assert client.get("/api/items/7").json() == {"id": "7"}
+    assert client.get("/api/items/7/abc").json() == {"id": "7", "label": "abc"}
+    assert client.get("/api/items/seven").status_code == 404
+
+
+def assert_problem(response, status):
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["title"]
+    return body
+
+
+def test_unknown_path_is_404_problem(client):
+    assert_problem(client.get("/api/nowhere"), 404)
+    assert_problem(client.get("/health"), 404)  # the prefix is required
+
+
+def test_wrong_method_is_405_problem_with_allow(client):
+    response = client.put("/api/registrations/web-viewer", headers=KEY)
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "DELETE, GET"
+
+
+def test_a_failing_function_is_500_without_its_exception_text(client, caplog):
+    response = client.get("/api/boom")
+    body = assert_problem(response, 500)
+    assert "hunter2" not in response.text and "RuntimeError" not in response.text
+    assert "boom" in body["detail"]
+    assert any(record.exc_info and "hunter2" in str(record.exc_info[1]) for record in caplog.records)
+
+
+def test_the_access_log_has_one_structured_line_per_request(client, caplog):
+    caplog.set_level("INFO", logger="devhost.access")
+    client.get("/api/registrations/x", params={"top": "1"}, headers=KEY)
+    lines = access_lines(caplog, count=1)
+    assert lines == [
+        {
+            "event": "request",
+            "method": "GET",
+            "path": "/api/registrations/x",
+            "status": 200,
+            "durationMs": lines[0]["durationMs"],
+            "function": "get_registration",
+        }
+    ]
+
+
+def access_lines(caplog, count):
+    """The server thread logs after the response is sent, so the line may trail the client by a moment."""
+    deadline = time.monotonic() + 2
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "devhost.access"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
