@@ -87,7 +87,10 @@ def build_app(
         level, handler = match.target
         if not host_keys.permits(level, presented_key(request)):
             return problem(401, "Unauthorized", "A valid key is required for this function.")
-        return await handler(request, match)
+        try:
+            return await handler(request, match)
+        except BodyTooLarge:
+            return problem(413, "Content Too Large", f"The limit is {max_body_bytes} bytes.")
 
     # An ASGI callable rather than a function endpoint: Starlette then accepts every method and leaves the
     # 405 decision (and its problem+json body) to the table above.
@@ -109,10 +112,7 @@ class _Host:
     def http_handler(self, entry: FunctionEntry) -> Handler:
         async def handle(request: Request, match: Match[Any]) -> Response:
             request.scope["devhost.function"] = entry.name
-            try:
-                body = await read_body(request, self.max_body_bytes)
-            except BodyTooLarge:
-                return problem(413, "Content Too Large", f"The limit is {self.max_body_bytes} bytes.")
+            body = await read_body(request, self.max_body_bytes)
             function_request = to_function_request(request, body, match.route_params)
             return await _guarded(entry, function_request, to_starlette_response)
 
@@ -130,10 +130,7 @@ class _Host:
             if entry is None:
                 return problem(404, "Not Found", "No non-HTTP function has that name.")
             request.scope["devhost.function"] = entry.name
-            try:
-                body = await read_body(request, self.max_body_bytes)
-            except BodyTooLarge:
-                return problem(413, "Content Too Large", f"The limit is {self.max_body_bytes} bytes.")
+            body = await read_body(request, self.max_body_bytes)
             trigger_value = _background_trigger_value(entry, body)
             # The real host answers 202 and runs the function later; running it first lets a caller see
             # locally whether it failed, which is what a developer invoking it by hand wants to know.
