@@ -31,7 +31,8 @@ from devhost._http import (
 from devhost._keys import HostKeys, presented_key
 from devhost._routing import Match, RouteTable, compile_template
 
-DEFAULT_HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOST_JSON = PROJECT_ROOT / "host.json"
 DEFAULT_ROUTE_PREFIX = "api"
 
 log = logging.getLogger("devhost")
@@ -48,6 +49,11 @@ def read_route_prefix(host_json_path: Path) -> str:
         return DEFAULT_ROUTE_PREFIX
     prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix")
     return DEFAULT_ROUTE_PREFIX if prefix is None else prefix
+
+
+def api_base_url(server_url: str, route_prefix: str) -> str:
+    """Where the functions live: `http://127.0.0.1:7071/api`, or the bare origin for an empty prefix."""
+    return f"{server_url}/{route_prefix.strip('/')}".rstrip("/")
 
 
 def build_app(

@@ -6,6 +6,7 @@ import importlib
 import ipaddress
 import logging
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import azure.functions as func
 import uvicorn
 from starlette.applications import Starlette
 
-from devhost._app import DEFAULT_HOST_JSON, build_app
+from devhost._app import DEFAULT_HOST_JSON, PROJECT_ROOT, build_app
 from devhost._keys import HostKeys
 from devhost._settings import apply_settings, load_settings
 
@@ -108,6 +109,8 @@ def start_in_thread(app: Starlette, *, host: str = "127.0.0.1", port: int = 0) -
 
 def import_function_app(module_name: str = "function_app") -> func.FunctionApp:
     """The module-level `app`, imported only now that the settings are in the environment."""
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))  # function_app.py sits at the root, as Azure expects
     return importlib.import_module(module_name).app
 
 

@@ -1,0 +1,152 @@
+"""`python -m devhost run`, what `make run` calls: the local tenant and the Functions host, wired together.
+
+The tenant runs in this process on a background thread (its own servers, fixed ports from the base) and the
+Functions host runs on the main thread, so one Ctrl-C stops uvicorn first and then the tenant, in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import httpx
+
+from devhost._app import PROJECT_ROOT, api_base_url, build_app
+from devhost._keys import HostKeys
+from devhost._server import RunningServer, bind_socket, import_function_app, socket_url, uvicorn_server
+from devhost._settings import apply_settings, write_settings
+
+FUNCTIONS_PORT = 7071  # the port `func start` uses, so docs and tools written for it still apply
+TENANT_BASE_PORT = 47400  # docs/local-tenant.md: fixed ports base+1 … base+5
+
+StartTenant = Callable[[Path, int], ContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    local_dir: Path = PROJECT_ROOT / ".local"
+    port: int = FUNCTIONS_PORT
+    base_port: int = TENANT_BASE_PORT
+    module_name: str = "function_app"
+    check: bool = False
+
+    @property
+    def state_path(self) -> Path:
+        return self.local_dir / "tenant.sqlite"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.local_dir / "local.settings.json"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.local_dir / "host-keys.json"
+
+
+def start_local_tenant(state_path: Path, base_port: int) -> ContextManager[Any]:
+    # Imported here: the tenant is a development tool and must never load with the function app itself.
+    from localtenant import LocalTenant
+
+    return LocalTenant.start(state_path=state_path, base_port=base_port)
+
+
+def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) -> int:
+    """Serve until Ctrl-C (exit 0), or with `check` call GET /api/health once and exit 0 or 1."""
+    sock = bind_socket("127.0.0.1", options.port)  # a busy 7071 fails now, before the tenant starts
+    with contextlib.closing(sock), start_tenant(options.state_path, options.base_port) as tenant:
+        settings = tenant.app_settings()
+        write_settings(options.settings_path, settings)
+        # These settings point at the local tenant; a stray AZURE_* variable in the shell must not win here.
+        apply_settings(settings, override=True)
+        keys = HostKeys.load_or_create(options.keys_path)
+        app = build_app(import_function_app(options.module_name), keys=keys)
+        if options.check:
+            return _check_health(RunningServer(app, sock), keys, app.state.route_prefix)
+        server = uvicorn_server(app)
+        banner = _banner(options, tenant, keys, socket_url(sock), app.state.route_prefix)
+        threading.Thread(target=_print_when_started, args=(server, banner), daemon=True).start()
+        server.run(sockets=[sock])
+    return 0
+
+
+def _check_health(server: RunningServer, keys: HostKeys, prefix: str) -> int:
+    with server.start():
+        url = f"{api_base_url(server.url, prefix)}/health"
+        response = httpx.get(url, headers={"x-functions-key": keys.function}, trust_env=False, timeout=30)
+    print(f"GET {url} -> {response.status_code}")
+    print(response.text)
+    return 0 if response.status_code == 200 else 1
+
+
+def _print_when_started(server: Any, banner: str) -> None:
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if server.started:
+        print(banner, flush=True)
+
+
+def fetch_admin_token(tenant: Any) -> str:
+    """A token for the seeded admin client, from the tenant's own token endpoint, as a caller would get it."""
+    seed = tenant.seed
+    tls = ssl.create_default_context(cafile=str(tenant.ca_file))
+    response = httpx.post(
+        f"{tenant.authority}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": seed.admin_client.app_id,
+            "client_secret": seed.admin_client.secret,
+            "scope": f"{seed.api.identifier_uri}/.default",
+        },
+        verify=tls,
+        trust_env=False,  # REQUESTS_CA_BUNDLE and friends must not replace the local CA
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, prefix: str) -> str:
+    api = api_base_url(base_url, prefix)
+    seed = tenant.seed
+    try:
+        token_line = f"export TOKEN='{fetch_admin_token(tenant)}'"
+    except (httpx.HTTPError, OSError, KeyError, ValueError) as error:
+        token_line = f"# could not get a token now ({type(error).__name__}); use the command below"
+    token_command = (
+        f"curl -s --cacert {tenant.ca_file} {tenant.authority}/oauth2/v2.0/token"
+        f" -d grant_type=client_credentials -d client_id={seed.admin_client.app_id}"
+        f" -d client_secret='{seed.admin_client.secret}' -d scope={seed.api.identifier_uri}/.default"
+    )
+    create_body = (
+        '{"type": "service", "name": "demo-service", "displayName": "Demo service", '
+        '"dicomService": "managed", "access": "reader"}'
+    )
+    return "\n".join(
+        [
+            "",
+            f"Functions host  {api}   (plain HTTP on loopback, like func start)",
+            f"Function key    {keys.function}   (header x-functions-key; kept in {options.keys_path})",
+            f"Local tenant    {tenant.authority}   (state {options.state_path})",
+            f"CA file         {tenant.ca_file}   (for HTTPS calls to the local tenant)",
+            f"Settings        {options.settings_path}",
+            "",
+            "Bearer token for the seeded admin client (Registrations.Admin), valid about an hour:",
+            f"  {token_line}",
+            "A fresh one, any time:",
+            f"  {token_command} | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'",
+            "",
+            "Try:",
+            f"  curl -s {api}/health -H 'x-functions-key: {keys.function}'",
+            f"  curl -s -X POST {api}/registrations -H 'x-functions-key: {keys.function}' \\",
+            "       -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\",
+            f"       -d '{create_body}'",
+            "",
+            "Ctrl-C stops the host and the local tenant.",
+        ]
+    )
