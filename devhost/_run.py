@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
+import certifi
 import httpx
 
 from devhost._app import PROJECT_ROOT, api_base_url, build_app
@@ -59,7 +60,7 @@ def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) 
     """Serve until Ctrl-C (exit 0), or with `check` call GET /api/health once and exit 0 or 1."""
     sock = bind_socket("127.0.0.1", options.port)  # a busy 7071 fails now, before the tenant starts
     with contextlib.closing(sock), start_tenant(options.state_path, options.base_port) as tenant:
-        settings = tenant.app_settings()
+        settings = {**tenant.app_settings(), **_ca_bundle_settings(options, tenant)}
         write_settings(options.settings_path, settings)
         # These settings point at the local tenant; a stray AZURE_* variable in the shell must not win here.
         apply_settings(settings, override=True)
@@ -72,6 +73,17 @@ def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) 
         threading.Thread(target=_print_when_started, args=(server, banner), daemon=True).start()
         server.run(sockets=[sock])
     return 0
+
+
+def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
+    """`requests` lets REQUESTS_CA_BUNDLE replace a session's own `verify` (REFERENCE.md, "Seen on these
+    machines"), so a CA file handed to msal or azure-core would be ignored. Locally, the bundle it names is
+    made to hold the public CAs plus the tenant's CA; in Azure the variable is simply not set."""
+    bundle = options.local_dir / "ca-bundle.pem"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    public = Path(certifi.where()).read_text()
+    bundle.write_text(public.rstrip("\n") + "\n" + Path(tenant.ca_file).read_text())
+    return {"REQUESTS_CA_BUNDLE": str(bundle)}
 
 
 def _check_health(server: RunningServer, keys: HostKeys, prefix: str) -> int:

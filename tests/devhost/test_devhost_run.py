@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 import devhost
-from devhost._run import RunOptions, _banner, run
+from devhost._run import RunOptions, _banner, fetch_admin_token, run
 
 # A function app that reads a setting at import time, as the product does: it proves the order.
 SAMPLE_MODULE = '''
@@ -31,11 +31,13 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 '''
 
 
-def restored_after_test(monkeypatch, *names):
-    """Code under test writes os.environ directly; set-then-delete makes monkeypatch undo those writes."""
-    for name in names:
-        monkeypatch.setenv(name, "placeholder")
-        monkeypatch.delenv(name)
+@pytest.fixture(autouse=True)
+def isolated_environ():
+    """`run` and `apply_settings` write os.environ directly (as they must); put it back after each test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def sample_module(tmp_path, monkeypatch, request):
     name = f"devhost_sample_{request.node.name.split('[')[0]}"
     (tmp_path / f"{name}.py").write_text(SAMPLE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    restored_after_test(monkeypatch, "DEVHOST_SAMPLE_SETTING")
+    os.environ.pop("DEVHOST_SAMPLE_SETTING", None)
     yield name
     sys.modules.pop(name, None)
 
@@ -53,7 +55,7 @@ def test_settings_round_trip_and_the_environment_wins_unless_overridden(tmp_path
     devhost.write_settings(path, {"DEVHOST_A": "from-file", "DEVHOST_B": "from-file"})
     assert json.loads(path.read_text())["IsEncrypted"] is False
     assert path.stat().st_mode & 0o077 == 0
-    restored_after_test(monkeypatch, "DEVHOST_B")
+    os.environ.pop("DEVHOST_B", None)
     monkeypatch.setenv("DEVHOST_A", "from-shell")
     assert devhost.apply_settings(devhost.load_settings(path)) == ["DEVHOST_A"]
     assert (os.environ["DEVHOST_A"], os.environ["DEVHOST_B"]) == ("from-shell", "from-file")
@@ -110,14 +112,19 @@ def wait_for(url: str, key: str) -> httpx.Response:
             time.sleep(0.05)
 
 
-def fake_tenant(settings):
+LOCAL_CA = "-----BEGIN CERTIFICATE-----\nlocal tenant CA\n-----END CERTIFICATE-----\n"
+
+
+def fake_tenant(settings, tmp_path):
     """Only what `run` reads from a LocalTenant (docs/local-tenant.md), with no servers behind it."""
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(LOCAL_CA)
     seed = SimpleNamespace(
         admin_client=SimpleNamespace(app_id="admin-app-id", secret="admin-secret"),
         api=SimpleNamespace(identifier_uri="api://dicom-registrations"),
     )
     tenant = SimpleNamespace(
-        app_settings=lambda: dict(settings), seed=seed, ca_file="/tmp/ca.pem",
+        app_settings=lambda: dict(settings), seed=seed, ca_file=str(ca_file),
         authority="https://127.0.0.1:9/tenant-id",  # port 9 (discard): the token fetch fails fast
     )
     started = []
@@ -133,17 +140,19 @@ def fake_tenant(settings):
 @pytest.mark.parametrize(("setting", "exit_code"), [("from-tenant", 0), (None, 1)])
 def test_run_check_wires_tenant_settings_into_the_host(tmp_path, sample_module, capsys, setting, exit_code):
     settings = {"DEVHOST_SAMPLE_SETTING": setting} if setting else {}
-    start, started = fake_tenant(settings)
+    start, started = fake_tenant(settings, tmp_path)
     options = RunOptions(local_dir=tmp_path / ".local", port=0, module_name=sample_module, check=True)
     assert run(options, start_tenant=start) == exit_code
     assert started == [(tmp_path / ".local" / "tenant.sqlite", 47400)]
-    assert devhost.load_settings(options.settings_path) == settings
+    bundle = options.local_dir / "ca-bundle.pem"
+    assert devhost.load_settings(options.settings_path) == {**settings, "REQUESTS_CA_BUNDLE": str(bundle)}
+    assert bundle.read_text().endswith(LOCAL_CA) and bundle.read_text().count("BEGIN CERTIFICATE") > 10
     assert devhost.HostKeys.load_or_create(options.keys_path).function  # persisted for the next run
     assert "/api/health -> " + ("200" if exit_code == 0 else "503") in capsys.readouterr().out
 
 
 def test_banner_says_how_to_call_the_host(tmp_path):
-    start, _ = fake_tenant({})
+    start, _ = fake_tenant({}, tmp_path)
     keys = devhost.HostKeys.from_mapping({"function": "the-function-key"})
     with start(None, None) as tenant:
         banner = _banner(RunOptions(local_dir=tmp_path), tenant, keys, "http://127.0.0.1:7071", "api")
@@ -151,6 +160,27 @@ def test_banner_says_how_to_call_the_host(tmp_path):
     assert "the-function-key" in banner
     assert "curl -s http://127.0.0.1:7071/api/health" in banner
     assert "-X POST http://127.0.0.1:7071/api/registrations" in banner
-    assert "--cacert /tmp/ca.pem https://127.0.0.1:9/tenant-id/oauth2/v2.0/token" in banner
+    assert f"--cacert {tenant.ca_file} https://127.0.0.1:9/tenant-id/oauth2/v2.0/token" in banner
     assert "scope=api://dicom-registrations/.default" in banner
     assert "Ctrl-C" in banner
+
+
+def test_run_check_against_the_real_local_tenant(tmp_path, sample_module, capsys):
+    """The same wiring with the real tenant, on ephemeral ports so a running `make run` is left alone."""
+    local_tenant = pytest.importorskip("localtenant")
+    if not hasattr(local_tenant, "LocalTenant"):
+        pytest.skip("localtenant.LocalTenant has not landed yet")
+    tokens = []
+
+    @contextlib.contextmanager
+    def start(state_path, base_port):
+        with local_tenant.LocalTenant.start(state_path=state_path) as tenant:
+            tokens.append(fetch_admin_token(tenant))
+            yield tenant
+
+    options = RunOptions(local_dir=tmp_path / ".local", port=0, module_name=sample_module, check=True)
+    os.environ["DEVHOST_SAMPLE_SETTING"] = "real-tenant"  # the tenant's settings do not include this one
+    assert run(options, start_tenant=start) == 0, capsys.readouterr().out
+    assert (tmp_path / ".local" / "tenant.sqlite").exists()
+    assert tokens[0].count(".") == 2  # a JWT from the tenant's token endpoint
+    assert devhost.load_settings(options.settings_path)["AZURE_TENANT_ID"]
