@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
             serve(host=arguments.host, port=arguments.port, settings_path=arguments.settings,
                   keys=keys, module_name=arguments.app_module)
             return 0
-        options = RunOptions(local_dir=arguments.local_dir, port=arguments.port, base_port=arguments.base_port,
-                             module_name=arguments.app_module, check=arguments.check)
+        options = RunOptions(
+            local_dir=arguments.local_dir,
+            port=arguments.port,
+            base_port=arguments.base_port,
+            module_name=arguments.app_module,
+            check=arguments.check,
+        )
         return run(options)
     except LoopbackOnlyError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -68,20 +69,18 @@ def build_app(
     prefix = read_route_prefix(host_json_path) if route_prefix is None else route_prefix
     host_keys = keys if isinstance(keys, HostKeys) else HostKeys.from_mapping(keys)
     functions = index_functions(function_app)
-    host = _Host(host_keys, max_body_bytes)
 
     table: RouteTable[tuple[str, Handler]] = RouteTable()
     for entry in functions:
         if entry.is_http:
-            level = entry.auth_level(default="function")
-            table.add(compile_template(prefix, entry.route), entry.methods, (level, host.http_handler(entry)))
+            target = (entry.auth_level("function"), partial(_serve_http, entry, max_body_bytes))
+            table.add(compile_template(prefix, entry.route), entry.methods, target)
+    # The real host's admin API for functions; it needs the master key whatever the app's defaults.
     background = {entry.name.lower(): entry for entry in functions if not entry.is_http}
-    table.add(compile_template("admin", "functions"), frozenset({"GET"}), ("admin", host.lister(functions)))
-    table.add(
-        compile_template("admin", "functions/{name}"),
-        frozenset({"POST"}),
-        ("admin", host.background_invoker(background)),
-    )
+    listing = partial(_list_functions, functions)
+    invoking = partial(_invoke_background, background, max_body_bytes)
+    table.add(compile_template("admin", "functions"), frozenset({"GET"}), ("admin", listing))
+    table.add(compile_template("admin", "functions/{name}"), frozenset({"POST"}), ("admin", invoking))
 
     async def dispatch(request: Request) -> Response:
         match = table.match(request.method, request.scope["path"])
@@ -92,7 +91,7 @@ def build_app(
             return problem(404, "Not Found")
         level, handler = match.target
         if not host_keys.permits(level, presented_key(request)):
-            return problem(401, "Unauthorized", "A valid key is required for this function.")
+            return problem(401, "Unauthorized", "A valid key is required.")
         try:
             return await handler(request, match)
         except BodyTooLarge:
@@ -108,41 +107,30 @@ def build_app(
     return app
 
 
-class _Host:
-    """The handlers, sharing the keys and the body limit."""
+async def _serve_http(
+    entry: FunctionEntry, max_body_bytes: int, request: Request, match: Match[Any]
+) -> Response:
+    request.scope["devhost.function"] = entry.name
+    body = await read_body(request, max_body_bytes)
+    function_request = to_function_request(request, body, match.route_params)
+    return await _guarded(entry, function_request, to_starlette_response)
 
-    def __init__(self, keys: HostKeys, max_body_bytes: int) -> None:
-        self.keys = keys
-        self.max_body_bytes = max_body_bytes
 
-    def http_handler(self, entry: FunctionEntry) -> Handler:
-        async def handle(request: Request, match: Match[Any]) -> Response:
-            request.scope["devhost.function"] = entry.name
-            body = await read_body(request, self.max_body_bytes)
-            function_request = to_function_request(request, body, match.route_params)
-            return await _guarded(entry, function_request, to_starlette_response)
+async def _list_functions(functions: list[FunctionEntry], request: Request, match: Match[Any]) -> Response:
+    return JSONResponse([entry.describe() for entry in functions])
 
-        return handle
 
-    def lister(self, functions: list[FunctionEntry]) -> Handler:
-        async def list_functions(request: Request, match: Match[Any]) -> Response:
-            return JSONResponse([entry.describe() for entry in functions])
-
-        return list_functions
-
-    def background_invoker(self, background: dict[str, FunctionEntry]) -> Handler:
-        async def invoke_background(request: Request, match: Match[Any]) -> Response:
-            entry = background.get(match.route_params["name"].lower())
-            if entry is None:
-                return problem(404, "Not Found", "No non-HTTP function has that name.")
-            request.scope["devhost.function"] = entry.name
-            body = await read_body(request, self.max_body_bytes)
-            trigger_value = _background_trigger_value(entry, body)
-            # The real host answers 202 and runs the function later; running it first lets a caller see
-            # locally whether it failed, which is what a developer invoking it by hand wants to know.
-            return await _guarded(entry, trigger_value, lambda _: Response(status_code=202))
-
-        return invoke_background
+async def _invoke_background(
+    background: dict[str, FunctionEntry], max_body_bytes: int, request: Request, match: Match[Any]
+) -> Response:
+    entry = background.get(match.route_params["name"].lower())
+    if entry is None:
+        return problem(404, "Not Found", "No non-HTTP function has that name.")
+    request.scope["devhost.function"] = entry.name
+    trigger_value = _background_trigger_value(entry, await read_body(request, max_body_bytes))
+    # The real host answers 202 and runs the function later; running it first lets a caller see
+    # locally whether it failed, which is what a developer invoking it by hand wants to know.
+    return await _guarded(entry, trigger_value, lambda _: Response(status_code=202))
 
 
 def _background_trigger_value(entry: FunctionEntry, body: bytes) -> Any:

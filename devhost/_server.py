@@ -128,7 +128,8 @@ def serve(
     sock = bind_socket(host, port)  # refuses a non-loopback host before anything is loaded
     if settings_path is not None:
         apply_settings(load_settings(settings_path))
-    app = build_app(function_app or import_function_app(module_name), keys=keys, host_json_path=host_json_path)
+    function_app = function_app or import_function_app(module_name)
+    app = build_app(function_app, keys=keys, host_json_path=host_json_path)
     log.info("Functions host listening on %s (route prefix %r)", socket_url(sock), app.state.route_prefix)
     try:
         uvicorn_server(app).run(sockets=[sock])

@@ -86,7 +86,8 @@ def test_serve_command_loads_settings_before_import_and_stops_on_ctrl_c(tmp_path
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())])}
     process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        response = wait_for(f"http://127.0.0.1:{port}/api/health", json.loads(wait_for_file(keys))["function"])
+        function_key = json.loads(wait_for_file(keys))["function"]
+        response = wait_for(f"http://127.0.0.1:{port}/api/health", function_key)
         assert (response.status_code, response.text) == (200, "loaded-first")
     finally:
         process.send_signal(signal.SIGINT)
