@@ -1,0 +1,28 @@
+"""Errors the adapters raise, matched on HTTP status and the service's error code, never on message text."""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """A remote Azure call failed after the pipeline's own retries."""
+
+    def __init__(self, service: str, operation: str, status: int | None, code: str | None, message: str) -> None:
+        super().__init__(f"{service} {operation}: {status} {code}: {message}")
+        self.service = service
+        self.operation = operation
+        self.status = status
+        self.code = code
+        # Azure error messages do not carry request bodies; still, keep them short in problem details.
+        self.message = message[:300]
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status in (408, 429, 500, 502, 503, 504)
+
+
+class NotFoundError(UpstreamError):
+    pass
+
+
+class ConflictError(UpstreamError):
+    pass

@@ -1,0 +1,159 @@
+"""Microsoft Graph v1.0: the dozen calls this product makes, over azure-core's pipeline (no Graph SDK)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from ._rest import RestClient
+from .errors import NotFoundError, UpstreamError
+
+
+def _key(value: str) -> str:
+    """An OData key literal: single quotes doubled, then URL-escaped."""
+    return quote(value.replace("'", "''"), safe="")
+
+
+class GraphClient:
+    def __init__(self, rest: RestClient) -> None:
+        self._rest = rest
+
+    # applications ---------------------------------------------------------------------------------
+    def get_application(self, unique_name: str) -> dict | None:
+        _, body, _ = self._rest.call(
+            "getApplication", "GET", f"/v1.0/applications(uniqueName='{_key(unique_name)}')", ok_missing=True
+        )
+        return body
+
+    def get_application_by_id(self, object_id: str) -> dict | None:
+        _, body, _ = self._rest.call("getApplication", "GET", f"/v1.0/applications/{object_id}", ok_missing=True)
+        return body
+
+    def upsert_application(self, unique_name: str, manifest: dict) -> tuple[bool, dict | None]:
+        """Create or update by uniqueName (doc: application-upsert). Returns (created, body-if-created)."""
+        status, body, _ = self._rest.call(
+            "upsertApplication",
+            "PATCH",
+            f"/v1.0/applications(uniqueName='{_key(unique_name)}')",
+            body=manifest,
+            headers={"Prefer": "create-if-missing"},
+        )
+        return status == 201, body
+
+    def update_application(self, object_id: str, changes: dict) -> None:
+        self._rest.call("updateApplication", "PATCH", f"/v1.0/applications/{object_id}", body=changes)
+
+    def delete_application(self, object_id: str) -> bool:
+        status, _, _ = self._rest.call(
+            "deleteApplication", "DELETE", f"/v1.0/applications/{object_id}", ok_missing=True
+        )
+        return status != 404
+
+    def list_owned_applications(self, owner_sp_id: str, *, page_size: int = 100) -> Iterator[dict]:
+        """Applications the product's own service principal owns (all it can manage with OwnedBy)."""
+        path = f"/v1.0/servicePrincipals/{owner_sp_id}/ownedObjects/microsoft.graph.application"
+        yield from self._pages("listOwnedObjects", path, {"$top": str(page_size)})
+
+    def add_password(self, object_id: str, display_name: str, end: str) -> dict:
+        _, body, _ = self._rest.call(
+            "addPassword",
+            "POST",
+            f"/v1.0/applications/{object_id}/addPassword",
+            body={"passwordCredential": {"displayName": display_name, "endDateTime": end}},
+            retry=False,  # not idempotent: the service layer retries after checking what went through
+        )
+        return body
+
+    def remove_password(self, object_id: str, key_id: str) -> None:
+        try:
+            self._rest.call(
+                "removePassword", "POST", f"/v1.0/applications/{object_id}/removePassword", body={"keyId": key_id}
+            )
+        except NotFoundError:
+            pass  # already gone: the app or the credential
+
+    # service principals ---------------------------------------------------------------------------
+    def create_service_principal(self, app_id: str, tags: list[str]) -> dict:
+        _, body, _ = self._rest.call(
+            "createServicePrincipal", "POST", "/v1.0/servicePrincipals", body={"appId": app_id, "tags": tags}
+        )
+        return body
+
+    def get_service_principal(self, app_id: str) -> dict | None:
+        _, body, _ = self._rest.call(
+            "getServicePrincipal", "GET", f"/v1.0/servicePrincipals(appId='{_key(app_id)}')", ok_missing=True
+        )
+        return body
+
+    def find_service_principal(self, service_principal_name: str) -> dict | None:
+        """Look a first-party resource up by one of its servicePrincipalNames (never by a hard-coded id)."""
+        flt = f"servicePrincipalNames/any(x:x eq '{service_principal_name.replace(chr(39), chr(39) * 2)}')"
+        for sp in self._pages("listServicePrincipals", "/v1.0/servicePrincipals", {"$filter": flt}):
+            return sp
+        return None
+
+    def find_service_principal_by_tag(self, tag: str) -> dict | None:
+        flt = f"tags/any(t:t eq '{tag.replace(chr(39), chr(39) * 2)}')"
+        for sp in self._pages("listServicePrincipals", "/v1.0/servicePrincipals", {"$filter": flt}):
+            return sp
+        return None
+
+    def delete_service_principal(self, sp_id: str) -> bool:
+        status, _, _ = self._rest.call(
+            "deleteServicePrincipal", "DELETE", f"/v1.0/servicePrincipals/{sp_id}", ok_missing=True
+        )
+        return status != 404
+
+    # grants ---------------------------------------------------------------------------------------
+    def assign_app_role(self, resource_sp_id: str, principal_id: str, app_role_id: str) -> dict:
+        _, body, _ = self._rest.call(
+            "createAppRoleAssignment",
+            "POST",
+            f"/v1.0/servicePrincipals/{resource_sp_id}/appRoleAssignedTo",
+            body={"principalId": principal_id, "resourceId": resource_sp_id, "appRoleId": app_role_id},
+        )
+        return body
+
+    def list_app_role_assignments(self, sp_id: str) -> list[dict]:
+        """App roles granted to this service principal."""
+        return list(self._pages("listAppRoleAssignments", f"/v1.0/servicePrincipals/{sp_id}/appRoleAssignments"))
+
+    def delete_app_role_assignment(self, resource_sp_id: str, assignment_id: str) -> None:
+        self._rest.call(
+            "deleteAppRoleAssignment",
+            "DELETE",
+            f"/v1.0/servicePrincipals/{resource_sp_id}/appRoleAssignedTo/{assignment_id}",
+            ok_missing=True,
+        )
+
+    def grant_delegated(self, client_sp_id: str, resource_sp_id: str, scope: str) -> dict:
+        """Admin consent for every user (consentType AllPrincipals)."""
+        _, body, _ = self._rest.call(
+            "createOAuth2PermissionGrant",
+            "POST",
+            "/v1.0/oauth2PermissionGrants",
+            body={"clientId": client_sp_id, "consentType": "AllPrincipals", "resourceId": resource_sp_id,
+                  "scope": scope},
+        )
+        return body
+
+    def list_grants(self, client_sp_id: str) -> list[dict]:
+        return list(self._pages(
+            "listOAuth2PermissionGrants", "/v1.0/oauth2PermissionGrants", {"$filter": f"clientId eq '{client_sp_id}'"}
+        ))
+
+    def delete_grant(self, grant_id: str) -> None:
+        self._rest.call(
+            "deleteOAuth2PermissionGrant", "DELETE", f"/v1.0/oauth2PermissionGrants/{grant_id}", ok_missing=True
+        )
+
+    # paging ---------------------------------------------------------------------------------------
+    def _pages(self, operation: str, path: str, params: dict[str, str] | None = None) -> Iterator[Any]:
+        url: str | None = path
+        while url:
+            _, body, _ = self._rest.call(operation, "GET", url, params=params)
+            if not isinstance(body, dict):
+                raise UpstreamError("graph", operation, 200, None, "the answer had no value list")
+            yield from body.get("value", [])
+            url, params = body.get("@odata.nextLink"), None  # the next link carries every parameter

@@ -1,0 +1,108 @@
+"""Key Vault secrets through the SDK's SecretClient. Values go in; only references come out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from ._rest import make_retry_policy
+from .errors import ConflictError, NotFoundError, UpstreamError
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    id: str  # https://{vault}/secrets/{name}/{version}
+    name: str
+    version: str
+    expires_on: datetime | None
+    tags: dict[str, str]
+
+
+def _props(props: Any) -> StoredSecret:
+    return StoredSecret(props.id, props.name, props.version, props.expires_on, dict(props.tags or {}))
+
+
+def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
+    code = getattr(getattr(exc, "error", None), "code", None)
+    message = getattr(getattr(exc, "error", None), "message", None) or ""
+    cls = (NotFoundError if isinstance(exc, ResourceNotFoundError)
+           else ConflictError if isinstance(exc, ResourceExistsError) or exc.status_code == 409
+           else UpstreamError)
+    return cls("keyvault", operation, exc.status_code, code, message)
+
+
+class VaultClient:
+    def __init__(self, vault_url: str, credential: Any, *, verify: str | bool, development: bool) -> None:
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+        from azure.keyvault.secrets import SecretClient
+
+        session = requests.Session()
+        session.trust_env = False  # see _rest.RestClient
+        self.vault_url = vault_url
+        self._client = SecretClient(
+            vault_url,
+            credential,
+            transport=RequestsTransport(session=session, session_owner=False, connection_verify=verify),
+            connection_verify=verify,
+            retry_policy=make_retry_policy(),
+            # The local tenant's vault is not at *.vault.azure.net; in Azure the check stays on.
+            verify_challenge_resource=not development,
+        )
+
+    def set_secret(self, name: str, value: str, *, expires_on: datetime, content_type: str,
+                   tags: dict[str, str]) -> StoredSecret:
+        try:
+            secret = self._client.set_secret(
+                name, value, expires_on=expires_on, content_type=content_type, tags=tags, enabled=True
+            )
+        except ResourceExistsError:
+            # The name is soft-deleted (a registration of the same name was deleted): recover it, so its
+            # history is kept, and write the new value as a new version.
+            self._recover(name)
+            secret = self._client.set_secret(
+                name, value, expires_on=expires_on, content_type=content_type, tags=tags, enabled=True
+            )
+        except HttpResponseError as exc:
+            raise _translate("setSecret", exc) from exc
+        return _props(secret.properties)
+
+    def _recover(self, name: str) -> None:
+        try:
+            self._client.begin_recover_deleted_secret(name).wait(timeout=30)
+        except HttpResponseError as exc:
+            raise _translate("recoverDeletedSecret", exc) from exc
+
+    def get_properties(self, name: str) -> StoredSecret | None:
+        """The newest version's properties, or None. Reads the value over the wire but never keeps it."""
+        try:
+            return _props(self._client.get_secret(name).properties)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            raise _translate("getSecret", exc) from exc
+
+    def delete_secret(self, name: str, *, purge: bool = False) -> bool:
+        """Soft-delete (and optionally purge) a secret. True if there was one."""
+        try:
+            self._client.begin_delete_secret(name).wait(timeout=30)
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as exc:
+            raise _translate("deleteSecret", exc) from exc
+        if purge:
+            try:
+                self._client.purge_deleted_secret(name)
+            except ResourceNotFoundError:
+                pass
+            except HttpResponseError as exc:
+                # Purge protection or no purge right: a soft-deleted secret is still unreachable by clients.
+                if exc.status_code not in (403, 409):
+                    raise _translate("purgeDeletedSecret", exc) from exc
+        return True
+
+    def secret_uri(self, name: str) -> str:
+        return f"{self.vault_url}/secrets/{name}"

@@ -1,0 +1,212 @@
+"""Request handling behind the HTTP functions: parse, authorize, call the service, render.
+
+Imported on the first request, not at worker start, so the function app's cold start pays for
+azure-functions alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import azure.functions as func
+from pydantic import TypeAdapter, ValidationError
+
+from . import wiring
+from .dicom import FORMATS, render
+from .manifest import Caller
+from .models import NAME_PATTERN, RegistrationRequest
+from .problems import (
+    PROBLEM_CONTENT_TYPE,
+    Forbidden,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    ValidationProblem,
+)
+from .service import ADMIN, READ, REQUEST
+
+log = logging.getLogger("registrations.api")
+audit = logging.getLogger("registrations.audit")
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_PAGE = 100
+_REQUEST = TypeAdapter(RegistrationRequest)
+_NAME = re.compile(NAME_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# What each operation needs. Registrations.Request callers also only ever see their own registrations.
+ROLES_FOR = {
+    "create": (ADMIN, REQUEST),
+    "read": (ADMIN, READ, REQUEST),
+    "delete": (ADMIN, REQUEST),
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
+                             headers=headers or {})
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> func.HttpResponse:
+    headers = dict(problem.headers)
+    if problem.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return func.HttpResponse(json.dumps(problem.to_dict(instance)), status_code=problem.status,
+                             mimetype=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def handle(req: func.HttpRequest, operation: Callable[[func.HttpRequest, Caller], func.HttpResponse],
+           needs: str) -> func.HttpResponse:
+    """The one place where errors become problem+json."""
+    correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") \
+        or str(uuid.uuid4())
+    instance = urlsplit(req.url).path
+    caller: Caller | None = None
+    try:
+        runtime = wiring.runtime()
+        caller = runtime.authenticator.caller(req.headers)
+        _require(caller, needs)
+        response = operation(req, caller)
+    except Problem as problem:
+        _audit(req, needs, problem.status, correlation, caller)
+        return problem_response(problem, instance)
+    except Exception:
+        log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
+        return problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"), instance)
+    _audit(req, needs, response.status_code, correlation, caller)
+    response.headers["x-correlation-id"] = correlation
+    return response
+
+
+def _require(caller: Caller, needs: str) -> None:
+    allowed = ROLES_FOR[needs]
+    if not caller.roles.intersection(allowed):
+        raise Forbidden(f"this needs one of the app roles {', '.join(allowed)} on the registrations API",
+                        requiredRoles=list(allowed))
+
+
+def _audit(req: func.HttpRequest, needs: str, status: int, correlation: str, caller: Caller | None) -> None:
+    if needs == "read":
+        return
+    audit.info(json.dumps({
+        "event": f"registration.{needs}", "outcome": status, "method": req.method,
+        "registration": req.route_params.get("name"), "correlationId": correlation,
+        "caller": None if caller is None else {"oid": caller.object_id, "appid": caller.app_id,
+                                               "name": caller.name},
+    }))
+
+
+def _body(req: func.HttpRequest) -> Any:
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
+    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json":
+        raise MalformedRequest("send the body as application/json")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise MalformedRequest("the body is not valid JSON") from None
+
+
+def _validation_problem(exc: ValidationError) -> ValidationProblem:
+    errors = [
+        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = errors[0]
+    where = ".".join(first["loc"]) or "body"
+    return ValidationProblem(f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1
+                                                           else ""), errors=errors)
+
+
+def _name(req: func.HttpRequest) -> str:
+    name = req.route_params.get("name", "")
+    if not _NAME.match(name) or not 3 <= len(name) <= 40:
+        raise NotFound(f"no registration named {name[:60]!r}")
+    return name
+
+
+def _location(req: func.HttpRequest, name: str) -> str:
+    base = req.url.split("?")[0]
+    return f"{base.split('/registrations')[0]}/registrations/{name}"
+
+
+# --------------------------------------------------------------------------------------- operations
+def create(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    key = req.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationProblem("Idempotency-Key must be 1-128 characters of letters, digits and ._:-",
+                                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid"}])
+    try:
+        request = _REQUEST.validate_python(_body(req))
+    except ValidationError as exc:
+        raise _validation_problem(exc) from None
+    registration, created = wiring.runtime().service.create(request, caller)
+    headers = {"Location": _location(req, request.name)}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(registration, 201 if created else 200, headers)
+
+
+def get(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    return json_response(wiring.runtime().service.get(_name(req), caller))
+
+
+def config(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    fmt = req.params.get("format", "json")
+    if fmt not in FORMATS:
+        raise ValidationProblem(f"format must be one of {', '.join(FORMATS)}",
+                                errors=[{"loc": ["query", "format"], "msg": "unknown format"}])
+    body, content_type = render(wiring.runtime().service.config(_name(req), caller), fmt)
+    return func.HttpResponse(body, status_code=200, mimetype=content_type.split(";")[0], charset="utf-8")
+
+
+def list_(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    params = req.params
+    unknown = set(params) - {"type", "dicomService", "top", "after", "code"}
+    if unknown:
+        raise ValidationProblem(f"unknown query parameters: {', '.join(sorted(unknown))}",
+                                errors=[{"loc": ["query", p], "msg": "unknown"} for p in sorted(unknown)])
+    kind = params.get("type")
+    if kind not in (None, "confidential", "public", "service", "resource"):
+        raise ValidationProblem("type must be confidential, public, service or resource",
+                                errors=[{"loc": ["query", "type"], "msg": "unknown type"}])
+    try:
+        top = int(params.get("top", "50"))
+    except ValueError:
+        top = 0
+    if not 1 <= top <= MAX_PAGE:
+        raise ValidationProblem(f"top must be a whole number from 1 to {MAX_PAGE}",
+                                errors=[{"loc": ["query", "top"], "msg": "out of range"}])
+    after = params.get("after")
+    items = wiring.runtime().service.list(caller, type=kind, target=params.get("dicomService"))
+    if after:
+        items = [item for item in items if item["name"] > after]
+    page, more = items[:top], len(items) > top
+    body: dict[str, Any] = {"value": page}
+    if more:
+        query = {k: v for k, v in {"type": kind, "dicomService": params.get("dicomService"), "top": str(top),
+                                   "after": page[-1]["name"]}.items() if v}
+        body["nextLink"] = f"{req.url.split('?')[0]}?{urlencode(query)}"
+    return json_response(body)
+
+
+def delete(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    return json_response(wiring.runtime().service.delete(_name(req), caller))
+
+
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness plus a settings check; never calls Azure, so probes stay cheap."""
+    try:
+        runtime = wiring.runtime()
+    except Problem as problem:
+        return problem_response(problem, urlsplit(req.url).path)
+    return json_response({"status": "ok", "dicomServices": sorted(runtime.settings.dicom_services)})

@@ -1,0 +1,129 @@
+"""The configuration a client needs to call its DICOM service, rendered as JSON, env lines or MSAL arguments.
+
+It carries references only: the client secret is named by its Key Vault URI, never included.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from .kinds import PLANS
+from .settings import ManagedTarget, OssTarget, Settings
+
+FORMATS = ("json", "env", "msal")
+
+
+def scopes_for(reg_type: str, target: ManagedTarget | OssTarget, resource_app_id: str | None) -> list[str]:
+    """The scopes a client asks for: `.default` for client credentials, the delegated scope otherwise.
+
+    For the open-source server the resource is named by its appId, which Entra accepts in place of the
+    identifier URI and which the resource's v2 tokens carry as `aud`.
+    """
+    resource = target.audience if isinstance(target, ManagedTarget) else resource_app_id
+    if reg_type == "service":
+        return [f"{resource}/.default"]
+    scope = "Dicom.ReadWrite" if isinstance(target, ManagedTarget) else "user_impersonation"
+    return [f"{resource}/{scope}"]
+
+
+def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget | OssTarget) -> dict[str, Any]:
+    """``reg`` holds name, type, appId, redirectUris, identifierUri, resourceAppId and secret (a reference)."""
+    authority = settings.authority
+    plan = PLANS[reg["type"]]
+    config: dict[str, Any] = {
+        "registration": reg["name"],
+        "type": reg["type"],
+        "tenantId": settings.tenant_id,
+        "clientId": reg["appId"],
+        "authority": authority,
+        "tokenEndpoint": f"{authority}/oauth2/v2.0/token",
+        "dicomService": {
+            "name": reg["dicomService"],
+            "kind": target.kind,
+            "baseUrl": target.base_url,
+        },
+    }
+    if reg["type"] == "resource":
+        return _resource_config(settings, reg, config)
+    scopes = scopes_for(reg["type"], target, reg.get("resourceAppId"))
+    config["flow"] = plan.flow
+    config["scopes"] = scopes
+    if plan.flow != "client_credentials":
+        config["authorizeEndpoint"] = f"{authority}/oauth2/v2.0/authorize"
+        config["redirectUris"] = reg.get("redirectUris") or []
+        config["refreshTokens"] = plan.refresh_tokens
+    if plan.flow == "authorization_code_pkce":
+        config["pkce"] = {"codeChallengeMethod": "S256"}
+    secret = reg.get("secret")
+    if secret:
+        config["clientSecret"] = {
+            "keyVaultSecretUri": secret["keyVaultSecretUri"],
+            "keyVaultSecretName": secret["keyVaultSecretName"],
+            # Paste into a Function/App Service app setting to have the platform resolve it.
+            "appSettingReference": f"@Microsoft.KeyVault(SecretUri={secret['keyVaultSecretUri']})",
+        }
+    config["msal"] = _msal(plan.flow, reg["appId"], authority, scopes, bool(secret))
+    return config
+
+
+def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], secret: bool) -> dict[str, Any]:
+    confidential = flow != "authorization_code_pkce"
+    msal: dict[str, Any] = {
+        "application": "ConfidentialClientApplication" if confidential else "PublicClientApplication",
+        "kwargs": {"client_id": client_id, "authority": authority},
+        "scopes": scopes,
+        "acquire": "acquire_token_for_client" if flow == "client_credentials" else "initiate_auth_code_flow",
+    }
+    if secret:
+        msal["clientCredentialFromKeyVault"] = True
+    return msal
+
+
+def _resource_config(settings: Settings, reg: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    issuer_authority = f"{settings.authority}/v2.0"
+    config.update(
+        identifierUri=reg.get("identifierUri"),
+        # The resource asks for v2 tokens: aud is its appId and iss is the v2 issuer.
+        audience=reg["appId"],
+        issuer=issuer_authority,
+        appRoles=["globalReader", "globalWriter", "globalAdmin"],
+        scopes=[f"{reg['appId']}/user_impersonation", f"{reg['appId']}/.default"],
+        dicomServerSettings={
+            "DicomServer__Security__Enabled": "true",
+            "DicomServer__Security__Authentication__Audience": reg["appId"],
+            "DicomServer__Security__Authentication__Authority": issuer_authority,
+            "DicomServer__Security__Authorization__Enabled": "true",
+        },
+    )
+    return config
+
+
+def render(config: dict[str, Any], fmt: str) -> tuple[str, str]:
+    """Return (body, content type) in the asked-for format."""
+    if fmt == "json":
+        return json.dumps(config, indent=2), "application/json"
+    if fmt == "msal":
+        return json.dumps(config.get("msal") or {}, indent=2), "application/json"
+    return _env_lines(config), "text/plain; charset=utf-8"
+
+
+def _env_lines(config: dict[str, Any]) -> str:
+    if config["type"] == "resource":
+        pairs = dict(config["dicomServerSettings"])
+    else:
+        pairs = {
+            "DICOM_TENANT_ID": config["tenantId"],
+            "DICOM_CLIENT_ID": config["clientId"],
+            "DICOM_AUTHORITY": config["authority"],
+            "DICOM_TOKEN_ENDPOINT": config["tokenEndpoint"],
+            "DICOM_SCOPES": " ".join(config["scopes"]),
+            "DICOM_BASE_URL": config["dicomService"]["baseUrl"],
+        }
+        if "authorizeEndpoint" in config:
+            pairs["DICOM_AUTHORIZE_ENDPOINT"] = config["authorizeEndpoint"]
+            pairs["DICOM_REDIRECT_URI"] = (config["redirectUris"] or [""])[0]
+        if "clientSecret" in config:
+            pairs["DICOM_CLIENT_SECRET_KEYVAULT_URI"] = config["clientSecret"]["keyVaultSecretUri"]
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in pairs.items())

@@ -1,0 +1,44 @@
+"""The HTTP functions: one line each. Parsing, authorization, rendering and errors live in ``api``, which is
+imported on the first request so that a cold start pays only for azure-functions."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+def _api():
+    from . import api
+
+    return api
+
+
+@bp.route(route="registrations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def create_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().create, "create")
+
+
+@bp.route(route="registrations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_registrations(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().list_, "read")
+
+
+@bp.route(route="registrations/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().get, "read")
+
+
+@bp.route(route="registrations/{name}/config", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_registration_config(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().config, "read")
+
+
+@bp.route(route="registrations/{name}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().delete, "delete")
+
+
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().health(req)

@@ -1,0 +1,122 @@
+"""The four kinds of registration, as data. Adding a kind or changing a rule touches this file only."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+Grant = Literal["delegated", "app-role", "azure-role"]
+Flow = Literal["authorization_code", "authorization_code_pkce", "client_credentials"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    type: str
+    summary: str
+    has_secret: bool
+    flow: Flow | None
+    target_kinds: tuple[str, ...]
+    refresh_tokens: bool = False
+    # How the client gets access to the DICOM service, per target kind.
+    grants: tuple[tuple[str, Grant], ...] = ()
+
+    def grant_for(self, target_kind: str) -> Grant | None:
+        return dict(self.grants).get(target_kind)
+
+
+PLANS: dict[str, Plan] = {
+    plan.type: plan
+    for plan in (
+        Plan(
+            type="confidential",
+            summary="web app; authorization code with a client secret; refresh tokens",
+            has_secret=True,
+            flow="authorization_code",
+            refresh_tokens=True,
+            target_kinds=("managed", "oss"),
+            grants=(("managed", "delegated"), ("oss", "delegated")),
+        ),
+        Plan(
+            type="public",
+            summary="SPA or native app; authorization code + PKCE (S256); no secret",
+            has_secret=False,
+            flow="authorization_code_pkce",
+            target_kinds=("managed", "oss"),
+            grants=(("managed", "delegated"), ("oss", "delegated")),
+        ),
+        Plan(
+            type="service",
+            summary="daemon; client credentials at the token endpoint",
+            has_secret=True,
+            flow="client_credentials",
+            target_kinds=("managed", "oss"),
+            grants=(("managed", "azure-role"), ("oss", "app-role")),
+        ),
+        Plan(
+            type="resource",
+            summary="API registration an open-source DICOM server validates tokens against",
+            has_secret=False,
+            flow=None,
+            target_kinds=("oss",),
+        ),
+    )
+}
+
+# Built-in Azure roles on an Azure Health Data Services DICOM service. There is no write-only built-in role:
+# "writer" needs DICOM Data Owner, the smallest role that can store instances.
+DICOM_DATA_OWNER = "58a3b984-7adf-4c20-983a-32417c86fbc8"
+DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+MANAGED_ACCESS_ROLES = {"reader": DICOM_DATA_READER, "writer": DICOM_DATA_OWNER, "admin": DICOM_DATA_OWNER}
+
+# App roles of the open-source DICOM server (its roles.json names them); "admin" maps to globalAdmin ("*").
+OSS_ACCESS_ROLES = {"reader": "globalReader", "writer": "globalWriter", "admin": "globalAdmin"}
+OSS_ROLE_DESCRIPTIONS = {
+    "globalReader": "Read DICOM studies, series and instances",
+    "globalWriter": "Read and store DICOM data",
+    "globalAdmin": "Every DICOM operation, including delete",
+}
+MANAGED_DELEGATED_SCOPE = "Dicom.ReadWrite"
+OSS_DELEGATED_SCOPE = "user_impersonation"
+
+# Ids of what a resource app defines are derived from its uniqueName, so re-sending the same manifest is a
+# no-op for Graph and a rebuilt registration keeps the ids its clients were granted.
+_ID_NAMESPACE = uuid.UUID("6f1f9b34-5d6e-4b7a-9c0f-2f8f3f8a1d42")
+
+
+def stable_id(*parts: str) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, "|".join(parts)))
+
+
+def resource_manifest(unique_name: str, identifier_uri: str) -> dict:
+    """The Graph application fields of an open-source DICOM server's API registration."""
+    return {
+        "identifierUris": [identifier_uri],
+        "api": {
+            "requestedAccessTokenVersion": 2,
+            "oauth2PermissionScopes": [
+                {
+                    "id": stable_id(unique_name, "scope", OSS_DELEGATED_SCOPE),
+                    "value": OSS_DELEGATED_SCOPE,
+                    "type": "User",
+                    "isEnabled": True,
+                    "adminConsentDisplayName": "Access the DICOM service",
+                    "adminConsentDescription": "Read and write DICOM data as the signed-in user",
+                    "userConsentDisplayName": "Access the DICOM service",
+                    "userConsentDescription": "Read and write DICOM data as you",
+                }
+            ],
+        },
+        "appRoles": [
+            {
+                "id": stable_id(unique_name, "role", value),
+                "value": value,
+                "displayName": value,
+                "description": description,
+                "allowedMemberTypes": ["User", "Application"],
+                "isEnabled": True,
+            }
+            for value, description in OSS_ROLE_DESCRIPTIONS.items()
+        ],
+    }

@@ -1,0 +1,186 @@
+"""Between a registration request and a Graph application object, both ways.
+
+Entra ID is the only store: everything the API needs to answer later (type, target, access, requester,
+provisioning state) lives on the application object as tags, so a GET never needs a second database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, resource_manifest
+
+TAG_MARK = "dicom-registration"
+PASSWORD_NAME = "dicom-registrations"  # displayName of the passwords this API adds
+NOTES_HEADER = "Managed by the DICOM registrations API. Requested by "
+
+_PLATFORM_FIELD = {"web": "web", "spa": "spa", "mobile": "publicClient"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's oid, a display name and the app roles it holds."""
+
+    object_id: str
+    name: str
+    roles: frozenset[str] = frozenset()
+    app_id: str | None = None
+
+
+@dataclass
+class Resource:
+    """The DICOM resource a client is granted access to: its service principal and what it defines."""
+
+    app_id: str
+    sp_id: str
+    scope: tuple[str, str] | None = None  # the delegated scope clients ask for: (value, id)
+    role_ids: dict[str, str] = field(default_factory=dict)  # app role value -> id
+    identifier_uri: str | None = None
+
+
+def unique_name(prefix: str, name: str) -> str:
+    return f"{prefix}-{name}"
+
+
+def secret_name(prefix: str, name: str) -> str:
+    """``{prefix}--{name}--secret``: maps to the configuration key ``{prefix}:{name}:secret`` in .NET and
+    Functions Key Vault references."""
+    return f"{prefix}--{name}--secret"
+
+
+def platform_of(request: Any) -> str | None:
+    if request.type == "confidential":
+        return "web"
+    if request.type == "public":
+        return request.platform
+    return None
+
+
+def tags_for(request: Any, caller: Caller, *, state: str, sp_id: str | None = None) -> list[str]:
+    tags = [TAG_MARK, f"dicom-type:{request.type}", f"dicom-target:{request.dicomService}",
+            f"dicom-requester:{caller.object_id}", f"dicom-state:{state}"]
+    if getattr(request, "access", None):
+        tags.append(f"dicom-access:{request.access}")
+    if platform_of(request):
+        tags.append(f"dicom-platform:{platform_of(request)}")
+    credential = getattr(request, "credential", None)
+    if credential is not None:
+        tags.append(f"dicom-credential:{credential.kind}")
+        if getattr(credential, "lifetimeDays", None):
+            tags.append(f"dicom-lifetime:{credential.lifetimeDays}")
+    if sp_id:
+        tags.append(f"dicom-sp:{sp_id}")
+    return tags
+
+
+def tag_values(app: dict) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for tag in app.get("tags") or []:
+        key, sep, value = tag.partition(":")
+        if sep and key.startswith("dicom-"):
+            values[key[len("dicom-"):]] = value
+    return values
+
+
+def notes_for(request: Any, caller: Caller) -> str:
+    text = f"{NOTES_HEADER}{caller.name} ({caller.object_id})."
+    return f"{text}\n\n{request.notes}" if request.notes else text
+
+
+def user_notes(app: dict) -> str | None:
+    notes = app.get("notes") or ""
+    _, sep, rest = notes.partition("\n\n")
+    return rest if sep else None
+
+
+def identifier_uri_for(request: Any, tenant_id: str) -> str:
+    return request.identifierUri or f"api://{tenant_id}/{request.name}"
+
+
+def build_manifest(request: Any, caller: Caller, *, tenant_id: str, unique: str,
+                   resource: Resource | None) -> dict:
+    """The application object this request asks for (the body of the uniqueName upsert)."""
+    manifest: dict[str, Any] = {
+        "displayName": request.displayName,
+        "signInAudience": "AzureADMyOrg",
+        "tags": tags_for(request, caller, state="provisioning"),
+        "notes": notes_for(request, caller),
+    }
+    platform = platform_of(request)
+    if platform == "web":
+        manifest["web"] = {
+            "redirectUris": request.redirectUris,
+            # Authorization code flow only: no tokens straight from /authorize.
+            "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False},
+        }
+    elif platform == "spa":
+        manifest["spa"] = {"redirectUris": request.redirectUris}
+    elif platform == "mobile":
+        manifest["publicClient"] = {"redirectUris": request.redirectUris}
+        manifest["isFallbackPublicClient"] = True
+    if request.type == "resource":
+        manifest.update(resource_manifest(unique, identifier_uri_for(request, tenant_id)))
+    if resource is not None and (request.type != "service" or resource.role_ids):
+        manifest["requiredResourceAccess"] = [required_access(request, resource)]
+    return manifest
+
+
+def delegated_scope(target_kind: str) -> str:
+    return MANAGED_DELEGATED_SCOPE if target_kind == "managed" else OSS_DELEGATED_SCOPE
+
+
+def required_access(request: Any, resource: Resource) -> dict:
+    """The API permission the client declares: an app role (service clients of the open-source server) or
+    the delegated scope. Managed service clients get an Azure role instead and declare nothing."""
+    if request.type == "service":
+        access = [{"id": resource.role_ids[OSS_ACCESS_ROLES[request.access]], "type": "Role"}]
+    else:
+        access = [{"id": resource.scope[1], "type": "Scope"}]
+    return {"resourceAppId": resource.app_id, "resourceAccess": access}
+
+
+def requested_fields(request: Any, tenant_id: str) -> dict[str, Any]:
+    """The fields a replay must match, in the request's own vocabulary."""
+    credential = getattr(request, "credential", None)
+    return {
+        "type": request.type,
+        "displayName": request.displayName,
+        "dicomService": request.dicomService,
+        "access": getattr(request, "access", None),
+        "platform": getattr(request, "platform", None) if request.type == "public" else None,
+        "redirectUris": list(getattr(request, "redirectUris", []) or []),
+        "identifierUri": identifier_uri_for(request, tenant_id) if request.type == "resource" else None,
+        "credential.kind": credential.kind if credential else None,
+        "credential.lifetimeDays": getattr(credential, "lifetimeDays", None) if credential else None,
+        "notes": request.notes,
+    }
+
+
+def stored_fields(app: dict) -> dict[str, Any]:
+    """The same fields as requested_fields, read back from an application object."""
+    tags = tag_values(app)
+    platform = tags.get("platform")
+    redirect_uris = ((app.get(_PLATFORM_FIELD[platform]) or {}).get("redirectUris") or []) if platform else []
+    lifetime = tags.get("lifetime")
+    return {
+        "type": tags.get("type"),
+        "displayName": app.get("displayName"),
+        "dicomService": tags.get("target"),
+        "access": tags.get("access"),
+        "platform": platform if tags.get("type") == "public" else None,
+        "redirectUris": list(redirect_uris),
+        "identifierUri": (app.get("identifierUris") or [None])[0] if tags.get("type") == "resource" else None,
+        "credential.kind": tags.get("credential"),
+        "credential.lifetimeDays": int(lifetime) if lifetime else None,
+        "notes": user_notes(app),
+    }
+
+
+def differing_fields(request: Any, app: dict, tenant_id: str) -> list[str]:
+    wanted, stored = requested_fields(request, tenant_id), stored_fields(app)
+    return [name for name in wanted if wanted[name] != stored[name]]
+
+
+def our_passwords(app: dict) -> list[dict]:
+    return [p for p in app.get("passwordCredentials") or [] if p.get("displayName") == PASSWORD_NAME]

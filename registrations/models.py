@@ -1,0 +1,150 @@
+"""Request and response models: the API's one source of truth (validation and the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .redirects import check_redirect_uris
+
+# A slug: lower-case letters, digits and single hyphens. It is the idempotency handle, part of the
+# application's uniqueName and of the Key Vault secret name (where "--" separates parts), so it is kept short.
+NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+TARGET_PATTERN = r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$"
+
+Access = Literal["reader", "writer", "admin"]
+RegistrationType = Literal["confidential", "public", "service", "resource"]
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029\u202e\u200b\ufeff" for c in value):
+        raise ValueError("must not contain control, bidi-override or zero-width characters")
+    if value != value.strip():
+        raise ValueError("must not start or end with white space")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strict=True)
+
+
+class SecretCredential(_Strict):
+    """A client secret made by Entra (addPassword) and stored in Key Vault; the API never returns it."""
+
+    kind: Literal["secret"] = "secret"
+    lifetimeDays: int | None = Field(
+        default=None, ge=1, le=730,
+        description="Days until the secret expires. Default and maximum come from the service's settings.",
+    )
+
+
+Credential = Annotated[SecretCredential, Field(discriminator="kind")]
+
+
+class _RegistrationRequest(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, min_length=3, max_length=40, description="Slug naming the registration; the idempotency handle.")
+    displayName: str = Field(min_length=1, max_length=120)
+    dicomService: str = Field(pattern=TARGET_PATTERN, description="A DICOM service named in the settings.")
+    notes: str | None = Field(default=None, max_length=500)
+
+    @field_validator("displayName", "notes")
+    @classmethod
+    def _printable_text(cls, value: str | None) -> str | None:
+        return value if value is None else _printable(value)
+
+
+class ConfidentialRequest(_RegistrationRequest):
+    """A web app: authorization code flow with a client secret, web reply URLs, refresh tokens."""
+
+    type: Literal["confidential"]
+    redirectUris: list[str] = Field(min_length=1, max_length=20)
+    credential: Credential = Field(default_factory=SecretCredential)
+
+    @field_validator("redirectUris")
+    @classmethod
+    def _uris(cls, value: list[str]) -> list[str]:
+        return check_redirect_uris(value, "web")
+
+
+class PublicRequest(_RegistrationRequest):
+    """A SPA or mobile/desktop app that cannot keep a secret: authorization code + PKCE."""
+
+    type: Literal["public"]
+    platform: Literal["spa", "mobile"] = "spa"
+    redirectUris: list[str] = Field(min_length=1, max_length=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credential(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "credential" in data:
+            raise ValueError("a public client cannot keep a credential; remove 'credential' or use type "
+                             "'confidential'")
+        return data
+
+    @model_validator(mode="after")
+    def _uris(self) -> PublicRequest:
+        check_redirect_uris(self.redirectUris, "spa" if self.platform == "spa" else "publicClient")
+        return self
+
+
+class ServiceRequest(_RegistrationRequest):
+    """A daemon (ingestion job, PACS router): client credentials straight at the token endpoint."""
+
+    type: Literal["service"]
+    access: Access
+    credential: Credential = Field(default_factory=SecretCredential)
+
+
+class ResourceRequest(_RegistrationRequest):
+    """The API registration an open-source DICOM server validates tokens against."""
+
+    type: Literal["resource"]
+    identifierUri: str | None = Field(
+        default=None, max_length=120, pattern=r"^api://[A-Za-z0-9][A-Za-z0-9._/-]*[A-Za-z0-9]$",
+        description="Defaults to api://{tenantId}/{name}.",
+    )
+
+
+RegistrationRequest = Annotated[
+    ConfidentialRequest | PublicRequest | ServiceRequest | ResourceRequest, Field(discriminator="type")
+]
+
+
+class SecretReference(BaseModel):
+    """Where the secret lives. The value itself is only ever in Key Vault."""
+
+    keyVaultSecretUri: str
+    keyVaultSecretName: str
+    keyId: str | None = None
+    endDateTime: str | None = None
+
+
+class Registration(BaseModel):
+    name: str
+    type: RegistrationType
+    displayName: str
+    dicomService: str
+    state: Literal["ready", "provisioning", "failed"]
+    appId: str
+    objectId: str
+    servicePrincipalId: str | None = None
+    access: Access | None = None
+    platform: Literal["web", "spa", "mobile"] | None = None
+    redirectUris: list[str] = []
+    identifierUri: str | None = None
+    credential: SecretReference | None = None
+    requestedBy: str | None = None
+    notes: str | None = None
+    createdDateTime: str | None = None
+    config: dict[str, Any] | None = None
+
+
+class RegistrationList(BaseModel):
+    value: list[Registration]
+    nextLink: str | None = None
+
+
+class DeletionReport(BaseModel):
+    name: str
+    removed: list[str]

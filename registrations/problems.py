@@ -1,0 +1,114 @@
+"""RFC 7807 problem details: every error the API returns is one of these.
+
+Each kind of problem has a stable ``type`` URI that callers (Logic Apps conditions, scripts) can match on;
+``title`` is the same for every instance of a kind, ``detail`` says what happened this time.
+Nothing in this module may ever carry secret material.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_BASE = "urn:dicom-registrations:problem:"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error that becomes a problem+json response."""
+
+    status = 500
+    slug = "internal"
+    title = "Internal error"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+        self.headers: dict[str, str] = {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def to_dict(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extensions)
+        return body
+
+
+class ValidationProblem(Problem):
+    status, slug, title = 422, "validation", "The request is not valid"
+
+
+class MalformedRequest(Problem):
+    status, slug, title = 400, "malformed-request", "The request could not be read"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "The request body is too large"
+
+
+class Unauthenticated(Problem):
+    status, slug, title = 401, "unauthenticated", "A valid bearer token is required"
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "The caller may not do this"
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "No such registration"
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "The request conflicts with the current state"
+
+
+class NotReady(Problem):
+    """A dependency the request needs does not exist yet (for example an OSS target's resource app)."""
+
+    status, slug, title = 409, "dependency-missing", "A registration this request depends on is missing"
+
+
+class UpstreamFailure(Problem):
+    """An Azure service failed for good (after retries). Carries its error code, never its body."""
+
+    status, slug, title = 502, "upstream-failure", "An Azure service call failed"
+
+
+class UpstreamUnavailable(Problem):
+    status, slug, title = 503, "upstream-unavailable", "An Azure service is unavailable or throttling"
+
+
+class ProvisioningFailed(Problem):
+    """A create failed at one step; the completed steps were undone."""
+
+    status, slug, title = 502, "provisioning-failed", "Provisioning failed and was rolled back"
+
+
+class Misconfigured(Problem):
+    status, slug, title = 500, "misconfigured", "The service is not configured correctly"
+
+
+ALL_PROBLEMS: tuple[type[Problem], ...] = (
+    ValidationProblem,
+    MalformedRequest,
+    PayloadTooLarge,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    NotReady,
+    UpstreamFailure,
+    UpstreamUnavailable,
+    ProvisioningFailed,
+    Misconfigured,
+    Problem,
+)

@@ -1,0 +1,102 @@
+"""A provision is a sequence of steps with undo actions.
+
+If a step fails for good, the completed steps are undone in reverse and the caller learns which step failed.
+Independent steps run concurrently, so a provision costs the depth of its dependency graph in round trips,
+not the number of calls. Every undo action is idempotent: "already gone" counts as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from .adapters.errors import UpstreamError
+
+log = logging.getLogger("registrations.saga")
+T = TypeVar("T")
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"step {step!r} failed")
+        self.step = step
+        self.cause = cause
+
+
+class Saga:
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._undo: list[tuple[str, Callable[[], Any]]] = []
+        self.completed: list[str] = []
+
+    def run(self, step: str, action: Callable[[], T], undo: Callable[[T], Any] | None = None) -> T:
+        try:
+            result = action()
+        except Exception as exc:
+            raise StepFailed(step, exc) from exc
+        self._record(step, result, undo)
+        return result
+
+    def run_parallel(self, *steps: tuple[str, Callable[[], Any], Callable[[Any], Any] | None]) -> list[Any]:
+        """Run independent steps at once. All are waited for, so each success gets its undo recorded even
+        when a sibling fails."""
+        futures = [(name, self._executor.submit(action), undo) for name, action, undo in steps]
+        results, failure = [], None
+        for name, future, undo in futures:
+            try:
+                result = future.result()
+            except Exception as exc:
+                failure = failure or StepFailed(name, exc)
+                results.append(None)
+                continue
+            self._record(name, result, undo)
+            results.append(result)
+        if failure:
+            raise failure
+        return results
+
+    def _record(self, step: str, result: Any, undo: Callable[[Any], Any] | None) -> None:
+        self.completed.append(step)
+        if undo is not None:
+            self._undo.append((step, lambda: undo(result)))
+
+    def rollback(self) -> list[str]:
+        """Undo completed steps in reverse. Returns the steps whose undo failed (left for the sweep)."""
+        failed = []
+        for step, undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception:  # keep undoing the rest; report what is left
+                log.warning("undo of step %s failed", step, exc_info=True)
+                failed.append(step)
+        self._undo.clear()
+        return failed
+
+
+def eventually(
+    action: Callable[[], T],
+    *,
+    lagging: Callable[[UpstreamError], bool],
+    deadline: float,
+    sleep: Callable[[float], None] = time.sleep,
+    first_delay: float = 0.25,
+) -> T:
+    """Retry an action while Entra's replication lag explains its failure.
+
+    Microsoft's advice for reads right after writes is exponential backoff (1, 2, 4, 8, 16 s); this starts
+    smaller because most lag is sub-second, adds jitter so concurrent provisions do not retry in step, and
+    stops at the deadline, which ends before the host's timeout.
+    """
+    delay = first_delay
+    while True:
+        try:
+            return action()
+        except UpstreamError as exc:
+            if not lagging(exc) or time.monotonic() + delay > deadline:
+                raise
+        sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 8.0)

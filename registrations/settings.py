@@ -1,0 +1,184 @@
+"""Settings, read once from the environment (app settings in Azure, local.settings.json locally).
+
+Defaults point at public Azure. Endpoints on loopback are accepted only when the Functions environment says
+Development, so a production app can never talk to the local tenant by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .problems import Misconfigured
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+ARM_SCOPE = "https://management.azure.com/.default"
+MANAGED_DICOM_AUDIENCE = "https://dicom.healthcareapis.azure.com"
+
+
+class _Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = Field(pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$")
+    apiVersion: str = Field(default="v2", pattern=r"^v[12]$")
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url.rstrip('/')}/{self.apiVersion}"
+
+
+class ManagedTarget(_Target):
+    """Azure Health Data Services DICOM: Microsoft's first-party resource, data access by Azure RBAC."""
+
+    kind: Literal["managed"]
+    resourceId: str = Field(pattern=r"(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                                    r"Microsoft\.HealthcareApis/workspaces/[^/]+/dicomservices/[^/]+$")
+    audience: str = MANAGED_DICOM_AUDIENCE
+
+
+class OssTarget(_Target):
+    """Open-source Medical Imaging Server for DICOM: its own resource app, data access by app roles."""
+
+    kind: Literal["oss"]
+    resourceRegistration: str | None = Field(default=None, pattern=r"^[a-z0-9](?:[a-z0-9-]{1,58}[a-z0-9])$")
+    resourceAppId: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")
+
+
+DicomTarget = Annotated[ManagedTarget | OssTarget, Field(discriminator="kind")]
+_TARGETS = TypeAdapter(dict[str, DicomTarget])
+
+
+@dataclass(frozen=True)
+class Settings:
+    tenant_id: str
+    key_vault_url: str
+    dicom_services: dict[str, ManagedTarget | OssTarget]
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_endpoint: str = "https://graph.microsoft.com"
+    arm_endpoint: str = "https://management.azure.com"
+    key_vault_resource_id: str | None = None
+    api_client_id: str | None = None
+    api_audience: str | None = None
+    tls_ca_file: str | None = None
+    development: bool = False
+    secret_lifetime_days: int = 180
+    secret_max_lifetime_days: int = 365
+    grant_admin_consent: bool = True
+    name_prefix: str = "dicomreg"
+    provisioning_deadline_seconds: float = 60.0
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+    @property
+    def connection_verify(self) -> str | bool:
+        """What azure-core and requests verify TLS with: the local CA when one is configured."""
+        return self.tls_ca_file or True
+
+    def target(self, name: str) -> ManagedTarget | OssTarget | None:
+        return self.dicom_services.get(name)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Misconfigured(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise Misconfigured(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise Misconfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; a Misconfigured problem names the first bad one."""
+    env = dict(os.environ if env is None else env)
+    missing = [n for n in ("AZURE_TENANT_ID", "KEY_VAULT_URL", "DICOM_SERVICES") if not env.get(n)]
+    if missing:
+        raise Misconfigured(f"missing settings: {', '.join(missing)}")
+    try:
+        targets = _TARGETS.validate_python(json.loads(env["DICOM_SERVICES"]))
+    except (ValueError, ValidationError) as exc:
+        raise Misconfigured(f"DICOM_SERVICES is not valid: {_first_error(exc)}") from None
+    if not targets:
+        raise Misconfigured("DICOM_SERVICES names no DICOM service")
+    for name, target in targets.items():
+        if isinstance(target, OssTarget) and bool(target.resourceRegistration) == bool(target.resourceAppId):
+            raise Misconfigured(f"DICOM_SERVICES.{name}: give exactly one of resourceRegistration, resourceAppId")
+
+    development = env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production") == "Development"
+    settings = Settings(
+        tenant_id=env["AZURE_TENANT_ID"],
+        key_vault_url=env["KEY_VAULT_URL"].rstrip("/"),
+        dicom_services=targets,
+        authority_host=env.get("AZURE_AUTHORITY_HOST") or Settings.authority_host,
+        graph_endpoint=(env.get("GRAPH_ENDPOINT") or Settings.graph_endpoint).rstrip("/"),
+        arm_endpoint=(env.get("ARM_ENDPOINT") or Settings.arm_endpoint).rstrip("/"),
+        key_vault_resource_id=env.get("KEY_VAULT_RESOURCE_ID") or None,
+        api_client_id=env.get("API_CLIENT_ID") or None,
+        api_audience=env.get("API_AUDIENCE") or None,
+        tls_ca_file=env.get("TLS_CA_FILE") or None,
+        development=development,
+        secret_lifetime_days=_int(env, "SECRET_LIFETIME_DAYS", 180, 1, 730),
+        secret_max_lifetime_days=_int(env, "SECRET_MAX_LIFETIME_DAYS", 365, 1, 730),
+        grant_admin_consent=_bool(env, "GRANT_ADMIN_CONSENT", True),
+        name_prefix=env.get("REGISTRATION_NAME_PREFIX") or "dicomreg",
+        raw=env,
+    )
+    if settings.secret_lifetime_days > settings.secret_max_lifetime_days:
+        raise Misconfigured("SECRET_LIFETIME_DAYS is longer than SECRET_MAX_LIFETIME_DAYS")
+    endpoints = {
+        "AZURE_AUTHORITY_HOST": settings.authority_host,
+        "GRAPH_ENDPOINT": settings.graph_endpoint,
+        "ARM_ENDPOINT": settings.arm_endpoint,
+        "KEY_VAULT_URL": settings.key_vault_url,
+    }
+    for name, url in endpoints.items():
+        if urlsplit(url).scheme != "https":
+            raise Misconfigured(f"{name} must be an https URL")
+        if _is_loopback(url) and not development:
+            raise Misconfigured(
+                f"{name} points at loopback but AZURE_FUNCTIONS_ENVIRONMENT is not Development; "
+                "refusing to talk to a local tenant in production"
+            )
+    if settings.tls_ca_file and not development:
+        raise Misconfigured("TLS_CA_FILE is for local development only")
+    return settings
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc)
