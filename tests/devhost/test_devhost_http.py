@@ -3,7 +3,7 @@
 import json
 import time
 
-from conftest import FUNCTION_KEY
+from devhost_sample import FUNCTION_KEY
 
 KEY = {"x-functions-key": FUNCTION_KEY}
 
@@ -44,7 +44,7 @@ def test_body_and_status_come_back_unchanged(client):
 
 
 def test_plain_string_return_is_text_with_charset(client):
-    from conftest import MASTER_KEY
+    from devhost_sample import MASTER_KEY
 
     response = client.get("/api/admin-only", headers={"x-functions-key": MASTER_KEY})
     assert response.text == "admin"

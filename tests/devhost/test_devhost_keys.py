@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import FUNCTION_KEY, MASTER_KEY
+from devhost_sample import FUNCTION_KEY, MASTER_KEY
 from devhost import HostKeys
 
 ROUTE = "/api/registrations/web-viewer"

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 import devhost
-from conftest import FUNCTION_KEY, MASTER_KEY, build_sample_host
+from devhost_sample import FUNCTION_KEY, MASTER_KEY, build_sample_host
 
 
 def test_a_body_over_the_limit_is_413_problem():
