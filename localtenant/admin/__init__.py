@@ -1,0 +1,1 @@
+"""Loopback-only admin endpoints on the login origin (docs/local-tenant.md, "Admin endpoints")."""

@@ -1,0 +1,1 @@
+"""Azure Resource Manager: the Microsoft.Authorization role assignments subset (Azure RBAC)."""

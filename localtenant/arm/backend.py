@@ -1,0 +1,127 @@
+"""Role assignments at any scope, and the RBAC checks other services ask for. No HTTP.
+
+PUT semantics from "Assign Azure roles using the REST API": the name is a GUID chosen by the caller; an
+assignment of the same role to the same principal at the same scope is 409 RoleAssignmentExists; setting
+principalType lets a just-created principal be assigned before it has replicated.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..graph.directory import SPS, USERS, Directory
+from ..graph.models import iso
+from . import roles
+from .exceptions import ArmError, authorization_failed
+
+TABLE = "roleAssignments"
+PROVIDER = "/providers/Microsoft.Authorization/roleAssignments/"
+
+
+class ArmBackend:
+    def __init__(self, directory: Directory, subscription_id: str) -> None:
+        self.directory, self.subscription_id = directory, subscription_id
+        self.store = directory.store
+
+    def assignments_for(self, principal_id: str) -> list[dict[str, Any]]:
+        return [a for a in self.directory.objects(TABLE) if a["properties"]["principalId"] == principal_id]
+
+    def has(self, principal_id: str, scope: str, predicate) -> bool:
+        return any(roles.covers(a["properties"]["scope"], scope)
+                   and predicate(roles.ROLES.get(roles.role_guid(a["properties"]["roleDefinitionId"]), {}))
+                   for a in self.assignments_for(principal_id))
+
+    def require_assign(self, oid: str, scope: str) -> None:
+        if not self.has(oid, scope, lambda r: r.get("assign")):
+            raise authorization_failed(oid, "Microsoft.Authorization/roleAssignments/write", scope)
+
+    def require_read(self, oid: str, scope: str) -> None:
+        if not self.has(oid, scope, lambda r: bool(r)):
+            raise authorization_failed(oid, "Microsoft.Authorization/roleAssignments/read", scope)
+
+    def put(self, oid: str | None, scope: str, name: str, body: Any) -> dict[str, Any]:
+        if oid is not None:
+            self.require_assign(oid, scope)
+        try:
+            name = str(uuid.UUID(name))
+        except ValueError:
+            raise ArmError(400, "InvalidRoleAssignmentId", f"The role assignment ID '{name}' is not valid. The "
+                           "role assignment ID must be a GUID.") from None
+        props = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(props, dict) or not props.get("roleDefinitionId") or not props.get("principalId"):
+            raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                           "deserialized: properties.roleDefinitionId and properties.principalId are required.")
+        guid = roles.role_guid(props["roleDefinitionId"])
+        if guid not in roles.ROLES:
+            raise ArmError(400, "RoleDefinitionDoesNotExist", f"The specified role definition with ID '{guid}' "
+                           "does not exist.")
+        principal_id = props["principalId"]
+        known = (self.directory.find(SPS, "id", principal_id, any_visibility=bool(props.get("principalType")))
+                 or self.directory.find(USERS, "id", principal_id))
+        if known is None:
+            raise ArmError(400, "PrincipalNotFound", f"Principal {principal_id.replace('-', '')} does not exist in "
+                           f"the directory {self.directory.tenant_id}. Check that you have the correct principal "
+                           "ID. If you are creating this principal and then immediately assigning a role, this "
+                           "error might be related to a replication delay. In this case, set the role assignment "
+                           "principalType property to a value, such as ServicePrincipal, User, or Group.")
+        key = f"{scope.rstrip('/').lower()}{PROVIDER.lower()}{name}"
+        existing = self.store.get(TABLE, key)
+        for a in self.store.values(TABLE):
+            p = a["properties"]
+            if (p["scope"].lower() == scope.rstrip("/").lower() and p["principalId"] == principal_id
+                    and roles.role_guid(p["roleDefinitionId"]) == guid):
+                raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.")
+        if existing is not None:
+            raise ArmError(400, "RoleAssignmentUpdateNotPermitted", "Tenant ID, application ID, principal ID, "
+                           "and scope are not allowed to be updated.")
+        now = iso(self.directory.now())
+        a = {"properties": {"roleDefinitionId": roles.definition_id(self.subscription_id, guid),
+                            "principalId": principal_id,
+                            "principalType": props.get("principalType") or
+                            ("User" if "userPrincipalName" in known else "ServicePrincipal"),
+                            "scope": scope.rstrip("/") or "/", "condition": props.get("condition"),
+                            "conditionVersion": props.get("conditionVersion"),
+                            "description": props.get("description"), "createdOn": now, "updatedOn": now,
+                            "createdBy": oid, "updatedBy": oid, "delegatedManagedIdentityResourceId": None},
+             "id": f"{scope.rstrip('/')}{PROVIDER}{name}", "type": "Microsoft.Authorization/roleAssignments",
+             "name": name, "_visibleAt": self.directory.visible_at() if oid else 0, "_key": key}
+        self.store.put(TABLE, key, a)
+        return a
+
+    def get(self, oid: str, scope: str, name: str) -> dict[str, Any]:
+        self.require_read(oid, scope)
+        a = self.store.get(TABLE, f"{scope.rstrip('/').lower()}{PROVIDER.lower()}{name.lower()}")
+        if a is None or not self.directory.visible(a):
+            raise ArmError(404, "RoleAssignmentNotFound", "The role assignment '{}' is not found.".format(name))
+        return a
+
+    def delete(self, oid: str, scope: str, name: str) -> dict[str, Any] | None:
+        self.require_assign(oid, scope)
+        key = f"{scope.rstrip('/').lower()}{PROVIDER.lower()}{name.lower()}"
+        a = self.store.get(TABLE, key)
+        if a is None or not self.directory.visible(a):
+            return None
+        return self.store.delete(TABLE, key)
+
+    def list(self, oid: str, scope: str, filter_text: str | None) -> list[dict[str, Any]]:
+        """No filter: at, above and below the scope. `atScope()`: at or above. `principalId eq '..'`."""
+        self.require_read(oid, scope)
+        text = (filter_text or "").strip()
+        at_scope, principal = False, None
+        for clause in [c.strip() for c in text.split(" and ")] if text else []:
+            if clause.lower() == "atscope()":
+                at_scope = True
+            elif clause.lower().startswith("principalid eq '") and clause.endswith("'"):
+                principal = clause[len("principalId eq '"):-1]
+            elif clause.lower().startswith("assignedto('") and clause.endswith("')"):
+                principal = clause[len("assignedTo('"):-2]
+            else:
+                raise ArmError(400, "UnsupportedQuery", f"The filter '{filter_text}' is not supported.")
+        out = []
+        for a in self.directory.objects(TABLE):
+            p = a["properties"]
+            above = roles.covers(p["scope"], scope)
+            below = roles.covers(scope, p["scope"])
+            if (above or below and not at_scope) and (principal is None or p["principalId"] == principal):
+                out.append(a)
+        return out

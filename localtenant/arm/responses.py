@@ -1,0 +1,78 @@
+"""ARM routes: `{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]?api-version=...`
+("Role Assignments - Create / Get / Delete / List For Scope", api-version 2022-04-01)."""
+from __future__ import annotations
+
+import re
+
+from starlette.responses import JSONResponse, Response
+
+from ..entra.tokens import InvalidToken
+from ..graph.models import public
+from ..web import Req, ServiceSpec, json_response, routes as routes_table
+from . import exceptions as ax
+
+SPEC = ServiceSpec("arm", ax.ArmError, ax.render, ax.from_fault)
+AUDIENCES = {"https://management.azure.com/", "https://management.core.windows.net/"}
+BASE = "/{scope:path}/providers/Microsoft.Authorization/roleAssignments"
+
+
+def _caller(req: Req) -> str:
+    api_version = req.query.get("api-version")
+    if not api_version:
+        raise ax.ArmError(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is "
+                          "required for all requests.")
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", api_version):
+        raise ax.ArmError(400, "InvalidApiVersionParameter", f"The api-version '{api_version}' is invalid.")
+    token = req.bearer()
+    challenge = {"WWW-Authenticate": f'Bearer authorization_uri="{req.core.authority_host}/{req.core.tenant_id}", '
+                                     'error="invalid_token", error_description="The access token is invalid."'}
+    if token is None:
+        raise ax.ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is "
+                          "missing.", challenge)
+    try:
+        return req.core.issuer.validate(token, AUDIENCES)["oid"]
+    except InvalidToken as e:
+        code = "ExpiredAuthenticationToken" if "expired" in str(e) else "InvalidAuthenticationToken"
+        raise ax.ArmError(401, code, f"The access token is invalid. {e}", challenge) from None
+
+
+def _scope(req: Req) -> str:
+    return "/" + req.path_params["scope"].strip("/")
+
+
+def _view(a: dict) -> dict:
+    return public(a)
+
+
+def put(req: Req) -> JSONResponse:
+    oid = _caller(req)
+    try:
+        body = req.json()
+    except ValueError:
+        raise ax.ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                          "deserialized.") from None
+    a = req.core.arm.put(oid, _scope(req), req.path_params["name"], body)
+    return json_response(_view(a), 201)
+
+
+def get(req: Req) -> JSONResponse:
+    return json_response(_view(req.core.arm.get(_caller(req), _scope(req), req.path_params["name"])))
+
+
+def delete(req: Req) -> Response:
+    a = req.core.arm.delete(_caller(req), _scope(req), req.path_params["name"])
+    return json_response(_view(a)) if a else Response(status_code=204)
+
+
+def list_(req: Req) -> JSONResponse:
+    items = req.core.arm.list(_caller(req), _scope(req), req.query.get("$filter"))
+    return json_response({"value": [_view(a) for a in items]})
+
+
+def routes(core) -> list:
+    return routes_table(core, SPEC, [
+        (BASE + "/{name}", ["PUT"], "arm.createRoleAssignment", put),
+        (BASE + "/{name}", ["GET"], "arm.getRoleAssignment", get),
+        (BASE + "/{name}", ["DELETE"], "arm.deleteRoleAssignment", delete),
+        (BASE, ["GET"], "arm.listRoleAssignments", list_),
+    ])

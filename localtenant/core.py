@@ -1,0 +1,140 @@
+"""Everything one tenant is made of, wired together: state, clock, faults, keys and the service backends.
+The HTTP apps (app.py) and the Python API (tenant.py) both talk to this object."""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from . import seed as seeding
+from .arm import roles
+from .arm.backend import TABLE as ROLE_ASSIGNMENTS, ArmBackend
+from .entra.clients import FEDERATED_ISSUER, ClientAuthenticator
+from .entra.grants import Grants
+from .entra.tokens import TokenIssuer
+from .graph import models
+from .graph.directory import APPS, ASSIGNMENTS, GRANTS, SPS, USERS
+from .graph.principals import GraphBackend
+from .keyvault.backend import TABLE as SECRETS, KeyVaultBackend
+from .oauth.keys import SigningKeys
+from .runtime import Clock, Faults, Stats
+from .store import Store
+
+META = "meta"
+KEEP_ON_RESET = (META, "signingKeys", "externalKeys")
+
+
+class AttrDict(dict):
+    """A dict whose keys read as attributes too (`lt.seed.product.app_id` or `lt.seed["product"]`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return AttrDict(value) if isinstance(value, dict) and not isinstance(value, AttrDict) else value
+
+
+class TenantCore:
+    def __init__(self, state_path=None) -> None:
+        self.store = Store(state_path)
+        self.clock, self.faults, self.stats = Clock(), Faults(), Stats()
+        self.tenant_id = seeding.TENANT_ID
+        self.signing_keys = SigningKeys(self.store, "signingKeys")
+        self.external_keys = SigningKeys(self.store, "externalKeys")
+        self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id)
+        self.arm = ArmBackend(self.graph, seeding.SUBSCRIPTION_ID)
+        self.keyvault = KeyVaultBackend(self.store, self.clock)
+        self.authority_host = self.graph_endpoint = self.vault_url = self.arm_endpoint = ""
+        self.identity_endpoint = ""
+        with self.store.lock:
+            self.signing_keys.ensure()
+            self.external_keys.ensure()
+            if self.store.get(META, "seed") is None:
+                self._seed()
+            self.seed = AttrDict(self.store.get(META, "seed")["value"])
+            self.identity_header = self.store.get(META, "identity")["value"]
+
+    def _seed(self) -> None:
+        if self.store.get(META, "identity") is None:
+            self.store.put(META, "identity", {"value": secrets.token_urlsafe(24)})
+        data = seeding.build(self.store, self.clock.now())
+        product = data["product"]["object_id"]
+        self.arm.put(None, seeding.VAULT_RESOURCE_ID, seeding._id("ra/product/vault"), {"properties": {
+            "roleDefinitionId": roles.SECRETS_OFFICER, "principalId": product, "principalType": "ServicePrincipal"}})
+        self.arm.put(None, seeding.RG_ID, seeding._id("ra/product/rg"), {"properties": {
+            "roleDefinitionId": roles.RBAC_ADMIN, "principalId": product, "principalType": "ServicePrincipal"}})
+        self.store.put(META, "seed", {"value": data})
+
+    @property
+    def seed_user_id(self) -> str:
+        return self.seed["user"]["object_id"]
+
+    def bind(self, *, login: int, graph: int, vault: int, arm: int, identity: int) -> None:
+        """Endpoints are known once sockets are bound; tokens and ids embed them."""
+        self.authority_host = f"https://127.0.0.1:{login}"
+        self.graph_endpoint = f"https://127.0.0.1:{graph}"
+        self.vault_url = f"https://127.0.0.1:{vault}"
+        self.arm_endpoint = f"https://127.0.0.1:{arm}"
+        self.identity_endpoint = f"http://127.0.0.1:{identity}/msi/token"
+        self.issuer = TokenIssuer(self.signing_keys, self.clock, self.tenant_id, self.authority_host)
+        self.grants = Grants(self, ClientAuthenticator(self.graph, self.external_keys, self.authority_host),
+                             self.issuer)
+
+    # -- admin operations ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        with self.store.lock:
+            self.store.clear(keep=KEEP_ON_RESET)
+            self.store.delete(META, "seed")
+            self._seed()
+            self.seed = AttrDict(self.store.get(META, "seed")["value"])
+            self.faults.set({})
+            self.stats.clear()
+            self.clock.offset = 0.0
+
+    def rotate_signing_key(self) -> str:
+        with self.store.lock:
+            return self.signing_keys.rotate()
+
+    def federated_assertion(self, subject: str, audience: str = "api://AzureADTokenExchange",
+                            lifetime: int = 600) -> str:
+        now = int(self.clock.now())
+        with self.store.lock:
+            return self.external_keys.sign({"iss": FEDERATED_ISSUER, "sub": subject, "aud": audience,
+                                             "iat": now, "nbf": now, "exp": now + lifetime,
+                                             "jti": secrets.token_hex(8)})
+
+    def state(self) -> dict[str, Any]:
+        """Every object, without secret values, password hashes or private keys."""
+        with self.store.lock:
+            apps = []
+            for a in self.store.values(APPS):
+                view = models.render_application(a)
+                view["owners"] = list(a["_owners"])
+                view["federatedIdentityCredentials"] = [models.public(f) for f in a["_fics"]]
+                apps.append(view)
+            sps = [{**self.graph.sp_view(s), "owners": list(s["_owners"])} for s in self.store.values(SPS)]
+            secrets_ = [{"name": e["name"], "deleted": e["deleted"],
+                         "versions": [models.public(v) for v in e["versions"]]}
+                        for e in self.store.values(SECRETS)]
+            return json.loads(json.dumps({
+                "tenantId": self.tenant_id, "applications": apps, "servicePrincipals": sps,
+                "users": [models.public(u) for u in self.store.values(USERS)],
+                "appRoleAssignments": [models.public(x) for x in self.store.values(ASSIGNMENTS)],
+                "oauth2PermissionGrants": [models.public(x) for x in self.store.values(GRANTS)],
+                "roleAssignments": [models.public(x) for x in self.store.values(ROLE_ASSIGNMENTS)],
+                "secrets": secrets_, "clockOffsetSeconds": self.clock.offset,
+            }))
+
+    def app_settings(self, ca_file: str) -> dict[str, str]:
+        dicom = {"managed": {"kind": "managed", "url": "https://localws-dicom.dicom.azurehealthcareapis.com",
+                             "resourceId": seeding.DICOM_RESOURCE_ID},
+                 "oss": {"kind": "oss", "url": "https://dicom-oss.local.test",
+                         "resourceRegistration": "dicom-oss-api"}}
+        return {"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "AZURE_TENANT_ID": self.tenant_id,
+                "AZURE_AUTHORITY_HOST": self.authority_host, "GRAPH_ENDPOINT": self.graph_endpoint,
+                "ARM_ENDPOINT": self.arm_endpoint, "KEY_VAULT_URL": self.vault_url,
+                "KEY_VAULT_RESOURCE_ID": seeding.VAULT_RESOURCE_ID, "IDENTITY_ENDPOINT": self.identity_endpoint,
+                "IDENTITY_HEADER": self.identity_header, "TLS_CA_FILE": ca_file,
+                "API_CLIENT_ID": self.seed["api"]["app_id"], "API_AUDIENCE": self.seed["api"]["identifier_uri"],
+                "DICOM_SERVICES": json.dumps(dicom)}

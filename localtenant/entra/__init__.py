@@ -1,0 +1,1 @@
+"""Microsoft Entra ID v2 endpoints for one tenant, on top of the generic `oauth` layer."""

@@ -1,0 +1,137 @@
+"""The directory's state and the lookups both Graph and the token endpoint use. No HTTP.
+
+Replication delay (docs/local-tenant.md): a new object is invisible to reads, to writes by object id and to
+the token endpoint until its `_visibleAt` on the tenant clock; writes by uniqueName see it at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..runtime import Clock, Faults
+from ..store import Store
+from . import models
+from .exceptions import Forbidden, NotFound
+
+APPS, SPS, USERS = "applications", "servicePrincipals", "users"
+ASSIGNMENTS, GRANTS = "appRoleAssignments", "oauth2PermissionGrants"
+
+READ_WRITE_ALL = "Application.ReadWrite.All"
+OWNED_BY = "Application.ReadWrite.OwnedBy"
+READ_ALL = "Application.Read.All"
+ASSIGN = "AppRoleAssignment.ReadWrite.All"
+GRANT = "DelegatedPermissionGrant.ReadWrite.All"
+
+
+@dataclass
+class Caller:
+    """The principal behind a Graph token: its object id and the Graph app roles the token carries."""
+    oid: str
+    roles: set[str] = field(default_factory=set)
+
+    def require(self, *any_of: str) -> None:
+        if not self.roles & set(any_of):
+            raise Forbidden()
+
+    def require_create(self) -> None:
+        self.require(READ_WRITE_ALL, OWNED_BY)
+
+    def require_write(self, obj: dict[str, Any]) -> None:
+        # Application.ReadWrite.OwnedBy: "cannot update any apps that it is not an owner of".
+        if READ_WRITE_ALL in self.roles or OWNED_BY in self.roles and self.oid in obj.get("_owners", []):
+            return
+        raise Forbidden()
+
+    def may_read(self, obj: dict[str, Any]) -> bool:
+        return bool(self.roles & {READ_WRITE_ALL, READ_ALL}) or (
+            OWNED_BY in self.roles and self.oid in obj.get("_owners", []))
+
+    def require_read(self, obj: dict[str, Any]) -> None:
+        if not self.may_read(obj):
+            raise Forbidden()
+
+
+class Directory:
+    def __init__(self, store: Store, clock: Clock, faults: Faults, tenant_id: str) -> None:
+        self.store, self.clock, self.faults, self.tenant_id = store, clock, faults, tenant_id
+
+    # -- time and visibility -------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.clock.now()
+
+    def visible_at(self) -> float:
+        return self.now() + self.faults.replication_delay
+
+    def visible(self, obj: dict[str, Any] | None) -> bool:
+        return obj is not None and obj.get("_visibleAt", 0) <= self.now()
+
+    def objects(self, table: str) -> Iterator[dict[str, Any]]:
+        return (o for o in self.store.values(table) if self.visible(o))
+
+    def save(self, table: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.store.put(table, obj["id"], obj)
+
+    # -- lookups -------------------------------------------------------------------------------------------
+    def find(self, table: str, key: str, value: str, *, any_visibility: bool = False) -> dict[str, Any] | None:
+        if key == "id":
+            obj = self.store.get(table, value)
+        else:
+            obj = next((o for o in self.store.values(table) if str(o.get(key, "")).lower() == value.lower()),
+                       None)
+        return obj if obj is not None and (any_visibility or self.visible(obj)) else None
+
+    def require(self, table: str, key: str, value: str, *, any_visibility: bool = False) -> dict[str, Any]:
+        obj = self.find(table, key, value, any_visibility=any_visibility)
+        if obj is None:
+            raise NotFound(value)
+        return obj
+
+    def app_by_app_id(self, app_id: str) -> dict[str, Any] | None:
+        return self.find(APPS, "appId", app_id)
+
+    def sp_by_app_id(self, app_id: str) -> dict[str, Any] | None:
+        return self.find(SPS, "appId", app_id)
+
+    def sp_view(self, sp: dict[str, Any]) -> dict[str, Any]:
+        return models.render_service_principal(sp, self.store.get(APPS, self._app_object_id(sp["appId"])))
+
+    def _app_object_id(self, app_id: str) -> str:
+        app = self.find(APPS, "appId", app_id, any_visibility=True)
+        return app["id"] if app else ""
+
+    def resolve_resource(self, identifier: str) -> tuple[dict[str, Any], str] | None:
+        """The resource service principal a scope names, by appId, identifierUri or servicePrincipalName
+        (first-party resources such as Graph are known by their servicePrincipalNames), and the audience
+        to put in a v1 token: the identifier as registered."""
+        wanted = identifier.rstrip("/").lower()
+        for sp in self.objects(SPS):
+            view = self.sp_view(sp)
+            if view["appId"].lower() == wanted:
+                return view, view["appId"]
+            for name in view["servicePrincipalNames"]:
+                if name.rstrip("/").lower() == wanted:
+                    return view, name
+        return None
+
+    def principal(self, object_id: str) -> dict[str, Any] | None:
+        return self.find(SPS, "id", object_id) or self.find(USERS, "id", object_id)
+
+    def user(self, key: str) -> dict[str, Any] | None:
+        return self.find(USERS, "id", key) or self.find(USERS, "userPrincipalName", key)
+
+    def role_values(self, principal_id: str, resource: dict[str, Any]) -> list[str]:
+        """Values of the enabled app roles assigned to a principal on a resource service principal."""
+        by_id = {r["id"]: r["value"] for r in resource.get("appRoles", []) if r.get("isEnabled", True)}
+        return sorted({by_id[a["appRoleId"]] for a in self.objects(ASSIGNMENTS)
+                       if a["principalId"] == principal_id and a["resourceId"] == resource["id"]
+                       and a["appRoleId"] in by_id})
+
+    def granted_scopes(self, client_sp_id: str, resource_id: str, user_id: str | None) -> set[str]:
+        """Delegated scopes consented for a client on a resource: admin consent (AllPrincipals) plus the
+        user's own consent (Principal)."""
+        scopes: set[str] = set()
+        for g in self.objects(GRANTS):
+            if g["clientId"] == client_sp_id and g["resourceId"] == resource_id and (
+                    g["consentType"] == "AllPrincipals" or user_id and g.get("principalId") == user_id):
+                scopes.update((g.get("scope") or "").split())
+        return scopes

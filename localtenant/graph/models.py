@@ -1,0 +1,154 @@
+"""Directory objects as plain dicts: how each is made, how it is shown. No HTTP, no state.
+
+Internal bookkeeping lives under keys starting with "_" (owners, visibility time, password hashes) and is
+never rendered. Shapes follow the Graph v1.0 resource pages (application, servicePrincipal,
+passwordCredential, keyCredential, federatedIdentityCredential, appRoleAssignment, oAuth2PermissionGrant).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+import string
+import uuid
+from typing import Any
+
+from cryptography import x509
+
+from .exceptions import BadRequest
+
+PASSWORD_LIFETIME = 2 * 365 * 24 * 3600  # addPassword default: two years
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "_-.~"
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str, prop: str) -> float:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        raise BadRequest(f"Invalid value specified for property '{prop}'.") from None
+
+
+def public(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+def new_application(body: dict[str, Any], *, now: float, visible_at: float, owner: str | None,
+                    tenant_id: str) -> dict[str, Any]:
+    app = {
+        "id": str(uuid.uuid4()), "appId": str(uuid.uuid4()), "displayName": None, "uniqueName": None,
+        "description": None, "notes": None, "tags": [], "signInAudience": "AzureADMyOrg",
+        "createdDateTime": iso(now), "deletedDateTime": None, "publisherDomain": "local.test",
+        "identifierUris": [], "isFallbackPublicClient": None, "groupMembershipClaims": None,
+        "serviceManagementReference": None, "info": None, "optionalClaims": None,
+        "api": {"requestedAccessTokenVersion": None, "acceptMappedClaims": None, "knownClientApplications": [],
+                "oauth2PermissionScopes": [], "preAuthorizedApplications": []},
+        "appRoles": [], "requiredResourceAccess": [], "keyCredentials": [], "passwordCredentials": [],
+        "publicClient": {"redirectUris": []}, "spa": {"redirectUris": []},
+        "web": {"homePageUrl": None, "logoutUrl": None, "redirectUris": [], "redirectUriSettings": [],
+                "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False}},
+        "_owners": [owner] if owner else [], "_visibleAt": visible_at, "_fics": [], "_tenant": tenant_id,
+    }
+    return app
+
+
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """PATCH semantics: complex properties are merged one level down, collections are replaced."""
+    for key, value in patch.items():
+        if key.startswith("@odata") or key == "id":
+            continue
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = {**target[key], **value}
+        else:
+            target[key] = value
+
+
+def render_application(app: dict[str, Any]) -> dict[str, Any]:
+    out = public(app)
+    out["passwordCredentials"] = [{**public(p), "secretText": None} for p in app["passwordCredentials"]]
+    out["keyCredentials"] = [{**public(k), "key": None} for k in app["keyCredentials"]]
+    return out
+
+
+def new_password(body: dict[str, Any], *, now: float, visible_at: float) -> tuple[dict[str, Any], str]:
+    """A password credential and its secretText, which is shown once and stored only as a salted hash."""
+    secret = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(3)) + "8Q~" + \
+        "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(34))
+    start = parse_iso(body["startDateTime"], "startDateTime") if body.get("startDateTime") else now
+    end = parse_iso(body["endDateTime"], "endDateTime") if body.get("endDateTime") else start + PASSWORD_LIFETIME
+    if end <= start:
+        raise BadRequest("Invalid value specified for property 'endDateTime' of resource 'PasswordCredential'.")
+    salt = secrets.token_hex(8)
+    cred = {"customKeyIdentifier": None, "displayName": body.get("displayName"), "endDateTime": iso(end),
+            "hint": secret[:3], "keyId": str(uuid.uuid4()), "secretText": None, "startDateTime": iso(start),
+            "_salt": salt, "_hash": password_hash(salt, secret), "_visibleAt": visible_at}
+    return cred, secret
+
+
+def password_hash(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+def new_key_credential(body: dict[str, Any], existing: dict[str, dict], *, visible_at: float) -> dict[str, Any]:
+    """A keyCredential from a PATCH body entry; an entry naming an existing keyId without `key` keeps it."""
+    key_id = body.get("keyId")
+    if key_id in existing and not body.get("key"):
+        return existing[key_id]
+    try:
+        der = base64.b64decode(body["key"])
+        cert = x509.load_der_x509_certificate(der)
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
+    thumb = hashlib.sha1(der).digest()
+    return {"customKeyIdentifier": base64.b64encode(thumb).decode(), "displayName": body.get("displayName")
+            or cert.subject.rfc4514_string(), "endDateTime": iso(cert.not_valid_after_utc.timestamp()),
+            "key": body["key"], "keyId": key_id or str(uuid.uuid4()),
+            "startDateTime": iso(cert.not_valid_before_utc.timestamp()), "type": body.get("type",
+            "AsymmetricX509Cert"), "usage": body.get("usage", "Verify"), "_visibleAt": visible_at,
+            "_x5t": base64.urlsafe_b64encode(thumb).rstrip(b"=").decode(),
+            "_x5t256": base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()}
+
+
+def new_fic(body: Any, *, visible_at: float) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("Empty Payload. JSON content expected.")
+    allowed = {"name", "issuer", "subject", "audiences", "description", "id"}
+    for key in body:
+        if key not in allowed and not key.startswith("@odata"):
+            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+    for key in ("name", "issuer", "subject"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise BadRequest(f"Property '{key}' is required and cannot be null or empty.")
+    audiences = body.get("audiences")
+    if not isinstance(audiences, list) or len(audiences) != 1 or not isinstance(audiences[0], str):
+        # Graph: audiences is a single-valued collection; api://AzureADTokenExchange is the recommended value.
+        raise BadRequest("Invalid value specified for property 'audiences' of resource "
+                         "'FederatedIdentityCredential'.")
+    return {"id": str(uuid.uuid4()), "name": body["name"], "issuer": body["issuer"], "subject": body["subject"],
+            "audiences": audiences, "description": body.get("description"), "_visibleAt": visible_at}
+
+
+def new_service_principal(app: dict[str, Any] | None, *, app_id: str, now: float, visible_at: float,
+                          owner: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    sp = {"id": str(uuid.uuid4()), "appId": app_id, "accountEnabled": True, "appDisplayName": None,
+          "displayName": None, "appOwnerOrganizationId": app.get("_tenant") if app else None,
+          "servicePrincipalType": "Application", "servicePrincipalNames": [app_id], "tags": [],
+          "appRoles": [], "oauth2PermissionScopes": [], "appRoleAssignmentRequired": False,
+          "createdDateTime": iso(now), "deletedDateTime": None, "notes": None, "description": None,
+          "_owners": [owner] if owner else [], "_visibleAt": visible_at}
+    sp.update(extra or {})
+    return sp
+
+
+def render_service_principal(sp: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
+    """A service principal mirrors its application's names, roles and scopes (Graph keeps them in sync)."""
+    out = public(sp)
+    if app is not None:
+        out.update(appDisplayName=app["displayName"], displayName=app["displayName"],
+                   appRoles=app["appRoles"], oauth2PermissionScopes=app["api"]["oauth2PermissionScopes"],
+                   servicePrincipalNames=list(dict.fromkeys([app["appId"], *app["identifierUris"]])))
+    return out

@@ -1,0 +1,95 @@
+"""Graph routes for applications, their passwords and federated identity credentials."""
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from ..web import Req
+from . import models
+from .exceptions import BadRequest
+from .http import address, caller, collection, entity, no_content, routes_for
+
+
+def _json(req: Req):
+    try:
+        return req.json()
+    except ValueError:
+        raise BadRequest("Empty Payload. JSON content expected.") from None
+
+
+def list_applications(req: Req) -> Response:
+    apps = req.core.graph.list_applications(caller(req))
+    return collection(req, [models.render_application(a) for a in apps], "applications")
+
+
+def create_application(req: Req) -> Response:
+    app = req.core.graph.create_application(caller(req), _json(req))
+    return entity(req, models.render_application(app), "applications/$entity", 201)
+
+
+def get_application(req: Req) -> Response:
+    app = req.core.graph.get_application(caller(req), address(req))
+    return entity(req, models.render_application(app), "applications/$entity")
+
+
+def patch_application(req: Req) -> Response:
+    """PATCH by id updates; PATCH by uniqueName is Graph's upsert: 201 with the new object when
+    `Prefer: create-if-missing` created it, 204 when it updated an existing one."""
+    backend, who, addr, body = req.core.graph, caller(req), address(req), _json(req)
+    if addr[0] != "uniqueName":
+        backend.update_application(who, addr, body)
+        return no_content(req)
+    prefer = {p.strip().lower() for p in req.headers.get("prefer", "").split(",")}
+    app, created = backend.upsert_application(who, addr[1], body,
+                                              create_if_missing="create-if-missing" in prefer)
+    if created:
+        return entity(req, models.render_application(app), "applications/$entity", 201)
+    return no_content(req)
+
+
+def delete_application(req: Req) -> Response:
+    req.core.graph.delete_application(caller(req), address(req))
+    return no_content(req)
+
+
+def add_password(req: Req) -> Response:
+    cred = req.core.graph.add_password(caller(req), address(req), _json(req))
+    return entity(req, cred, "microsoft.graph.passwordCredential")
+
+
+def remove_password(req: Req) -> Response:
+    req.core.graph.remove_password(caller(req), address(req), _json(req))
+    return no_content(req)
+
+
+def create_fic(req: Req) -> Response:
+    addr = address(req)
+    fic = req.core.graph.create_fic(caller(req), addr, _json(req))
+    return entity(req, fic, f"applications('{addr[1]}')/federatedIdentityCredentials/$entity", 201)
+
+
+def list_fics(req: Req) -> Response:
+    addr = address(req)
+    fics = req.core.graph.list_fics(caller(req), addr)
+    return collection(req, fics, f"applications('{addr[1]}')/federatedIdentityCredentials")
+
+
+def delete_fic(req: Req) -> Response:
+    req.core.graph.delete_fic(caller(req), address(req), req.path_params["fic"])
+    return no_content(req)
+
+
+def routes(core) -> list:
+    fics = "/applications/{ref}/federatedIdentityCredentials"
+    return routes_for(core, [
+        ("/applications", ["GET"], "graph.listApplications", list_applications),
+        ("/applications", ["POST"], "graph.createApplication", create_application),
+        ("/applications/{ref}", ["GET"], "graph.getApplication", get_application),
+        ("/applications/{ref}", ["PATCH"], ("graph.updateApplication", "graph.upsertApplication"),
+         patch_application),
+        ("/applications/{ref}", ["DELETE"], "graph.deleteApplication", delete_application),
+        ("/applications/{ref}/addPassword", ["POST"], "graph.addPassword", add_password),
+        ("/applications/{ref}/removePassword", ["POST"], "graph.removePassword", remove_password),
+        (fics, ["POST"], "graph.createFederatedIdentityCredential", create_fic),
+        (fics, ["GET"], "graph.listFederatedIdentityCredentials", list_fics),
+        (fics + "/{fic}", ["DELETE"], "graph.deleteFederatedIdentityCredential", delete_fic),
+    ])

@@ -1,0 +1,1 @@
+"""Azure Key Vault secrets data plane for one vault named `local`."""

@@ -1,0 +1,84 @@
+"""RS256 signing keys published as a JWK Set (RFC 7517), kept in the store so tokens survive a restart.
+
+Rotation adds a key and makes it current; earlier keys stay published, as Entra keeps a retired key in its
+JWKS for a while so tokens it already issued still verify.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ..store import Store
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_uint(n: int) -> str:
+    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+
+class SigningKeys:
+    def __init__(self, store: Store, table: str) -> None:
+        self.store, self.table = store, table
+        self._cache: dict[str, Any] = {}
+
+    def ensure(self) -> None:
+        if not self.store.table(self.table):
+            self.rotate()
+
+    def rotate(self) -> str:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        kid = b64url(hashlib.sha1(der).digest())  # Entra's kids are base64url SHA-1 thumbprints too
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        order = len(self.store.table(self.table))
+        self.store.put(self.table, kid, {"kid": kid, "pem": pem, "order": order})
+        return kid
+
+    def _private(self, kid: str):
+        if kid not in self._cache:
+            entry = self.store.get(self.table, kid)
+            if entry is None:
+                return None
+            self._cache[kid] = serialization.load_pem_private_key(entry["pem"].encode(), password=None)
+        return self._cache[kid]
+
+    @property
+    def current_kid(self) -> str:
+        return max(self.store.values(self.table), key=lambda e: e["order"])["kid"]
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for entry in sorted(self.store.values(self.table), key=lambda e: -e["order"]):
+            pub = self._private(entry["kid"]).public_key().public_numbers()
+            keys.append({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": entry["kid"], "x5t": entry["kid"],
+                         "n": b64url_uint(pub.n), "e": b64url_uint(pub.e)})
+        return {"keys": keys}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        kid = self.current_kid
+        return jwt.encode(claims, self._private(kid), algorithm="RS256",
+                          headers={"typ": "JWT", "kid": kid, "x5t": kid})
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Checks the signature against any published key; the caller checks time, audience and issuer
+        against the tenant's clock. Raises jwt.InvalidTokenError."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self._private(kid) if kid else None
+        if key is None:
+            raise jwt.InvalidTokenError("unknown signing key")
+        return jwt.decode(token, key.public_key(), algorithms=["RS256"],
+                          options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                                   "verify_aud": False})
+
+    def clear_cache(self) -> None:
+        self._cache.clear()

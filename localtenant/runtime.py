@@ -1,0 +1,137 @@
+"""The tenant's clock, call statistics and fault injection (docs/local-tenant.md, "Fault injection").
+
+Faults are kept in memory only: a restart or `reset()` starts with none.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+SERVICES = ("entra", "identity", "graph", "keyvault", "arm")
+
+
+class Clock:
+    """Wall time plus an offset that `advance_clock` moves forward; token lifetimes, secret expiry and
+    replication delays are all measured on it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.offset += seconds
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count(self, operation: str) -> None:
+        with self._lock:
+            self._calls[operation] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"calls": dict(sorted(self._calls.items())), "total": sum(self._calls.values())}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+
+@dataclass
+class InjectedFault(Exception):
+    """Raised before a handler runs; each service renders it in its own error shape."""
+    status: int
+    retry_after: int | None = None
+
+
+class _Bucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
+
+    def take(self) -> int | None:
+        """None when a token was available, else the whole seconds to wait (at least 1)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        return max(1, math.ceil((1 - self.tokens) / self.rate)) if self.rate > 0 else 60
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.set({})
+
+    def set(self, config: dict[str, Any]) -> dict[str, Any]:
+        config = dict(config or {})
+        unknown = set(config) - {"latencyMs", "latencyMsByService", "throttle", "replicationDelayMs", "failures"}
+        if unknown:
+            raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+        by_service = dict(config.get("latencyMsByService") or {})
+        if set(by_service) - set(SERVICES):
+            raise ValueError(f"latencyMsByService keys must be among {SERVICES}")
+        failures = []
+        for f in config.get("failures") or []:
+            if not {"operation", "nth", "status"} <= set(f) or int(f["nth"]) < 1:
+                raise ValueError("a failure needs operation, nth (>= 1) and status")
+            failures.append({"operation": f["operation"], "nth": int(f["nth"]), "status": int(f["status"]),
+                             "times": None if f.get("times", 1) is None else int(f.get("times", 1)),
+                             "seen": 0})
+        throttle = config.get("throttle")
+        with self._lock:
+            self._config = {
+                "latencyMs": float(config.get("latencyMs") or 0),
+                "latencyMsByService": {s: float(by_service.get(s) or 0) for s in SERVICES},
+                "throttle": dict(throttle) if throttle else None,
+                "replicationDelayMs": float(config.get("replicationDelayMs") or 0),
+                "failures": failures,
+            }
+            self._buckets = {}
+            if throttle:
+                for service in throttle.get("services") or SERVICES:
+                    self._buckets[service] = _Bucket(float(throttle.get("ratePerSecond", 10)),
+                                                      float(throttle.get("burst", 10)))
+        return self.get()
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            out = dict(self._config)
+            out["failures"] = [{k: v for k, v in f.items() if k != "seen"} for f in self._config["failures"]]
+            return out
+
+    @property
+    def replication_delay(self) -> float:
+        return self._config["replicationDelayMs"] / 1000.0
+
+    def latency(self, service: str) -> float:
+        c = self._config
+        return (c["latencyMs"] + c["latencyMsByService"].get(service, 0)) / 1000.0
+
+    def check(self, service: str, operation: str) -> None:
+        """Raises InjectedFault when this call is throttled or is a call the `failures` list names."""
+        with self._lock:
+            bucket = self._buckets.get(service)
+            if bucket is not None:
+                wait = bucket.take()
+                if wait is not None:
+                    raise InjectedFault(429, wait)
+            for f in self._config["failures"]:
+                if f["operation"] != operation:
+                    continue
+                f["seen"] += 1
+                last = None if f["times"] is None else f["nth"] + f["times"] - 1
+                if f["seen"] >= f["nth"] and (last is None or f["seen"] <= last):
+                    raise InjectedFault(f["status"], 1 if f["status"] in (429, 503) else None)

@@ -1,0 +1,139 @@
+"""The seeded tenant (docs/local-tenant.md, "Seed"): fixed ids so `make run` is reproducible.
+
+First-party service principals carry their real appIds, app role and scope ids (Microsoft Graph's
+Application.ReadWrite.OwnedBy is 18a4783c-..., as in the Graph permissions reference).
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .graph import models
+from .graph.directory import APPS, ASSIGNMENTS, SPS, USERS
+
+TENANT_ID = "7d5b1f0e-3c2a-4e8b-9f61-0a2b3c4d5e6f"
+SUBSCRIPTION_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+RESOURCE_GROUP = "local-rg"
+RG_ID = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{RESOURCE_GROUP}"
+VAULT_RESOURCE_ID = f"{RG_ID}/providers/Microsoft.KeyVault/vaults/local"
+DICOM_RESOURCE_ID = f"{RG_ID}/providers/Microsoft.HealthcareApis/workspaces/localws/dicomservices/dicom"
+PRODUCT_MI_ID = f"{RG_ID}/providers/Microsoft.Web/sites/dicom-registrations"
+
+GRAPH_ROLES = {"Application.ReadWrite.OwnedBy": "18a4783c-866b-4cc7-a460-3d5e5662c884",
+               "Application.ReadWrite.All": "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9",
+               "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
+               "AppRoleAssignment.ReadWrite.All": "06b708a9-e830-4db3-a914-8e69da51d44f",
+               "DelegatedPermissionGrant.ReadWrite.All": "8e8e4742-1d95-4f68-9d56-6ee75648c72a"}
+PRODUCT_GRAPH_ROLES = ["Application.ReadWrite.OwnedBy", "Application.Read.All",
+                       "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All"]
+FIRST_PARTY = {
+    "graph": ("00000003-0000-0000-c000-000000000000", "Microsoft Graph", "https://graph.microsoft.com",
+              {"User.Read": "e1fe6dd8-ba31-4d61-89e7-88639da4683d"}),
+    "keyvault": ("cfa8b339-82a2-471a-a3c9-0fc0be7a4093", "Azure Key Vault", "https://vault.azure.net",
+                 {"user_impersonation": "f53da476-18e3-4152-8e01-aec403e6edc0"}),
+    "arm": ("797f4846-ba00-4fd7-ba43-dac1f8f63013", "Windows Azure Service Management API",
+            "https://management.azure.com/", {"user_impersonation": "41094075-9dad-400e-a0bd-54e686782033"}),
+    "dicom": ("4f6778d8-5aef-43dc-a1ff-b073724b9495", "Azure Healthcare APIs",
+              "https://dicom.healthcareapis.azure.com",
+              {"Dicom.ReadWrite": "5a6e1b59-0b8d-4a0a-9d7e-2c3f4a5b6c7d",
+               "user_impersonation": "8f7e6d5c-4b3a-4291-8e7d-6c5b4a392817"}),
+}
+API_ROLES = {"Registrations.Admin": "6e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
+             "Registrations.Request": "7f2a3b4c-5d6e-4f7a-9b0c-1d2e3f4a5b6c",
+             "Registrations.Read": "8a3b4c5d-6e7f-4a8b-8c1d-2e3f4a5b6c7d"}
+CLIENTS = {"admin_client": "Registrations.Admin", "requester_client": "Registrations.Request",
+           "requester_client_b": "Registrations.Request", "reader_client": "Registrations.Read"}
+
+
+def _id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://local.test/seed/{name}"))
+
+
+def _role(value: str, role_id: str, member_types: list[str]) -> dict[str, Any]:
+    return {"id": role_id, "value": value, "displayName": value, "description": value,
+            "allowedMemberTypes": member_types, "isEnabled": True, "origin": "Application"}
+
+
+def _scope(value: str, scope_id: str) -> dict[str, Any]:
+    return {"id": scope_id, "value": value, "type": "User", "isEnabled": True,
+            "adminConsentDisplayName": value, "adminConsentDescription": value,
+            "userConsentDisplayName": value, "userConsentDescription": value, "origin": "Application"}
+
+
+def _app(store, now: float, name: str, display: str, **fields) -> dict[str, Any]:
+    app = models.new_application({}, now=now, visible_at=0, owner=None, tenant_id=TENANT_ID)
+    app.update(id=_id(f"{name}/app"), appId=_id(f"{name}/appId"), displayName=display, uniqueName=name)
+    models.merge(app, fields)
+    return store.put(APPS, app["id"], app)
+
+
+def _sp_for(store, now: float, name: str, app: dict[str, Any]) -> dict[str, Any]:
+    sp = models.new_service_principal(app, app_id=app["appId"], now=now, visible_at=0, owner=None)
+    sp.update(id=_id(f"{name}/sp"), displayName=app["displayName"], appDisplayName=app["displayName"])
+    return store.put(SPS, sp["id"], sp)
+
+
+def _assign(store, now: float, principal: dict[str, Any], resource: dict[str, Any], role_id: str) -> None:
+    a = {"id": _id(f"assign/{principal['id']}/{resource['id']}/{role_id}"), "appRoleId": role_id,
+         "createdDateTime": models.iso(now), "deletedDateTime": None,
+         "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
+         "principalType": "ServicePrincipal", "resourceDisplayName": resource.get("displayName"),
+         "resourceId": resource["id"], "_visibleAt": 0}
+    store.put(ASSIGNMENTS, a["id"], a)
+
+
+def _secret_for(name: str) -> str:
+    return f"{name[:3]}8Q~local-{name.replace('_', '-')}-secret-do-not-use-in-azure"
+
+
+def build(store, now: float) -> dict[str, Any]:
+    """Writes the seed into the store and returns what `lt.seed` shows."""
+    seed: dict[str, Any] = {"tenant_id": TENANT_ID, "subscription_id": SUBSCRIPTION_ID,
+                            "resource_group": RESOURCE_GROUP, "resource_group_id": RG_ID,
+                            "vault_resource_id": VAULT_RESOURCE_ID, "dicom_resource_id": DICOM_RESOURCE_ID,
+                            "first_party": {}}
+    first: dict[str, dict[str, Any]] = {}
+    for key, (app_id, display, audience, scopes) in FIRST_PARTY.items():
+        roles = [_role(v, GRAPH_ROLES[v], ["Application"]) for v in GRAPH_ROLES] if key == "graph" else []
+        sp = models.new_service_principal(None, app_id=app_id, now=now, visible_at=0, owner=None, extra={
+            "id": _id(f"firstparty/{key}"), "displayName": display, "appDisplayName": display,
+            "servicePrincipalNames": [app_id, audience], "appOwnerOrganizationId":
+            "f8cdef31-a31e-4b4a-93e4-5f571e91255a", "appRoles": roles,
+            "oauth2PermissionScopes": [_scope(v, i) for v, i in scopes.items()]})
+        first[key] = store.put(SPS, sp["id"], sp)
+        seed["first_party"][key] = {"app_id": app_id, "object_id": sp["id"], "audience": audience}
+
+    product = models.new_service_principal(None, app_id=_id("product/appId"), now=now, visible_at=0, owner=None,
+                                           extra={"id": _id("product/sp"), "displayName": "dicom-registrations",
+                                                  "servicePrincipalType": "ManagedIdentity",
+                                                  "alternativeNames": ["isExplicit=False", PRODUCT_MI_ID]})
+    store.put(SPS, product["id"], product)
+    for role in PRODUCT_GRAPH_ROLES:
+        _assign(store, now, product, first["graph"], GRAPH_ROLES[role])
+    seed["product"] = {"app_id": product["appId"], "object_id": product["id"], "resource_id": PRODUCT_MI_ID}
+
+    api_app = _app(store, now, "dicom-registrations-api", "DICOM Registrations API",
+                   identifierUris=["api://dicom-registrations"],
+                   appRoles=[_role(v, i, ["User", "Application"]) for v, i in API_ROLES.items()],
+                   api={"requestedAccessTokenVersion": 2})
+    api_sp = _sp_for(store, now, "dicom-registrations-api", api_app)
+    seed["api"] = {"app_id": api_app["appId"], "object_id": api_sp["id"], "app_object_id": api_app["id"],
+                   "identifier_uri": "api://dicom-registrations", "roles": dict(API_ROLES)}
+
+    for name, role in CLIENTS.items():
+        app = _app(store, now, f"local-{name.replace('_', '-')}", f"Local {name.replace('_', ' ')}")
+        secret = _secret_for(name)
+        cred, _ = models.new_password({"displayName": "seed"}, now=now, visible_at=0)
+        cred.update(hint=secret[:3], _hash=models.password_hash(cred["_salt"], secret))
+        app["passwordCredentials"].append(cred)
+        store.put(APPS, app["id"], app)
+        sp = _sp_for(store, now, name, app)
+        _assign(store, now, sp, api_sp, API_ROLES[role])
+        seed[name] = {"app_id": app["appId"], "object_id": sp["id"], "app_object_id": app["id"],
+                      "secret": secret, "role": role}
+
+    user = {"id": _id("user"), "userPrincipalName": "dicom.user@local.test", "displayName": "DICOM User",
+            "mail": "dicom.user@local.test", "_visibleAt": 0}
+    store.put(USERS, user["id"], user)
+    seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"]}
+    return seed

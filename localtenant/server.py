@@ -1,0 +1,83 @@
+"""One uvicorn server per origin, all on one event loop in one background thread, on sockets we bind
+ourselves (port 0 gives ephemeral ports) and only ever on a loopback address."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+
+class _QuietShutdown(logging.Filter):
+    """Idle keep-alive connections outlive a test's last request; their forced close is not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
+
+
+def require_loopback(host: str) -> None:
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"the local tenant binds to loopback addresses only, not {host!r}")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    require_loopback(host)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Servers:
+    def __init__(self) -> None:
+        self._servers: list[tuple[uvicorn.Server, socket.socket]] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def add(self, app: Starlette, sock: socket.socket, *, certfile: str | None, keyfile: str | None) -> None:
+        config = uvicorn.Config(app, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",
+                                lifespan="off", access_log=False, timeout_graceful_shutdown=0.2)
+        self._servers.append((uvicorn.Server(config), sock))
+
+    def start(self, timeout: float = 15.0) -> None:
+        async def serve_all() -> None:
+            await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in self._servers))
+
+        def run() -> None:
+            try:
+                asyncio.run(serve_all())
+            except BaseException as e:  # reported to the starting thread
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="localtenant", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not all(server.started for server, _ in self._servers):
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"local tenant failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError("local tenant did not start in time")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        for server, _ in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for _, sock in self._servers:
+            sock.close()

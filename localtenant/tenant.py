@@ -1,0 +1,132 @@
+"""`LocalTenant`: the Python API tests, devhost and bench use (docs/local-tenant.md, "Python API")."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from . import seed as seeding
+from .admin import responses as admin
+from .arm import responses as arm
+from .core import AttrDict, TenantCore
+from .entra import responses as entra
+from .entra.clients import FEDERATED_ISSUER
+from .graph import responses_applications, responses_principals
+from .identity import responses as identity
+from .keyvault import responses as keyvault
+from .server import Servers, bind, require_loopback
+from .tls import make_ca, make_server_cert
+
+ORIGINS = ("login", "graph", "vault", "arm", "identity")  # base_port + 1 ... + 5, in this order
+
+
+class LocalTenant:
+    def __init__(self, core: TenantCore, servers: Servers, files: Path, temporary: bool) -> None:
+        self._core, self._servers, self._files, self._temporary = core, servers, files, temporary
+        self.tenant_id = core.tenant_id
+        self.ca_file = str(files / "ca.pem")
+        self.authority_host = core.authority_host
+        self.authority = f"{core.authority_host}/{core.tenant_id}"
+        self.graph_endpoint = core.graph_endpoint
+        self.vault_url = core.vault_url
+        self.arm_endpoint = core.arm_endpoint
+        self.identity_endpoint = core.identity_endpoint
+        self.identity_header = core.identity_header
+        self.federated_issuer = FEDERATED_ISSUER
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, state_path: str | Path | None = None, *, base_port: int | None = None,
+              host: str = "127.0.0.1", faults: dict[str, Any] | None = None) -> "LocalTenant":
+        """Starts every origin in a background thread and returns once all accept connections. With
+        `state_path` state lives in that SQLite file and ca.pem/tenant.json are written beside it; with
+        `base_port` the origins use base_port+1..+5, else ephemeral ports."""
+        require_loopback(host)
+        temporary = state_path is None
+        files = Path(tempfile.mkdtemp(prefix="localtenant-")) if temporary else Path(state_path).resolve().parent
+        files.mkdir(parents=True, exist_ok=True)
+        core = TenantCore(state_path)
+        tls = core.store.get("meta", "tls")
+        if tls is None:
+            ca_pem, ca_key = make_ca()
+            tls = core.store.put("meta", "tls", {"ca": ca_pem.decode(), "key": ca_key.decode()})
+        material = make_server_cert(tls["ca"].encode(), tls["key"].encode())
+        (files / "ca.pem").write_bytes(material.ca_pem)
+        (files / "server.pem").write_bytes(material.server_pem)
+        key_file = files / "server-key.pem"
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(material.server_key_pem)
+        sockets = {name: bind(host, base_port + i + 1 if base_port else 0) for i, name in enumerate(ORIGINS)}
+        core.bind(**{name: s.getsockname()[1] for name, s in sockets.items()})
+        if faults:
+            core.faults.set(faults)
+        servers = Servers()
+        route_sets = {"login": admin.routes(core) + entra.routes(core),
+                      "graph": responses_applications.routes(core) + responses_principals.routes(core),
+                      "vault": keyvault.routes(core), "arm": arm.routes(core), "identity": identity.routes(core)}
+        for name, sock in sockets.items():
+            tls_files = (None, None) if name == "identity" else (str(files / "server.pem"), str(key_file))
+            servers.add(Starlette(routes=route_sets[name]), sock, certfile=tls_files[0], keyfile=tls_files[1])
+        servers.start()
+        lt = cls(core, servers, files, temporary)
+        (files / "tenant.json").write_text(json.dumps(lt.describe(), indent=2))
+        return lt
+
+    def stop(self) -> None:
+        self._servers.stop()
+        self._core.store.close()
+        if self._temporary:
+            shutil.rmtree(self._files, ignore_errors=True)
+
+    def __enter__(self) -> "LocalTenant":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- what clients need ---------------------------------------------------------------------------------
+    @property
+    def seed(self) -> AttrDict:
+        return self._core.seed
+
+    def app_settings(self) -> dict[str, str]:
+        return self._core.app_settings(self.ca_file)
+
+    def describe(self) -> dict[str, Any]:
+        """What tenant.json holds: endpoints, CA, seed and app settings, for other processes."""
+        return {"tenant_id": self.tenant_id, "ca_file": self.ca_file, "authority_host": self.authority_host,
+                "authority": self.authority, "graph_endpoint": self.graph_endpoint, "vault_url": self.vault_url,
+                "arm_endpoint": self.arm_endpoint, "identity_endpoint": self.identity_endpoint,
+                "identity_header": self.identity_header, "federated_issuer": self.federated_issuer,
+                "subscription_id": seeding.SUBSCRIPTION_ID, "seed": dict(self.seed),
+                "app_settings": self.app_settings()}
+
+    # -- admin ---------------------------------------------------------------------------------------------
+    def set_faults(self, faults: dict[str, Any]) -> dict[str, Any]:
+        return self._core.faults.set(faults)
+
+    def faults(self) -> dict[str, Any]:
+        return self._core.faults.get()
+
+    def state(self) -> dict[str, Any]:
+        return self._core.state()
+
+    def stats(self) -> dict[str, Any]:
+        return self._core.stats.snapshot()
+
+    def reset(self) -> None:
+        """Back to the seed: state, faults, stats and clock."""
+        self._core.reset()
+
+    def advance_clock(self, seconds: float) -> None:
+        self._core.clock.advance(seconds)
+
+    def federated_assertion(self, subject: str, audience: str = "api://AzureADTokenExchange") -> str:
+        return self._core.federated_assertion(subject, audience)
+
+    def rotate_signing_key(self) -> str:
+        return self._core.rotate_signing_key()
