@@ -10,6 +10,7 @@ every consented scope. Missing consent is AADSTS65001.
 """
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +25,16 @@ GRAPH = "https://graph.microsoft.com"
 CODE_LIFETIME = 600
 REFRESH_LIFETIME = 90 * 24 * 3600
 CODES, REFRESH = "authCodes", "refreshTokens"
+
+
+def capabilities(form: dict[str, str]) -> dict[str, Any]:
+    """Client capabilities from the `claims` request parameter, e.g. CP1 for continuous access evaluation
+    ("Claims challenges, claims requests and client capabilities"): echoed as the `xms_cc` claim."""
+    try:
+        values = json.loads(form.get("claims") or "{}").get("access_token", {}).get("xms_cc", {}).get("values")
+    except (ValueError, AttributeError):
+        raise ex.EntraError(90014, "invalid_request", "The claims parameter is not valid JSON.") from None
+    return {"xms_cc": values} if values else {}
 
 
 def split_scopes(scope: str | None) -> tuple[str, list[str], set[str]]:
@@ -129,7 +140,8 @@ class Grants:
         client_sp = self._client_sp(app)
         token, lifetime = self.issuer.access_token(
             resource=resource, audience=audience, version=version, client_app_id=app["appId"], acr=acr,
-            subject=client_sp, roles=self.directory.role_values(client_sp["id"], resource), scopes=[])
+            subject=client_sp, roles=self.directory.role_values(client_sp["id"], resource), scopes=[],
+            extra=capabilities(form))
         return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
                 "access_token": token}
 
@@ -213,7 +225,8 @@ class Grants:
             resource, _, _ = self._resource(identifier)
             self._delegated_scopes(app, self._client_sp(app), resource, user, values)
         except ex.EntraError as err:
-            query = {"error": err.error, "error_description": f"AADSTS{err.code}: {err.description}"}
+            error = "consent_required" if err.code == 65001 else err.error  # what authorize redirects with
+            query = {"error": error, "error_description": f"AADSTS{err.code}: {err.description}"}
             return _with_query(redirect, {**query, **({"state": state} if state else {})})
         code = secrets.token_urlsafe(48)
         self.core.store.put(CODES, code, {
