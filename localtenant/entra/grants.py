@@ -11,6 +11,7 @@ every consented scope. Missing consent is AADSTS65001.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any
 from urllib.parse import urlencode
@@ -21,6 +22,8 @@ from .clients import ClientAuthenticator, is_public, registered_redirect
 from .tokens import TokenIssuer
 
 OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
+# Entra also names a resource by its bare appId: "{appId}/.default", "{appId}/user_impersonation".
+_APP_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 GRAPH = "https://graph.microsoft.com"
 CODE_LIFETIME = 600
 REFRESH_LIFETIME = 90 * 24 * 3600
@@ -47,7 +50,7 @@ def split_scopes(scope: str | None) -> tuple[str, list[str], set[str]]:
             oidc.add(item)
             continue
         resource, sep, value = item.rpartition("/")
-        if not sep or not resource or "://" not in item:
+        if not sep or not resource or ("://" not in item and not _APP_ID.match(resource)):
             resource, value = GRAPH, item  # a bare scope such as User.Read means Microsoft Graph
         resources.add(resource.lower().rstrip("/"))
         values.append(value)

@@ -52,8 +52,10 @@ class GraphClient:
 
     def list_owned_applications(self, owner_sp_id: str, *, page_size: int = 100) -> Iterator[dict]:
         """Applications the product's own service principal owns (all it can manage with OwnedBy)."""
-        path = f"/v1.0/servicePrincipals/{owner_sp_id}/ownedObjects/microsoft.graph.application"
-        yield from self._pages("listOwnedObjects", path, {"$top": str(page_size)})
+        path = f"/v1.0/servicePrincipals/{owner_sp_id}/ownedObjects"
+        for item in self._pages("listOwnedObjects", path, {"$top": str(page_size)}):
+            if item.get("@odata.type") == "#microsoft.graph.application":
+                yield item
 
     def add_password(self, object_id: str, display_name: str, end: str) -> dict:
         _, body, _ = self._rest.call(

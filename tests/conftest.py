@@ -1,0 +1,74 @@
+"""Shared fixtures: one local tenant and the function app on the project's local host, per test session."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import FUNCTION_KEY, MASTER_KEY, CaptureAll, api_client, api_token
+
+
+@pytest.fixture(scope="session", autouse=True)
+def capture_every_log_line() -> Iterator[None]:
+    handler = CaptureAll(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+@pytest.fixture(scope="session")
+def tenant() -> Iterator[Any]:
+    from localtenant import LocalTenant
+
+    with LocalTenant.start() as lt:
+        yield lt
+
+
+@pytest.fixture(scope="session")
+def app_settings(tenant) -> Iterator[dict[str, str]]:
+    """The function app's settings for the local tenant, applied to this process (the host runs in it)."""
+    from registrations import wiring
+
+    settings = tenant.app_settings()
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    wiring.reset()
+    yield settings
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    wiring.reset()
+
+
+@pytest.fixture(scope="session")
+def host(app_settings) -> Iterator[Any]:
+    import devhost
+    import function_app
+
+    app = devhost.build_app(function_app.app, keys={"master": MASTER_KEY, "function": FUNCTION_KEY})
+    with devhost.start_in_thread(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def admin_token(tenant) -> str:
+    return api_token(tenant, tenant.seed.admin_client)
+
+
+@pytest.fixture(scope="session")
+def api(host, admin_token) -> Iterator[httpx.Client]:
+    """The API as the seeded admin client sees it."""
+    with api_client(host, admin_token) as client:
+        yield client

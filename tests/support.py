@@ -1,0 +1,41 @@
+"""Test support shared by every suite (kept out of conftest.py so that it is imported once, as one module)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+FUNCTION_KEY = "e2e-function-key"
+MASTER_KEY = "e2e-master-key"
+
+# Every log record and every API response body of the session, for the no-secret-leak check.
+CAPTURED: list[str] = []
+
+
+class CaptureAll(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            CAPTURED.append(self.format(record))
+        except Exception:  # a record that cannot be formatted is still looked at raw
+            CAPTURED.append(repr(record.__dict__))
+
+
+def api_client(host, token: str | None) -> httpx.Client:
+    """An HTTP client for the function app on the local host; every response body is kept in CAPTURED."""
+    headers = {"x-functions-key": FUNCTION_KEY}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    def keep_body(response: httpx.Response) -> None:
+        response.read()
+        CAPTURED.append(response.text)
+
+    return httpx.Client(base_url=f"{host.url}/api", headers=headers, timeout=120, trust_env=False,
+                        event_hooks={"response": [keep_body]})
+
+
+def api_token(tenant, client) -> str:
+    from tests.clients import client_credentials_token
+
+    return client_credentials_token(tenant, client.app_id, client.secret, f"{tenant.seed.api.identifier_uri}/.default")
