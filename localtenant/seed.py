@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from .graph import models
-from .graph.directory import APPS, ASSIGNMENTS, SPS, USERS
+from .graph.directory import APPS, ASSIGNMENTS, GRANTS, SPS, USERS
 
 TENANT_ID = "7d5b1f0e-3c2a-4e8b-9f61-0a2b3c4d5e6f"
 SUBSCRIPTION_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -41,6 +41,7 @@ FIRST_PARTY = {
 API_ROLES = {"Registrations.Admin": "6e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
              "Registrations.Request": "7f2a3b4c-5d6e-4f7a-9b0c-1d2e3f4a5b6c",
              "Registrations.Read": "8a3b4c5d-6e7f-4a8b-8c1d-2e3f4a5b6c7d"}
+API_SCOPE_ID = "9b4c5d6e-7f8a-4b9c-8d2e-3f4a5b6c7d8e"
 CLIENTS = {"admin_client": "Registrations.Admin", "requester_client": "Registrations.Request",
            "requester_client_b": "Registrations.Request", "reader_client": "Registrations.Read"}
 
@@ -73,11 +74,12 @@ def _sp_for(store, now: float, name: str, app: dict[str, Any]) -> dict[str, Any]
     return store.put(SPS, sp["id"], sp)
 
 
-def _assign(store, now: float, principal: dict[str, Any], resource: dict[str, Any], role_id: str) -> None:
+def _assign(store, now: float, principal: dict[str, Any], resource: dict[str, Any], role_id: str,
+            principal_type: str = "ServicePrincipal") -> None:
     a = {"id": _id(f"assign/{principal['id']}/{resource['id']}/{role_id}"), "appRoleId": role_id,
          "createdDateTime": models.iso(now), "deletedDateTime": None,
          "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
-         "principalType": "ServicePrincipal", "resourceDisplayName": resource.get("displayName"),
+         "principalType": principal_type, "resourceDisplayName": resource.get("displayName"),
          "resourceId": resource["id"], "_visibleAt": 0}
     store.put(ASSIGNMENTS, a["id"], a)
 
@@ -115,7 +117,8 @@ def build(store, now: float) -> dict[str, Any]:
     api_app = _app(store, now, "dicom-registrations-api", "DICOM Registrations API",
                    identifierUris=["api://dicom-registrations"],
                    appRoles=[_role(v, i, ["User", "Application"]) for v, i in API_ROLES.items()],
-                   api={"requestedAccessTokenVersion": 2})
+                   api={"requestedAccessTokenVersion": 2,
+                        "oauth2PermissionScopes": [_scope("user_impersonation", API_SCOPE_ID)]})
     api_sp = _sp_for(store, now, "dicom-registrations-api", api_app)
     seed["api"] = {"app_id": api_app["appId"], "object_id": api_sp["id"], "app_object_id": api_app["id"],
                    "identifier_uri": "api://dicom-registrations", "roles": dict(API_ROLES)}
@@ -136,4 +139,17 @@ def build(store, now: float) -> dict[str, Any]:
             "mail": "dicom.user@local.test", "_visibleAt": 0}
     store.put(USERS, user["id"], user)
     seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"]}
+
+    # A person calling the API through a portal: a native client with consent for the API's delegated
+    # scope, and the user holding Registrations.Request on the API.
+    portal = _app(store, now, "local-portal", "Local portal", isFallbackPublicClient=True,
+                  publicClient={"redirectUris": ["http://localhost"]})
+    portal_sp = _sp_for(store, now, "local-portal", portal)
+    grant = {"id": _id("grant/portal"), "clientId": portal_sp["id"], "consentType": "AllPrincipals",
+             "principalId": None, "resourceId": api_sp["id"], "scope": "user_impersonation", "_visibleAt": 0}
+    store.put(GRANTS, grant["id"], grant)
+    _assign(store, now, {**user, "displayName": user["displayName"]}, api_sp, API_ROLES["Registrations.Request"],
+            principal_type="User")
+    seed["portal_client"] = {"app_id": portal["appId"], "object_id": portal_sp["id"],
+                             "redirect_uri": "http://localhost", "user_role": "Registrations.Request"}
     return seed

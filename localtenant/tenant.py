@@ -130,3 +130,8 @@ class LocalTenant:
 
     def rotate_signing_key(self) -> str:
         return self._core.rotate_signing_key()
+
+    def sign_token(self, claims: dict[str, Any]) -> str:
+        """A JWT with exactly these claims, signed with the tenant's current key: for tests of a token
+        validator (expired, wrong audience, wrong tenant...) with a signature that does verify."""
+        return self._core.signing_keys.sign(claims)

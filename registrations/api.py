@@ -30,7 +30,7 @@ from .problems import (
     Problem,
     ValidationProblem,
 )
-from .service import ADMIN, READ, REQUEST
+from .policy import ADMIN, READ, REQUEST
 
 log = logging.getLogger("registrations.api")
 audit = logging.getLogger("registrations.audit")

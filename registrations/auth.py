@@ -24,24 +24,31 @@ from .settings import Settings
 log = logging.getLogger("registrations.auth")
 
 LEEWAY_SECONDS = 120
-JWKS_MIN_REFRESH_SECONDS = 1.0
+JWKS_MIN_REFRESH_SECONDS = 0.1
 PRINCIPAL_HEADER = "x-ms-client-principal"
 
 
 class JwksCache:
     """Signing keys of the tenant, from its discovery document; refreshed when a token names a kid we have
-    not seen (key rollover), at most once a second so unknown kids cannot turn into a fetch flood."""
+    not seen (key rollover). A kid a refresh did not find is remembered, and refreshes are spaced, so tokens
+    with made-up kids cannot turn into a fetch flood against the authority."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._keys: dict[str, Any] = {}
-        self._fetched_at = 0.0
+        self._missing: set[str] = set()
+        self._fetched_at = float("-inf")
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
         with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= JWKS_MIN_REFRESH_SECONDS:
+            if (kid not in self._keys and kid not in self._missing
+                    and time.monotonic() - self._fetched_at >= JWKS_MIN_REFRESH_SECONDS):
                 self._refresh()
+                if kid not in self._keys:
+                    if len(self._missing) > 1000:
+                        self._missing.clear()
+                    self._missing.add(kid)
             return self._keys.get(kid)
 
     def _refresh(self) -> None:
@@ -54,6 +61,7 @@ class JwksCache:
         jwks_uri = session.get(discovery, timeout=10, verify=verify).json()["jwks_uri"]
         document = session.get(jwks_uri, timeout=10, verify=verify).json()
         self._keys = {k["kid"]: jwt.PyJWK(k).key for k in document.get("keys", []) if k.get("kid")}
+        self._missing.clear()
         self._fetched_at = time.monotonic()
 
 
@@ -90,7 +98,9 @@ class Authenticator:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != "RS256":
             raise jwt.InvalidAlgorithmError("only RS256 tokens are accepted")
-        key = self._jwks.key(header.get("kid") or "")
+        if not header.get("kid"):
+            raise jwt.InvalidKeyError("the token names no signing key (kid)")
+        key = self._jwks.key(header["kid"])
         if key is None:
             raise jwt.InvalidKeyError("the token is signed with a key the tenant does not publish")
         claims = jwt.decode(

@@ -63,6 +63,12 @@ class Forbidden(Problem):
     status, slug, title = 403, "forbidden", "The caller may not do this"
 
 
+class PolicyViolation(Problem):
+    """The caller may create registrations, but not this one (a platform policy says no)."""
+
+    status, slug, title = 403, "policy", "The request is outside the policy for this caller"
+
+
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "No such registration"
 
@@ -103,6 +109,7 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     PayloadTooLarge,
     Unauthenticated,
     Forbidden,
+    PolicyViolation,
     NotFound,
     Conflict,
     NotReady,

@@ -31,12 +31,12 @@ from .problems import (
     UpstreamUnavailable,
     ValidationProblem,
 )
+from .policy import ADMIN, READ, check_request, check_requester
 from .saga import Saga, StepFailed, eventually
 from .settings import ManagedTarget, OssTarget, Settings
 
 log = logging.getLogger("registrations.service")
 
-ADMIN, REQUEST, READ = "Registrations.Admin", "Registrations.Request", "Registrations.Read"
 SECRET_CONTENT_TYPE = "text/plain; kind=client-secret"
 
 
@@ -89,18 +89,27 @@ class RegistrationService:
         """Provision a registration. Returns (registration, created); a replay of the same request returns
         the existing registration with created=False and changes nothing."""
         target = self._target_for(request)
+        check_request(self.settings, request)
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         deadline = time.monotonic() + self.settings.provisioning_deadline_seconds
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self._locks[unique]:
             existing_future = self._executor.submit(self.graph.get_application, unique)
+            own_future = None if ADMIN in caller.roles else self._executor.submit(self._count_own, caller)
             resource = self._call(lambda: self._resource_for(request, target))
             existing = self._call(existing_future.result)
             if existing is not None:
                 self._check_replay(request, existing, caller)
                 if mf.tag_values(existing).get("state") == "ready":
                     return self._view(existing), False
+            else:
+                check_requester(self.settings, request, caller, lambda: self._call(own_future.result))
             return self._provision(request, caller, target, resource, unique, existing, deadline), True
+
+    def _count_own(self, caller: Caller) -> int:
+        mark = f"dicom-requester:{caller.object_id}"
+        return sum(1 for app in self.graph.list_owned_applications(self._owner_id())
+                   if mark in (app.get("tags") or []))
 
     def _target_for(self, request: Any) -> ManagedTarget | OssTarget:
         target = self.settings.target(request.dicomService)

@@ -52,6 +52,7 @@ class OssTarget(_Target):
 
 DicomTarget = Annotated[ManagedTarget | OssTarget, Field(discriminator="kind")]
 _TARGETS = TypeAdapter(dict[str, DicomTarget])
+_REQUESTER_ACCESS = TypeAdapter(dict[str, list[Literal["reader", "writer", "admin"]]])
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Settings:
     grant_admin_consent: bool = True
     name_prefix: str = "dicomreg"
     provisioning_deadline_seconds: float = 60.0
+    # Policy for callers holding only Registrations.Request (admins are not limited by the first two).
+    requester_access: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    max_registrations_per_requester: int = 50
+    allowed_redirect_hosts: tuple[str, ...] = ()
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -137,6 +142,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if isinstance(target, OssTarget) and bool(target.resourceRegistration) == bool(target.resourceAppId):
             raise Misconfigured(f"DICOM_SERVICES.{name}: give exactly one of resourceRegistration, resourceAppId")
 
+    try:
+        requester_access = _REQUESTER_ACCESS.validate_python(json.loads(env.get("REQUESTER_ACCESS") or "{}"))
+    except (ValueError, ValidationError) as exc:
+        raise Misconfigured(f"REQUESTER_ACCESS is not valid: {_first_error(exc)}") from None
+    unknown = set(requester_access) - set(targets)
+    if unknown:
+        raise Misconfigured(f"REQUESTER_ACCESS names unknown DICOM services: {', '.join(sorted(unknown))}")
+    hosts = tuple(h.strip().lower() for h in (env.get("ALLOWED_REDIRECT_HOSTS") or "").split(",") if h.strip())
+
     development = env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production") == "Development"
     settings = Settings(
         tenant_id=env["AZURE_TENANT_ID"],
@@ -154,6 +168,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         secret_max_lifetime_days=_int(env, "SECRET_MAX_LIFETIME_DAYS", 365, 1, 730),
         grant_admin_consent=_bool(env, "GRANT_ADMIN_CONSENT", True),
         name_prefix=env.get("REGISTRATION_NAME_PREFIX") or "dicomreg",
+        requester_access={k: tuple(v) for k, v in requester_access.items()},
+        max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),
+        allowed_redirect_hosts=hosts,
         raw=env,
     )
     if settings.secret_lifetime_days > settings.secret_max_lifetime_days:

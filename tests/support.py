@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -39,3 +42,25 @@ def api_token(tenant, client) -> str:
     from tests.clients import client_credentials_token
 
     return client_credentials_token(tenant, client.app_id, client.secret, f"{tenant.seed.api.identifier_uri}/.default")
+
+
+@contextmanager
+def settings_override(**values: str | None) -> Iterator[None]:
+    """Run the function app with some settings changed (None removes one); the runtime is rebuilt."""
+    from registrations import wiring
+
+    saved = {key: os.environ.get(key) for key in values}
+
+    def apply(changes: dict[str, str | None]) -> None:
+        for key, value in changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        wiring.reset()
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)

@@ -80,12 +80,30 @@ def test_refuses_non_loopback_host():
         LocalTenant.start(host="0.0.0.0")
 
 
+def free_base_port() -> int:
+    """A base port whose five origins (base+1 .. base+5) are free now, so parallel runs do not collide."""
+    import random
+    import socket
+
+    for _ in range(50):
+        base = random.randrange(20000, 60000)
+        try:
+            for offset in range(1, 6):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free port range")
+
+
 def test_cli_keeps_state_across_restart(tmp_path: Path):
     state = tmp_path / "tenant.sqlite"
     env = {k: v for k, v in os.environ.items()}
+    base = free_base_port()
 
     def run():
-        proc = subprocess.Popen([sys.executable, "-m", "localtenant", "--state", str(state), "--base-port", "47850"],
+        proc = subprocess.Popen([sys.executable, "-m", "localtenant", "--state", str(state), "--base-port", str(base)],
                                 cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE, text=True)
         for line in proc.stdout:
             if line.startswith("ready"):
@@ -96,7 +114,7 @@ def test_cli_keeps_state_across_restart(tmp_path: Path):
     try:
         import json
         info = json.loads((tmp_path / "tenant.json").read_text())
-        assert (tmp_path / "ca.pem").exists() and info["graph_endpoint"] == "https://127.0.0.1:47852"
+        assert (tmp_path / "ca.pem").exists() and info["graph_endpoint"] == f"https://127.0.0.1:{base + 2}"
         s = client_session(type("LT", (), {"ca_file": info["ca_file"]}))
         tok = s.get(info["identity_endpoint"], params={"api-version": "2019-08-01",
                                                       "resource": "https://graph.microsoft.com"},

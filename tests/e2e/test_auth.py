@@ -1,0 +1,228 @@
+"""Who may call: real tokens from the local tenant, validated by the API itself; app roles per operation;
+requester isolation; the Easy Auth header; policy limits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+
+import pytest
+
+from tests.clients import claims, client_credentials_token, follow_authorize, public_app
+from tests.support import api_client, api_token, settings_override
+
+
+def service(name: str, **extra) -> dict:
+    return {"type": "service", "name": name, "displayName": name, "dicomService": "managed", "access": "reader",
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def tokens(tenant) -> dict[str, str]:
+    seed = tenant.seed
+    return {role: api_token(tenant, getattr(seed, client)) for role, client in [
+        ("admin", "admin_client"), ("requester", "requester_client"), ("requester_b", "requester_client_b"),
+        ("reader", "reader_client")]}
+
+
+@pytest.fixture(scope="module")
+def as_(host, tokens):
+    clients = {role: api_client(host, token) for role, token in tokens.items()}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def resigned(tenant, token: str, **changes) -> str:
+    """The same claims as a real token, changed and signed again with the tenant's real key."""
+    return tenant.sign_token({**claims(token), **changes})
+
+
+def refused(host, token: str) -> dict:
+    with api_client(host, token) as client:
+        response = client.get("/registrations")
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["content-type"] == "application/problem+json"
+    return response.json()
+
+
+def test_expired_token(host, tenant, tokens):
+    now = int(time.time())
+    body = refused(host, resigned(tenant, tokens["admin"], iat=now - 7200, nbf=now - 7200, exp=now - 3600))
+    assert "expired" in body["detail"].lower()
+
+
+def test_token_for_another_audience(host, tenant):
+    graph_token = client_credentials_token(tenant, tenant.seed.admin_client.app_id, tenant.seed.admin_client.secret,
+                                           "https://graph.microsoft.com/.default")
+    assert "audience" in refused(host, graph_token)["detail"].lower()
+
+
+def test_token_from_another_issuer(host, tenant, tokens):
+    token = resigned(tenant, tokens["admin"], iss="https://login.example.org/other/v2.0")
+    assert "issu" in refused(host, token)["detail"].lower()
+
+
+def test_token_from_another_tenant(host, tenant, tokens):
+    assert "tenant" in refused(host, resigned(tenant, tokens["admin"], tid="00000000-0000-0000-0000-000000000001"))[
+        "detail"]
+
+
+def test_token_with_a_bad_signature(host, tokens):
+    header, payload, signature = tokens["admin"].split(".")
+    forged_payload = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    forged_payload["roles"] = ["Registrations.Admin", "Anything.Else"]
+    forged = base64.urlsafe_b64encode(json.dumps(forged_payload).encode()).rstrip(b"=").decode()
+    refused(host, f"{header}.{forged}.{signature}")
+    refused(host, f"{header}.{payload}.{signature[:-6]}AAAAAA")
+
+
+def test_none_algorithm_is_refused(host, tokens):
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    refused(host, f"{header}.{tokens['admin'].split('.')[1]}.")
+
+
+def test_a_rotated_signing_key_is_picked_up(host, tenant):
+    tenant.rotate_signing_key()
+    token = api_token(tenant, tenant.seed.reader_client)
+    with api_client(host, token) as client:
+        assert client.get("/registrations").status_code == 200
+
+
+def test_a_delegated_caller_through_a_portal(host, tenant):
+    portal = tenant.seed.portal_client
+    app = public_app(tenant, portal.app_id)
+    flow = app.initiate_auth_code_flow([f"{tenant.seed.api.identifier_uri}/user_impersonation"],
+                                       redirect_uri=portal.redirect_uri)
+    result = app.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"]))
+    with api_client(host, result["access_token"]) as person:
+        created = person.post("/registrations", json=service("auth-delegated"))
+        assert created.status_code == 201, created.text
+        assert created.json()["requestedBy"] == tenant.seed.user.object_id
+        assert person.delete("/registrations/auth-delegated").status_code == 200
+
+
+# (operation, role) -> allowed?
+MATRIX = {
+    "create": {"admin": True, "requester": True, "reader": False},
+    "list": {"admin": True, "requester": True, "reader": True},
+    "get": {"admin": True, "requester": True, "reader": True},
+    "config": {"admin": True, "requester": True, "reader": True},
+    "delete": {"admin": True, "requester": True, "reader": False},
+}
+
+
+@pytest.mark.parametrize("role", ["admin", "requester", "reader"])
+def test_each_role_for_each_operation(as_, role):
+    name = f"auth-matrix-{role}"
+    # The registration belongs to the caller when the caller may create, otherwise to the admin.
+    owner = as_[role] if MATRIX["create"][role] else as_["admin"]
+    calls = {
+        "create": lambda: as_[role].post("/registrations", json=service(name)),
+        "list": lambda: as_[role].get("/registrations"),
+        "get": lambda: as_[role].get(f"/registrations/{name}"),
+        "config": lambda: as_[role].get(f"/registrations/{name}/config"),
+        "delete": lambda: as_[role].delete(f"/registrations/{name}"),
+    }
+    if not MATRIX["create"][role]:
+        assert owner.post("/registrations", json=service(name)).status_code == 201
+    for operation, call in calls.items():
+        response = call()
+        if MATRIX[operation][role]:
+            assert response.status_code in (200, 201), (operation, response.text)
+        else:
+            assert response.status_code == 403, (operation, response.text)
+            problem = response.json()
+            assert problem["type"].endswith(":forbidden")
+            assert "Registrations.Admin" in problem["requiredRoles"]
+    owner.delete(f"/registrations/{name}")
+
+
+def test_a_caller_without_any_role_is_403(host, tenant):
+    # The product's own managed identity holds no role on the API.
+    from azure.identity import ManagedIdentityCredential
+
+    token = ManagedIdentityCredential().get_token(f"{tenant.seed.api.identifier_uri}/.default").token
+    with api_client(host, token) as nobody:
+        response = nobody.get("/registrations")
+    assert response.status_code == 403
+    assert set(response.json()["requiredRoles"]) == {"Registrations.Admin", "Registrations.Read",
+                                                     "Registrations.Request"}
+
+
+def test_requesters_see_only_their_own(as_, tenant):
+    assert as_["requester"].post("/registrations", json=service("auth-owned-by-a")).status_code == 201
+    b = as_["requester_b"]
+    assert b.get("/registrations/auth-owned-by-a").status_code == 404
+    assert b.get("/registrations/auth-owned-by-a/config").status_code == 404
+    assert b.delete("/registrations/auth-owned-by-a").status_code == 404
+    assert "auth-owned-by-a" not in {r["name"] for r in b.get("/registrations").json()["value"]}
+    # Creating the same name as someone else is a conflict, not a takeover.
+    assert b.post("/registrations", json=service("auth-owned-by-a")).status_code == 409
+    for seer in ("requester", "admin", "reader"):
+        assert as_[seer].get("/registrations/auth-owned-by-a").status_code == 200, seer
+    listed = {r["name"]: r for r in as_["requester"].get("/registrations").json()["value"]}
+    assert listed["auth-owned-by-a"]["requestedBy"] == tenant.seed.requester_client.object_id
+    assert as_["requester"].delete("/registrations/auth-owned-by-a").status_code == 200
+
+
+def easy_auth_principal(oid: str, roles: list[str]) -> str:
+    principal = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles",
+                 "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+                            {"typ": "name", "val": "Easy Auth caller"}]
+                 + [{"typ": "roles", "val": role} for role in roles]}
+    return base64.b64encode(json.dumps(principal).encode()).decode()
+
+
+def test_a_forged_principal_header_is_ignored_without_easy_auth(host, tokens, caplog):
+    forged = {"X-MS-CLIENT-PRINCIPAL": easy_auth_principal("forged-oid", ["Registrations.Admin"])}
+    with caplog.at_level(logging.WARNING, logger="registrations.auth"):
+        with api_client(host, None) as anonymous:
+            assert anonymous.get("/registrations", headers=forged).status_code == 401
+        with api_client(host, tokens["reader"]) as reader:
+            # The token says Read; the header's Admin claim changes nothing.
+            response = reader.post("/registrations", json=service("auth-forged"), headers=forged)
+            assert response.status_code == 403
+    assert any("suspicious" in record.getMessage() for record in caplog.records)
+
+
+def test_the_principal_header_is_trusted_when_easy_auth_is_on(host):
+    principal = {"X-MS-CLIENT-PRINCIPAL": easy_auth_principal("11111111-2222-3333-4444-555555555555",
+                                                              ["Registrations.Admin"])}
+    with settings_override(WEBSITE_AUTH_ENABLED="True"), api_client(host, None) as client:
+        response = client.post("/registrations", json=service("auth-easy"), headers=principal)
+        assert response.status_code == 201, response.text
+        assert response.json()["requestedBy"] == "11111111-2222-3333-4444-555555555555"
+        assert client.delete("/registrations/auth-easy", headers=principal).status_code == 200
+
+
+def test_policy_limits_for_requesters(as_):
+    requester, admin = as_["requester"], as_["admin"]
+    with settings_override(REQUESTER_ACCESS=json.dumps({"managed": ["reader"]})):
+        denied = requester.post("/registrations", json=service("auth-policy-admin", access="admin"))
+        assert denied.status_code == 403 and denied.json()["type"].endswith(":policy")
+        assert denied.json()["allowedAccess"] == ["reader"]
+        assert admin.post("/registrations", json=service("auth-policy-admin", access="admin")).status_code == 201
+        admin.delete("/registrations/auth-policy-admin")
+
+    with settings_override(MAX_REGISTRATIONS_PER_REQUESTER="2"):
+        for index in range(2):
+            assert requester.post("/registrations", json=service(f"auth-quota-{index}")).status_code == 201
+        over = requester.post("/registrations", json=service("auth-quota-2"))
+        assert over.status_code == 403 and over.json()["limit"] == 2
+        # A replay of an existing registration is not a new one.
+        assert requester.post("/registrations", json=service("auth-quota-0")).status_code == 200
+        for index in range(2):
+            requester.delete(f"/registrations/auth-quota-{index}")
+
+    with settings_override(ALLOWED_REDIRECT_HOSTS="*.contoso.org,localhost"):
+        body = {"type": "public", "name": "auth-hosts", "displayName": "Hosts", "dicomService": "managed",
+                "platform": "spa", "redirectUris": ["https://viewer.fabrikam.org/cb"]}
+        refused_host = admin.post("/registrations", json=body)
+        assert refused_host.status_code == 403 and "fabrikam" in refused_host.json()["detail"]
+        body["redirectUris"] = ["https://viewer.contoso.org/cb", "http://localhost:3000/cb"]
+        assert admin.post("/registrations", json=body).status_code == 201
+        admin.delete("/registrations/auth-hosts")
