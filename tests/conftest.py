@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import FUNCTION_KEY, MASTER_KEY, CaptureAll, api_client, api_token
+from tests.support import FUNCTION_KEY, MASTER_KEY, CaptureAll, api_client, api_token, settings_override
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,19 +36,9 @@ def tenant() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def app_settings(tenant) -> Iterator[dict[str, str]]:
     """The function app's settings for the local tenant, applied to this process (the host runs in it)."""
-    from registrations import wiring
-
     settings = tenant.app_settings()
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    wiring.reset()
-    yield settings
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    wiring.reset()
+    with settings_override(**settings):
+        yield settings
 
 
 @pytest.fixture(scope="session")
