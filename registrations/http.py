@@ -42,3 +42,19 @@ def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     return _api().health(req)
+
+
+def _openapi():
+    from . import openapi
+
+    return openapi
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_v2(req: func.HttpRequest) -> func.HttpResponse:
+    return _openapi().respond(req, "2.0")
+
+
+@bp.route(route="openapi3.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_v3(req: func.HttpRequest) -> func.HttpResponse:
+    return _openapi().respond(req, "3.0")

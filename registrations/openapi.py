@@ -1,0 +1,648 @@
+"""The API described as OpenAPI 2.0 (for Logic Apps custom connectors) and OpenAPI 3.0, from one source.
+
+The source is ``OPERATIONS``, one entry per HTTP function of ``registrations/http.py`` (keyed by the
+function's name), plus the JSON Schema that pydantic derives from the very models the functions validate
+and return. Nothing about a field is written twice: its type, limits, pattern and description come from
+``models.py``; this module adds only what the Logic Apps designer shows (``x-ms-summary``,
+``x-ms-visibility``) and what a model cannot say (methods, paths, parameters, status codes).
+
+How the discriminated request union is represented
+---------------------------------------------------
+``POST /registrations`` takes one of four bodies told apart by ``type``. OpenAPI 3.0 says that exactly:
+``oneOf`` the four models with a ``discriminator`` mapping. Swagger 2.0 has no ``oneOf``; its own
+polymorphism (``discriminator`` plus ``allOf`` subtypes, with ``x-ms-discriminator-value``) is ignored by
+the Logic Apps designer, which then shows only the base fields. And separate operations per type are not
+possible: Swagger 2.0 allows one operation per method and path. So the 2.0 document flattens the union:
+one ``RegistrationRequest`` object with every field of every variant, ``type`` as an enum, the fields that
+all variants require marked required, and each other field's description saying which types use it. The
+designer renders that as one card with a type picker; the API's own validation (the same pydantic union)
+still rejects a field that does not belong to the chosen type with a 422. Any other union of objects (for
+example credential kinds) is flattened the same way.
+
+``python -m registrations.openapi --version 2.0 --host HOST --tenant TENANT --audience URI`` prints a
+document for a given deployment (the connector file in ``samples/logic-apps/connector/`` is made so).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from .models import NAME_PATTERN, DeletionReport, Registration, RegistrationList, RegistrationRequest
+from .problems import ALL_PROBLEMS, PROBLEM_BASE, PROBLEM_CONTENT_TYPE
+
+TITLE = "DICOM registrations"
+API_VERSION = "1.0"
+JSON = "application/json"
+_REF = "#/$defs-placeholder/"
+
+
+# --------------------------------------------------------------------- models that only the document needs
+class ProblemDetails(BaseModel):
+    """RFC 7807 problem details. ``type`` is stable per kind of error; extension members depend on it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal[tuple(PROBLEM_BASE + p.slug for p in ALL_PROBLEMS)]  # type: ignore[valid-type]
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    requiredRoles: list[str] | None = None
+    differingFields: list[str] | None = None
+    failedStep: str | None = None
+    undoneSteps: list[str] | None = None
+    upstream: dict[str, Any] | None = None
+
+
+class HealthReport(BaseModel):
+    status: Literal["ok"]
+    dicomServices: list[str]
+
+
+# ------------------------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Param:
+    name: str
+    location: Literal["query", "header", "path"]
+    description: str
+    summary: str
+    type: Literal["string", "integer"] = "string"
+    required: bool = False
+    visibility: Literal["important", "advanced", "internal"] | None = None
+    schema: dict[str, Any] = field(default_factory=dict)  # enum, default, pattern, minimum, ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    description: str
+    model: Any = None  # a pydantic model, or None for a free-form JSON object
+    headers: dict[str, str] = field(default_factory=dict)  # name -> description
+    text: bool = False  # also answers text/plain (no schema)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # relative to the base path, with {route} parameters as in the function's route
+    operation_id: str
+    summary: str
+    description: str
+    replies: tuple[Reply, ...]
+    problems: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
+    body: Any = None  # a pydantic model or an annotated union
+    body_name: str | None = None  # definition name for a body that is not a class
+    anonymous: bool = False
+    visibility: Literal["important", "advanced", "internal"] | None = None
+
+
+CORRELATION = {"x-correlation-id": "Correlation id of this call (from x-correlation-id or "
+                                   "x-ms-client-tracking-id when the caller sent one)."}
+
+# Problems every authenticated call can answer; an operation adds its own.
+_AUTHENTICATED = (401, 403, 500, 502, 503)
+
+# Path parameters by name: a new route that uses {name} gets the same parameter.
+PATH_PARAMS = {
+    "name": Param("name", "path", "The registration's name (a slug, the idempotency handle).",
+                  "Registration name", required=True, visibility="important",
+                  schema={"pattern": NAME_PATTERN, "minLength": 3, "maxLength": 40}),
+}
+
+OPERATIONS: dict[str, Operation] = {
+    "create_registration": Operation(
+        "post", "/registrations", "CreateRegistration", "Create a registration",
+        "Provisions an Entra ID app registration for a DICOM service, stores its secret in Key Vault and "
+        "returns the client configuration (a Key Vault reference, never the secret). Idempotent by name: "
+        "a replay of the same body answers 200 with Idempotent-Replayed.",
+        replies=(
+            Reply(201, "Created.", Registration, {"Location": "URL of the registration.", **CORRELATION}),
+            Reply(200, "Already existed with this body (a replay).", Registration,
+                  {"Location": "URL of the registration.", "Idempotent-Replayed": "true on a replay.",
+                   **CORRELATION}),
+        ),
+        problems=(400, 409, 413, 422),
+        params=(Param("Idempotency-Key", "header", "Makes a retried create mint no second secret.",
+                      "Idempotency key", visibility="advanced",
+                      schema={"pattern": r"^[A-Za-z0-9._:-]{1,128}$"}),),
+        body=RegistrationRequest, body_name="RegistrationRequest", visibility="important",
+    ),
+    "list_registrations": Operation(
+        "get", "/registrations", "ListRegistrations", "List registrations",
+        "Registrations the caller may see (a Registrations.Request caller sees its own), by name, paged.",
+        replies=(Reply(200, "A page of registrations; nextLink when there are more.", RegistrationList,
+                       CORRELATION),),
+        problems=(422,),
+        params=(
+            Param("type", "query", "Only registrations of this type.", "Type",
+                  schema={"enum": ["confidential", "public", "service", "resource"]}),
+            Param("dicomService", "query", "Only registrations for this DICOM service.", "DICOM service"),
+            Param("top", "query", "Page size.", "Page size", type="integer", visibility="advanced",
+                  schema={"minimum": 1, "maximum": 100, "default": 50}),
+            Param("after", "query", "Continue after this name (nextLink carries it).", "After",
+                  visibility="internal"),
+        ),
+    ),
+    "get_registration": Operation(
+        "get", "/registrations/{name}", "GetRegistration", "Get a registration",
+        "One registration with its client configuration.",
+        replies=(Reply(200, "The registration.", Registration, CORRELATION),),
+        problems=(404,), visibility="important",
+    ),
+    "get_registration_config": Operation(
+        "get", "/registrations/{name}/config", "GetRegistrationConfig", "Get a client configuration",
+        "What a client needs to call its DICOM service: JSON, environment lines or MSAL arguments.",
+        replies=(Reply(200, "The configuration in the asked-for format.", None, CORRELATION, text=True),),
+        problems=(404, 409, 422),
+        params=(Param("format", "query", "json, env (KEY=value lines) or msal.", "Format",
+                      schema={"enum": ["json", "env", "msal"], "default": "json"}),),
+    ),
+    "delete_registration": Operation(
+        "delete", "/registrations/{name}", "DeleteRegistration", "Delete a registration",
+        "Removes the app, its service principal, grants and role assignments, and soft-deletes its secret.",
+        replies=(Reply(200, "What was removed.", DeletionReport, CORRELATION),),
+        problems=(404,),
+    ),
+    "health": Operation(
+        "get", "/health", "GetHealth", "Health", "Settings check; never calls Azure.",
+        replies=(Reply(200, "Healthy.", HealthReport),), problems=(500,), anonymous=True,
+        visibility="internal",
+    ),
+    "openapi_v2": Operation(
+        "get", "/openapi.json", "GetOpenApiDocument", "OpenAPI 2.0 document", "This document.",
+        replies=(Reply(200, "The OpenAPI 2.0 document.", None),), anonymous=True, visibility="internal",
+    ),
+    "openapi_v3": Operation(
+        "get", "/openapi3.json", "GetOpenApi3Document", "OpenAPI 3.0 document",
+        "The same API as OpenAPI 3.0.", replies=(Reply(200, "The OpenAPI 3.0 document.", None),),
+        anonymous=True, visibility="internal",
+    ),
+}
+
+# Labels and designer visibility of body and response fields. Unlisted fields get a label made from the
+# name; every request field has an entry (a test checks), so the designer never shows a bare identifier.
+FIELDS: dict[str, tuple[str, str | None]] = {
+    "name": ("Registration name", "important"),
+    "type": ("Client type", "important"),
+    "displayName": ("Display name", "important"),
+    "dicomService": ("DICOM service", "important"),
+    "access": ("Access", "important"),
+    "redirectUris": ("Redirect URIs", "important"),
+    "platform": ("Platform", "advanced"),
+    "credential": ("Credential", "advanced"),
+    "kind": ("Credential kind", "advanced"),
+    "lifetimeDays": ("Secret lifetime (days)", "advanced"),
+    "identifierUri": ("Identifier URI", "advanced"),
+    "notes": ("Notes", "advanced"),
+    "appId": ("Application (client) ID", None),
+    "objectId": ("Application object ID", None),
+    "servicePrincipalId": ("Service principal ID", None),
+    "keyVaultSecretUri": ("Key Vault secret URI", None),
+    "nextLink": ("Next page", "internal"),
+    "value": ("Registrations", None),
+    "ProblemDetails.type": ("Problem type", None),
+    "ProblemDetails.status": ("HTTP status", None),
+    "HealthReport.status": ("Status", None),
+}
+
+
+def field_ui(name: str, owner: str | None = None) -> tuple[str, str | None]:
+    """(x-ms-summary, x-ms-visibility) of a field; ``Model.field`` entries win over ``field`` ones."""
+    found = FIELDS.get(f"{owner}.{name}") or FIELDS.get(name)
+    if found:
+        return found
+    words = re.sub(r"(?<=[a-z0-9])([A-Z])", r" \1", name).split()
+    return (" ".join([words[0].capitalize(), *[w.lower() for w in words[1:]]]) if words else name), None
+
+
+# ------------------------------------------------------------------------------------ schema conversion
+def _model_schemas(version: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """JSON Schema of every body and reply model in one pass, so shared models get one definition.
+    Returns (schema by key, definitions), with references in the target version's form."""
+    inputs = []
+    for function, op in OPERATIONS.items():
+        if op.body is not None:
+            inputs.append(((function, "body"), "validation", TypeAdapter(op.body)))
+        for reply in op.replies:
+            if reply.model is not None:
+                inputs.append(((function, reply.status), "serialization", TypeAdapter(reply.model)))
+    inputs.append((("problem", 0), "serialization", TypeAdapter(ProblemDetails)))
+    keyed, defs = TypeAdapter.json_schemas(inputs, ref_template=_REF + "{model}")
+    by_key = {key: schema for (key, _mode), schema in keyed.items()}
+    prefix = "#/definitions/" if version == "2.0" else "#/components/schemas/"
+    rewrite = lambda s: json.loads(json.dumps(s).replace(_REF, prefix))  # noqa: E731
+    return {key: rewrite(schema) for key, schema in by_key.items()}, rewrite(defs.get("$defs", {}))
+
+
+class _Converter:
+    """pydantic's JSON Schema (2020-12 dialect) → the schema object of OpenAPI 2.0 or 3.0."""
+
+    def __init__(self, version: str, defs: dict[str, dict[str, Any]]) -> None:
+        self.v2 = version == "2.0"
+        self.defs = defs
+        self.prefix = "#/definitions/" if self.v2 else "#/components/schemas/"
+
+    def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in schema:
+            schema = self.defs[schema["$ref"][len(self.prefix):]]
+        return schema
+
+    def convert(self, schema: Any, name: str | None = None, owner: str | None = None) -> Any:
+        if not isinstance(schema, dict):
+            return schema
+        schema = dict(schema)
+        for union in ("anyOf", "oneOf"):
+            if union in schema:
+                schema = self._union(schema, union)
+        if "const" in schema:
+            schema["enum"] = [schema.pop("const")]
+        if isinstance(schema.get("description"), str):
+            schema["description"] = " ".join(schema["description"].split())  # docstrings wrap lines
+        if "default" in schema and schema["default"] is None:
+            del schema["default"]  # "absent" says it; 2.0 cannot have a null default
+        for bound, edge in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if isinstance(schema.get(bound), (int, float)) and not isinstance(schema.get(bound), bool):
+                schema[edge], schema[bound] = schema[bound], True
+        if "examples" in schema:
+            examples = schema.pop("examples")
+            if isinstance(examples, list) and examples:
+                schema["example"] = examples[0]
+        if "$ref" in schema and len(schema) > 1:
+            # Siblings of $ref are ignored in both versions. 2.0 inlines the target (the Logic Apps designer
+            # then shows its fields); 3.0 keeps the reference alone inside allOf.
+            ref = {"$ref": schema.pop("$ref")}
+            schema = {**self.convert(self.resolve(ref)), **schema} if self.v2 else {"allOf": [ref], **schema}
+        if name is not None:
+            schema.pop("title", None)
+            summary, visibility = field_ui(name, owner)
+            schema.setdefault("x-ms-summary", summary)
+            if visibility:
+                schema.setdefault("x-ms-visibility", visibility)
+        out: dict[str, Any] = {}
+        for key, value in schema.items():
+            if key == "properties":
+                out[key] = {prop: self.convert(sub, prop, schema.get("title")) for prop, sub in value.items()}
+            elif key in ("items", "additionalProperties", "not"):
+                out[key] = self.convert(value)
+            elif key in ("allOf", "oneOf", "anyOf"):
+                out[key] = [self.convert(sub) for sub in value]
+            else:
+                out[key] = value
+        return out
+
+    def _union(self, schema: dict[str, Any], keyword: str) -> dict[str, Any]:
+        options = schema.pop(keyword)
+        members = [m for m in options if m.get("type") != "null"]
+        nullable = len(members) < len(options)  # pydantic writes X | None as anyOf [X, null]
+        discriminator = schema.pop("discriminator", None)
+        if len(members) == 1:
+            merged = {**members[0], **schema}
+        elif not self.v2:
+            merged = {keyword: members, **schema}
+            if discriminator:
+                merged["discriminator"] = discriminator
+        else:
+            merged = {**self.flatten(members, discriminator), **schema}
+        if nullable:
+            merged["x-nullable" if self.v2 else "nullable"] = True
+        return merged
+
+    def flatten(self, members: list[dict[str, Any]], discriminator: dict[str, Any] | None) -> dict[str, Any]:
+        """One object with every member's properties (see the module docstring for why)."""
+        variants = [self.resolve(m) for m in members]
+        if any(v.get("type") != "object" for v in variants):
+            raise ValueError("OpenAPI 2.0 cannot express a union of non-objects: "
+                             f"{[v.get('title') for v in variants]}")
+        tag = (discriminator or {}).get("propertyName")
+        tag_values = {v["title"]: self._tag(v, tag) for v in variants} if tag else {}
+        entries: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for variant in variants:
+            for prop, sub in variant.get("properties", {}).items():
+                entries.setdefault(prop, []).append((tag_values.get(variant["title"], variant["title"]), sub))
+        properties: dict[str, Any] = {}
+        notes: dict[str, str] = {}
+        for prop, found in entries.items():
+            if prop != tag:
+                properties[prop], note = self._merge(prop, found)
+                if len(found) < len(variants):
+                    note = f"Only for {tag or 'variant'} {', '.join(t for t, _ in found)}. {note or ''}".strip()
+                if note:
+                    notes[prop] = note
+        if tag:
+            properties[tag] = {"type": "string", "enum": [tag_values[v["title"]] for v in variants],
+                               "description": " ".join(f"{tag_values[v['title']]}: {v.get('description', '').rstrip('.')}."
+                                                        for v in variants)}
+        for prop, note in notes.items():
+            sub = properties[prop]
+            sub["description"] = f"{sub['description']} {note}" if sub.get("description") else note
+        required = set.intersection(*(set(v.get("required", [])) for v in variants))
+        flat: dict[str, Any] = {"type": "object", "properties": properties}
+        ordered = [p for p in properties if p in required]
+        if ordered:
+            flat["required"] = ordered
+        if all(v.get("additionalProperties") is False for v in variants):
+            flat["additionalProperties"] = False
+        return flat
+
+    def _merge(self, prop: str, found: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], str | None]:
+        """One schema for a field that several variants declare; a note when they allow different things."""
+        first = copy.deepcopy(found[0][1])
+        if all(_shape(sub) == _shape(first) for _, sub in found):
+            return first, None
+        unions = {variant: self._members(sub) for variant, sub in found}
+        if all(u is not None for u in unions.values()):
+            members: list[dict[str, Any]] = []
+            discriminator = None
+            allowed: list[str] = []
+            for variant, (options, disc) in unions.items():  # type: ignore[misc]
+                discriminator = discriminator or disc
+                members += [m for m in options if m not in members]
+                names = [self._tag(self.resolve(m), disc["propertyName"]) if disc else m["$ref"].split("/")[-1]
+                         for m in options]
+                allowed.append(f"{variant}: {', '.join(names)}")
+            merged: dict[str, Any] = {"oneOf": members}
+            if discriminator:
+                merged["discriminator"] = discriminator
+            if first.get("description"):
+                merged["description"] = first["description"]
+            what = discriminator["propertyName"] if discriminator else "kinds"
+            return merged, f"Allowed {what} per type: {'; '.join(allowed)}."
+        enums = [sub.get("enum") or ([sub["const"]] if "const" in sub else None) for _, sub in found]
+        if all(enums) and len({sub.get("type") for _, sub in found}) == 1:
+            values = [v for enum in enums for v in enum]  # type: ignore[union-attr]
+            first.pop("const", None)
+            first["enum"] = list(dict.fromkeys(values))
+            return first, None
+        raise ValueError(f"field {prop!r} has schemas that OpenAPI 2.0 cannot merge into one")
+
+    @staticmethod
+    def _members(sub: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+        if set(sub) - {"title", "description", "default"} == {"$ref"}:
+            return [{"$ref": sub["$ref"]}], None
+        for keyword in ("oneOf", "anyOf"):
+            if keyword in sub:
+                options = [m for m in sub[keyword] if m.get("type") != "null"]
+                if all(set(m) == {"$ref"} for m in options):
+                    return options, sub.get("discriminator")
+        return None
+
+    @staticmethod
+    def _tag(variant: dict[str, Any], tag: str) -> str:
+        sub = variant["properties"][tag]
+        return sub["const"] if "const" in sub else sub["enum"][0]
+
+
+def _shape(schema: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in schema.items() if k not in ("title", "description", "default")},
+                      sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------ documents
+@dataclass(frozen=True)
+class Deployment:
+    """Where the API is and whom it trusts: host and base path come from the request for the document."""
+
+    host: str
+    base_path: str = "/api"
+    scheme: str = "https"
+    authority: str = "https://login.microsoftonline.com/organizations"
+    audience: str | None = None  # the API's identifier URI (or appId); tokens are asked for {audience}/.default
+
+    @property
+    def scopes(self) -> dict[str, str]:
+        if not self.audience:
+            return {}
+        return {f"{self.audience.rstrip('/')}/.default": "The app roles granted to the caller on this API "
+                                                         "(Registrations.Admin, .Request or .Read)."}
+
+
+def _problem_text(status: int) -> str:
+    titles = [p.title for p in ALL_PROBLEMS if p.status == status and p.slug != "internal"]
+    if status == 503:  # a provisioning failure caused by throttling or an outage answers 503 with Retry-After
+        titles.append("Provisioning failed and was rolled back (retry later)")
+    return "; ".join(titles) or "Internal error"
+
+
+def _problem_headers(status: int) -> dict[str, str]:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer challenge."}
+    if status == 503:
+        return {"Retry-After": "Seconds to wait before retrying."}
+    return {}
+
+
+def _param(param: Param, v2: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": param.name, "in": param.location, "description": param.description,
+                           "required": param.required or param.location == "path",
+                           "x-ms-summary": param.summary}
+    if param.visibility:
+        out["x-ms-visibility"] = param.visibility
+    if v2:
+        out.update(type=param.type, **param.schema)
+    else:
+        out["schema"] = {"type": param.type, **param.schema}
+    return out
+
+
+def _route_params(path: str) -> list[str]:
+    return re.findall(r"{([^}:]+)", path)
+
+
+class _Builder:
+    def __init__(self, version: str, deployment: Deployment) -> None:
+        self.version, self.v2, self.deployment = version, version == "2.0", deployment
+        self.schemas, raw_defs = _model_schemas(version)
+        self.converter = _Converter(version, raw_defs)
+        self.defs = {name: self.converter.convert(schema) for name, schema in raw_defs.items()}
+        self.prefix = self.converter.prefix
+
+    def ref(self, name: str) -> dict[str, str]:
+        return {"$ref": self.prefix + name}
+
+    def schema_for(self, key: tuple[str, Any], name: str | None = None) -> dict[str, Any]:
+        schema = self.schemas[key]
+        if set(schema) == {"$ref"}:
+            return schema
+        converted = self.converter.convert(schema)
+        if name is None:
+            return converted
+        converted.setdefault("title", name)
+        self.defs[name] = converted
+        return self.ref(name)
+
+    def operation(self, function: str, op: Operation) -> dict[str, Any]:
+        out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
+                               "description": op.description, "tags": ["Registrations"]}
+        if op.visibility:
+            out["x-ms-visibility"] = op.visibility
+        params = [PATH_PARAMS[name] for name in _route_params(op.path)] + list(op.params)
+        out["parameters"] = [_param(p, self.v2) for p in params]
+        if op.body is not None:
+            body = self.schema_for((function, "body"), op.body_name)
+            if self.v2:
+                out["consumes"] = [JSON]
+                out["parameters"].append({"name": "body", "in": "body", "required": True,
+                                          "x-ms-summary": "Request", "schema": body})
+            else:
+                out["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+        if not out["parameters"]:
+            del out["parameters"]
+        responses: dict[str, Any] = {}
+        text = False
+        for reply in op.replies:
+            schema = self.schema_for((function, reply.status)) if reply.model is not None \
+                else {"type": "object", "additionalProperties": True}
+            responses[str(reply.status)] = self.response(reply.description, schema, JSON, reply.headers,
+                                                         text=reply.text)
+            text = text or reply.text
+        problems = op.problems + (() if op.anonymous else _AUTHENTICATED)
+        for status in sorted(set(problems)):
+            responses[str(status)] = self.response(_problem_text(status), self.ref("ProblemDetails"),
+                                                   PROBLEM_CONTENT_TYPE, _problem_headers(status))
+        out["responses"] = responses
+        if self.v2:
+            out["produces"] = [JSON] + (["text/plain"] if text else []) + ([PROBLEM_CONTENT_TYPE] if problems else [])
+        if op.anonymous:
+            out["security"] = []
+        return out
+
+    def response(self, description: str, schema: dict[str, Any], content_type: str, headers: dict[str, str],
+                 *, text: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"description": description}
+        if self.v2:
+            out["schema"] = schema
+            if headers:
+                out["headers"] = {name: {"type": "string", "description": text_}
+                                  for name, text_ in headers.items()}
+            return out
+        out["content"] = {content_type: {"schema": schema}}
+        if text:
+            out["content"]["text/plain"] = {"schema": {"type": "string"}}
+        if headers:
+            out["headers"] = {name: {"description": text_, "schema": {"type": "string"}}
+                              for name, text_ in headers.items()}
+        return out
+
+    def build(self) -> dict[str, Any]:
+        paths: dict[str, dict[str, Any]] = {}
+        self.schema_for(("problem", 0))
+        for function, op in OPERATIONS.items():
+            paths.setdefault(op.path, {})[op.method] = self.operation(function, op)
+        d = self.deployment
+        info = {"title": TITLE, "version": API_VERSION,
+                "description": "Self-service Entra ID app registrations for DICOM services. Every secret "
+                               "stays in Key Vault; responses carry references only."}
+        if self.v2:
+            doc: dict[str, Any] = {
+                "swagger": "2.0", "info": info, "host": d.host, "basePath": d.base_path or "/",
+                "schemes": [d.scheme], "consumes": [JSON], "produces": [JSON], "paths": paths,
+            }
+            doc["definitions"] = self.reachable(doc)
+            doc["securityDefinitions"] = self.security_v2()
+        else:
+            doc = {"openapi": "3.0.3", "info": info,
+                   "servers": [{"url": f"{d.scheme}://{d.host}{d.base_path}"}], "paths": paths}
+            doc["components"] = {"schemas": self.reachable(doc), "securitySchemes": self.security_v3()}
+        scopes = list(d.scopes)
+        doc["security"] = [{"entra": scopes, "functionKey": []}] if not self.v2 else [
+            {"entraApplication": scopes, "functionKey": []}, {"entraUser": scopes, "functionKey": []}]
+        doc["tags"] = [{"name": "Registrations", "description": "DICOM app registrations"}]
+        return doc
+
+    def reachable(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Only definitions a path uses (the 2.0 document drops the variants it flattened)."""
+        seen: set[str] = set()
+        pending = re.findall(re.escape(self.prefix) + r'([^"]+)"', json.dumps(doc["paths"]))
+        while pending:
+            name = pending.pop()
+            if name not in seen:
+                seen.add(name)
+                pending += re.findall(re.escape(self.prefix) + r'([^"]+)"', json.dumps(self.defs[name]))
+        return {name: self.defs[name] for name in sorted(seen)}
+
+    def security_v2(self) -> dict[str, Any]:
+        d = self.deployment
+        token_url, authorize_url = f"{d.authority}/oauth2/v2.0/token", f"{d.authority}/oauth2/v2.0/authorize"
+        return {
+            "entraApplication": {"type": "oauth2", "flow": "application", "tokenUrl": token_url,
+                                 "scopes": d.scopes,
+                                 "description": "Entra ID client credentials or managed identity (Logic Apps)."},
+            "entraUser": {"type": "oauth2", "flow": "accessCode", "authorizationUrl": authorize_url,
+                          "tokenUrl": token_url, "scopes": d.scopes,
+                          "description": "Entra ID sign-in of a user who holds an app role on this API."},
+            "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key",
+                            "description": "The function key (authLevel function)."},
+        }
+
+    def security_v3(self) -> dict[str, Any]:
+        d = self.deployment
+        token_url, authorize_url = f"{d.authority}/oauth2/v2.0/token", f"{d.authority}/oauth2/v2.0/authorize"
+        return {
+            "entra": {"type": "oauth2", "description": "Entra ID (managed identity, client credentials or user).",
+                      "flows": {"clientCredentials": {"tokenUrl": token_url, "scopes": d.scopes},
+                                "authorizationCode": {"authorizationUrl": authorize_url, "tokenUrl": token_url,
+                                                      "scopes": d.scopes}}},
+            "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+        }
+
+
+def build_document(version: str, deployment: Deployment) -> dict[str, Any]:
+    if version not in ("2.0", "3.0"):
+        raise ValueError("version is 2.0 or 3.0")
+    return _Builder(version, deployment).build()
+
+
+@lru_cache(maxsize=16)
+def _serialized(version: str, deployment: Deployment) -> str:
+    return json.dumps(build_document(version, deployment), indent=1)
+
+
+# ------------------------------------------------------------------------------------------- serving
+def respond(req: Any, version: str) -> Any:
+    """The document for the host and base path this request came in on (anonymous: it holds no secret)."""
+    import azure.functions as func
+
+    from .problems import Misconfigured
+    from .settings import load
+
+    parts = urlsplit(req.url)
+    route = OPERATIONS["openapi_v2" if version == "2.0" else "openapi_v3"].path
+    base = parts.path[: -len(route)] if parts.path.endswith(route) else "/api"
+    try:
+        settings = load()
+        deployment = Deployment(parts.netloc, base, parts.scheme, settings.authority,
+                                settings.api_audience or settings.api_client_id)
+    except Misconfigured:
+        deployment = Deployment(parts.netloc, base, parts.scheme)
+    return func.HttpResponse(_serialized(version, deployment), status_code=200, mimetype=JSON,
+                             charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the OpenAPI document for a deployment.")
+    parser.add_argument("--version", choices=("2.0", "3.0"), default="2.0")
+    parser.add_argument("--host", required=True, help="the function app's host name")
+    parser.add_argument("--base-path", default="/api")
+    parser.add_argument("--tenant", required=True, help="tenant id or domain")
+    parser.add_argument("--authority-host", default="https://login.microsoftonline.com")
+    parser.add_argument("--audience", required=True, help="the API's identifier URI (API_AUDIENCE)")
+    args = parser.parse_args(argv)
+    deployment = Deployment(args.host, args.base_path, "https",
+                            f"{args.authority_host.rstrip('/')}/{args.tenant}", args.audience)
+    print(json.dumps(build_document(args.version, deployment), indent=2))
+
+
+if __name__ == "__main__":
+    main()
