@@ -145,6 +145,13 @@ class RegistrationList(BaseModel):
     nextLink: str | None = None
 
 
+class RemovedObject(BaseModel):
+    kind: str = Field(description="application, servicePrincipal, roleAssignment, appRoleAssignment, "
+                                  "oauth2PermissionGrant or keyVaultSecret")
+    id: str
+    note: str | None = None
+
+
 class DeletionReport(BaseModel):
     name: str
-    removed: list[str]
+    removed: list[RemovedObject]
