@@ -32,7 +32,8 @@ PY = sys.executable
 # ------------------------------------------------------------------------------------------ results
 @dataclass
 class Result:
-    """One printed line: `NAME: figure (goal ...) PASS|FAIL`, or `NAME: figure (report)` without a goal."""
+    """One printed line: `NAME: figure (goal ...) PASS|FAIL`, `NAME: figure (report)` without a goal, or
+    PENDING for a goal whose benchmark is not built yet."""
 
     name: str
     figure: str
@@ -41,7 +42,7 @@ class Result:
 
     @property
     def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "FAIL")
+        return "PENDING" if self.ok is None else ("PASS" if self.ok else "FAIL")
 
     def line(self) -> str:
         if self.goal is None:
@@ -271,7 +272,7 @@ def audit(state: dict[str, Any], names: set[str] | None = None) -> dict[str, Any
     """Duplicates and orphans among the registrations this API made (optionally only `names`).
 
     complete: the app is tagged ready, has exactly one service principal, and for types with a secret
-    exactly one password whose keyId is the live Key Vault secret's. An orphan is anything else: an app
+    at least one password, every password's value in a Key Vault version, the current version one of them. An orphan is anything else: an app
     not complete, or a service principal, role assignment or live secret whose app is gone.
     """
     apps = [a for a in state["applications"] if (a.get("uniqueName") or "").startswith(PREFIX)]
@@ -294,13 +295,18 @@ def audit(state: dict[str, Any], names: set[str] | None = None) -> dict[str, Any
         if sps[app["appId"]] != 1:
             problems.append(f"{sps[app['appId']]} service principals")
         if any(t in ("dicom-type:service", "dicom-type:confidential") for t in tags):
-            passwords = app.get("passwordCredentials") or []
+            # Rotation keeps earlier passwords through an overlap, each with its own Key Vault version.
+            passwords = {p["keyId"] for p in app.get("passwordCredentials") or []}
             secret = live_secrets.get(f"dicomreg--{name}--secret")
-            key_id = (secret["versions"][-1].get("tags") or {}).get("keyId") if secret else None
-            if len(passwords) != 1:
-                problems.append(f"{len(passwords)} passwords")
-            if not secret or not passwords or key_id != passwords[0]["keyId"]:
-                problems.append("secret missing or not the password's")
+            versions = [v for v in (secret or {}).get("versions", [])
+                        if (v.get("attributes") or {}).get("enabled", True)]
+            stored = {(v.get("tags") or {}).get("keyId") for v in versions}
+            if not passwords:
+                problems.append("no password")
+            if not versions or (versions[-1].get("tags") or {}).get("keyId") not in passwords:
+                problems.append("the current Key Vault version holds no password of the app")
+            if passwords - stored:
+                problems.append(f"{len(passwords - stored)} passwords whose value is in no Key Vault version")
         if problems:
             incomplete.append((name, problems))
     stray_sps = [s["id"] for s in state["servicePrincipals"]
