@@ -1,0 +1,267 @@
+"""Just enough of Logic Apps to run the sample workflow literally: the workflow definition language's
+expressions (the functions the sample uses), runAfter ordering, If, and the HTTP action's documented
+behaviour — the default exponential retry policy (4 retries on 408, 429 and 5xx) and the asynchronous
+request-reply pattern (poll Location while 202, waiting Retry-After)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+RETRYABLE = lambda status: status in (408, 429) or status >= 500  # noqa: E731
+_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_$][\w$]*)"
+                    r"|(?P<punct>\?\[|\?\.|[()\[\],.]))")
+
+
+# ----------------------------------------------------------------------------------------- expressions
+class Expression:
+    def __init__(self, text: str, functions: dict[str, Callable[..., Any]]) -> None:
+        self.tokens = self._tokenize(text)
+        self.pos = 0
+        self.functions = functions
+
+    @staticmethod
+    def _tokenize(text: str) -> list[tuple[str, Any]]:
+        tokens, pos = [], 0
+        while pos < len(text.rstrip()):
+            match = _TOKEN.match(text, pos)
+            if not match:
+                raise ValueError(f"cannot read expression at {text[pos:]!r}")
+            kind = match.lastgroup
+            value = match.group(kind)
+            if kind == "str":
+                value = value[1:-1].replace("''", "'")
+            elif kind == "num":
+                value = float(value) if "." in value else int(value)
+            tokens.append((kind, value))
+            pos = match.end()
+        return tokens
+
+    def take(self, value: str | None = None) -> tuple[str, Any]:
+        token = self.tokens[self.pos]
+        if value is not None and token[1] != value:
+            raise ValueError(f"expected {value!r}, got {token[1]!r}")
+        self.pos += 1
+        return token
+
+    def peek(self) -> Any:
+        return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
+
+    def evaluate(self) -> Any:
+        value = self.expression()
+        if self.pos != len(self.tokens):
+            raise ValueError(f"unexpected {self.peek()!r}")
+        return value
+
+    def expression(self) -> Any:
+        kind, token = self.take()
+        if kind in ("str", "num"):
+            value = token
+        elif kind == "name" and token in ("true", "false", "null"):
+            value = {"true": True, "false": False, "null": None}[token]
+        elif kind == "name":
+            self.take("(")
+            args = []
+            while self.peek() != ")":
+                args.append(self.expression())
+                if self.peek() == ",":
+                    self.take(",")
+            self.take(")")
+            if token not in self.functions:
+                raise ValueError(f"function {token}() is not simulated")
+            value = self.functions[token](*args)
+        else:
+            raise ValueError(f"unexpected {token!r}")
+        while self.peek() in ("[", "?[", ".", "?."):
+            _, accessor = self.take()
+            if accessor.endswith("["):
+                key = self.expression()
+                self.take("]")
+            else:
+                key = self.take()[1]
+            safe = accessor.startswith("?")
+            if value is None and safe:
+                continue
+            if isinstance(value, dict):
+                if key not in value and not safe:
+                    raise KeyError(f"property {key!r} does not exist")
+                value = value.get(key)
+            else:
+                value = value[key]
+        return value
+
+
+def _set(obj: dict, key: str, value: Any) -> dict:
+    return {**obj, key: value}
+
+
+def _remove(obj: dict, key: str) -> dict:
+    return {k: v for k, v in obj.items() if k != key}
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@dataclass
+class Run:
+    trigger_body: dict[str, Any]
+    parameters: dict[str, Any]
+    run_name: str = "08584000000000000000000000000CU00"
+    outputs: dict[str, Any] = field(default_factory=dict)  # action -> {"status", "body", "headers"}
+    log: list[str] = field(default_factory=list)
+
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "triggerBody": lambda: self.trigger_body,
+            "parameters": lambda name: self.parameters[name],
+            "body": lambda action: self.outputs[action]["body"],
+            "outputs": lambda action: self.outputs[action],
+            "workflow": lambda: {"run": {"name": self.run_name}},
+            "listCallbackUrl": lambda: "https://logic.example/callback",
+            "coalesce": lambda *values: next((v for v in values if v is not None), None),
+            "concat": lambda *values: "".join(_string(v) for v in values),
+            "equals": lambda a, b: a == b,
+            "setProperty": _set,
+            "removeProperty": _remove,
+            "string": _string,
+            "if": lambda condition, yes, no: yes if condition else no,
+            "not": lambda value: not value,
+        }
+
+    def value(self, template: Any) -> Any:
+        """A workflow value: "@expr" is the expression's value, "@{expr}" inside text is interpolated."""
+        if isinstance(template, dict):
+            return {key: self.value(item) for key, item in template.items()}
+        if isinstance(template, list):
+            return [self.value(item) for item in template]
+        if not isinstance(template, str) or "@" not in template:
+            return template
+        if template.startswith("@") and not template.startswith(("@{", "@@")):
+            return Expression(template[1:], self.functions()).evaluate()
+        return re.sub(r"@\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}",
+                      lambda m: _string(Expression(m.group(1), self.functions()).evaluate()), template)
+
+    def condition(self, expression: Any) -> bool:
+        if isinstance(expression, dict):
+            (op, args), = expression.items()
+            if op == "and":
+                return all(self.condition(a) for a in args)
+            if op == "or":
+                return any(self.condition(a) for a in args)
+            if op == "not":
+                return not self.condition(args)
+            values = [self.value(a) for a in args]
+            return {"equals": lambda a, b: a == b}[op](*values)
+        return bool(self.value(expression))
+
+
+# ---------------------------------------------------------------------------------------- the engine
+@dataclass
+class Engine:
+    """`token(audience)` plays the managed identity; `approval(inputs)` plays the approver's answer;
+    `sleep(seconds)` is how the engine waits (tests record instead of sleeping)."""
+
+    http: httpx.Client
+    token: Callable[[str], str]
+    approval: Callable[[dict[str, Any]], str]
+    sleep: Callable[[float], None]
+    waits: list[tuple[str, str, float]] = field(default_factory=list)  # (action, why, seconds)
+    sent: list[tuple[str, str, str, int]] = field(default_factory=list)  # (action, method, url, status)
+    connector_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def run(self, definition: dict[str, Any], run: Run) -> Run:
+        self._actions(definition["actions"], run)
+        return run
+
+    def _actions(self, actions: dict[str, Any], run: Run) -> None:
+        done: set[str] = set()
+        while len(done) < len(actions):
+            ready = [name for name, action in actions.items() if name not in done
+                     and all(dep in done and run.outputs[dep]["status"] == "Succeeded"
+                             for dep in action.get("runAfter", {}))]
+            if not ready:
+                raise AssertionError(f"nothing can run after {sorted(done)}")
+            for name in ready:
+                self._action(name, actions[name], run)
+                done.add(name)
+
+    def _action(self, name: str, action: dict[str, Any], run: Run) -> None:
+        kind = action["type"]
+        run.log.append(name)
+        if kind == "Response":
+            run.outputs[name] = {"status": "Succeeded", "body": run.value(action["inputs"].get("body"))}
+        elif kind == "ApiConnectionWebhook":
+            inputs = run.value(action["inputs"])
+            self.connector_calls.append((name, inputs))
+            run.outputs[name] = {"status": "Succeeded", "body": {"SelectedOption": self.approval(inputs)}}
+        elif kind == "ApiConnection":
+            inputs = run.value(action["inputs"])
+            self.connector_calls.append((name, inputs))
+            run.outputs[name] = {"status": "Succeeded", "body": {}}
+        elif kind == "If":
+            branch = action.get("actions", {}) if run.condition(action["expression"]) \
+                else action.get("else", {}).get("actions", {})
+            self._actions(branch, run)
+            run.outputs[name] = {"status": "Succeeded", "body": None}
+        elif kind == "Http":
+            response = self._http(name, run.value(action["inputs"]))
+            ok = response.status_code < 400
+            run.outputs[name] = {"status": "Succeeded" if ok else "Failed", "statusCode": response.status_code,
+                                 "headers": dict(response.headers),
+                                 "body": response.json() if "json" in response.headers.get("content-type", "")
+                                 else response.text}
+        else:
+            raise AssertionError(f"action type {kind} is not simulated")
+
+    def _http(self, name: str, inputs: dict[str, Any]) -> httpx.Response:
+        headers = dict(inputs.get("headers") or {})
+        auth = inputs.get("authentication")
+        if auth:
+            assert auth["type"] == "ManagedServiceIdentity", auth
+            headers["Authorization"] = f"Bearer {self.token(auth['audience'])}"
+        body = inputs.get("body")
+        content = None if body is None else (body if isinstance(body, str) else json.dumps(body))
+        policy = inputs.get("retryPolicy") or {"type": "exponential", "count": 4, "interval": "PT7S",
+                                               "minimumInterval": "PT5S", "maximumInterval": "PT1H"}
+        response = self._send(name, inputs["method"], inputs["uri"], headers, content, policy)
+        while response.status_code == 202 and "location" in response.headers:
+            # The HTTP action's async pattern: poll Location (with the same authentication) until not 202.
+            self._wait(name, "202 polling", float(response.headers.get("retry-after", "10")))
+            response = self._send(name, "GET", response.headers["location"],
+                                  {k: v for k, v in headers.items() if k.lower() != "content-type"}, None, policy)
+        return response
+
+    def _send(self, name: str, method: str, url: str, headers: dict[str, str], content: str | None,
+              policy: dict[str, Any]) -> httpx.Response:
+        attempt = 0
+        while True:
+            response = self.http.request(method, url, headers=headers, content=content)
+            self.sent.append((name, method, url, response.status_code))
+            if not RETRYABLE(response.status_code) or attempt >= policy["count"]:
+                return response
+            attempt += 1
+            self._wait(name, f"retry {attempt} after {response.status_code}", _backoff(policy, attempt))
+
+    def _wait(self, name: str, why: str, seconds: float) -> None:
+        self.waits.append((name, why, seconds))
+        self.sleep(seconds)
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?", duration)
+    assert match, duration
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _backoff(policy: dict[str, Any], attempt: int) -> float:
+    """Exponential: the interval doubles per attempt, held between the policy's minimum and maximum."""
+    interval = _seconds(policy.get("interval", "PT7S")) * 2 ** (attempt - 1)
+    return min(max(interval, _seconds(policy.get("minimumInterval", "PT5S"))),
+               _seconds(policy.get("maximumInterval", "PT1H")))
