@@ -76,7 +76,8 @@ def _sp_for(store, now: float, name: str, app: dict[str, Any]) -> dict[str, Any]
 
 def _assign(store, now: float, principal: dict[str, Any], resource: dict[str, Any], role_id: str,
             principal_type: str = "ServicePrincipal") -> None:
-    a = {"id": _id(f"assign/{principal['id']}/{resource['id']}/{role_id}"), "appRoleId": role_id,
+    unique = _id(f"assign/{principal['id']}/{resource['id']}/{role_id}")
+    a = {"id": models.assignment_id(principal["id"], unique), "appRoleId": role_id,
          "createdDateTime": models.iso(now), "deletedDateTime": None,
          "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
          "principalType": principal_type, "resourceDisplayName": resource.get("displayName"),
@@ -99,7 +100,8 @@ def build(store, now: float) -> dict[str, Any]:
         roles = [_role(v, GRAPH_ROLES[v], ["Application"]) for v in GRAPH_ROLES] if key == "graph" else []
         sp = models.new_service_principal(None, app_id=app_id, now=now, visible_at=0, owner=None, extra={
             "id": _id(f"firstparty/{key}"), "displayName": display, "appDisplayName": display,
-            "servicePrincipalNames": [app_id, audience], "appOwnerOrganizationId":
+            "servicePrincipalNames": [app_id, audience], "signInAudience": "AzureADMultipleOrgs",
+            "publisherName": "Microsoft Services", "appOwnerOrganizationId":
             "f8cdef31-a31e-4b4a-93e4-5f571e91255a", "appRoles": roles,
             "oauth2PermissionScopes": [_scope(v, i) for v, i in scopes.items()]})
         first[key] = store.put(SPS, sp["id"], sp)
@@ -145,8 +147,9 @@ def build(store, now: float) -> dict[str, Any]:
     portal = _app(store, now, "local-portal", "Local portal", isFallbackPublicClient=True,
                   publicClient={"redirectUris": ["http://localhost"]})
     portal_sp = _sp_for(store, now, "local-portal", portal)
-    grant = {"id": _id("grant/portal"), "clientId": portal_sp["id"], "consentType": "AllPrincipals",
-             "principalId": None, "resourceId": api_sp["id"], "scope": "user_impersonation", "_visibleAt": 0}
+    grant = {"id": models.grant_id(portal_sp["id"], api_sp["id"]), "clientId": portal_sp["id"],
+             "consentType": "AllPrincipals", "principalId": None, "resourceId": api_sp["id"],
+             "scope": "user_impersonation", "_visibleAt": 0}
     store.put(GRANTS, grant["id"], grant)
     _assign(store, now, {**user, "displayName": user["displayName"]}, api_sp, API_ROLES["Registrations.Request"],
             principal_type="User")

@@ -133,7 +133,7 @@ class ApplicationsBackend(Directory):
             raise BadRequest("FederatedIdentityCredential with the same issuer and subject already exists.")
         app["_fics"].append(fic)
         self.save(APPS, app)
-        return models.public(fic)
+        return {**models.public(fic), "_appObjectId": app["id"]}
 
     def list_fics(self, caller: Caller, addr: Address) -> list[dict[str, Any]]:
         app = self.get_application(caller, addr)

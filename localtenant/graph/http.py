@@ -70,11 +70,14 @@ def no_content(req: Req) -> Response:
 
 def routes_for(core, table: list[tuple[str, list[str], str | tuple[str, str], Callable]]) -> list:
     """Routes for (path, methods, operation, handler); a path with `{ref}` is served both as `/{id}` and as
-    `({key})`, Graph's alternate-key form."""
+    `({key})`, Graph's alternate-key form. Each is also served with a trailing slash, which Graph accepts
+    (the "Create federatedIdentityCredential" example posts to `.../federatedIdentityCredentials/`), where
+    Starlette would otherwise answer a redirect."""
     out = []
     for path, methods, name, handler in table:
         names = name if isinstance(name, tuple) else (name, name)  # (by id, by alternate key)
         variants = [path.replace("/{ref}", "/{id}"), path.replace("/{ref}", "({key})")] if "{ref}" in path \
             else [path]
-        out += [operation(core, SPEC, "/v1.0" + p, methods, n, handler) for p, n in zip(variants, names)]
+        out += [operation(core, SPEC, "/v1.0" + p + slash, methods, n, handler)
+                for p, n in zip(variants, names) for slash in ("", "/")]
     return out

@@ -7,6 +7,7 @@ passwordCredential, keyCredential, federatedIdentityCredential, appRoleAssignmen
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import hashlib
 import secrets
@@ -19,6 +20,22 @@ from cryptography import x509
 from .exceptions import BadRequest
 
 PASSWORD_LIFETIME = 2 * 365 * 24 * 3600  # addPassword default: two years
+PUBLISHER_NAME = "Local Tenant"  # the tenant's display name: Graph's publisherName for the tenant's own apps
+_INFO = ("termsOfServiceUrl", "supportUrl", "privacyStatementUrl", "marketingUrl", "logoUrl")
+# Properties Graph returns on every application / service principal even when unset: the full-object examples
+# of "Upsert application", "Create servicePrincipal" and "Get servicePrincipal" show them (null or empty).
+APP_DEFAULTS: dict[str, Any] = {
+    "applicationTemplateId": None, "isDeviceOnlyAuthSupported": None, "addIns": [], "samlMetadataUrl": None,
+    "tokenEncryptionKeyId": None, "windows": None,
+    "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
+}
+SP_DEFAULTS: dict[str, Any] = {
+    "addIns": [], "alternativeNames": [], "disabledByMicrosoftStatus": None, "endpoints": [], "homepage": None,
+    "logoutUrl": None, "replyUrls": [], "keyCredentials": [], "passwordCredentials": [], "publisherName": None,
+    "resourceSpecificApplicationPermissions": [], "signInAudience": "AzureADMyOrg", "tokenEncryptionKeyId": None,
+    "notificationEmailAddresses": [], "preferredSingleSignOnMode": None,
+    "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
+}
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "_-.~"
 
 
@@ -44,7 +61,7 @@ def new_application(body: dict[str, Any], *, now: float, visible_at: float, owne
         "description": None, "notes": None, "tags": [], "signInAudience": "AzureADMyOrg",
         "createdDateTime": iso(now), "deletedDateTime": None, "publisherDomain": "local.test",
         "identifierUris": [], "isFallbackPublicClient": None, "groupMembershipClaims": None,
-        "serviceManagementReference": None, "info": None, "optionalClaims": None,
+        "serviceManagementReference": None, "info": dict.fromkeys(_INFO), "optionalClaims": None,
         "api": {"requestedAccessTokenVersion": None, "acceptMappedClaims": None, "knownClientApplications": [],
                 "oauth2PermissionScopes": [], "preAuthorizedApplications": []},
         "appRoles": [], "requiredResourceAccess": [], "keyCredentials": [], "passwordCredentials": [],
@@ -68,7 +85,8 @@ def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def render_application(app: dict[str, Any]) -> dict[str, Any]:
-    out = public(app)
+    out = {**_copy(APP_DEFAULTS), **public(app)}
+    out["info"] = {**dict.fromkeys(_INFO), **(out.get("info") or {})}
     out["passwordCredentials"] = [{**public(p), "secretText": None} for p in app["passwordCredentials"]]
     out["keyCredentials"] = [{**public(k), "key": None} for k in app["keyCredentials"]]
     return out
@@ -145,10 +163,38 @@ def new_service_principal(app: dict[str, Any] | None, *, app_id: str, now: float
 
 
 def render_service_principal(sp: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
-    """A service principal mirrors its application's names, roles and scopes (Graph keeps them in sync)."""
-    out = public(sp)
+    """A service principal mirrors its application's names, roles, scopes, audience, URLs and info (Graph
+    keeps them in sync); one of this tenant's apps is published by this tenant."""
+    out = {**_copy(SP_DEFAULTS), "info": dict.fromkeys(_INFO), **public(sp)}
     if app is not None:
+        web = app.get("web") or {}
         out.update(appDisplayName=app["displayName"], displayName=app["displayName"],
                    appRoles=app["appRoles"], oauth2PermissionScopes=app["api"]["oauth2PermissionScopes"],
-                   servicePrincipalNames=list(dict.fromkeys([app["appId"], *app["identifierUris"]])))
+                   servicePrincipalNames=list(dict.fromkeys([app["appId"], *app["identifierUris"]])),
+                   signInAudience=app["signInAudience"], homepage=web.get("homePageUrl"),
+                   logoutUrl=web.get("logoutUrl"), replyUrls=list(web.get("redirectUris") or []),
+                   info={**dict.fromkeys(_INFO), **(app.get("info") or {})},
+                   publisherName=PUBLISHER_NAME)
     return out
+
+
+def _copy(defaults: dict[str, Any]) -> dict[str, Any]:
+    """Fresh containers per rendering, so a caller mutating one response cannot change the defaults."""
+    return copy.deepcopy(defaults)
+
+
+def _guid_b64(*guids: str) -> str:
+    return base64.urlsafe_b64encode(b"".join(uuid.UUID(g).bytes_le for g in guids)).rstrip(b"=").decode()
+
+
+def assignment_id(principal_id: str, unique: str | None = None) -> str:
+    """appRoleAssignment ids as Graph shows them: base64url (no padding) of the principal's object id
+    (little-endian GUID bytes) and a second GUID, 43 characters."""
+    return _guid_b64(principal_id, unique or str(uuid.uuid4()))
+
+
+def grant_id(client_id: str, resource_id: str, principal_id: str | None = None) -> str:
+    """oAuth2PermissionGrant ids as Graph shows them: base64url of clientId and resourceId (and principalId
+    for a Principal grant); the "Create oAuth2PermissionGrant" example's id decodes to its clientId and
+    resourceId."""
+    return _guid_b64(client_id, resource_id, *([principal_id] if principal_id else []))

@@ -1,7 +1,6 @@
 """Service principals, app role assignments, delegated permission grants and owned objects. No HTTP."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from . import models
@@ -81,9 +80,12 @@ class GraphBackend(ApplicationsBackend):
             raise BadRequest("Permission being assigned already exists on the object",
                              code="Request_BadRequest")
         is_user = "userPrincipalName" in principal
-        a = {"id": str(uuid.uuid4()), "appRoleId": role_id, "createdDateTime": models.iso(self.now()),
-             "deletedDateTime": None, "principalDisplayName": principal.get("displayName"),
-             "principalId": principal["id"], "principalType": "User" if is_user else "ServicePrincipal",
+        if not is_user:
+            principal = self.sp_view(principal)  # its displayName comes from its application
+        a = {"id": models.assignment_id(principal["id"]), "appRoleId": role_id,
+             "createdDateTime": models.iso(self.now()), "deletedDateTime": None,
+             "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
+             "principalType": "User" if is_user else "ServicePrincipal",
              "resourceDisplayName": resource["displayName"], "resourceId": resource_id,
              "_visibleAt": self.visible_at()}
         return models.public(self.save(ASSIGNMENTS, a))
@@ -123,7 +125,8 @@ class GraphBackend(ApplicationsBackend):
                and g["consentType"] == body["consentType"] and g.get("principalId") == body.get("principalId")
                for g in self.store.values(GRANTS)):
             raise Conflict("Permission entry already exists.", status=409)
-        g = {"id": str(uuid.uuid4()), "clientId": body["clientId"], "consentType": body["consentType"],
+        g = {"id": models.grant_id(body["clientId"], body["resourceId"], body.get("principalId")),
+             "clientId": body["clientId"], "consentType": body["consentType"],
              "principalId": body.get("principalId"), "resourceId": body["resourceId"],
              "scope": body.get("scope") or "", "_visibleAt": self.visible_at()}
         return models.public(self.save(GRANTS, g))

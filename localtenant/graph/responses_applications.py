@@ -64,7 +64,12 @@ def remove_password(req: Req) -> Response:
 def create_fic(req: Req) -> Response:
     addr = address(req)
     fic = req.core.graph.create_fic(caller(req), addr, _json(req))
-    return entity(req, fic, f"applications('{addr[1]}')/federatedIdentityCredentials/$entity", 201)
+    app_id = fic.pop("_appObjectId")
+    # The documented response also names the new object by its directory path in @odata.id.
+    odata_id = (f"{req.core.graph_endpoint}/v2/{req.core.tenant_id}/directoryObjects/$/"
+                f"Microsoft.DirectoryServices.Application('{app_id}')/federatedIdentityCredentials/{fic['id']}")
+    return entity(req, {"@odata.id": odata_id, **fic},
+                  f"applications('{app_id}')/federatedIdentityCredentials/$entity", 201)
 
 
 def list_fics(req: Req) -> Response:
