@@ -169,6 +169,15 @@ def config(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
     return func.HttpResponse(body, status_code=200, mimetype=content_type.split(";")[0], charset="utf-8")
 
 
+def verification(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    """200 when the credential gets a DICOM token (or the configuration checks pass); 202 while Entra ID is
+    still propagating, with Retry-After and Location back here, which is how Logic Apps poll."""
+    result = wiring.runtime().verifier.verify(_name(req), caller)
+    if result.pending:
+        return json_response(result.body, 202, {"Retry-After": str(result.retry_after), "Location": req.url})
+    return json_response(result.body)
+
+
 def list_(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
     params = req.params
     unknown = set(params) - {"type", "dicomService", "top", "after", "code"}

@@ -34,6 +34,11 @@ def get_registration_config(req: func.HttpRequest) -> func.HttpResponse:
     return _api().handle(req, _api().config, "read")
 
 
+@bp.route(route="registrations/{name}/verification", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def verify_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().verification, "read")
+
+
 @bp.route(route="registrations/{name}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
     return _api().handle(req, _api().delete, "delete")

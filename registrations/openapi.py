@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .models import NAME_PATTERN, DeletionReport, Registration, RegistrationList, RegistrationRequest
 from .problems import ALL_PROBLEMS, PROBLEM_BASE, PROBLEM_CONTENT_TYPE
@@ -61,11 +61,39 @@ class ProblemDetails(BaseModel):
     failedStep: str | None = None
     undoneSteps: list[str] | None = None
     upstream: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] | None = None
+    aadsts: int | None = None
 
 
 class HealthReport(BaseModel):
     status: Literal["ok"]
     dicomServices: list[str]
+
+
+class VerificationCheck(BaseModel):
+    name: str = Field(description="What was checked, e.g. token, Azure role assignment, admin consent.")
+    ok: bool
+    detail: str
+
+
+class VerificationReport(BaseModel):
+    """The credential got a DICOM token (never returned), or, without a credential, the configuration checks
+    passed."""
+
+    status: Literal["verified"]
+    audience: str | None = Field(default=None, description="The token's aud (clients with a secret).")
+    roles: list[str] | None = Field(default=None, description="App roles in the token.")
+    scopes: list[str] | None = Field(default=None, description="Delegated scopes in the token (scp).")
+    tokenVersion: str | None = Field(default=None, description="The token's ver: 1.0 or 2.0.")
+    expiresOn: str | None = Field(default=None, description="When the token expires (UTC).")
+    checks: list[VerificationCheck]
+
+
+class VerificationPending(BaseModel):
+    """Entra ID has not yet propagated the registration; poll Location after Retry-After."""
+
+    status: Literal["pending"]
+    reason: str
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -166,6 +194,20 @@ OPERATIONS: dict[str, Operation] = {
         problems=(404, 409, 422),
         params=(Param("format", "query", "json, env (KEY=value lines) or msal.", "Format",
                       schema={"enum": ["json", "env", "msal"], "default": "json"}),),
+    ),
+    "verify_registration": Operation(
+        "get", "/registrations/{name}/verification", "VerifyRegistration", "Verify a registration",
+        "Gets a DICOM token with the registration's own credential (read from Key Vault; neither it nor the "
+        "token is returned) and checks the grant it needs; clients without a credential get configuration "
+        "checks. While Entra ID is still propagating a new registration the answer is 202 with Retry-After "
+        "and a Location to poll (the asynchronous pattern Logic Apps follow).",
+        replies=(
+            Reply(200, "It works.", VerificationReport, CORRELATION),
+            Reply(202, "Not yet: Entra ID is still propagating the registration.", VerificationPending,
+                  {"Location": "This same URL, to poll.", "Retry-After": "Seconds to wait before polling.",
+                   **CORRELATION}),
+        ),
+        problems=(404, 409),
     ),
     "delete_registration": Operation(
         "delete", "/registrations/{name}", "DeleteRegistration", "Delete a registration",

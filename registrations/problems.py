@@ -99,6 +99,13 @@ class ProvisioningFailed(Problem):
     status, slug, title = 502, "provisioning-failed", "Provisioning failed and was rolled back"
 
 
+class VerificationFailed(Problem):
+    """The registration exists but does not work: its credential is refused or a grant it needs is missing.
+    ``checks`` lists what was checked; ``aadsts`` carries Entra's error code when the token request failed."""
+
+    status, slug, title = 409, "verification-failed", "The registration does not work as configured"
+
+
 class Misconfigured(Problem):
     status, slug, title = 500, "misconfigured", "The service is not configured correctly"
 
@@ -116,6 +123,7 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     UpstreamFailure,
     UpstreamUnavailable,
     ProvisioningFailed,
+    VerificationFailed,
     Misconfigured,
     Problem,
 )

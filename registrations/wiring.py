@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .auth import Authenticator
 from .service import RegistrationService
 from .settings import ARM_SCOPE, GRAPH_SCOPE, Settings, load
+from .verification import Verifier, propagation_seconds
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Runtime:
     settings: Settings
     service: RegistrationService
     authenticator: Authenticator
+    verifier: Verifier | None = None
 
 
 _lock = threading.Lock()
@@ -64,7 +66,9 @@ def build(settings: Settings) -> Runtime:
 
     service = RegistrationService(settings, graph=graph, vault=vault, rbac=rbac, owner_id=owner_id)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
-    return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth))
+    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac,
+                        propagation_seconds=propagation_seconds(settings))
+    return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier=verifier)
 
 
 def runtime() -> Runtime:

@@ -1,4 +1,5 @@
-"""Key Vault secrets through the SDK's SecretClient. Values go in; only references come out."""
+"""Key Vault secrets through the SDK's SecretClient. Values go in; only references come out, except to the
+verifier, which signs in with a value and drops it (``get_value``)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,16 @@ class VaultClient:
             return _props(self._client.get_secret(name).properties)
         except ResourceNotFoundError:
             return None
+        except HttpResponseError as exc:
+            raise _translate("getSecret", exc) from exc
+
+    def get_value(self, name: str) -> str:
+        """The current value of a secret. Only for proving that it works: never log it, never return it.
+
+        :raises NotFoundError: there is no such secret (or it is soft-deleted).
+        """
+        try:
+            return self._client.get_secret(name).value
         except HttpResponseError as exc:
             raise _translate("getSecret", exc) from exc
 

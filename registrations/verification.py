@@ -1,0 +1,394 @@
+"""Does a registration really work? Sign in with its credential and look at what Entra ID hands back.
+
+HTTP-free, like the service layer: it takes a name and a Caller, talks to Azure through the adapters and msal,
+and returns a Verification or raises a Problem.
+
+- A registration with a client secret gets a DICOM token through msal's client credentials flow, with the
+  value read from Key Vault (never logged, never returned), and then the grant it needs is checked: the app
+  role in the token (open-source server) or the Azure role assignment on the service (managed).
+- Public clients, resource registrations and secretless credentials get configuration checks instead.
+- Entra ID and Azure RBAC are eventually consistent: a new secret is refused with AADSTS7000215 for seconds
+  to minutes (REFERENCE.md: 4-18 s is common), an app or principal can be unknown
+  (AADSTS700016) and role assignments take minutes to apply. While the registration is younger than the
+  propagation window, such a failure is "not yet" (202 and a Retry-After), not "broken".
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from . import manifest as mf
+from .adapters.errors import NotFoundError, UpstreamError
+from .adapters.graph import GraphClient
+from .adapters.rbac import RbacClient
+from .adapters.vault import VaultClient
+from .dicom import scopes_for
+from .kinds import (
+    DICOM_DATA_OWNER,
+    DICOM_DATA_READER,
+    MANAGED_ACCESS_ROLES,
+    MANAGED_DELEGATED_SCOPE,
+    OSS_ACCESS_ROLES,
+    OSS_DELEGATED_SCOPE,
+    PLANS,
+)
+from .manifest import Caller
+from .problems import UpstreamUnavailable, VerificationFailed
+from .service import RegistrationService, upstream_problem
+from .settings import ManagedTarget, OssTarget, Settings, _int
+
+log = logging.getLogger("registrations.verification")
+
+DEFAULT_PROPAGATION_SECONDS = 600
+RETRY_AFTER_SECONDS = 5
+# AADSTS codes that mean "Entra ID has not seen this yet" right after a change: invalid client secret, app not
+# found in the directory, client app without its service principal.
+PROPAGATION_CODES = frozenset({7000215, 700016, 7000229})
+EXPIRED_SECRET = 7000222
+_ROLE_NAMES = {DICOM_DATA_OWNER: "DICOM Data Owner", DICOM_DATA_READER: "DICOM Data Reader"}
+_AADSTS = re.compile(r"AADSTS(\d+)")
+
+
+def propagation_seconds(settings: Settings) -> int:
+    """VERIFY_PROPAGATION_SECONDS: how long after a change a refusal still counts as propagation."""
+    return _int(settings.raw, "VERIFY_PROPAGATION_SECONDS", DEFAULT_PROPAGATION_SECONDS, 0, 86_400)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    # A failure that Entra's or ARM's replication lag explains while the registration is young.
+    propagating: bool = False
+    aadsts: int | None = None  # the token endpoint's error code, when that is what failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The answer: ``body`` for the caller; ``retry_after`` is set when the answer is "not yet" (202)."""
+
+    body: dict[str, Any]
+    retry_after: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.retry_after is not None
+
+
+@dataclass
+class TokenResult:
+    """What the token endpoint said: claims of the access token (the token itself is dropped) or an error."""
+
+    claims: dict[str, Any] = field(default_factory=dict)
+    code: int | None = None
+    error: str | None = None
+
+
+# (client_id, secret, scopes) -> TokenResult
+AcquireToken = Callable[[str, str, list[str]], TokenResult]
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified: it came to us over TLS from the authority just now, and we only
+    report what it says; resource servers verify it."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+class MsalTokenClient:
+    """Client credentials through msal, as the registration's own client would do it."""
+
+    def __init__(self, authority: str, *, verify: str | bool, timeout: float = 30.0) -> None:
+        import requests
+
+        self._authority = authority
+        self._timeout = timeout
+        self._session = requests.Session()
+        # REQUESTS_CA_BUNDLE in the environment would override `verify` (REFERENCE.md, "Seen on these machines").
+        self._session.trust_env = False
+        self._session.verify = verify
+
+    def __call__(self, client_id: str, secret: str, scopes: list[str]) -> TokenResult:
+        import msal  # lazily: the worker's cold start does not pay for it
+
+        app = msal.ConfidentialClientApplication(
+            client_id, client_credential=secret, authority=self._authority, instance_discovery=False,
+            http_client=self._session, token_cache=msal.TokenCache(), timeout=self._timeout,
+        )
+        result = app.acquire_token_for_client(scopes)
+        if "access_token" in result:
+            return TokenResult(claims=token_claims(result["access_token"]))
+        codes = result.get("error_codes") or [int(m) for m in _AADSTS.findall(result.get("error_description") or "")]
+        return TokenResult(code=int(codes[0]) if codes else None, error=result.get("error") or "unknown_error")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(epoch: Any) -> str | None:
+    if not isinstance(epoch, (int, float)):
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Verifier:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: RegistrationService,
+        graph: GraphClient,
+        vault: VaultClient,
+        rbac: RbacClient,
+        acquire_token: AcquireToken | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        propagation_seconds: int = DEFAULT_PROPAGATION_SECONDS,
+        retry_after: int = RETRY_AFTER_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.service, self.graph, self.vault, self.rbac = service, graph, vault, rbac
+        self._acquire = acquire_token or MsalTokenClient(settings.authority, verify=settings.connection_verify)
+        self._clock = clock
+        self.propagation_seconds = propagation_seconds
+        self.retry_after = retry_after
+
+    def verify(self, name: str, caller: Caller) -> Verification:
+        view = self.service.get(name, caller)  # 404 for names the caller may not see
+        try:
+            return self._verify(name, view)
+        except UpstreamError as exc:  # Graph, Key Vault or ARM failed after their own retries
+            raise upstream_problem(exc) from exc
+
+    def _verify(self, name: str, view: dict) -> Verification:
+        app = self.graph.get_application(mf.unique_name(self.settings.name_prefix, name))
+        if app is None:  # deleted between the two reads
+            raise VerificationFailed(f"registration {name!r} disappeared while it was being verified")
+        age = self._age(app)
+        young = age < self.propagation_seconds
+        target = self.settings.target(view["dicomService"] or "")
+        token: dict[str, Any] = {}
+        if view["state"] != "ready":
+            checks = [Check("provisioning state", False, f"the registration is {view['state']}, not ready",
+                            propagating=True)]
+        elif target is None:
+            checks = [Check("DICOM service", False,
+                            f"DICOM service {view['dicomService']!r} is no longer configured")]
+        else:
+            checks, token = self._checks(view, app, target, young)
+        failed = [check for check in checks if not check.ok]
+        if failed and young and all(check.propagating for check in failed):
+            return Verification({
+                "status": "pending",
+                "reason": f"Entra ID or Azure is still propagating this registration ({int(age)} s old): "
+                          + "; ".join(check.detail for check in failed),
+            }, retry_after=self.retry_after)
+        if failed:
+            codes = {"aadsts": check.aadsts for check in failed if check.aadsts}
+            raise VerificationFailed("; ".join(check.detail for check in failed),
+                                     checks=[check.to_dict() for check in checks], **codes)
+        return Verification({"status": "verified", **token, "checks": [check.to_dict() for check in checks]})
+
+    # ------------------------------------------------------------------------------------ what to check
+    def _checks(self, view: dict, app: dict, target: ManagedTarget | OssTarget,
+                young: bool) -> tuple[list[Check], dict[str, Any]]:
+        """The checks that apply to this registration, and what its token says (when it has one)."""
+        reg_type = view["type"]
+        if reg_type == "resource":
+            return self._resource_checks(app), {}
+        resource = self._dicom_resource(target)
+        if resource is None:
+            return [Check("DICOM resource", False, self._missing_resource(target))], {}
+        kind = mf.tag_values(app).get("credential") or "secret"
+        token: dict[str, Any] = {}
+        roles: list[str] | None = None  # the token's, when there is a token to look at
+        if PLANS[reg_type].has_secret and kind == "secret":
+            check, token = self._token_check(view, target, resource, young)
+            if not check.ok:
+                return [check], {}
+            checks, sp_id, roles = [check], view.get("servicePrincipalId"), token["roles"]
+        else:
+            sp = self.graph.get_service_principal(app["appId"])
+            checks = [Check("service principal", sp is not None, "the service principal exists" if sp else
+                            f"no service principal for appId {app['appId']}", propagating=True)]
+            if sp is None:
+                return checks, {}
+            sp_id = sp["id"]
+        if reg_type == "service":
+            checks.append(self._grant_check(view, target, resource, sp_id, roles=roles))
+        else:
+            checks += self._delegated_checks(view, app, target, resource, sp_id)
+        return checks, token
+
+    def _token_check(self, view: dict, target, resource: dict, young: bool) -> tuple[Check, dict[str, Any]]:
+        """Client credentials with the secret from Key Vault; on success, what the token says."""
+        secret_name = (view.get("credential") or {}).get("keyVaultSecretName") \
+            or mf.secret_name(self.settings.name_prefix, view["name"])
+        try:
+            secret = self.vault.get_value(secret_name)
+        except NotFoundError:
+            return Check("client secret", False, f"the Key Vault secret {secret_name} does not exist"), {}
+        scopes = scopes_for("service", target, resource["appId"])  # `.default` of the DICOM resource
+        try:
+            result = self._acquire(view["appId"], secret, scopes)
+        except Exception as exc:  # a network failure; its text may name URLs but never the secret
+            log.warning("token request for %s did not complete: %s", view["name"], type(exc).__name__)
+            raise UpstreamUnavailable("the Entra ID token endpoint could not be reached",
+                                      upstream={"service": "entra", "operation": "token", "status": None,
+                                                "code": type(exc).__name__}) from None
+        finally:
+            del secret
+        if result.code is None and result.error is None:
+            claims = result.claims
+            scp = claims.get("scp")
+            summary = {"audience": claims.get("aud"), "roles": list(claims.get("roles") or []),
+                       "scopes": scp.split() if isinstance(scp, str) else [], "tokenVersion": claims.get("ver"),
+                       "expiresOn": _iso(claims.get("exp"))}
+            return Check("token", True, f"got a token for {claims.get('aud')} with the stored client secret"), summary
+        return self._refusal(result, young), {}
+
+    @staticmethod
+    def _refusal(result: TokenResult, young: bool) -> Check:
+        """What a token endpoint error means for this registration (matched on AADSTS codes, not text)."""
+        code = f"AADSTS{result.code}" if result.code else result.error
+        if result.code == EXPIRED_SECRET:
+            return Check("client secret", False, f"the client secret has expired ({code}); rotate the credential",
+                         aadsts=result.code)
+        if result.code == 7000215:
+            detail = (f"Entra ID does not accept the new client secret yet ({code})" if young else
+                      f"the stored secret is not accepted ({code}): the value in Key Vault matches no current "
+                      "credential of the app; rotate the credential")
+            return Check("client secret", False, detail, propagating=True, aadsts=result.code)
+        if result.code in PROPAGATION_CODES:
+            return Check("token", False, "Entra ID does not know the application or its service principal "
+                                         f"({code})", propagating=True, aadsts=result.code)
+        return Check("token", False, f"Entra ID refused the token request: {code} ({result.error})",
+                     aadsts=result.code)
+
+    def _grant_check(self, view: dict, target, resource: dict, sp_id: str | None, *,
+                     roles: list[str] | None) -> Check:
+        """Service clients: the app role (open-source server) or the Azure role on the service (managed)."""
+        access = view.get("access") or "reader"
+        if isinstance(target, ManagedTarget):
+            role_id = MANAGED_ACCESS_ROLES[access]
+            role = f"{_ROLE_NAMES.get(role_id, 'role')} ({role_id})"
+            found = sp_id and any(
+                str((a.get("properties") or {}).get("roleDefinitionId", "")).lower().endswith("/" + role_id)
+                for a in self.rbac.list_for_principal(target.resourceId, sp_id))
+            return Check("Azure role assignment", bool(found),
+                         f"the service principal holds {role} on the DICOM service" if found else
+                         f"the service principal has no Azure role assignment {role} on {target.resourceId}",
+                         propagating=True)
+        role = OSS_ACCESS_ROLES[access]
+        if roles is None:  # no token to look at: read the assignments instead
+            role_id = {r.get("value"): r.get("id") for r in resource.get("appRoles") or []}.get(role)
+            held = bool(sp_id) and any(a.get("resourceId") == resource["id"] and a.get("appRoleId") == role_id
+                                       for a in self.graph.list_app_role_assignments(sp_id))
+        else:
+            held = role in roles
+        where = "the token carries" if roles is not None else "the service principal holds"
+        return Check("app role", held,
+                     f"{where} the app role {role}" if held else
+                     f"the app role {role} is missing: the service principal has no assignment of {role} on the "
+                     f"DICOM resource app {resource['appId']}", propagating=True)
+
+    def _delegated_checks(self, view: dict, app: dict, target, resource: dict, sp_id: str | None) -> list[Check]:
+        """Public and confidential clients: redirect URIs, the declared permission and admin consent."""
+        checks = [self._redirect_check(view, app)]
+        scope_value = MANAGED_DELEGATED_SCOPE if isinstance(target, ManagedTarget) else OSS_DELEGATED_SCOPE
+        scope_id = {s.get("value"): s.get("id") for s in resource.get("oauth2PermissionScopes") or []}.get(scope_value)
+        declared = any(
+            entry.get("resourceAppId") == resource["appId"]
+            and any(a.get("id") == scope_id and a.get("type") == "Scope" for a in entry.get("resourceAccess") or [])
+            for entry in app.get("requiredResourceAccess") or [])
+        checks.append(Check("requiredResourceAccess", declared,
+                            f"the app declares the delegated permission {scope_value} on {resource['appId']}"
+                            if declared else
+                            f"the app's requiredResourceAccess does not name {scope_value} on the DICOM "
+                            f"resource {resource['appId']}"))
+        if self.settings.grant_admin_consent:
+            consented = any(
+                grant.get("resourceId") == resource["id"] and grant.get("consentType") == "AllPrincipals"
+                and scope_value in (grant.get("scope") or "").split()
+                for grant in (self.graph.list_grants(sp_id) if sp_id else []))
+            checks.append(Check("admin consent", consented,
+                                f"tenant-wide consent to {scope_value} is granted" if consented else
+                                f"no tenant-wide admin consent (oauth2PermissionGrant) to {scope_value} on the "
+                                "DICOM resource", propagating=True))
+        return checks
+
+    @staticmethod
+    def _redirect_check(view: dict, app: dict) -> Check:
+        platform = view.get("platform") or "web"
+        fields = {"web": "web", "spa": "spa", "mobile": "publicClient"}
+        uris = set((app.get(fields[platform]) or {}).get("redirectUris") or [])
+        elsewhere = {uri for other, name in fields.items() if other != platform
+                     for uri in (app.get(name) or {}).get("redirectUris") or []}
+        if not uris:
+            return Check("redirect URIs", False, f"no redirect URI is registered on the {platform} platform")
+        if uris & elsewhere:
+            return Check("redirect URIs", False, f"{', '.join(sorted(uris & elsewhere))} is also registered on "
+                                                 f"another platform than {platform}")
+        return Check("redirect URIs", True, f"{len(uris)} redirect URI(s) on the {platform} platform")
+
+    def _resource_checks(self, app: dict) -> list[Check]:
+        """The open-source server's API registration: what its clients and the server rely on."""
+        sp = self.graph.get_service_principal(app["appId"])
+        roles = {r.get("value") for r in app.get("appRoles") or []
+                 if r.get("isEnabled") and "Application" in (r.get("allowedMemberTypes") or [])}
+        scopes = {s.get("value") for s in (app.get("api") or {}).get("oauth2PermissionScopes") or []
+                  if s.get("isEnabled")}
+        missing_roles = sorted(set(OSS_ACCESS_ROLES.values()) - roles)
+        return [
+            Check("service principal", sp is not None, "the service principal exists" if sp else
+                  f"no service principal for appId {app['appId']}", propagating=True),
+            Check("identifier URI", bool(app.get("identifierUris")),
+                  f"identifier URI {(app.get('identifierUris') or ['none'])[0]}"),
+            Check("app roles", not missing_roles, "globalReader, globalWriter and globalAdmin are defined"
+                  if not missing_roles else f"app roles missing or disabled: {', '.join(missing_roles)}"),
+            Check("delegated scope", OSS_DELEGATED_SCOPE in scopes, f"{OSS_DELEGATED_SCOPE} is defined"
+                  if OSS_DELEGATED_SCOPE in scopes else f"the {OSS_DELEGATED_SCOPE} scope is missing or disabled"),
+        ]
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _dicom_resource(self, target: ManagedTarget | OssTarget) -> dict | None:
+        """The service principal of the DICOM resource clients ask tokens for."""
+        if isinstance(target, ManagedTarget):
+            return self.graph.find_service_principal(target.audience)
+        if target.resourceAppId:
+            return self.graph.get_service_principal(target.resourceAppId)
+        return self.graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
+
+    @staticmethod
+    def _missing_resource(target: ManagedTarget | OssTarget) -> str:
+        if isinstance(target, ManagedTarget):
+            return f"the tenant has no service principal for {target.audience}"
+        return f"the DICOM service's resource registration {target.resourceRegistration or target.resourceAppId!r} " \
+               "does not exist"
+
+    def _age(self, app: dict) -> float:
+        """Seconds since the newest change that Entra ID must propagate: the app's creation or its newest
+        password. Unknown times count as old, so they never turn a failure into "not yet"."""
+        times = [_parse_time(app.get("createdDateTime"))]
+        times += [_parse_time(p.get("startDateTime")) for p in mf.our_passwords(app)]
+        known = [moment for moment in times if moment is not None]
+        if not known:
+            return float("inf")
+        return (self._clock() - max(known)).total_seconds()
