@@ -46,6 +46,7 @@ ROLES_FOR = {
     "create": (ADMIN, REQUEST),
     "read": (ADMIN, READ, REQUEST),
     "delete": (ADMIN, REQUEST),
+    "rotate": (ADMIN, REQUEST),
 }
 
 
@@ -141,19 +142,21 @@ def _location(req: func.HttpRequest, name: str) -> str:
 
 # --------------------------------------------------------------------------------------- operations
 def create(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    key = req.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise ValidationProblem("Idempotency-Key must be 1-128 characters of letters, digits and ._:-",
-                                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid"}])
+    _idempotency_key(req)
     try:
         request = _REQUEST.validate_python(_body(req))
     except ValidationError as exc:
         raise _validation_problem(exc) from None
     registration, created = wiring.runtime().service.create(request, caller)
-    headers = {"Location": _location(req, request.name)}
+    return _made(registration, created, _location(req, request.name))
+
+
+def _made(body: Any, created: bool, location: str) -> func.HttpResponse:
+    """201 for what this call made; 200 with Idempotent-Replayed for a replay that made nothing."""
+    headers = {"Location": location}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(registration, 201 if created else 200, headers)
+    return json_response(body, 201 if created else 200, headers)
 
 
 def get(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
@@ -206,6 +209,50 @@ def list_(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
                                    "after": page[-1]["name"]}.items() if v}
         body["nextLink"] = f"{req.url.split('?')[0]}?{urlencode(query)}"
     return json_response(body)
+
+
+def _idempotency_key(req: func.HttpRequest) -> str | None:
+    key = req.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationProblem("Idempotency-Key must be 1-128 characters of letters, digits and ._:-",
+                                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid"}])
+    return key
+
+
+def rotate(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    if req.get_body():
+        raise ValidationProblem("rotation takes no body", errors=[{"loc": ["body"], "msg": "must be empty"}])
+    body, rotated = wiring.runtime().service.rotate(_name(req), caller, idempotency_key=_idempotency_key(req))
+    return _made(body, rotated, req.url.split("?")[0])
+
+
+def credentials(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    return json_response(wiring.runtime().service.list_credentials(_name(req), caller))
+
+
+def expiring(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
+    from datetime import datetime, timedelta, timezone
+
+    from . import sweep
+
+    try:
+        days = int(req.params.get("days", "30"))
+    except ValueError:
+        days = -1
+    if not 1 <= days <= 730:
+        raise ValidationProblem("days must be a whole number from 1 to 730",
+                                errors=[{"loc": ["query", "days"], "msg": "out of range"}])
+    service = wiring.runtime().service
+    items = [item for item in sweep.expiring(service, now=datetime.now(timezone.utc), within=timedelta(days=days))
+             if service.may_see_requester(item["requestedBy"], caller)]
+    return json_response({"days": days, "value": items})
+
+
+def sweep() -> dict:
+    """The timer's work; returns the report (also logged)."""
+    from . import sweep as sweeper
+
+    return sweeper.run(wiring.runtime().service)
 
 
 def delete(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:

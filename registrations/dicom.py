@@ -56,19 +56,37 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
         config["refreshTokens"] = plan.refresh_tokens
     if plan.flow == "authorization_code_pkce":
         config["pkce"] = {"codeChallengeMethod": "S256"}
-    secret = reg.get("secret")
-    if secret:
-        config["clientSecret"] = {
-            "keyVaultSecretUri": secret["keyVaultSecretUri"],
-            "keyVaultSecretName": secret["keyVaultSecretName"],
+    credential = reg.get("secret") or {}
+    kind = credential.get("kind", "secret") if credential else None
+    if kind in ("secret", "certificate"):
+        reference = {
+            "keyVaultSecretUri": credential["keyVaultSecretUri"],
+            "keyVaultSecretName": credential["keyVaultSecretName"],
             # Paste into a Function/App Service app setting to have the platform resolve it.
-            "appSettingReference": f"@Microsoft.KeyVault(SecretUri={secret['keyVaultSecretUri']})",
+            "appSettingReference": f"@Microsoft.KeyVault(SecretUri={credential['keyVaultSecretUri']})",
         }
-    config["msal"] = _msal(plan.flow, reg["appId"], authority, scopes, bool(secret))
+        if kind == "certificate":
+            # Key Vault holds the private key and certificate as one PEM; msal signs a client assertion.
+            reference.update(contentType="application/x-pem-file", thumbprint=credential.get("thumbprint"))
+            config["clientCertificate"] = reference
+        else:
+            config["clientSecret"] = reference
+    elif kind == "federated":
+        config["federatedCredential"] = {
+            k: credential.get(k) for k in ("issuer", "subject", "audience") if credential.get(k)}
+    config["msal"] = _msal(plan.flow, reg["appId"], authority, scopes, kind)
     return config
 
 
-def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], secret: bool) -> dict[str, Any]:
+# What to pass as msal's client_credential, per credential kind ("<...>" is read at run time).
+_MSAL_CREDENTIAL = {
+    "secret": "<the Key Vault secret's value>",
+    "certificate": {"private_key": "<the Key Vault secret's PEM>", "thumbprint": None},
+    "federated": {"client_assertion": "<a token from the trusted issuer for the subject>"},
+}
+
+
+def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], kind: str | None) -> dict[str, Any]:
     confidential = flow != "authorization_code_pkce"
     msal: dict[str, Any] = {
         "application": "ConfidentialClientApplication" if confidential else "PublicClientApplication",
@@ -76,8 +94,9 @@ def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], s
         "scopes": scopes,
         "acquire": "acquire_token_for_client" if flow == "client_credentials" else "initiate_auth_code_flow",
     }
-    if secret:
-        msal["clientCredentialFromKeyVault"] = True
+    if kind:
+        msal["clientCredential"] = _MSAL_CREDENTIAL[kind]
+        msal["clientCredentialFromKeyVault"] = kind != "federated"
     return msal
 
 
@@ -126,4 +145,10 @@ def _env_lines(config: dict[str, Any]) -> str:
             pairs["DICOM_REDIRECT_URI"] = (config["redirectUris"] or [""])[0]
         if "clientSecret" in config:
             pairs["DICOM_CLIENT_SECRET_KEYVAULT_URI"] = config["clientSecret"]["keyVaultSecretUri"]
+        if "clientCertificate" in config:
+            pairs["DICOM_CLIENT_CERTIFICATE_KEYVAULT_URI"] = config["clientCertificate"]["keyVaultSecretUri"]
+            pairs["DICOM_CLIENT_CERTIFICATE_THUMBPRINT"] = config["clientCertificate"]["thumbprint"] or ""
+        if "federatedCredential" in config:
+            pairs["DICOM_FEDERATED_ISSUER"] = config["federatedCredential"].get("issuer", "")
+            pairs["DICOM_FEDERATED_SUBJECT"] = config["federatedCredential"].get("subject", "")
     return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in pairs.items())

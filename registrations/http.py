@@ -44,6 +44,26 @@ def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
     return _api().handle(req, _api().delete, "delete")
 
 
+@bp.route(route="registrations/{name}/credentials", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def rotate_credential(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().rotate, "rotate")
+
+
+@bp.route(route="registrations/{name}/credentials", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_credentials(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().credentials, "read")
+
+
+@bp.route(route="reports/expiring", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def expiring_report(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().handle(req, _api().expiring, "read")
+
+
+@bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def sweep_credentials(timer: func.TimerRequest) -> None:
+    _api().sweep()
+
+
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     return _api().health(req)

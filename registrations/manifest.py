@@ -6,6 +6,7 @@ provisioning state) lives on the application object as tags, so a GET never need
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOP
 
 TAG_MARK = "dicom-registration"
 PASSWORD_NAME = "dicom-registrations"  # displayName of the passwords this API adds
+CERT_NAME = "CN=dicom-registrations"  # displayName (subject) of the certificates it adds
 NOTES_HEADER = "Managed by the DICOM registrations API. Requested by "
 
 _PLATFORM_FIELD = {"web": "web", "spa": "spa", "mobile": "publicClient"}
@@ -43,10 +45,19 @@ def unique_name(prefix: str, name: str) -> str:
     return f"{prefix}-{name}"
 
 
-def secret_name(prefix: str, name: str) -> str:
-    """``{prefix}--{name}--secret``: maps to the configuration key ``{prefix}:{name}:secret`` in .NET and
-    Functions Key Vault references."""
-    return f"{prefix}--{name}--secret"
+def secret_name(prefix: str, name: str, kind: str = "secret") -> str:
+    """``{prefix}--{name}--secret`` (or ``--certificate``): maps to the configuration key
+    ``{prefix}:{name}:secret`` in .NET and Functions Key Vault references."""
+    return f"{prefix}--{name}--{kind}"
+
+
+def credential_fingerprint(credential: Any) -> str | None:
+    """What identifies a federated credential (issuer, subject, audience) is too long for a tag; its hash
+    is enough to tell a replay from a different request."""
+    if getattr(credential, "kind", None) != "federated":
+        return None
+    raw = "|".join((credential.issuer, credential.subject, credential.audience))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def platform_of(request: Any) -> str | None:
@@ -69,6 +80,11 @@ def tags_for(request: Any, caller: Caller, *, state: str, sp_id: str | None = No
         tags.append(f"dicom-credential:{credential.kind}")
         if getattr(credential, "lifetimeDays", None):
             tags.append(f"dicom-lifetime:{credential.lifetimeDays}")
+        if credential_fingerprint(credential):
+            tags.append(f"dicom-credhash:{credential_fingerprint(credential)}")
+    if getattr(request, "autoRotate", False):
+        tags.append("dicom-autorotate:true")
+    tags.extend(f"dicom-reader:{reader}" for reader in getattr(request, "secretReaders", []) or [])
     if sp_id:
         tags.append(f"dicom-sp:{sp_id}")
     return tags
@@ -81,6 +97,12 @@ def tag_values(app: dict) -> dict[str, str]:
         if sep and key.startswith("dicom-"):
             values[key[len("dicom-"):]] = value
     return values
+
+
+def tag_list(app: dict, key: str) -> list[str]:
+    """Values of a tag that may repeat (``dicom-reader:{id}``)."""
+    prefix = f"dicom-{key}:"
+    return [tag[len(prefix):] for tag in app.get("tags") or [] if tag.startswith(prefix)]
 
 
 def notes_for(request: Any, caller: Caller) -> str:
@@ -153,6 +175,9 @@ def requested_fields(request: Any, tenant_id: str) -> dict[str, Any]:
         "identifierUri": identifier_uri_for(request, tenant_id) if request.type == "resource" else None,
         "credential.kind": credential.kind if credential else None,
         "credential.lifetimeDays": getattr(credential, "lifetimeDays", None) if credential else None,
+        "credential.federation": credential_fingerprint(credential),
+        "autoRotate": bool(getattr(request, "autoRotate", False)),
+        "secretReaders": sorted(getattr(request, "secretReaders", []) or []),
         "notes": request.notes,
     }
 
@@ -173,6 +198,9 @@ def stored_fields(app: dict) -> dict[str, Any]:
         "identifierUri": (app.get("identifierUris") or [None])[0] if tags.get("type") == "resource" else None,
         "credential.kind": tags.get("credential"),
         "credential.lifetimeDays": int(lifetime) if lifetime else None,
+        "credential.federation": tags.get("credhash"),
+        "autoRotate": tags.get("autorotate") == "true",
+        "secretReaders": sorted(tag_list(app, "reader")),
         "notes": user_notes(app),
     }
 
@@ -183,4 +211,10 @@ def differing_fields(request: Any, app: dict, tenant_id: str) -> list[str]:
 
 
 def our_passwords(app: dict) -> list[dict]:
-    return [p for p in app.get("passwordCredentials") or [] if p.get("displayName") == PASSWORD_NAME]
+    """Passwords this API added (at create: ``dicom-registrations``; rotations add a suffix)."""
+    return [p for p in app.get("passwordCredentials") or []
+            if (p.get("displayName") or "").split(" ")[0] == PASSWORD_NAME]
+
+
+def our_certificates(app: dict) -> list[dict]:
+    return [k for k in app.get("keyCredentials") or [] if (k.get("displayName") or "").startswith(CERT_NAME)]

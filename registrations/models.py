@@ -39,7 +39,33 @@ class SecretCredential(_Strict):
     )
 
 
-Credential = Annotated[SecretCredential, Field(discriminator="kind")]
+class CertificateCredential(_Strict):
+    """A self-signed certificate made here: the public part goes to Entra, key and certificate (PEM) to Key
+    Vault. The client authenticates with a signed client assertion."""
+
+    kind: Literal["certificate"]
+    lifetimeDays: int | None = Field(default=None, ge=1, le=730)
+
+
+class FederatedCredential(_Strict):
+    """No secret at all: Entra trusts tokens that another issuer (Kubernetes, GitHub, a managed identity)
+    gives the workload, matched on issuer and subject."""
+
+    kind: Literal["federated"]
+    issuer: str = Field(max_length=600, pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$")
+    subject: str = Field(min_length=1, max_length=600)
+    audience: str = Field(default="api://AzureADTokenExchange", min_length=1, max_length=600)
+
+    @field_validator("subject", "audience")
+    @classmethod
+    def _printable_text(cls, value: str) -> str:
+        return _printable(value)
+
+
+ConfidentialCredential = Annotated[SecretCredential | CertificateCredential, Field(discriminator="kind")]
+ServiceCredential = Annotated[SecretCredential | CertificateCredential | FederatedCredential,
+                              Field(discriminator="kind")]
+PRINCIPAL_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class _RegistrationRequest(_Strict):
@@ -54,12 +80,28 @@ class _RegistrationRequest(_Strict):
         return value if value is None else _printable(value)
 
 
-class ConfidentialRequest(_RegistrationRequest):
+class _WithCredential(_RegistrationRequest):
+    autoRotate: bool = Field(default=False, description="Rotate the secret or certificate before it expires.")
+    secretReaders: list[Annotated[str, Field(pattern=PRINCIPAL_ID)]] = Field(
+        default_factory=list, max_length=10,
+        description="Object ids of principals that may read this one secret (Key Vault Secrets User on it).",
+    )
+
+    @model_validator(mode="after")
+    def _secretless_has_nothing_to_share(self) -> _WithCredential:
+        if self.credential.kind == "federated" and (self.autoRotate or self.secretReaders):
+            raise ValueError("a federated credential has no secret: autoRotate and secretReaders do not apply")
+        if len(set(self.secretReaders)) != len(self.secretReaders):
+            raise ValueError("secretReaders must be unique")
+        return self
+
+
+class ConfidentialRequest(_WithCredential):
     """A web app: authorization code flow with a client secret, web reply URLs, refresh tokens."""
 
     type: Literal["confidential"]
     redirectUris: list[str] = Field(min_length=1, max_length=20)
-    credential: Credential = Field(default_factory=SecretCredential)
+    credential: ConfidentialCredential = Field(default_factory=SecretCredential)
 
     @field_validator("redirectUris")
     @classmethod
@@ -88,12 +130,12 @@ class PublicRequest(_RegistrationRequest):
         return self
 
 
-class ServiceRequest(_RegistrationRequest):
+class ServiceRequest(_WithCredential):
     """A daemon (ingestion job, PACS router): client credentials straight at the token endpoint."""
 
     type: Literal["service"]
     access: Access
-    credential: Credential = Field(default_factory=SecretCredential)
+    credential: ServiceCredential = Field(default_factory=SecretCredential)
 
 
 class ResourceRequest(_RegistrationRequest):
@@ -112,12 +154,18 @@ RegistrationRequest = Annotated[
 
 
 class SecretReference(BaseModel):
-    """Where the secret lives. The value itself is only ever in Key Vault."""
+    """Where the secret or certificate lives (the value itself is only ever in Key Vault), or, for a
+    federated credential, what Entra trusts."""
 
-    keyVaultSecretUri: str
-    keyVaultSecretName: str
+    kind: Literal["secret", "certificate", "federated"] = "secret"
+    keyVaultSecretUri: str | None = None
+    keyVaultSecretName: str | None = None
     keyId: str | None = None
     endDateTime: str | None = None
+    thumbprint: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    audience: str | None = None
 
 
 class Registration(BaseModel):
@@ -134,6 +182,8 @@ class Registration(BaseModel):
     redirectUris: list[str] = []
     identifierUri: str | None = None
     credential: SecretReference | None = None
+    autoRotate: bool | None = None
+    secretReaders: list[str] = []
     requestedBy: str | None = None
     notes: str | None = None
     createdDateTime: str | None = None
@@ -155,3 +205,37 @@ class RemovedObject(BaseModel):
 class DeletionReport(BaseModel):
     name: str
     removed: list[RemovedObject]
+
+
+class CredentialState(BaseModel):
+    """One credential this API added to a registration. Never its value or hint."""
+
+    keyId: str
+    kind: Literal["secret", "certificate"]
+    state: Literal["active", "expiring", "superseded", "unreachable"]
+    startDateTime: str | None = None
+    endDateTime: str | None = None
+    supersededDateTime: str | None = None
+    removeAfter: str | None = Field(default=None, description="When the sweep removes a superseded credential.")
+    keyVaultSecretVersion: str | None = None
+
+
+class CredentialList(BaseModel):
+    name: str
+    credentials: list[CredentialState]
+
+
+class ExpiringCredential(BaseModel):
+    name: str
+    type: RegistrationType | None = None
+    kind: Literal["secret", "certificate"]
+    keyId: str
+    endDateTime: str | None = None
+    daysLeft: float
+    autoRotate: bool
+    requestedBy: str | None = None
+
+
+class ExpiringReport(BaseModel):
+    days: int
+    value: list[ExpiringCredential]

@@ -35,7 +35,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .models import NAME_PATTERN, DeletionReport, Registration, RegistrationList, RegistrationRequest
+from .models import (
+    NAME_PATTERN,
+    CredentialList,
+    DeletionReport,
+    ExpiringReport,
+    Registration,
+    RegistrationList,
+    RegistrationRequest,
+)
 from .problems import ALL_PROBLEMS, PROBLEM_BASE, PROBLEM_CONTENT_TYPE
 
 TITLE = "DICOM registrations"
@@ -215,6 +223,35 @@ OPERATIONS: dict[str, Operation] = {
         replies=(Reply(200, "What was removed.", DeletionReport, CORRELATION),),
         problems=(404,),
     ),
+    "rotate_credential": Operation(
+        "post", "/registrations/{name}/credentials", "RotateCredential", "Rotate the secret or certificate",
+        "Adds a new credential as a new version of the same Key Vault secret. The previous one keeps working "
+        "through the overlap period and is then removed by the daily sweep. Send an Idempotency-Key: a retried "
+        "rotation then rotates once.",
+        replies=(
+            Reply(201, "Rotated.", CredentialList, {"Location": "URL of the credentials.", **CORRELATION}),
+            Reply(200, "A replay under the same Idempotency-Key; nothing rotated.", CredentialList,
+                  {"Idempotent-Replayed": "true on a replay.", **CORRELATION}),
+        ),
+        problems=(404, 409, 422),
+        params=(Param("Idempotency-Key", "header", "Makes a retried rotation rotate once.", "Idempotency key",
+                      visibility="advanced", schema={"pattern": r"^[A-Za-z0-9._:-]{1,128}$"}),),
+    ),
+    "list_credentials": Operation(
+        "get", "/registrations/{name}/credentials", "ListCredentials", "List credentials",
+        "The registration's secrets or certificates with their state (active, expiring, superseded); never "
+        "a value.",
+        replies=(Reply(200, "The credentials.", CredentialList, CORRELATION),),
+        problems=(404,),
+    ),
+    "expiring_report": Operation(
+        "get", "/reports/expiring", "GetExpiringReport", "Credentials expiring soon",
+        "Current credentials that end within the given number of days, soonest first.",
+        replies=(Reply(200, "The report.", ExpiringReport, CORRELATION),),
+        problems=(422,),
+        params=(Param("days", "query", "The window, in days.", "Days", type="integer",
+                      schema={"minimum": 1, "maximum": 730, "default": 30}),),
+    ),
     "health": Operation(
         "get", "/health", "GetHealth", "Health", "Settings check; never calls Azure.",
         replies=(Reply(200, "Healthy.", HealthReport),), problems=(500,), anonymous=True,
@@ -245,6 +282,11 @@ FIELDS: dict[str, tuple[str, str | None]] = {
     "kind": ("Credential kind", "advanced"),
     "lifetimeDays": ("Secret lifetime (days)", "advanced"),
     "identifierUri": ("Identifier URI", "advanced"),
+    "autoRotate": ("Rotate automatically", "advanced"),
+    "secretReaders": ("Principals that may read the secret", "advanced"),
+    "issuer": ("Federated issuer", "advanced"),
+    "subject": ("Federated subject", "advanced"),
+    "audience": ("Federated audience", "advanced"),
     "notes": ("Notes", "advanced"),
     "appId": ("Application (client) ID", None),
     "objectId": ("Application object ID", None),

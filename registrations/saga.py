@@ -28,7 +28,7 @@ class StepFailed(Exception):
 
 
 class Saga:
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor | None = None) -> None:
         self._executor = executor
         self._undo: list[tuple[str, Callable[[], Any]]] = []
         self.completed: list[str] = []
@@ -44,11 +44,16 @@ class Saga:
     def run_parallel(self, *steps: tuple[str, Callable[[], Any], Callable[[Any], Any] | None]) -> list[Any]:
         """Run independent steps at once. All are waited for, so each success gets its undo recorded even
         when a sibling fails."""
+        assert self._executor is not None, "run_parallel needs an executor"
         futures = [(name, self._executor.submit(action), undo) for name, action, undo in steps]
         results, failure = [], None
         for name, future, undo in futures:
             try:
                 result = future.result()
+            except StepFailed as exc:  # a step inside a chain failed: report that step
+                failure = failure or exc
+                results.append(None)
+                continue
             except Exception as exc:
                 failure = failure or StepFailed(name, exc)
                 results.append(None)

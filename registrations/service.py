@@ -5,13 +5,14 @@ HTTP-free: it takes validated requests and a Caller, talks to Azure through the 
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from . import manifest as mf
@@ -19,6 +20,7 @@ from .adapters.errors import ConflictError, UpstreamError
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
+from .credentials import Credentials
 from .dicom import client_config
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
@@ -37,7 +39,6 @@ from .settings import ManagedTarget, OssTarget, Settings
 
 log = logging.getLogger("registrations.service")
 
-SECRET_CONTENT_TYPE = "text/plain; kind=client-secret"
 
 
 def _lag_404(exc: UpstreamError) -> bool:
@@ -56,10 +57,6 @@ def upstream_problem(exc: UpstreamError) -> UpstreamFailure | UpstreamUnavailabl
         f"{exc.service} {exc.operation} failed: {exc.status} {exc.code or ''}".strip(),
         upstream={"service": exc.service, "operation": exc.operation, "status": exc.status, "code": exc.code},
     )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class RegistrationService:
@@ -83,6 +80,7 @@ class RegistrationService:
         self._executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._first_party: dict[str, Resource] = {}
+        self.credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock, sleep=sleep)
 
     # ---------------------------------------------------------------------------------------- create
     def create(self, request: Any, caller: Caller) -> tuple[dict, bool]:
@@ -175,7 +173,8 @@ class RegistrationService:
                 saga, request, target, resource, app, fresh, deadline)
             chains = [("service principal", sp_chain, None)]
             if plan.has_secret:
-                chains.append(("client secret", lambda: self._client_secret(saga, request, app, fresh, deadline), None))
+                chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh, deadline),
+                               None))
             results = saga.run_parallel(*chains)
             sp, secret = results[0], (results[1] if plan.has_secret else None)
             tags = mf.tags_for(request, caller, state="ready", sp_id=sp["id"])
@@ -270,63 +269,6 @@ class RegistrationService:
                     return grant
         return self.graph.grant_delegated(sp_id, resource_sp_id, scope)
 
-    # ---------------------------------------------------------------------------------- client secret
-    def _client_secret(self, saga, request, app, fresh, deadline) -> dict:
-        name = mf.secret_name(self.settings.name_prefix, request.name)
-        if not fresh:
-            kept = self._existing_secret(app, name)
-            if kept:
-                return kept
-        lifetime = request.credential.lifetimeDays or self.settings.secret_lifetime_days
-        end = self._clock() + timedelta(days=lifetime)
-        password = saga.run("add password", lambda: self._mint_password(app, end, deadline),
-                            undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
-        tags = {"registration": request.name, "appId": app["appId"], "keyId": password["keyId"],
-                "managedBy": "dicom-registrations"}
-        # The secret text goes straight from Graph's answer into Key Vault and is then dropped.
-        secret_text = password.pop("secretText")
-        stored = saga.run(
-            "store secret in Key Vault",
-            lambda: self.vault.set_secret(name, secret_text, expires_on=end, content_type=SECRET_CONTENT_TYPE,
-                                          tags=tags),
-            undo=lambda _: self.vault.delete_secret(name, purge=True),
-        )
-        del secret_text
-        return {"keyVaultSecretUri": self.vault.secret_uri(name), "keyVaultSecretName": name,
-                "keyVaultSecretVersion": stored.version, "keyId": password["keyId"],
-                "endDateTime": password.get("endDateTime") or _iso(end)}
-
-    def _existing_secret(self, app: dict, name: str) -> dict | None:
-        """On a resumed create: keep the password if its value reached Key Vault; otherwise remove every
-        password this API added (their values are lost, so nobody could ever use them)."""
-        passwords = mf.our_passwords(app)
-        stored = self.vault.get_properties(name)
-        for password in passwords:
-            if stored and stored.tags.get("keyId") == password["keyId"] and stored.tags.get("appId") == app["appId"]:
-                return {"keyVaultSecretUri": self.vault.secret_uri(name), "keyVaultSecretName": name,
-                        "keyVaultSecretVersion": stored.version, "keyId": password["keyId"],
-                        "endDateTime": password.get("endDateTime")}
-        for password in passwords:
-            self.graph.remove_password(app["id"], password["keyId"])
-        return None
-
-    def _mint_password(self, app: dict, end: datetime, deadline: float) -> dict:
-        """addPassword is not idempotent, so the pipeline does not retry it. Here a transient failure is
-        retried only after removing any password the failed call may have added anyway."""
-        delay = 0.25
-        while True:
-            try:
-                return self.graph.add_password(app["id"], mf.PASSWORD_NAME, _iso(end))
-            except UpstreamError as exc:
-                if not (exc.transient or exc.status == 404) or time.monotonic() + delay > deadline:
-                    raise
-                if exc.status != 404:
-                    current = self.graph.get_application_by_id(app["id"])
-                    for password in mf.our_passwords(current or {}):
-                        self.graph.remove_password(app["id"], password["keyId"])
-            self._sleep(delay)
-            delay = min(delay * 2, 8.0)
-
     # ----------------------------------------------------------------------------------- resources
     def _resource_for(self, request: Any, target: ManagedTarget | OssTarget) -> Resource | None:
         """The DICOM resource's service principal, for grants and requiredResourceAccess."""
@@ -365,7 +307,15 @@ class RegistrationService:
     # ------------------------------------------------------------------------------------ reading
     def get(self, name: str, caller: Caller) -> dict:
         app = self._visible_app(name, caller)
-        return self._view(app)
+        secret = None
+        if mf.tag_values(app).get("credential") == "federated":
+            # What Entra trusts lives on the federated credential, not the app: one more read, GETs only.
+            wanted = f"{self.settings.name_prefix}-{name}"
+            for fic in self._call(lambda: self.graph.list_federated_credentials(app["id"])):
+                if fic.get("name") == wanted:
+                    secret = {"kind": "federated", "keyId": fic.get("id"), "issuer": fic.get("issuer"),
+                              "subject": fic.get("subject"), "audience": (fic.get("audiences") or [None])[0]}
+        return self._view(app, secret=secret)
 
     def _visible_app(self, name: str, caller: Caller) -> dict:
         app = self._call(lambda: self.graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
@@ -374,20 +324,20 @@ class RegistrationService:
             raise NotFound(f"no registration named {name!r}")
         return app
 
+    def _may_see(self, app: dict, caller: Caller) -> bool:
+        return self.may_see_requester(mf.tag_values(app).get("requester"), caller)
+
     @staticmethod
-    def _may_see(app: dict, caller: Caller) -> bool:
+    def may_see_requester(requester: str | None, caller: Caller) -> bool:
         if ADMIN in caller.roles or READ in caller.roles:
             return True
-        return mf.tag_values(app).get("requester") == caller.object_id
+        return requester == caller.object_id
 
     def list(self, caller: Caller, *, type: str | None = None, target: str | None = None) -> list[dict]:
-        def owned() -> list[dict]:
-            return list(self.graph.list_owned_applications(self._owner_id()))
-
         views = []
-        for app in self._call(owned):
+        for app in self.owned_registrations():
             tags = mf.tag_values(app)
-            if mf.TAG_MARK not in (app.get("tags") or []) or not self._may_see(app, caller):
+            if not self._may_see(app, caller):
                 continue
             if (type and tags.get("type") != type) or (target and tags.get("target") != target):
                 continue
@@ -397,18 +347,23 @@ class RegistrationService:
     def _view(self, app: dict, *, sp_id: str | None = None, secret: dict | None = None,
               with_config: bool = True) -> dict:
         tags = mf.tag_values(app)
-        prefix = self.settings.name_prefix + "-"
-        name = (app.get("uniqueName") or "")[len(prefix):] if (app.get("uniqueName") or "").startswith(prefix) \
-            else tags.get("name", "")
+        name = self.registration_name(app)
         fields = mf.stored_fields(app)
         reg_type = fields["type"]
-        if secret is None and PLANS[reg_type].has_secret:
-            passwords = mf.our_passwords(app)
-            secret_name = mf.secret_name(self.settings.name_prefix, name)
-            secret = {"keyVaultSecretUri": self.vault.secret_uri(secret_name), "keyVaultSecretName": secret_name}
-            if passwords:
-                newest = max(passwords, key=lambda p: p.get("endDateTime") or "")
+        kind = tags.get("credential")
+        if secret is None and kind in ("secret", "certificate"):
+            ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+            secret_name = mf.secret_name(self.settings.name_prefix, name, kind)
+            secret = {"kind": kind, "keyVaultSecretUri": self.vault.secret_uri(secret_name),
+                      "keyVaultSecretName": secret_name}
+            if ours:
+                newest = max(ours, key=lambda c: c.get("startDateTime") or "")
                 secret.update(keyId=newest["keyId"], endDateTime=newest.get("endDateTime"))
+                if kind == "certificate" and newest.get("customKeyIdentifier"):
+                    # Graph keeps the certificate's SHA-1 thumbprint, base64, as customKeyIdentifier.
+                    secret["thumbprint"] = base64.b64decode(newest["customKeyIdentifier"]).hex().upper()
+        elif secret is None and kind == "federated":
+            secret = {"kind": "federated"}
         required = app.get("requiredResourceAccess") or []
         view = {
             "name": name,
@@ -424,6 +379,8 @@ class RegistrationService:
             "redirectUris": fields["redirectUris"],
             "identifierUri": fields["identifierUri"],
             "credential": {k: v for k, v in (secret or {}).items() if k != "keyVaultSecretVersion"} or None,
+            "autoRotate": (tags.get("autorotate") == "true") if kind else None,
+            "secretReaders": mf.tag_list(app, "reader"),
             "requestedBy": tags.get("requester"),
             "notes": fields["notes"],
             "createdDateTime": app.get("createdDateTime"),
@@ -443,6 +400,39 @@ class RegistrationService:
             raise NotReady(f"registration {name!r} names a DICOM service that is no longer configured")
         return view["config"]
 
+    # -------------------------------------------------------------------------------- credentials
+    def rotate(self, name: str, caller: Caller, *, idempotency_key: str | None) -> tuple[dict, bool]:
+        unique = mf.unique_name(self.settings.name_prefix, name)
+        with self._locks[unique]:
+            app = self._visible_app(name, caller)
+            if mf.tag_values(app).get("state") != "ready":
+                raise Conflict(f"registration {name!r} is still being provisioned; retry the create first")
+            try:
+                credentials, rotated = self._call(
+                    lambda: self.credentials.rotate(app, name, idempotency_key=idempotency_key))
+            except StepFailed as failure:
+                if isinstance(failure.cause, UpstreamError):
+                    raise upstream_problem(failure.cause) from failure.cause
+                raise
+        return {"name": name, "credentials": credentials}, rotated
+
+    def list_credentials(self, name: str, caller: Caller) -> dict:
+        app = self._visible_app(name, caller)
+        return {"name": name, "credentials": self._call(lambda: self.credentials.describe(app, name))}
+
+    def owned_registrations(self) -> list[dict]:
+        """Every application this API made (what its identity owns and tagged)."""
+        return [app for app in self._call(lambda: list(self.graph.list_owned_applications(self._owner_id())))
+                if mf.TAG_MARK in (app.get("tags") or [])]
+
+    def map_concurrently(self, action: Callable[[Any], Any], items: list) -> list:
+        return list(self._executor.map(action, items))
+
+    def registration_name(self, app: dict) -> str:
+        prefix = self.settings.name_prefix + "-"
+        unique = app.get("uniqueName") or ""
+        return unique[len(prefix):] if unique.startswith(prefix) else unique
+
     # ----------------------------------------------------------------------------------- deleting
     def delete(self, name: str, caller: Caller) -> dict:
         unique = mf.unique_name(self.settings.name_prefix, name)
@@ -450,6 +440,11 @@ class RegistrationService:
             app = self._visible_app(name, caller)
             removed = self._call(lambda: self._teardown(name, app))
         return {"name": name, "removed": removed}
+
+    def remove_remains(self, name: str, app: dict) -> list[dict]:
+        """Tear down what an interrupted create left behind (the sweep's repair)."""
+        with self._locks[mf.unique_name(self.settings.name_prefix, name)]:
+            return self._teardown(name, app)
 
     def _teardown(self, name: str, app: dict) -> list[dict]:
         tags = mf.tag_values(app)
@@ -462,10 +457,17 @@ class RegistrationService:
                 jobs.append(lambda: self._remove_role_assignments(target.resourceId, sp_id))
             jobs.append(lambda: self._remove_app_role_assignments(sp_id))
             jobs.append(lambda: self._remove_grants(sp_id))
-        if PLANS[tags.get("type", "resource")].has_secret:
-            secret = mf.secret_name(self.settings.name_prefix, name)
-            jobs.append(lambda: [{"kind": "keyVaultSecret", "id": secret, "note": "soft-deleted, recoverable"}]
-                        if self.vault.delete_secret(secret) else [])
+        kind = tags.get("credential")
+        if kind in ("secret", "certificate"):
+            secret = mf.secret_name(self.settings.name_prefix, name, kind)
+
+            def remove_secret() -> list[dict]:
+                removed_here = self.credentials.revoke_readers(secret)
+                if self.vault.delete_secret(secret):
+                    removed_here.append({"kind": "keyVaultSecret", "id": secret, "note": "soft-deleted, recoverable"})
+                return removed_here
+
+            jobs.append(remove_secret)
         for found in self._executor.map(lambda job: job(), jobs):
             removed.extend(found)
         if sp_id and self.graph.delete_service_principal(sp_id):

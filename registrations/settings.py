@@ -77,6 +77,10 @@ class Settings:
     requester_access: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_registrations_per_requester: int = 50
     allowed_redirect_hosts: tuple[str, ...] = ()
+    # Credential lifecycle.
+    rotation_overlap_days: int = 7
+    expiry_warning_days: int = 30
+    rotate_before_days: int = 30
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -171,6 +175,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         requester_access={k: tuple(v) for k, v in requester_access.items()},
         max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),
         allowed_redirect_hosts=hosts,
+        rotation_overlap_days=_int(env, "ROTATION_OVERLAP_DAYS", 7, 0, 90),
+        expiry_warning_days=_int(env, "EXPIRY_WARNING_DAYS", 30, 1, 365),
+        rotate_before_days=_int(env, "ROTATE_BEFORE_DAYS", 30, 1, 365),
         raw=env,
     )
     if settings.secret_lifetime_days > settings.secret_max_lifetime_days:

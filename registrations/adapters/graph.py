@@ -26,8 +26,12 @@ class GraphClient:
         )
         return body
 
-    def get_application_by_id(self, object_id: str) -> dict | None:
-        _, body, _ = self._rest.call("getApplication", "GET", f"/v1.0/applications/{object_id}", ok_missing=True)
+    def get_application_by_id(self, object_id: str, *, select: str | None = None) -> dict | None:
+        """With ``select="keyCredentials"`` Graph includes the certificates' ``key`` values, which a PATCH of
+        keyCredentials must send back (it replaces the whole collection)."""
+        params = {"$select": select} if select else None
+        _, body, _ = self._rest.call("getApplication", "GET", f"/v1.0/applications/{object_id}", params=params,
+                                     ok_missing=True)
         return body
 
     def upsert_application(self, unique_name: str, manifest: dict) -> tuple[bool, dict | None]:
@@ -74,6 +78,17 @@ class GraphClient:
             )
         except NotFoundError:
             pass  # already gone: the app or the credential
+
+    def create_federated_credential(self, object_id: str, credential: dict) -> dict:
+        _, body, _ = self._rest.call(
+            "createFederatedIdentityCredential", "POST",
+            f"/v1.0/applications/{object_id}/federatedIdentityCredentials", body=credential,
+        )
+        return body
+
+    def list_federated_credentials(self, object_id: str) -> list[dict]:
+        return list(self._pages("listFederatedIdentityCredentials",
+                                f"/v1.0/applications/{object_id}/federatedIdentityCredentials"))
 
     # service principals ---------------------------------------------------------------------------
     def create_service_principal(self, app_id: str, tags: list[str]) -> dict:

@@ -26,19 +26,21 @@ class RbacClient:
         subscription = scope.split("/")[2]
         return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
 
-    def assign(self, scope: str, role_id: str, principal_id: str) -> str:
-        """Give a service principal a role at a scope; returns the assignment's id. Existing is success."""
+    def assign(self, scope: str, role_id: str, principal_id: str, *,
+               principal_type: str | None = "ServicePrincipal") -> str:
+        """Give a principal a role at a scope; returns the assignment's id. Existing is success."""
         name = assignment_name(scope, role_id, principal_id)
         path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
         body = {
             "properties": {
                 "roleDefinitionId": self._role_definition(scope, role_id),
                 "principalId": principal_id,
-                # Saying what the principal is lets ARM skip its directory look-up, which fails while a new
-                # service principal is still replicating.
-                "principalType": "ServicePrincipal",
             }
         }
+        if principal_type:
+            # Saying what the principal is lets ARM skip its directory look-up, which fails while a new
+            # service principal is still replicating.
+            body["properties"]["principalType"] = principal_type
         try:
             self._rest.call("createRoleAssignment", "PUT", quote(path), body=body,
                             params={"api-version": API_VERSION})
@@ -54,6 +56,14 @@ class RbacClient:
             params={"api-version": API_VERSION, "$filter": f"principalId eq '{principal_id}'"},
         )
         return list((body or {}).get("value", []))
+
+    def list_at_scope(self, scope: str) -> list[dict]:
+        """Assignments made exactly at this scope (not inherited from above)."""
+        path = quote(f"{scope}/providers/Microsoft.Authorization/roleAssignments")
+        _, body, _ = self._rest.call("listRoleAssignments", "GET", path,
+                                     params={"api-version": API_VERSION, "$filter": "atScope()"})
+        return [a for a in (body or {}).get("value", [])
+                if (a.get("properties") or {}).get("scope", "").lower() == scope.lower()]
 
     def delete(self, assignment_id: str) -> bool:
         status, _, _ = self._rest.call(

@@ -20,10 +20,13 @@ class StoredSecret:
     version: str
     expires_on: datetime | None
     tags: dict[str, str]
+    created_on: datetime | None = None
+    enabled: bool = True
 
 
 def _props(props: Any) -> StoredSecret:
-    return StoredSecret(props.id, props.name, props.version, props.expires_on, dict(props.tags or {}))
+    return StoredSecret(props.id, props.name, props.version, props.expires_on, dict(props.tags or {}),
+                        props.created_on, bool(props.enabled))
 
 
 def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
@@ -85,6 +88,33 @@ class VaultClient:
             return None
         except HttpResponseError as exc:
             raise _translate("getSecret", exc) from exc
+
+    def list_versions(self, name: str) -> list[StoredSecret]:
+        """Every version of a secret, oldest first (no values)."""
+        try:
+            versions = [_props(p) for p in self._client.list_properties_of_secret_versions(name)]
+        except ResourceNotFoundError:
+            return []
+        except HttpResponseError as exc:
+            raise _translate("listSecretVersions", exc) from exc
+        return sorted(versions, key=lambda v: (v.created_on is None, v.created_on or datetime.min))
+
+    def list_managed(self, marker: str) -> list[StoredSecret]:
+        """Secrets carrying the tag ``managedBy=marker`` (newest version's properties, no values)."""
+        try:
+            return [_props(p) for p in self._client.list_properties_of_secrets()
+                    if (p.tags or {}).get("managedBy") == marker]
+        except HttpResponseError as exc:
+            raise _translate("listSecrets", exc) from exc
+
+    def disable_version(self, name: str, version: str) -> None:
+        """A superseded value whose credential Entra no longer accepts: keep it for audit, never serve it."""
+        try:
+            self._client.update_secret_properties(name, version, enabled=False)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as exc:
+            raise _translate("updateSecret", exc) from exc
 
     def get_value(self, name: str) -> str:
         """The current value of a secret. Only for proving that it works: never log it, never return it.

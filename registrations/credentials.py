@@ -1,0 +1,327 @@
+"""Client credentials: made at create, rotated with overlap, described, retired, shared with named readers.
+
+Three kinds. A **secret** is minted by Entra (addPassword) and written straight to Key Vault. A
+**certificate** is made here; its public part goes to the app's keyCredentials and key + certificate (PEM)
+to Key Vault. A **federated** credential is secretless: Entra trusts another issuer's tokens for a subject.
+
+Rotation adds a new credential and a new version of the same Key Vault secret, so clients that read the
+secret by its unversioned URI pick the new value up; the previous credential keeps working for an overlap
+period and is then removed by the sweep. A credential's state follows from Entra (the credentials on the
+app) and Key Vault (which version holds which keyId), so nothing else needs to be stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from . import manifest as mf
+from .adapters.errors import UpstreamError
+from .adapters.graph import GraphClient
+from .adapters.rbac import RbacClient
+from .adapters.vault import StoredSecret, VaultClient
+from .certificates import make_certificate
+from .kinds import KEY_VAULT_SECRETS_USER
+from .problems import Conflict, Misconfigured
+from .saga import Saga, eventually
+from .settings import Settings
+
+MANAGED_BY = "dicom-registrations"
+CONTENT_TYPES = {"secret": "text/plain; kind=client-secret", "certificate": "application/x-pem-file"}
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _issued(version: StoredSecret) -> datetime:
+    issued = version.tags.get("issuedAt")
+    return datetime.fromisoformat(issued) if issued else (version.created_on or datetime.min.replace(tzinfo=timezone.utc))
+
+
+def _lag_404(exc: UpstreamError) -> bool:
+    return exc.status == 404
+
+
+def rotation_label(idempotency_key: str | None) -> str:
+    """The displayName suffix of a rotated credential: the hash of the caller's Idempotency-Key, so a replay
+    finds the credential its first attempt made; a random one without a key."""
+    token = hashlib.sha256(idempotency_key.encode()).hexdigest()[:12] if idempotency_key else uuid.uuid4().hex[:12]
+    return f"{mf.PASSWORD_NAME} {token}"
+
+
+class Credentials:
+    def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, rbac: RbacClient,
+                 clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.graph, self.vault, self.rbac = graph, vault, rbac
+        self._clock, self._sleep = clock, sleep
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(days=self.settings.rotation_overlap_days)
+
+    @property
+    def expiring_window(self) -> timedelta:
+        return timedelta(days=self.settings.expiry_warning_days)
+
+    def secret_name(self, name: str, kind: str) -> str:
+        return mf.secret_name(self.settings.name_prefix, name, kind)
+
+    def lifetime(self, app: dict) -> int:
+        lifetime = mf.tag_values(app).get("lifetime")
+        return int(lifetime) if lifetime else self.settings.secret_lifetime_days
+
+    # ------------------------------------------------------------------------------------- at create
+    def provision(self, saga: Saga, request: Any, app: dict, fresh: bool, deadline: float) -> dict:
+        credential = request.credential
+        if credential.kind == "federated":
+            return self._federated(saga, request, app, fresh, deadline)
+        name = self.secret_name(request.name, credential.kind)
+        days = credential.lifetimeDays or self.settings.secret_lifetime_days
+        kept = None if fresh else self._kept(app, name, credential.kind)
+        if kept is None:
+            add = self._add_password if credential.kind == "secret" else self._add_certificate
+            kept = add(saga, app, name, request.name, days, mf.PASSWORD_NAME, deadline)
+        self.grant_readers(saga, name, request.secretReaders, deadline)
+        return kept
+
+    def _kept(self, app: dict, name: str, kind: str) -> dict | None:
+        """Resuming a create: keep the credential if its value reached Key Vault; otherwise remove every one
+        this API added (their values are lost, so nobody could ever use them)."""
+        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        stored = self.vault.get_properties(name)
+        for cred in ours:
+            if stored and stored.tags.get("keyId") == cred["keyId"] and stored.tags.get("appId") == app["appId"]:
+                return self._reference(kind, name, cred["keyId"], cred.get("endDateTime"), stored)
+        self._remove(app, kind, {cred["keyId"] for cred in ours})
+        return None
+
+    def _reference(self, kind: str, name: str, key_id: str, end: str | None, stored: StoredSecret | None,
+                   thumbprint: str | None = None) -> dict:
+        reference = {"kind": kind, "keyVaultSecretUri": self.vault.secret_uri(name), "keyVaultSecretName": name,
+                     "keyId": key_id, "endDateTime": end}
+        if stored is not None:
+            reference["keyVaultSecretVersion"] = stored.version
+        thumbprint = thumbprint or (stored.tags.get("thumbprint") if stored else None)
+        if thumbprint:
+            reference["thumbprint"] = thumbprint
+        return reference
+
+    def _store(self, saga: Saga, app: dict, name: str, registration: str, kind: str, value: str, end: datetime,
+               key_id: str, label: str, extra_tags: dict[str, str] | None = None,
+               now: datetime | None = None) -> StoredSecret:
+        # issuedAt orders versions made within one second (Key Vault's created time has whole seconds).
+        tags = {"registration": registration, "appId": app["appId"], "keyId": key_id, "managedBy": MANAGED_BY,
+                "kind": kind, "label": label, "issuedAt": (now or self._clock()).isoformat(timespec="microseconds"),
+                **(extra_tags or {})}
+        return saga.run(
+            "store credential in Key Vault",
+            lambda: self.vault.set_secret(name, value, expires_on=end, content_type=CONTENT_TYPES[kind], tags=tags),
+            # A new version of an existing secret cannot be deleted alone: disable it instead.
+            undo=lambda stored: (self.vault.delete_secret(name, purge=True) if label == mf.PASSWORD_NAME
+                                 else self.vault.disable_version(name, stored.version)),
+        )
+
+    def _add_password(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
+                      deadline: float, now: datetime | None = None) -> dict:
+        end = (now or self._clock()) + timedelta(days=days)
+        password = saga.run("add password", lambda: self._mint_password(app, end, label, deadline),
+                            undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
+        # The secret text goes straight from Graph's answer into Key Vault and is then dropped.
+        secret_text = password.pop("secretText")
+        stored = self._store(saga, app, name, registration, "secret", secret_text, end, password["keyId"], label,
+                             now=now)
+        del secret_text
+        return self._reference("secret", name, password["keyId"], password.get("endDateTime") or iso(end), stored)
+
+    def _mint_password(self, app: dict, end: datetime, label: str, deadline: float) -> dict:
+        """addPassword is not idempotent, so the pipeline does not retry it. Here a transient failure is
+        retried only after removing any password the failed call may have added anyway."""
+        delay = 0.25
+        while True:
+            try:
+                return self.graph.add_password(app["id"], label, iso(end))
+            except UpstreamError as exc:
+                if not (exc.transient or exc.status == 404) or time.monotonic() + delay > deadline:
+                    raise
+                if exc.status != 404:
+                    current = self.graph.get_application_by_id(app["id"]) or {}
+                    for password in current.get("passwordCredentials") or []:
+                        if password.get("displayName") == label:
+                            self.graph.remove_password(app["id"], password["keyId"])
+            self._sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+    def _add_certificate(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
+                         deadline: float, now: datetime | None = None) -> dict:
+        cert = make_certificate(f"{mf.CERT_NAME.removeprefix('CN=')} {registration}", start=now or self._clock(),
+                                days=days)
+        key_id = str(uuid.uuid4())
+        key_credential = {
+            "keyId": key_id, "type": "AsymmetricX509Cert", "usage": "Verify", "key": cert.der_b64,
+            "displayName": f"{mf.CERT_NAME} {label.removeprefix(mf.PASSWORD_NAME).strip()}".strip(),
+            "startDateTime": iso(cert.start), "endDateTime": iso(cert.end),
+        }
+        saga.run("add certificate", lambda: eventually(
+            lambda: self._set_certificates(app, keep=lambda _: True, add=key_credential),
+            lagging=_lag_404, deadline=deadline, sleep=self._sleep),
+            undo=lambda _: self._set_certificates(app, keep=lambda c: c["keyId"] != key_id, add=None))
+        stored = self._store(saga, app, name, registration, "certificate", cert.pem, cert.end, key_id, label,
+                             {"thumbprint": cert.thumbprint}, now=now)
+        return self._reference("certificate", name, key_id, iso(cert.end), stored, cert.thumbprint)
+
+    def _set_certificates(self, app: dict, *, keep: Callable[[dict], bool], add: dict | None) -> None:
+        """keyCredentials can only be replaced as a whole, and only a read that selects them returns their
+        keys: read, filter, append, write back."""
+        current = self.graph.get_application_by_id(app["id"], select="keyCredentials") or {}
+        if current == {}:
+            raise UpstreamError("graph", "getApplication", 404, "Request_ResourceNotFound", "not visible yet")
+        wanted = [c for c in current.get("keyCredentials") or [] if keep(c)] + ([add] if add else [])
+        self.graph.update_application(app["id"], {"keyCredentials": wanted})
+
+    def _federated(self, saga: Saga, request: Any, app: dict, fresh: bool, deadline: float) -> dict:
+        credential = request.credential
+        body = {"name": f"{self.settings.name_prefix}-{request.name}", "issuer": credential.issuer,
+                "subject": credential.subject, "audiences": [credential.audience],
+                "description": "Made by the DICOM registrations API"}
+
+        def ensure() -> dict:
+            if not fresh:
+                for existing in self.graph.list_federated_credentials(app["id"]):
+                    if existing.get("name") == body["name"]:
+                        return existing
+            return self.graph.create_federated_credential(app["id"], body)
+
+        created = saga.run("add federated credential",
+                           lambda: eventually(ensure, lagging=_lag_404, deadline=deadline, sleep=self._sleep))
+        return {"kind": "federated", "keyId": created.get("id"), "issuer": credential.issuer,
+                "subject": credential.subject, "audience": credential.audience}
+
+    # ------------------------------------------------------------------------------------ readers
+    def reader_scope(self, secret_name: str) -> str:
+        if not self.settings.key_vault_resource_id:
+            raise Misconfigured("secretReaders needs KEY_VAULT_RESOURCE_ID (the ARM id of the vault)")
+        return f"{self.settings.key_vault_resource_id}/secrets/{secret_name}"
+
+    def grant_readers(self, saga: Saga, secret_name: str, readers: list[str], deadline: float) -> None:
+        """Key Vault Secrets User on this one secret, for each named principal."""
+        for reader in readers:
+            scope = self.reader_scope(secret_name)
+            saga.run(f"grant secret reader {reader}", lambda: eventually(
+                lambda: self.rbac.assign(scope, KEY_VAULT_SECRETS_USER, reader, principal_type=None),
+                lagging=lambda e: e.status in (400, 404) and e.code in ("PrincipalNotFound", None),
+                deadline=deadline, sleep=self._sleep),
+                undo=self.rbac.delete)
+
+    def revoke_readers(self, secret_name: str) -> list[dict]:
+        if not self.settings.key_vault_resource_id:
+            return []
+        removed = []
+        for assignment in self.rbac.list_at_scope(self.reader_scope(secret_name)):
+            if self.rbac.delete(assignment["id"]):
+                removed.append({"kind": "roleAssignment", "id": assignment["id"]})
+        return removed
+
+    # ----------------------------------------------------------------------------------- rotation
+    def rotate(self, app: dict, registration: str, *, idempotency_key: str | None,
+               now: datetime | None = None) -> tuple[list[dict], bool]:
+        """Add a new credential (a new Key Vault version); the previous one stays valid through the overlap.
+        Returns (credentials, rotated); a replay under the same Idempotency-Key rotates nothing."""
+        kind = mf.tag_values(app).get("credential")
+        if kind not in ("secret", "certificate"):
+            raise Conflict(f"registration {registration!r} has no secret or certificate to rotate"
+                           + (" (its federated credential is secretless)" if kind == "federated" else ""))
+        name = self.secret_name(registration, kind)
+        label = rotation_label(idempotency_key)
+        deadline = time.monotonic() + self.settings.provisioning_deadline_seconds
+        if idempotency_key and self._replayed(app, name, kind, label):
+            return self.describe(app, registration), False
+        saga = Saga()  # steps here run one after another
+        add = self._add_password if kind == "secret" else self._add_certificate
+        try:
+            add(saga, app, name, registration, self.lifetime(app), label, deadline, now=now)
+        except Exception:
+            saga.rollback()
+            raise
+        fresh = self.graph.get_application_by_id(app["id"]) or app
+        return self.describe(fresh, registration, now=now), True
+
+    def _replayed(self, app: dict, name: str, kind: str, label: str) -> bool:
+        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        matching = [c for c in ours if (c.get("displayName") or "").endswith(label.split(" ")[-1])]
+        if not matching:
+            return False
+        stored = {v.tags.get("keyId") for v in self.vault.list_versions(name)}
+        if any(c["keyId"] in stored for c in matching):
+            return True
+        # The first attempt added the credential but its value never reached Key Vault: unusable, remove it.
+        self._remove(app, kind, {c["keyId"] for c in matching})
+        return False
+
+    def _remove(self, app: dict, kind: str, key_ids: set[str]) -> None:
+        """Take credentials off the app: passwords one by one, certificates in one write of the rest."""
+        if not key_ids:
+            return
+        if kind == "secret":
+            for key_id in key_ids:
+                self.graph.remove_password(app["id"], key_id)
+        else:
+            self._set_certificates(app, keep=lambda c: c["keyId"] not in key_ids, add=None)
+
+    # ------------------------------------------------------------------------------------ states
+    def describe(self, app: dict, registration: str, *, now: datetime | None = None) -> list[dict]:
+        """Every credential this API added to the app, newest first, with its state: active, expiring,
+        superseded (still valid until removeAfter) or unreachable (its value is not in Key Vault)."""
+        kind = mf.tag_values(app).get("credential")
+        if kind not in ("secret", "certificate"):
+            return []
+        now = now or self._clock()
+        versions = [v for v in self.vault.list_versions(self.secret_name(registration, kind)) if v.enabled]
+        by_key = {v.tags.get("keyId"): v for v in versions}
+        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        live = sorted((by_key[c["keyId"]] for c in ours if c["keyId"] in by_key), key=_issued)
+        newest = live[-1] if live else None
+        described = []
+        for cred in ours:
+            end = parse_time(cred.get("endDateTime"))
+            entry = {"keyId": cred["keyId"], "kind": kind, "startDateTime": cred.get("startDateTime"),
+                     "endDateTime": cred.get("endDateTime")}
+            version = by_key.get(cred["keyId"])
+            if version is None:
+                entry["state"] = "unreachable"
+            elif version is newest:
+                entry["state"] = "expiring" if end and end - now <= self.expiring_window else "active"
+                entry["keyVaultSecretVersion"] = version.version
+            else:
+                superseded = _issued(live[live.index(version) + 1])
+                entry.update(state="superseded", supersededDateTime=iso(superseded),
+                             removeAfter=iso(superseded + self.overlap), keyVaultSecretVersion=version.version)
+            described.append(entry)
+        order = {"active": 0, "expiring": 0, "superseded": 1, "unreachable": 2}
+        return sorted(described, key=lambda e: (order[e["state"]], e.get("startDateTime") or ""), reverse=False)
+
+    def retire(self, app: dict, registration: str, *, now: datetime) -> list[dict]:
+        """Remove superseded credentials whose overlap has ended, and unreachable ones; disable their Key
+        Vault versions. Returns what was removed."""
+        kind = mf.tag_values(app).get("credential")
+        removed = []
+        done = [c for c in self.describe(app, registration, now=now)
+                if c["state"] == "unreachable" or (c["state"] == "superseded" and parse_time(c["removeAfter"]) <= now)]
+        self._remove(app, kind, {c["keyId"] for c in done})
+        name = self.secret_name(registration, kind)
+        for cred in done:
+            if cred.get("keyVaultSecretVersion"):
+                self.vault.disable_version(name, cred["keyVaultSecretVersion"])
+            removed.append({"registration": registration, "keyId": cred["keyId"], "state": cred["state"]})
+        return removed

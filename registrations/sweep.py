@@ -1,0 +1,104 @@
+"""The credential sweep: what the daily timer runs (and tests and the local host call directly).
+
+For every registration this API made: rotate the credentials of those that opted into auto-rotation when they
+come within ROTATE_BEFORE_DAYS of expiry; remove superseded credentials whose overlap has ended; report what
+expires soon. Then look for drift between Entra and Key Vault and repair only what is safe:
+
+| drift | repair |
+|---|---|
+| a registration still `provisioning` an hour after it was created (its create never answered 201) | tear it down |
+| a credential on an app whose value is not in Key Vault (nobody can use it) | remove it (retire) |
+| a Key Vault secret of this API whose application is gone | soft-delete it (recoverable) |
+| an app with a secret or certificate credential but no Key Vault secret | report only: rotating is the fix, and that is the owner's call |
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from . import manifest as mf
+from .credentials import MANAGED_BY, parse_time
+
+log = logging.getLogger("registrations.sweep")
+
+STALE_PROVISIONING = timedelta(hours=1)
+
+
+def expiring(service: Any, *, now: datetime, within: timedelta, apps: list[dict] | None = None) -> list[dict]:
+    """Current credentials (superseded ones are on their way out) ending within the window, soonest first."""
+    apps = [a for a in (apps if apps is not None else service.owned_registrations())
+            if mf.tag_values(a).get("credential") in ("secret", "certificate")]
+
+    def current(app: dict) -> list[dict]:
+        tags = mf.tag_values(app)
+        name = service.registration_name(app)
+        found = []
+        for cred in service.credentials.describe(app, name, now=now):
+            end = parse_time(cred.get("endDateTime"))
+            if cred["state"] in ("active", "expiring") and end and end - now <= within:
+                found.append({"name": name, "type": tags.get("type"), "kind": cred["kind"], "keyId": cred["keyId"],
+                              "endDateTime": cred["endDateTime"],
+                              "daysLeft": round((end - now).total_seconds() / 86400, 1),
+                              "autoRotate": tags.get("autorotate") == "true", "requestedBy": tags.get("requester")})
+        return found
+
+    found = [item for items in service.map_concurrently(current, apps) for item in items]
+    return sorted(found, key=lambda item: item["endDateTime"] or "")
+
+
+def run(service: Any, *, now: datetime | None = None) -> dict[str, list]:
+    """One sweep. `now` is injectable so tests can stand a week in the future without sleeping."""
+    now = now or datetime.now(timezone.utc)
+    credentials = service.credentials
+    rotate_before = timedelta(days=service.settings.rotate_before_days)
+    report: dict[str, list] = {"rotated": [], "removed": [], "expiring": [], "drift": [], "repaired": [],
+                               "errors": []}
+    apps = service.owned_registrations()
+    for app in apps:
+        name = service.registration_name(app)
+        tags = mf.tag_values(app)
+        try:
+            if tags.get("state") != "ready":
+                created = parse_time(app.get("createdDateTime"))
+                if created and now - created > STALE_PROVISIONING:
+                    service.remove_remains(name, app)
+                    report["repaired"].append({"kind": "staleProvisioning", "registration": name})
+                continue
+            if tags.get("credential") not in ("secret", "certificate"):
+                continue
+            states = credentials.describe(app, name, now=now)
+            if not states:
+                report["drift"].append({"kind": "missingSecret", "registration": name})
+                continue
+            active = [c for c in states if c["state"] in ("active", "expiring")]
+            end = parse_time(active[0]["endDateTime"]) if active else None
+            if tags.get("autorotate") == "true" and end and end - now <= rotate_before:
+                _, rotated = credentials.rotate(app, name, idempotency_key=f"sweep-{active[0]['keyId']}", now=now)
+                if rotated:
+                    report["rotated"].append({"registration": name, "replaced": active[0]["keyId"]})
+                app = service.graph.get_application_by_id(app["id"]) or app
+            for removed in credentials.retire(app, name, now=now):
+                kind = "removed" if removed["state"] == "superseded" else "repaired"
+                report[kind].append(removed if kind == "removed" else {"kind": "unreachableCredential", **removed})
+        except Exception as exc:  # one broken registration must not stop the sweep
+            log.warning("sweep of %s failed: %s", name, type(exc).__name__, exc_info=True)
+            report["errors"].append({"registration": name, "error": type(exc).__name__})
+    changed = report["rotated"] or report["removed"] or report["repaired"]
+    current = service.owned_registrations() if changed else apps
+    report["expiring"] = expiring(service, now=now, within=credentials.expiring_window, apps=current)
+    _orphaned_secrets(service, current, report, now=now)
+    log.info("credential sweep: %s", {key: len(value) for key, value in report.items()})
+    return report
+
+
+def _orphaned_secrets(service: Any, apps: list[dict], report: dict[str, list], *, now: datetime) -> None:
+    app_ids = {app["appId"] for app in apps}
+    for secret in service.vault.list_managed(MANAGED_BY):
+        # A young secret may belong to a create that is running right now: leave it to a later sweep.
+        young = secret.created_on is None or now - secret.created_on < STALE_PROVISIONING
+        if secret.tags.get("appId") not in app_ids and not young:
+            service.vault.delete_secret(secret.name)
+            report["repaired"].append({"kind": "orphanedSecret", "secret": secret.name,
+                                       "note": "soft-deleted, recoverable"})
