@@ -57,6 +57,15 @@ def emit(results: list[Result]) -> int:
     return 1 if any(r.ok is False for r in results) else 0
 
 
+def standalone(doc: str | None, add_arguments: Callable[[Any], None], run: Callable[[Any], list[Result]]) -> int:
+    """`python -m bench.X`: parse that benchmark's options, run it, print its lines."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return emit(run(parser.parse_args()))
+
+
 def percentile(samples: list[float], share: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")

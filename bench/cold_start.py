@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from bench._harness import PY, ROOT, HostProcess, Result, admin_token, emit, local_tenant, median
+from bench._harness import PY, ROOT, HostProcess, Result, admin_token, local_tenant, median, standalone
 
 GOAL = 1.3
 
@@ -62,6 +62,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    sys.exit(emit(run(parser.parse_args())))
+    sys.exit(standalone(__doc__, add_arguments, run))

@@ -22,10 +22,10 @@ from bench._harness import (
     Result,
     admin_token,
     api_client,
-    emit,
     local_tenant,
     median,
     sequential_depth,
+    standalone,
 )
 
 GOAL = 1.15
@@ -86,6 +86,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    sys.exit(emit(run(parser.parse_args())))
+    sys.exit(standalone(__doc__, add_arguments, run))

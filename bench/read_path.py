@@ -25,11 +25,11 @@ from bench._harness import (
     Result,
     admin_token,
     api_client,
-    emit,
     local_tenant,
     median,
     percentile,
     run_threads,
+    standalone,
 )
 
 NAMES = [f"rp-{i}" for i in range(8)]
@@ -119,6 +119,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    sys.exit(emit(run(parser.parse_args())))
+    sys.exit(standalone(__doc__, add_arguments, run))

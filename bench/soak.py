@@ -19,7 +19,8 @@ import threading
 import time
 from collections import Counter
 
-from bench._harness import BODIES, CallLog, HostProcess, Result, admin_token, api_client, audit, emit, local_tenant
+from bench._harness import (BODIES, CallLog, HostProcess, Result, admin_token, api_client, audit, local_tenant,
+                            standalone)
 
 GOAL_MB_PER_MIN = 1.0
 SAMPLE_SECONDS = 2.0
@@ -142,6 +143,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    sys.exit(emit(run(parser.parse_args())))
+    sys.exit(standalone(__doc__, add_arguments, run))

@@ -22,10 +22,10 @@ from bench._harness import (
     admin_token,
     api_client,
     audit,
-    emit,
     local_tenant,
     median,
     run_threads,
+    standalone,
 )
 
 GOAL = 0.9
@@ -103,6 +103,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    sys.exit(emit(run(parser.parse_args())))
+    sys.exit(standalone(__doc__, add_arguments, run))
