@@ -9,7 +9,7 @@ import base64
 import logging
 import threading
 import time
-from collections import defaultdict
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -78,7 +78,9 @@ class RegistrationService:
         self._clock = clock
         self._sleep = sleep
         self._executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        # One lock per registration name, alive only while someone holds or waits for it.
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+        self._locks_guard = threading.Lock()
         self._first_party: dict[str, Resource] = {}
         self.credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock, sleep=sleep)
 
@@ -91,7 +93,7 @@ class RegistrationService:
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         deadline = time.monotonic() + self.settings.provisioning_deadline_seconds
         # One create per name at a time in this process: concurrent replays wait and then see the result.
-        with self._locks[unique]:
+        with self._name_lock(unique):
             existing_future = self._executor.submit(self.graph.get_application, unique)
             own_future = None if ADMIN in caller.roles else self._executor.submit(self._count_own, caller)
             resource = self._call(lambda: self._resource_for(request, target))
@@ -103,6 +105,15 @@ class RegistrationService:
             else:
                 check_requester(self.settings, request, caller, lambda: self._call(own_future.result))
             return self._provision(request, caller, target, resource, unique, existing, deadline), True
+
+    def _name_lock(self, unique: str) -> threading.Lock:
+        """Serialises creates, rotations and deletes of one name in this process, so concurrent replays
+        wait for the first and then see its result. Other instances converge through the idempotent steps."""
+        with self._locks_guard:
+            lock = self._locks.get(unique)
+            if lock is None:
+                lock = self._locks[unique] = threading.Lock()
+            return lock
 
     def _count_own(self, caller: Caller) -> int:
         mark = f"dicom-requester:{caller.object_id}"
@@ -403,7 +414,7 @@ class RegistrationService:
     # -------------------------------------------------------------------------------- credentials
     def rotate(self, name: str, caller: Caller, *, idempotency_key: str | None) -> tuple[dict, bool]:
         unique = mf.unique_name(self.settings.name_prefix, name)
-        with self._locks[unique]:
+        with self._name_lock(unique):
             app = self._visible_app(name, caller)
             if mf.tag_values(app).get("state") != "ready":
                 raise Conflict(f"registration {name!r} is still being provisioned; retry the create first")
@@ -436,15 +447,26 @@ class RegistrationService:
     # ----------------------------------------------------------------------------------- deleting
     def delete(self, name: str, caller: Caller) -> dict:
         unique = mf.unique_name(self.settings.name_prefix, name)
-        with self._locks[unique]:
+        with self._name_lock(unique):
             app = self._visible_app(name, caller)
+            if mf.tag_values(app).get("type") == "resource":
+                self._refuse_if_in_use(name, app)
             removed = self._call(lambda: self._teardown(name, app))
         return {"name": name, "removed": removed}
 
     def remove_remains(self, name: str, app: dict) -> list[dict]:
         """Tear down what an interrupted create left behind (the sweep's repair)."""
-        with self._locks[mf.unique_name(self.settings.name_prefix, name)]:
+        with self._name_lock(mf.unique_name(self.settings.name_prefix, name)):
             return self._teardown(name, app)
+
+    def _refuse_if_in_use(self, name: str, app: dict) -> None:
+        """Deleting a resource registration would break every client that calls it: say which ones."""
+        users = sorted(self.registration_name(other) for other in self.owned_registrations()
+                       if any(access.get("resourceAppId") == app["appId"]
+                              for access in other.get("requiredResourceAccess") or []))
+        if users:
+            raise Conflict(f"resource registration {name!r} is used by {', '.join(users)}; delete those first",
+                           dependents=users)
 
     def _teardown(self, name: str, app: dict) -> list[dict]:
         tags = mf.tag_values(app)

@@ -95,3 +95,16 @@ def test_recreate_after_delete_reuses_the_soft_deleted_secret_name(api, tenant):
     assert again["state"] == "ready"
     value = secret_client(tenant).get_secret(again["credential"]["keyVaultSecretName"])
     assert value.properties.tags["appId"] == again["appId"]
+
+
+def test_a_resource_registration_in_use_cannot_be_deleted(api):
+    resource = api.post("/registrations", json={"type": "resource", "name": "dicom-oss-api",
+                                                "displayName": "DICOM OSS API", "dicomService": "oss"})
+    assert resource.status_code in (200, 201), resource.text
+    create(api, {"type": "service", "name": "oss-dependent", "displayName": "Dependent", "dicomService": "oss",
+                 "access": "reader"})
+    refused = api.delete("/registrations/dicom-oss-api")
+    assert refused.status_code == 409
+    assert "oss-dependent" in refused.json()["dependents"]
+    assert api.delete("/registrations/oss-dependent").status_code == 200
+    assert api.get("/registrations/dicom-oss-api").status_code == 200

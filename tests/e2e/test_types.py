@@ -57,8 +57,11 @@ def test_service_client_on_managed_dicom_gets_a_token_and_an_azure_role(api, ten
 
 
 def test_resource_then_service_client_on_open_source_dicom_gets_app_role(api, tenant):
-    resource = create(api, {"type": "resource", "name": "dicom-oss-api", "displayName": "DICOM OSS API",
-                            "dicomService": "oss"})
+    # The open-source target's resource registration; other tests may have made it already (a replay).
+    made = api.post("/registrations", json={"type": "resource", "name": "dicom-oss-api",
+                                            "displayName": "DICOM OSS API", "dicomService": "oss"})
+    assert made.status_code in (200, 201), made.text
+    resource = made.json()
     server = resource["config"]["dicomServerSettings"]
     assert server["DicomServer__Security__Authentication__Audience"] == resource["appId"]
     assert server["DicomServer__Security__Authentication__Authority"] == f"{tenant.authority}/v2.0"
