@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import unquote
 
 import azure.functions as func
 from starlette.applications import Starlette
@@ -35,6 +37,7 @@ from devhost._routing import Match, RouteTable, compile_template
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOST_JSON = PROJECT_ROOT / "host.json"
 DEFAULT_ROUTE_PREFIX = "api"
+MAX_HEADER_BYTES = 32 * 1024  # Kestrel's MaxRequestHeadersTotalSize, which the Functions host keeps
 
 log = logging.getLogger("devhost")
 access_log = logging.getLogger("devhost.access")
@@ -83,12 +86,14 @@ def build_app(
     table.add(compile_template("admin", "functions/{name}"), frozenset({"POST"}), ("admin", invoking))
 
     async def dispatch(request: Request) -> Response:
-        match = table.match(request.method, request.scope["path"])
+        if sum(len(k) + len(v) for k, v in request.scope["headers"]) > MAX_HEADER_BYTES:
+            return problem(431, "Request Header Fields Too Large", f"The limit is {MAX_HEADER_BYTES} bytes.")
+        match = table.match(request.method, routing_path(request.scope))
         if match.method_not_allowed:
             allow = ", ".join(sorted(match.allowed_methods))
             return problem(405, "Method Not Allowed", Allow=allow)
         if match.target is None:
-            return problem(404, "Not Found")
+            return problem(404, "Not Found", "No function serves this path.")
         level, handler = match.target
         if not host_keys.permits(level, presented_key(request)):
             return problem(401, "Unauthorized", "A valid key is required.")
@@ -99,12 +104,23 @@ def build_app(
 
     # An ASGI callable rather than a function endpoint: Starlette then accepts every method and leaves the
     # 405 decision (and its problem+json body) to the table above.
-    app = Starlette(routes=[Route("/{path:path}", _AsgiEndpoint(dispatch))])
+    endpoint = _AsgiEndpoint(dispatch)
+    app = Starlette(routes=[Route("/{path:path}", endpoint)])
+    app.router.default = endpoint  # a path Starlette's own pattern cannot match (a decoded %0A) comes here too
     app.add_middleware(_AccessLog)
     app.state.keys = host_keys
     app.state.route_prefix = prefix
     app.state.functions = functions
     return app
+
+
+def routing_path(scope: Scope) -> str:
+    """The path as Kestrel routes it: percent-decoded except %2F, which stays inside its segment, so
+    `registrations/a%2Fconfig` is the name `a%2Fconfig`, never the route `registrations/{name}/config`."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return scope["path"]
+    return unquote(re.sub(r"%2[Ff]", "%252F", raw.decode("latin-1")), errors="replace")
 
 
 async def _serve_http(

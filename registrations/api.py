@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -40,6 +41,8 @@ MAX_PAGE = 100
 _REQUEST = TypeAdapter(RegistrationRequest)
 _NAME = re.compile(NAME_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# A caller's correlation id is echoed in a response header and written to logs, so only a plain one is kept.
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 # What each operation needs. Registrations.Request callers also only ever see their own registrations.
 ROLES_FOR = {
@@ -66,14 +69,16 @@ def problem_response(problem: Problem, instance: str | None = None) -> func.Http
 def handle(req: func.HttpRequest, operation: Callable[[func.HttpRequest, Caller], func.HttpResponse],
            needs: str) -> func.HttpResponse:
     """The one place where errors become problem+json."""
-    correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") \
-        or str(uuid.uuid4())
+    correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") or ""
+    if not _CORRELATION_ID.match(correlation):
+        correlation = str(uuid.uuid4())
     instance = urlsplit(req.url).path
     caller: Caller | None = None
     try:
         runtime = wiring.runtime()
         caller = runtime.authenticator.caller(req.headers)
         _require(caller, needs)
+        _known_query(req, QUERY.get(operation, ()))
         response = operation(req, caller)
     except Problem as problem:
         _audit(req, needs, problem.status, correlation, caller)
@@ -104,7 +109,18 @@ def _audit(req: func.HttpRequest, needs: str, status: int, correlation: str, cal
     }))
 
 
+def _known_query(req: func.HttpRequest, allowed: tuple[str, ...]) -> None:
+    """A parameter the operation does not read is refused, not ignored: a caller who misspells a filter
+    must not get every registration. `code` is the function key, which the platform accepts in the query."""
+    unknown = set(req.params) - set(allowed) - {"code"}
+    if unknown:
+        raise ValidationProblem(f"unknown query parameters: {', '.join(sorted(unknown))}",
+                                errors=[{"loc": ["query", p], "msg": "unknown"} for p in sorted(unknown)])
+
+
 def _body(req: func.HttpRequest) -> Any:
+    """JSON as RFC 8259 defines it for interchange: UTF-8, unique keys, no NaN or Infinity. A repeated key
+    is refused because parsers disagree on which copy wins (the first, the last, an error)."""
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
@@ -112,9 +128,27 @@ def _body(req: func.HttpRequest) -> Any:
     if content_type and content_type != "application/json":
         raise MalformedRequest("send the body as application/json")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"the body is not UTF-8 (invalid byte at offset {exc.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise MalformedRequest("the body nests too deeply to be read") from None
+    except ValueError:
         raise MalformedRequest("the body is not valid JSON") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        repeated = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise MalformedRequest(f"the body has the duplicate key {repeated[:60]!r}; send each key once")
+    return body
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedRequest(f"the body contains {name}, which is not JSON; send a number or null")
 
 
 def _validation_problem(exc: ValidationError) -> ValidationProblem:
@@ -183,10 +217,6 @@ def verification(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
 
 def list_(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
     params = req.params
-    unknown = set(params) - {"type", "dicomService", "top", "after", "code"}
-    if unknown:
-        raise ValidationProblem(f"unknown query parameters: {', '.join(sorted(unknown))}",
-                                errors=[{"loc": ["query", p], "msg": "unknown"} for p in sorted(unknown)])
     kind = params.get("type")
     if kind not in (None, "confidential", "public", "service", "resource"):
         raise ValidationProblem("type must be confidential, public, service or resource",
@@ -257,6 +287,14 @@ def sweep() -> dict:
 
 def delete(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
     return json_response(wiring.runtime().service.delete(_name(req), caller))
+
+
+# The query parameters each operation reads (as the OpenAPI table declares them); handle() refuses others.
+QUERY: dict[Callable[..., func.HttpResponse], tuple[str, ...]] = {
+    list_: ("type", "dicomService", "top", "after"),
+    config: ("format",),
+    expiring: ("days",),
+}
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,9 +18,15 @@ Access = Literal["reader", "writer", "admin"]
 RegistrationType = Literal["confidential", "public", "service", "resource"]
 
 
+# Unicode categories refused in free text: controls (Cc), format characters (Cf: every bidi override and
+# isolate, zero-width space and joiners, marks, BOM), lone surrogates (Cs, which JSON's \ud800 escape
+# can carry and UTF-8 cannot), private use (Co) and the line and paragraph separators (Zl, Zp).
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
 def _printable(value: str) -> str:
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029\u202e\u200b\ufeff" for c in value):
-        raise ValueError("must not contain control, bidi-override or zero-width characters")
+    if any(unicodedata.category(c) in _INVISIBLE for c in value):
+        raise ValueError("must not contain control, bidi, zero-width, surrogate or private-use characters")
     if value != value.strip():
         raise ValueError("must not start or end with white space")
     return value

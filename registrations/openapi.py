@@ -145,8 +145,9 @@ class Operation:
 CORRELATION = {"x-correlation-id": "Correlation id of this call (from x-correlation-id or "
                                    "x-ms-client-tracking-id when the caller sent one)."}
 
-# Problems every authenticated call can answer; an operation adds its own.
-_AUTHENTICATED = (401, 403, 500, 502, 503)
+# Problems every authenticated call can answer (422: a query parameter the operation does not declare);
+# an operation adds its own.
+_AUTHENTICATED = (401, 403, 422, 500, 502, 503)
 
 # Path parameters by name: a new route that uses {name} gets the same parameter.
 PATH_PARAMS = {
@@ -219,9 +220,10 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "delete_registration": Operation(
         "delete", "/registrations/{name}", "DeleteRegistration", "Delete a registration",
-        "Removes the app, its service principal, grants and role assignments, and soft-deletes its secret.",
+        "Removes the app, its service principal, grants and role assignments, and soft-deletes its secret. "
+        "A resource registration that clients still use is refused with 409: delete those clients first.",
         replies=(Reply(200, "What was removed.", DeletionReport, CORRELATION),),
-        problems=(404,),
+        problems=(404, 409),
     ),
     "rotate_credential": Operation(
         "post", "/registrations/{name}/credentials", "RotateCredential", "Rotate the secret or certificate",
