@@ -3,6 +3,8 @@ each gets a 4xx problem+json whose detail says what is wrong, and nothing is cre
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.hostile import CASES, judge, send
@@ -38,3 +40,26 @@ def test_the_table_covers_every_kind_of_hostile_input():
                  "uppercase", "leading-hyphen", "trailing-hyphen", "null-byte", "crlf", "header-64KB",
                  "unknown-query", "dot-dot", "encoded-slash"):
         assert kind in ids, kind
+
+
+def test_every_operation_reads_exactly_the_query_parameters_the_document_declares():
+    """The API refuses any query parameter it does not read; the document must declare every one it does."""
+    from pathlib import Path
+
+    from registrations import api, http
+    from registrations.openapi import OPERATIONS
+
+    wired = dict(re.findall(r"def (\w+)\(req: func.HttpRequest\) -> func.HttpResponse:\n"
+                            r"    return _api\(\)\.handle\(req, _api\(\)\.(\w+),", Path(http.__file__).read_text()))
+    assert len(wired) >= 9, wired
+    for function, operation in wired.items():
+        declared = {p.name for p in OPERATIONS[function].params if p.location == "query"}
+        assert set(api.QUERY.get(getattr(api, operation), ())) == declared, function
+
+
+def test_only_a_plain_correlation_id_is_echoed(api):
+    plain = api.get("/registrations", headers={"x-correlation-id": "run-42.step:7"})
+    assert plain.headers["x-correlation-id"] == "run-42.step:7"
+    odd = api.get("/registrations", headers={"x-correlation-id": "<script>alert(1)</script>" + "x" * 300})
+    assert odd.status_code == 200
+    assert re.fullmatch(r"[0-9a-f-]{36}", odd.headers["x-correlation-id"]), odd.headers["x-correlation-id"]
