@@ -48,11 +48,18 @@ class Stats:
             self._calls.clear()
 
 
+WHEN = ("before", "after")
+FAILURE_KEYS = {"operation", "nth", "status", "times", "when"}
+
+
 @dataclass
 class InjectedFault(Exception):
-    """Raised before a handler runs; each service renders it in its own error shape."""
+    """An injected error; each service renders it in its own error shape. Raised before the handler runs
+    (`when` "before": nothing was done), or returned by `Faults.check` for the wrapper to answer after the
+    handler has run and its work is committed (`when` "after": the answer was lost on the way back)."""
     status: int
     retry_after: int | None = None
+    when: str = "before"
 
 
 class _Bucket:
@@ -87,9 +94,14 @@ class Faults:
         for f in config.get("failures") or []:
             if not {"operation", "nth", "status"} <= set(f) or int(f["nth"]) < 1:
                 raise ValueError("a failure needs operation, nth (>= 1) and status")
+            if set(f) - FAILURE_KEYS:
+                raise ValueError(f"unknown failure settings: {sorted(set(f) - FAILURE_KEYS)}")
+            when = f.get("when") or "before"
+            if when not in WHEN:
+                raise ValueError(f"a failure's when must be one of {WHEN}")
             failures.append({"operation": f["operation"], "nth": int(f["nth"]), "status": int(f["status"]),
                              "times": None if f.get("times", 1) is None else int(f.get("times", 1)),
-                             "seen": 0})
+                             "when": when, "seen": 0})
         throttle = config.get("throttle")
         with self._lock:
             self._config = {
@@ -120,8 +132,10 @@ class Faults:
         c = self._config
         return (c["latencyMs"] + c["latencyMsByService"].get(service, 0)) / 1000.0
 
-    def check(self, service: str, operation: str) -> None:
-        """Raises InjectedFault when this call is throttled or is a call the `failures` list names."""
+    def check(self, service: str, operation: str) -> InjectedFault | None:
+        """Raises InjectedFault when this call is throttled or is a call a `"when": "before"` failure names;
+        returns the fault for a call an `"after"` failure names (the caller runs the handler, then answers
+        the fault); None otherwise. As before, the first entry that fires ends the look."""
         with self._lock:
             bucket = self._buckets.get(service)
             if bucket is not None:
@@ -134,4 +148,8 @@ class Faults:
                 f["seen"] += 1
                 last = None if f["times"] is None else f["nth"] + f["times"] - 1
                 if f["seen"] >= f["nth"] and (last is None or f["seen"] <= last):
-                    raise InjectedFault(f["status"], 1 if f["status"] in (429, 503) else None)
+                    fault = InjectedFault(f["status"], 1 if f["status"] in (429, 503) else None, f["when"])
+                    if fault.when == "before":
+                        raise fault
+                    return fault
+        return None

@@ -75,14 +75,19 @@ def operation(core: "TenantCore", spec: ServiceSpec, path: str, methods: list[st
         if delay:
             await asyncio.sleep(delay)  # sleeps on the loop, so concurrent calls overlap as in Azure
         req = Req(request, await request.body(), core)
+        lost: InjectedFault | None = None
         try:
-            core.faults.check(spec.name, name)
+            lost = core.faults.check(spec.name, name)
             with core.store.lock:
-                return handler(req)
+                answer = handler(req)
         except InjectedFault as fault:
             return spec.render(spec.fault(fault), req)
         except spec.error_type as err:
-            return spec.render(err, req)
+            answer = spec.render(err, req)
+        if lost is not None:
+            # "when": "after": the work above is committed; only its answer is replaced, whatever it was.
+            return spec.render(spec.fault(lost), req)
+        return answer
 
     return Route(path, endpoint, methods=methods, name=name)
 

@@ -130,7 +130,11 @@ class ApplicationsBackend(Directory):
             raise Conflict("FederatedIdentityCredential with name " + fic["name"] + " already exists.",
                            status=409)
         if any(f["issuer"] == fic["issuer"] and f["subject"] == fic["subject"] for f in app["_fics"]):
-            raise BadRequest("FederatedIdentityCredential with the same issuer and subject already exists.")
+            raise BadRequest("The combination of issuer and subject must be unique for the application. Issuer "
+                             f"{fic['issuer']} and Subject: {fic['subject']} already exist. paramName: "
+                             f"FederatedIdentityCredential.Subject, paramValue: {fic['subject']}, objectType: "
+                             "Microsoft.Online.DirectoryServices.Application",
+                             code="InvalidFederatedIdentityCredentialValue")
         app["_fics"].append(fic)
         self.save(APPS, app)
         return {**models.public(fic), "_appObjectId": app["id"]}

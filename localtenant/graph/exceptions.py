@@ -1,7 +1,9 @@
 """Graph errors and their one serializer.
 
 Shape from the Graph "Microsoft Graph error responses and resource types" page:
-{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}.
+{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}, plus
+`details: [{"code", "message", "target"}]` (the publicError resource) where Graph refines a generic code, e.g.
+NoBackingApplicationObject under Request_BadRequest.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ class GraphError(Exception):
     code = "Request_BadRequest"
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, details: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status or self.status
         self.code = code or self.code
         self.headers = headers or {}
+        self.details = details or []
 
 
 class BadRequest(GraphError):
@@ -56,6 +59,18 @@ class UnsupportedQuery(GraphError):
     code = "Request_UnsupportedQuery"
 
 
+def no_backing_application(app_id: str) -> GraphError:
+    """POST /servicePrincipals for an appId whose application this replica has not seen (yet)."""
+    message = f"The appId '{app_id}' of the service principal does not reference a valid application object."
+    return BadRequest(message, details=[{"code": "NoBackingApplicationObject", "message": message,
+                                         "target": "appId"}])
+
+
+def not_a_valid_reference() -> GraphError:
+    """POST appRoleAssignedTo naming a principal this replica has not seen (yet)."""
+    return BadRequest("Not a valid reference update.")
+
+
 def from_fault(fault: InjectedFault) -> GraphError:
     if fault.status == 429:
         # Graph throttling: 429 TooManyRequests with Retry-After in seconds.
@@ -72,5 +87,7 @@ def render(err: GraphError, req) -> JSONResponse:
              "request-id": req.request_id,
              "client-request-id": req.headers.get("client-request-id") or req.request_id}
     headers = {"request-id": req.request_id, "client-request-id": inner["client-request-id"], **err.headers}
-    return JSONResponse({"error": {"code": err.code, "message": err.message, "innerError": inner}},
-                        status_code=err.status, headers=headers)
+    error = {"code": err.code, "message": err.message, "innerError": inner}
+    if err.details:
+        error["details"] = err.details
+    return JSONResponse({"error": error}, status_code=err.status, headers=headers)

@@ -6,7 +6,7 @@ from typing import Any
 from . import models
 from .applications import ApplicationsBackend
 from .directory import APPS, ASSIGN, ASSIGNMENTS, GRANT, GRANTS, SPS, USERS, Caller
-from .exceptions import BadRequest, Conflict, NotFound
+from .exceptions import BadRequest, Conflict, NotFound, no_backing_application, not_a_valid_reference
 
 NO_ROLE = "00000000-0000-0000-0000-000000000000"  # the default access role of appRoleAssignment
 
@@ -31,9 +31,8 @@ class GraphBackend(ApplicationsBackend):
                             "accountEnabled"}, {"appId"}, "ServicePrincipal")
         app = self.app_by_app_id(body["appId"])
         if app is None:
-            # Graph's answer while a new application is still replicating (NoBackingApplicationObject).
-            raise BadRequest(f"The appId '{body['appId']}' of the service principal does not reference a valid "
-                             "application object.")
+            # Graph's answer while a new application is still replicating (docs/local-tenant.md, "Fidelity").
+            raise no_backing_application(body["appId"])
         caller.require_write(app)
         if self.find(SPS, "appId", body["appId"], any_visibility=True):
             raise Conflict("The service principal cannot be created, updated, or restored because the service "
@@ -71,7 +70,8 @@ class GraphBackend(ApplicationsBackend):
             raise BadRequest("Resource id in the request body does not match the service principal.")
         principal = self.principal(body["principalId"])
         if principal is None:
-            raise NotFound(body["principalId"])
+            # Graph answers 400, not 404, for a principal it has not seen (yet): docs "Fidelity".
+            raise not_a_valid_reference()
         role_id = body.get("appRoleId") or NO_ROLE
         if role_id != NO_ROLE and role_id not in {r["id"] for r in resource["appRoles"]}:
             raise BadRequest("Permission being assigned was not found on application", code="Request_BadRequest")
