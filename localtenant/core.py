@@ -17,7 +17,7 @@ from .graph.directory import APPS, ASSIGNMENTS, GRANTS, SPS, USERS
 from .graph.principals import GraphBackend
 from .keyvault.backend import TABLE as SECRETS, KeyVaultBackend
 from .oauth.keys import SigningKeys
-from .runtime import Clock, Faults, Stats
+from .runtime import Clock, Faults, Issued, Stats
 from .store import Store
 
 META = "meta"
@@ -38,13 +38,13 @@ class AttrDict(dict):
 class TenantCore:
     def __init__(self, state_path=None) -> None:
         self.store = Store(state_path)
-        self.clock, self.faults, self.stats = Clock(), Faults(), Stats()
+        self.clock, self.faults, self.stats, self.issued = Clock(), Faults(), Stats(), Issued()
         self.tenant_id = seeding.TENANT_ID
         self.signing_keys = SigningKeys(self.store, "signingKeys")
         self.external_keys = SigningKeys(self.store, "externalKeys")
-        self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id)
+        self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id, self.issued)
         self.arm = ArmBackend(self.graph, seeding.SUBSCRIPTION_ID)
-        self.keyvault = KeyVaultBackend(self.store, self.clock)
+        self.keyvault = KeyVaultBackend(self.store, self.clock, self.issued)
         self.authority_host = self.graph_endpoint = self.vault_url = self.arm_endpoint = ""
         self.identity_endpoint = ""
         with self.store.lock:
@@ -77,7 +77,7 @@ class TenantCore:
         self.vault_url = f"https://127.0.0.1:{vault}"
         self.arm_endpoint = f"https://127.0.0.1:{arm}"
         self.identity_endpoint = f"http://127.0.0.1:{identity}/msi/token"
-        self.issuer = TokenIssuer(self.signing_keys, self.clock, self.tenant_id, self.authority_host)
+        self.issuer = TokenIssuer(self.signing_keys, self.clock, self.tenant_id, self.authority_host, self.issued)
         self.grants = Grants(self, ClientAuthenticator(self.graph, self.external_keys, self.authority_host),
                              self.issuer)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,26 @@ class Stats:
 
 WHEN = ("before", "after")
 FAILURE_KEYS = {"operation", "nth", "status", "times", "when"}
+
+
+class Issued:
+    """Every secret value the tenant was given or handed out since it started — Key Vault secret values,
+    addPassword secretTexts, access tokens — for tests that look for leaks (tests/e2e/test_zz_no_secret_leaks).
+    In memory only, never in state dumps or over HTTP; kept across `reset()`; the newest `limit` of each kind."""
+
+    KINDS = ("secretValues", "passwords", "accessTokens")
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, deque[str]] = {kind: deque(maxlen=limit) for kind in self.KINDS}
+
+    def add(self, kind: str, value: str) -> None:
+        with self._lock:
+            self._seen[kind].append(value)
+
+    def snapshot(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {kind: list(values) for kind, values in self._seen.items()}
 
 
 @dataclass

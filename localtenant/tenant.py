@@ -118,6 +118,11 @@ class LocalTenant:
     def stats(self) -> dict[str, Any]:
         return self._core.stats.snapshot()
 
+    def issued(self) -> dict[str, list[str]]:
+        """Secret values set in Key Vault, addPassword secretTexts and access tokens, since start (not reset):
+        for leak checks. Python API only."""
+        return self._core.issued.snapshot()
+
     def reset(self) -> None:
         """Back to the seed: state, faults, stats and clock."""
         self._core.reset()

@@ -31,6 +31,7 @@ from .saga import Saga, eventually
 from .settings import Settings
 
 MANAGED_BY = "dicom-registrations"
+UNREACHABLE_GRACE = timedelta(hours=1)
 CONTENT_TYPES = {"secret": "text/plain; kind=client-secret", "certificate": "application/x-pem-file"}
 
 
@@ -42,6 +43,18 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _with(app: dict, kind: str, made: dict, label: str, now: datetime) -> dict:
+    """The app as Graph will show it once the credential just added has replicated (a read right after the
+    write may not show it yet)."""
+    field = "passwordCredentials" if kind == "secret" else "keyCredentials"
+    if any(c.get("keyId") == made["keyId"] for c in app.get(field) or []):
+        return app
+    display = label if kind == "secret" else f"{mf.CERT_NAME} {label.removeprefix(mf.PASSWORD_NAME).strip()}"
+    added = {"keyId": made["keyId"], "displayName": display, "startDateTime": iso(now),
+             "endDateTime": made.get("endDateTime")}
+    return dict(app, **{field: [*(app.get(field) or []), added]})
 
 
 def _issued(version: StoredSecret) -> datetime:
@@ -125,21 +138,31 @@ class Credentials:
         tags = {"registration": registration, "appId": app["appId"], "keyId": key_id, "managedBy": MANAGED_BY,
                 "kind": kind, "label": label, "issuedAt": (now or self._clock()).isoformat(timespec="microseconds"),
                 **(extra_tags or {})}
-        return saga.run(
+        stored, _ = saga.run(
             "store credential in Key Vault",
             lambda: self.vault.set_secret(name, value, expires_on=end, content_type=CONTENT_TYPES[kind], tags=tags),
-            # A new version of an existing secret cannot be deleted alone: disable it instead.
-            undo=lambda stored: (self.vault.delete_secret(name, purge=True) if label == mf.PASSWORD_NAME
-                                 else self.vault.disable_version(name, stored.version)),
+            undo=lambda result: self._unstore(name, label, *result),
         )
+        return stored
+
+    def _unstore(self, name: str, label: str, stored: StoredSecret, recovered: bool) -> None:
+        """Undo a write to Key Vault. A rotation's new version cannot be deleted alone: disable it. A create's
+        secret is deleted, and purged when it had no history (nothing is left); a recovered one keeps its
+        history, soft-deleted."""
+        if label != mf.PASSWORD_NAME:
+            self.vault.disable_version(name, stored.version)
+        else:
+            self.vault.delete_secret(name, purge=not recovered)
 
     def _add_password(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
                       deadline: float, now: datetime | None = None) -> dict:
         end = (now or self._clock()) + timedelta(days=days)
         password = saga.run("add password", lambda: self._mint_password(app, end, label, deadline),
                             undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
-        # The secret text goes straight from Graph's answer into Key Vault and is then dropped.
+        # The secret text goes straight from Graph's answer into Key Vault and is then dropped. Key Vault's
+        # expiry is the end Entra gave the password (a tenant's lifetime policy may have shortened it).
         secret_text = password.pop("secretText")
+        end = parse_time(password.get("endDateTime")) or end
         stored = self._store(saga, app, name, registration, "secret", secret_text, end, password["keyId"], label,
                              now=now)
         del secret_text
@@ -153,14 +176,15 @@ class Credentials:
             try:
                 return self.graph.add_password(app["id"], label, iso(end))
             except UpstreamError as exc:
-                if not (exc.transient or exc.status == 404) or time.monotonic() + delay > deadline:
+                wait = exc.retry_after or delay
+                if not (exc.transient or exc.status == 404) or time.monotonic() + wait > deadline:
                     raise
-                if exc.status != 404:
+                if exc.transient and not exc.not_done:  # 404 (lag) and 429 (throttled) made nothing
                     current = self.graph.get_application_by_id(app["id"]) or {}
                     for password in current.get("passwordCredentials") or []:
                         if password.get("displayName") == label:
                             self.graph.remove_password(app["id"], password["keyId"])
-            self._sleep(delay)
+            self._sleep(wait)
             delay = min(delay * 2, 8.0)
 
     def _add_certificate(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
@@ -250,12 +274,12 @@ class Credentials:
         saga = Saga()  # steps here run one after another
         add = self._add_password if kind == "secret" else self._add_certificate
         try:
-            add(saga, app, name, registration, self.lifetime(app), label, deadline, now=now)
+            made = add(saga, app, name, registration, self.lifetime(app), label, deadline, now=now)
         except Exception:
             saga.rollback()
             raise
         fresh = self.graph.get_application_by_id(app["id"]) or app
-        return self.describe(fresh, registration, now=now), True
+        return self.describe(_with(fresh, kind, made, label, now or self._clock()), registration, now=now), True
 
     def _replayed(self, app: dict, name: str, kind: str, label: str) -> bool:
         ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
@@ -317,7 +341,11 @@ class Credentials:
         kind = mf.tag_values(app).get("credential")
         removed = []
         done = [c for c in self.describe(app, registration, now=now)
-                if c["state"] == "unreachable" or (c["state"] == "superseded" and parse_time(c["removeAfter"]) <= now)]
+                if (c["state"] == "superseded" and parse_time(c["removeAfter"]) <= now)
+                # An unreachable credential may be one a create or rotation is storing right now: only old
+                # ones are certainly abandoned.
+                or (c["state"] == "unreachable"
+                    and (parse_time(c.get("startDateTime")) or now) < now - UNREACHABLE_GRACE)]
         self._remove(app, kind, {c["keyId"] for c in done})
         name = self.secret_name(registration, kind)
         for cred in done:

@@ -74,7 +74,7 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
     elif kind == "federated":
         config["federatedCredential"] = {
             k: credential.get(k) for k in ("issuer", "subject", "audience") if credential.get(k)}
-    config["msal"] = _msal(plan.flow, reg["appId"], authority, scopes, kind)
+    config["msal"] = _msal(plan.flow, reg["appId"], authority, scopes, kind, credential.get("thumbprint"))
     return config
 
 
@@ -86,7 +86,8 @@ _MSAL_CREDENTIAL = {
 }
 
 
-def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], kind: str | None) -> dict[str, Any]:
+def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], kind: str | None,
+          thumbprint: str | None = None) -> dict[str, Any]:
     confidential = flow != "authorization_code_pkce"
     msal: dict[str, Any] = {
         "application": "ConfidentialClientApplication" if confidential else "PublicClientApplication",
@@ -95,7 +96,8 @@ def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], k
         "acquire": "acquire_token_for_client" if flow == "client_credentials" else "initiate_auth_code_flow",
     }
     if kind:
-        msal["clientCredential"] = _MSAL_CREDENTIAL[kind]
+        msal["clientCredential"] = dict(_MSAL_CREDENTIAL[kind], thumbprint=thumbprint) if kind == "certificate" \
+            else _MSAL_CREDENTIAL[kind]
         msal["clientCredentialFromKeyVault"] = kind != "federated"
     return msal
 

@@ -7,10 +7,10 @@ provisioning state) lives on the application object as tags, so a GET never need
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, resource_manifest
+from .kinds import resource_manifest
 
 TAG_MARK = "dicom-registration"
 PASSWORD_NAME = "dicom-registrations"  # displayName of the passwords this API adds
@@ -30,15 +30,14 @@ class Caller:
     app_id: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resource:
-    """The DICOM resource a client is granted access to: its service principal and what it defines."""
+    """The DICOM resource a client is granted access to, and the one scope or app role it gets."""
 
     app_id: str
     sp_id: str
-    scope: tuple[str, str] | None = None  # the delegated scope clients ask for: (value, id)
-    role_ids: dict[str, str] = field(default_factory=dict)  # app role value -> id
-    identifier_uri: str | None = None
+    scope: tuple[str, str] | None = None  # a delegated scope: (value, id)
+    role: tuple[str, str] | None = None  # an app role: (value, id)
 
 
 def unique_name(prefix: str, name: str) -> str:
@@ -143,23 +142,16 @@ def build_manifest(request: Any, caller: Caller, *, tenant_id: str, unique: str,
         manifest["isFallbackPublicClient"] = True
     if request.type == "resource":
         manifest.update(resource_manifest(unique, identifier_uri_for(request, tenant_id)))
-    if resource is not None and (request.type != "service" or resource.role_ids):
-        manifest["requiredResourceAccess"] = [required_access(request, resource)]
+    if resource is not None:
+        manifest["requiredResourceAccess"] = [required_access(resource)]
     return manifest
 
 
-def delegated_scope(target_kind: str) -> str:
-    return MANAGED_DELEGATED_SCOPE if target_kind == "managed" else OSS_DELEGATED_SCOPE
-
-
-def required_access(request: Any, resource: Resource) -> dict:
+def required_access(resource: Resource) -> dict:
     """The API permission the client declares: an app role (service clients of the open-source server) or
     the delegated scope. Managed service clients get an Azure role instead and declare nothing."""
-    if request.type == "service":
-        access = [{"id": resource.role_ids[OSS_ACCESS_ROLES[request.access]], "type": "Role"}]
-    else:
-        access = [{"id": resource.scope[1], "type": "Scope"}]
-    return {"resourceAppId": resource.app_id, "resourceAccess": access}
+    grant = {"id": resource.role[1], "type": "Role"} if resource.role else {"id": resource.scope[1], "type": "Scope"}
+    return {"resourceAppId": resource.app_id, "resourceAccess": [grant]}
 
 
 def requested_fields(request: Any, tenant_id: str) -> dict[str, Any]:

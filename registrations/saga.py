@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+from . import deadline
 from .adapters.errors import UpstreamError
 
 log = logging.getLogger("registrations.saga")
@@ -32,6 +33,8 @@ class Saga:
         self._executor = executor
         self._undo: list[tuple[str, Callable[[], Any]]] = []
         self.completed: list[str] = []
+        self.undone: list[str] = []  # steps whose undo ran
+        self.failed_undo: list[str] = []  # steps whose undo failed: left for the sweep
 
     def run(self, step: str, action: Callable[[], T], undo: Callable[[T], Any] | None = None) -> T:
         try:
@@ -45,7 +48,7 @@ class Saga:
         """Run independent steps at once. All are waited for, so each success gets its undo recorded even
         when a sibling fails."""
         assert self._executor is not None, "run_parallel needs an executor"
-        futures = [(name, self._executor.submit(action), undo) for name, action, undo in steps]
+        futures = [(name, deadline.submit(self._executor, action), undo) for name, action, undo in steps]
         results, failure = [], None
         for name, future, undo in futures:
             try:
@@ -71,15 +74,51 @@ class Saga:
 
     def rollback(self) -> list[str]:
         """Undo completed steps in reverse. Returns the steps whose undo failed (left for the sweep)."""
-        failed = []
         for step, undo in reversed(self._undo):
             try:
                 undo()
             except Exception:  # keep undoing the rest; report what is left
                 log.warning("undo of step %s failed", step, exc_info=True)
-                failed.append(step)
+                self.failed_undo.append(step)
+            else:
+                self.undone.append(step)
         self._undo.clear()
-        return failed
+        return self.failed_undo
+
+
+def ensure(
+    create: Callable[[], T],
+    find: Callable[[], T | None],
+    *,
+    lagging: Callable[[UpstreamError], bool],
+    deadline: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Create an object with a call that is not idempotent (a POST the pipeline does not retry).
+
+    A transient failure may have been answered after Graph committed the write (a gateway lost the answer),
+    so before trying again look for the object; a conflict means it exists; replication lag is waited out.
+    """
+    delay = 0.25
+    while True:
+        try:
+            return create()
+        except UpstreamError as exc:
+            wait = exc.retry_after
+            if exc.not_done:
+                pass  # throttled: nothing was made, just wait
+            elif exc.transient or exc.status == 409:
+                found = find()
+                if found is not None:
+                    return found
+                if exc.status == 409:
+                    raise
+            elif not lagging(exc):
+                raise
+            if time.monotonic() + (wait or delay) > deadline:
+                raise
+        sleep(wait or delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 8.0)
 
 
 def eventually(

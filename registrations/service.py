@@ -10,45 +10,37 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 from . import manifest as mf
-from .adapters.errors import ConflictError, UpstreamError
+from .adapters.errors import UpstreamError
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
 from .credentials import Credentials
 from .dicom import client_config
-from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
-from .manifest import Caller, Resource
+from .kinds import PLANS
+from .manifest import Caller
 from .problems import (
     Conflict,
     NotFound,
     NotReady,
-    ProvisioningFailed,
     UpstreamFailure,
     UpstreamUnavailable,
     ValidationProblem,
 )
 from .policy import ADMIN, READ, check_request, check_requester
-from .saga import Saga, StepFailed, eventually
+from .deadline import budget, map_concurrently, submit
+from .provision import Provisioner
+from .saga import StepFailed
 from .settings import ManagedTarget, OssTarget, Settings
 
 log = logging.getLogger("registrations.service")
 
-
-
-def _lag_404(exc: UpstreamError) -> bool:
-    return exc.status == 404
-
-
-def _lag_new_principal(exc: UpstreamError) -> bool:
-    """Graph or ARM has not seen a principal or app this request just created."""
-    return exc.status == 404 or (exc.status == 400 and exc.code in (
-        "Request_BadRequest", "Request_ResourceNotFound", "PrincipalNotFound"))
 
 
 def upstream_problem(exc: UpstreamError) -> UpstreamFailure | UpstreamUnavailable:
@@ -81,8 +73,9 @@ class RegistrationService:
         # One lock per registration name, alive only while someone holds or waits for it.
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
-        self._first_party: dict[str, Resource] = {}
         self.credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock, sleep=sleep)
+        self.provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=self.credentials,
+                                       executor=self._executor, teardown=self._teardown, sleep=sleep)
 
     # ---------------------------------------------------------------------------------------- create
     def create(self, request: Any, caller: Caller) -> tuple[dict, bool]:
@@ -91,20 +84,21 @@ class RegistrationService:
         target = self._target_for(request)
         check_request(self.settings, request)
         unique = mf.unique_name(self.settings.name_prefix, request.name)
-        deadline = time.monotonic() + self.settings.provisioning_deadline_seconds
         # One create per name at a time in this process: concurrent replays wait and then see the result.
-        with self._name_lock(unique):
-            existing_future = self._executor.submit(self.graph.get_application, unique)
-            own_future = None if ADMIN in caller.roles else self._executor.submit(self._count_own, caller)
-            resource = self._call(lambda: self._resource_for(request, target))
+        with budget(self.settings.provisioning_deadline_seconds) as deadline, self._name_lock(unique):
+            existing_future = submit(self._executor, self.graph.get_application, unique)
+            own_future = None if ADMIN in caller.roles else submit(self._executor, self._count_own, caller)
+            resource = self._call(lambda: self.provisioner.resource_for(request, target))
             existing = self._call(existing_future.result)
             if existing is not None:
                 self._check_replay(request, existing, caller)
                 if mf.tag_values(existing).get("state") == "ready":
                     return self._view(existing), False
+                self.provisioner.check_lease(existing)
             else:
                 check_requester(self.settings, request, caller, lambda: self._call(own_future.result))
-            return self._provision(request, caller, target, resource, unique, existing, deadline), True
+            app, sp, credential = self.provisioner.run(request, caller, target, resource, unique, existing, deadline)
+        return self._view(app, sp_id=sp["id"], secret=credential), True
 
     def _name_lock(self, unique: str) -> threading.Lock:
         """Serialises creates, rotations and deletes of one name in this process, so concurrent replays
@@ -114,6 +108,13 @@ class RegistrationService:
             if lock is None:
                 lock = self._locks[unique] = threading.Lock()
             return lock
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Work on one registration with the same lock and time budget a request has (the sweep)."""
+        with budget(self.settings.provisioning_deadline_seconds), \
+                self._name_lock(mf.unique_name(self.settings.name_prefix, name)):
+            yield
 
     def _count_own(self, caller: Caller) -> int:
         mark = f"dicom-requester:{caller.object_id}"
@@ -157,163 +158,6 @@ class RegistrationService:
                 "use another name or delete it first",
                 differingFields=differing,
             )
-
-    def _provision(self, request, caller, target, resource, unique, existing, deadline) -> dict:
-        plan = PLANS[request.type]
-        saga = Saga(self._executor)
-        fresh = existing is None
-        try:
-            if fresh:
-                manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
-                                             resource=resource)
-                created, app = saga.run(
-                    "create application",
-                    lambda: self.graph.upsert_application(unique, manifest),
-                    undo=lambda result: result[0] and self.graph.delete_application(result[1]["id"]),
-                )
-                if not created:  # another instance created it between our read and our write
-                    app = eventually(lambda: self._must_get(unique), lagging=_lag_404, deadline=deadline,
-                                     sleep=self._sleep)
-                    fresh = False
-            else:
-                app = existing
-                # Finishing an earlier, interrupted attempt: if this one fails too, remove the remains.
-                saga.run("adopt application", lambda: app, undo=lambda a: self._teardown(request.name, a))
-
-            sp_chain = lambda: self._service_principal_and_grant(  # noqa: E731
-                saga, request, target, resource, app, fresh, deadline)
-            chains = [("service principal", sp_chain, None)]
-            if plan.has_secret:
-                chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh, deadline),
-                               None))
-            results = saga.run_parallel(*chains)
-            sp, secret = results[0], (results[1] if plan.has_secret else None)
-            tags = mf.tags_for(request, caller, state="ready", sp_id=sp["id"])
-            saga.run("mark ready", lambda: eventually(
-                lambda: self.graph.update_application(app["id"], {"tags": tags}),
-                lagging=_lag_404, deadline=deadline, sleep=self._sleep))
-        except StepFailed as failure:
-            left = saga.rollback()
-            raise self._failure(failure, saga, left) from failure.cause
-        app = dict(app, tags=tags)
-        return self._view(app, sp_id=sp["id"], secret=secret)
-
-    def _failure(self, failure: StepFailed, saga: Saga, left: list[str]) -> ProvisioningFailed:
-        cause = failure.cause
-        upstream = None
-        if isinstance(cause, UpstreamError):
-            upstream = {"service": cause.service, "operation": cause.operation, "status": cause.status,
-                        "code": cause.code}
-        log.warning("provisioning failed at step %s (%s); undone: %s; left: %s", failure.step,
-                    upstream or type(cause).__name__, saga.completed, left)
-        detail = f"step '{failure.step}' failed"
-        if upstream:
-            detail += f" ({upstream['service']} {upstream['operation']}: {upstream['status']} {upstream['code']})"
-        detail += "; every completed step was undone" if not left else f"; could not undo {', '.join(left)}"
-        problem = ProvisioningFailed(detail, failedStep=failure.step, undoneSteps=saga.completed, upstream=upstream)
-        if isinstance(cause, UpstreamError) and cause.status in (429, 503):
-            problem.status = 503
-            problem.headers["Retry-After"] = "10"
-        return problem
-
-    def _must_get(self, unique: str) -> dict:
-        app = self.graph.get_application(unique)
-        if app is None:
-            raise UpstreamError("graph", "getApplication", 404, "Request_ResourceNotFound", "not visible yet")
-        return app
-
-    # ----------------------------------------------------------------- service principal and grants
-    def _service_principal_and_grant(self, saga, request, target, resource, app, fresh, deadline) -> dict:
-        sp_tags = [mf.TAG_MARK] + ([f"dicom-resource:{request.name}"] if request.type == "resource" else [])
-
-        def create_sp() -> dict:
-            if not fresh:
-                found = self.graph.get_service_principal(app["appId"])
-                if found:
-                    return found
-            try:
-                return self.graph.create_service_principal(app["appId"], sp_tags)
-            except ConflictError:  # an earlier attempt's create went through after all
-                return self._must_sp(app["appId"])
-
-        sp = saga.run("create service principal",
-                      lambda: eventually(create_sp, lagging=_lag_new_principal, deadline=deadline, sleep=self._sleep),
-                      undo=lambda created: self.graph.delete_service_principal(created["id"]))
-        grant = PLANS[request.type].grant_for(target.kind)
-        if grant == "azure-role":
-            role = MANAGED_ACCESS_ROLES[request.access]
-            saga.run("assign Azure role", lambda: eventually(
-                lambda: self.rbac.assign(target.resourceId, role, sp["id"]),
-                lagging=_lag_new_principal, deadline=deadline, sleep=self._sleep),
-                undo=self.rbac.delete)
-        elif grant == "app-role":
-            role_id = resource.role_ids[OSS_ACCESS_ROLES[request.access]]
-            saga.run("assign app role", lambda: eventually(
-                lambda: self._ensure_app_role(resource.sp_id, sp["id"], role_id, fresh),
-                lagging=_lag_new_principal, deadline=deadline, sleep=self._sleep),
-                undo=lambda a: self.graph.delete_app_role_assignment(resource.sp_id, a["id"]))
-        elif grant == "delegated" and self.settings.grant_admin_consent:
-            scope = resource.scope[0]
-            saga.run("grant admin consent", lambda: eventually(
-                lambda: self._ensure_consent(sp["id"], resource.sp_id, scope, fresh),
-                lagging=_lag_new_principal, deadline=deadline, sleep=self._sleep),
-                undo=lambda g: self.graph.delete_grant(g["id"]))
-        return sp
-
-    def _must_sp(self, app_id: str) -> dict:
-        sp = self.graph.get_service_principal(app_id)
-        if sp is None:
-            raise UpstreamError("graph", "getServicePrincipal", 404, "Request_ResourceNotFound", "not visible yet")
-        return sp
-
-    def _ensure_app_role(self, resource_sp_id: str, sp_id: str, role_id: str, fresh: bool) -> dict:
-        if not fresh:
-            for assignment in self.graph.list_app_role_assignments(sp_id):
-                if assignment.get("resourceId") == resource_sp_id and assignment.get("appRoleId") == role_id:
-                    return assignment
-        return self.graph.assign_app_role(resource_sp_id, sp_id, role_id)
-
-    def _ensure_consent(self, sp_id: str, resource_sp_id: str, scope: str, fresh: bool) -> dict:
-        if not fresh:
-            for grant in self.graph.list_grants(sp_id):
-                if grant.get("resourceId") == resource_sp_id and grant.get("consentType") == "AllPrincipals":
-                    return grant
-        return self.graph.grant_delegated(sp_id, resource_sp_id, scope)
-
-    # ----------------------------------------------------------------------------------- resources
-    def _resource_for(self, request: Any, target: ManagedTarget | OssTarget) -> Resource | None:
-        """The DICOM resource's service principal, for grants and requiredResourceAccess."""
-        if request.type == "resource":
-            return None
-        if isinstance(target, ManagedTarget):
-            return self._managed_resource(target)
-        if target.resourceAppId:
-            sp = self.graph.get_service_principal(target.resourceAppId)
-        else:
-            sp = self.graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
-        if sp is None:
-            raise NotReady(
-                f"DICOM service {request.dicomService!r} needs its resource registration "
-                f"{target.resourceRegistration or target.resourceAppId!r}; create it first with type 'resource'"
-            )
-        return self._resource_from_sp(sp, OSS_DELEGATED_SCOPE)
-
-    def _managed_resource(self, target: ManagedTarget) -> Resource:
-        cached = self._first_party.get(target.audience)
-        if cached is None:
-            sp = self.graph.find_service_principal(target.audience)
-            if sp is None:
-                raise NotReady(f"the tenant has no service principal for {target.audience}; "
-                               "register the Azure Health Data Services resource provider first")
-            cached = self._first_party[target.audience] = self._resource_from_sp(sp, MANAGED_DELEGATED_SCOPE)
-        return cached
-
-    @staticmethod
-    def _resource_from_sp(sp: dict, scope_value: str) -> Resource:
-        scopes = {s["value"]: s["id"] for s in sp.get("oauth2PermissionScopes") or []}
-        roles = {r["value"]: r["id"] for r in sp.get("appRoles") or []}
-        scope = (scope_value, scopes[scope_value]) if scope_value in scopes else None
-        return Resource(app_id=sp["appId"], sp_id=sp["id"], scope=scope, role_ids=roles)
 
     # ------------------------------------------------------------------------------------ reading
     def get(self, name: str, caller: Caller) -> dict:
@@ -414,7 +258,7 @@ class RegistrationService:
     # -------------------------------------------------------------------------------- credentials
     def rotate(self, name: str, caller: Caller, *, idempotency_key: str | None) -> tuple[dict, bool]:
         unique = mf.unique_name(self.settings.name_prefix, name)
-        with self._name_lock(unique):
+        with budget(self.settings.provisioning_deadline_seconds), self._name_lock(unique):
             app = self._visible_app(name, caller)
             if mf.tag_values(app).get("state") != "ready":
                 raise Conflict(f"registration {name!r} is still being provisioned; retry the create first")
@@ -437,7 +281,7 @@ class RegistrationService:
                 if mf.TAG_MARK in (app.get("tags") or [])]
 
     def map_concurrently(self, action: Callable[[Any], Any], items: list) -> list:
-        return list(self._executor.map(action, items))
+        return map_concurrently(self._executor, action, items)
 
     def registration_name(self, app: dict) -> str:
         prefix = self.settings.name_prefix + "-"
@@ -447,7 +291,7 @@ class RegistrationService:
     # ----------------------------------------------------------------------------------- deleting
     def delete(self, name: str, caller: Caller) -> dict:
         unique = mf.unique_name(self.settings.name_prefix, name)
-        with self._name_lock(unique):
+        with budget(self.settings.provisioning_deadline_seconds), self._name_lock(unique):
             app = self._visible_app(name, caller)
             if mf.tag_values(app).get("type") == "resource":
                 self._refuse_if_in_use(name, app)
@@ -455,9 +299,8 @@ class RegistrationService:
         return {"name": name, "removed": removed}
 
     def remove_remains(self, name: str, app: dict) -> list[dict]:
-        """Tear down what an interrupted create left behind (the sweep's repair)."""
-        with self._name_lock(mf.unique_name(self.settings.name_prefix, name)):
-            return self._teardown(name, app)
+        """Tear down what an interrupted create left behind (the sweep's repair; call it within locked())."""
+        return self._teardown(name, app)
 
     def _refuse_if_in_use(self, name: str, app: dict) -> None:
         """Deleting a resource registration would break every client that calls it: say which ones."""
@@ -478,7 +321,8 @@ class RegistrationService:
             if isinstance(target, ManagedTarget) and tags.get("type") == "service":
                 jobs.append(lambda: self._remove_role_assignments(target.resourceId, sp_id))
             jobs.append(lambda: self._remove_app_role_assignments(sp_id))
-            jobs.append(lambda: self._remove_grants(sp_id))
+            if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
+                jobs.append(lambda: self._remove_grants(sp_id))
         kind = tags.get("credential")
         if kind in ("secret", "certificate"):
             secret = mf.secret_name(self.settings.name_prefix, name, kind)
@@ -490,7 +334,7 @@ class RegistrationService:
                 return removed_here
 
             jobs.append(remove_secret)
-        for found in self._executor.map(lambda job: job(), jobs):
+        for found in map_concurrently(self._executor, lambda job: job(), jobs):
             removed.extend(found)
         if sp_id and self.graph.delete_service_principal(sp_id):
             removed.append({"kind": "servicePrincipal", "id": sp_id})

@@ -175,6 +175,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         requester_access={k: tuple(v) for k, v in requester_access.items()},
         max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),
         allowed_redirect_hosts=hosts,
+        provisioning_deadline_seconds=float(_int(env, "PROVISIONING_DEADLINE_SECONDS", 60, 10, 200)),
         rotation_overlap_days=_int(env, "ROTATION_OVERLAP_DAYS", 7, 0, 90),
         expiry_warning_days=_int(env, "EXPIRY_WARNING_DAYS", 30, 1, 365),
         rotate_before_days=_int(env, "ROTATE_BEFORE_DAYS", 30, 1, 365),

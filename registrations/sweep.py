@@ -14,6 +14,7 @@ expires soon. Then look for drift between Entra and Key Vault and repair only wh
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from . import manifest as mf
 from .credentials import MANAGED_BY, parse_time
 
 log = logging.getLogger("registrations.sweep")
+audit = logging.getLogger("registrations.audit")
 
 STALE_PROVISIONING = timedelta(hours=1)
 
@@ -51,46 +53,65 @@ def expiring(service: Any, *, now: datetime, within: timedelta, apps: list[dict]
 def run(service: Any, *, now: datetime | None = None) -> dict[str, list]:
     """One sweep. `now` is injectable so tests can stand a week in the future without sleeping."""
     now = now or datetime.now(timezone.utc)
-    credentials = service.credentials
-    rotate_before = timedelta(days=service.settings.rotate_before_days)
     report: dict[str, list] = {"rotated": [], "removed": [], "expiring": [], "drift": [], "repaired": [],
                                "errors": []}
     apps = service.owned_registrations()
     for app in apps:
         name = service.registration_name(app)
-        tags = mf.tag_values(app)
         try:
-            if tags.get("state") != "ready":
-                created = parse_time(app.get("createdDateTime"))
-                if created and now - created > STALE_PROVISIONING:
-                    service.remove_remains(name, app)
-                    report["repaired"].append({"kind": "staleProvisioning", "registration": name})
-                continue
-            if tags.get("credential") not in ("secret", "certificate"):
-                continue
-            states = credentials.describe(app, name, now=now)
-            if not states:
-                report["drift"].append({"kind": "missingSecret", "registration": name})
-                continue
-            active = [c for c in states if c["state"] in ("active", "expiring")]
-            end = parse_time(active[0]["endDateTime"]) if active else None
-            if tags.get("autorotate") == "true" and end and end - now <= rotate_before:
-                _, rotated = credentials.rotate(app, name, idempotency_key=f"sweep-{active[0]['keyId']}", now=now)
-                if rotated:
-                    report["rotated"].append({"registration": name, "replaced": active[0]["keyId"]})
-                app = service.graph.get_application_by_id(app["id"]) or app
-            for removed in credentials.retire(app, name, now=now):
-                kind = "removed" if removed["state"] == "superseded" else "repaired"
-                report[kind].append(removed if kind == "removed" else {"kind": "unreachableCredential", **removed})
+            # The same lock as requests take: a rotation or delete of this name never interleaves.
+            with service.locked(name):
+                _sweep_one(service, app, name, now, report)
         except Exception as exc:  # one broken registration must not stop the sweep
             log.warning("sweep of %s failed: %s", name, type(exc).__name__, exc_info=True)
             report["errors"].append({"registration": name, "error": type(exc).__name__})
     changed = report["rotated"] or report["removed"] or report["repaired"]
     current = service.owned_registrations() if changed else apps
-    report["expiring"] = expiring(service, now=now, within=credentials.expiring_window, apps=current)
+    report["expiring"] = expiring(service, now=now, within=service.credentials.expiring_window, apps=current)
     _orphaned_secrets(service, current, report, now=now)
+    for kind, items in report.items():
+        for item in items:
+            audit.info(json.dumps({"event": f"sweep.{kind}", **item}))
     log.info("credential sweep: %s", {key: len(value) for key, value in report.items()})
     return report
+
+
+def _sweep_one(service: Any, app: dict, name: str, now: datetime, report: dict[str, list]) -> None:
+    tags = mf.tag_values(app)
+    credentials = service.credentials
+    if tags.get("state") != "ready":
+        created = parse_time(app.get("createdDateTime"))
+        if created and now - created > STALE_PROVISIONING and not _leased(app, now):
+            service.remove_remains(name, app)
+            report["repaired"].append({"kind": "staleProvisioning", "registration": name})
+        return
+    if tags.get("credential") not in ("secret", "certificate"):
+        return
+    states = credentials.describe(app, name, now=now)
+    if all(c["state"] == "unreachable" for c in states):
+        # No value in Key Vault at all: a client may still hold one it read earlier, so nothing is removed.
+        report["drift"].append({"kind": "missingSecret", "registration": name})
+        return
+    active = [c for c in states if c["state"] in ("active", "expiring")]
+    end = parse_time(active[0]["endDateTime"]) if active else None
+    rotate_before = timedelta(days=service.settings.rotate_before_days)
+    if tags.get("autorotate") == "true" and end and end - now <= rotate_before:
+        _, rotated = credentials.rotate(app, name, idempotency_key=f"sweep-{active[0]['keyId']}", now=now)
+        if rotated:
+            report["rotated"].append({"registration": name, "replaced": active[0]["keyId"]})
+        app = service.graph.get_application_by_id(app["id"]) or app
+    for removed in credentials.retire(app, name, now=now):
+        if removed["state"] == "superseded":
+            report["removed"].append(removed)
+        else:
+            report["repaired"].append({"kind": "unreachableCredential", **removed})
+
+
+def _leased(app: dict, now: datetime) -> bool:
+    from .provision import lease_expiry
+
+    expires = lease_expiry(app)
+    return bool(expires and expires > now.timestamp())
 
 
 def _orphaned_secrets(service: Any, apps: list[dict], report: dict[str, list], *, now: datetime) -> None:

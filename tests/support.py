@@ -14,6 +14,9 @@ MASTER_KEY = "e2e-master-key"
 
 # Every log record and every API response body of the session, for the no-secret-leak check.
 CAPTURED: list[str] = []
+# Every access token the test clients acquired (the local tenant records the ones it issues, the function
+# app's own included; this also has those of other tenants a test starts), for the same check.
+ACQUIRED_TOKENS: list[str] = []
 
 
 class CaptureAll(logging.Handler):
@@ -41,7 +44,10 @@ def api_client(host, token: str | None) -> httpx.Client:
 def api_token(tenant, client) -> str:
     from tests.clients import client_credentials_token
 
-    return client_credentials_token(tenant, client.app_id, client.secret, f"{tenant.seed.api.identifier_uri}/.default")
+    token = client_credentials_token(tenant, client.app_id, client.secret,
+                                     f"{tenant.seed.api.identifier_uri}/.default")
+    ACQUIRED_TOKENS.append(token)
+    return token
 
 
 @contextmanager

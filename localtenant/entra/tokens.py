@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 
 from ..oauth.keys import SigningKeys
-from ..runtime import Clock
+from ..runtime import Clock, Issued
 
 ACCESS_TOKEN_LIFETIME = 3600
 ID_TOKEN_LIFETIME = 3600
@@ -28,8 +28,10 @@ class InvalidToken(Exception):
 
 
 class TokenIssuer:
-    def __init__(self, keys: SigningKeys, clock: Clock, tenant_id: str, authority_host: str) -> None:
+    def __init__(self, keys: SigningKeys, clock: Clock, tenant_id: str, authority_host: str,
+                 issued: Issued | None = None) -> None:
         self.keys, self.clock, self.tenant_id, self.authority_host = keys, clock, tenant_id, authority_host
+        self.issued = issued or Issued()
 
     @property
     def issuer_v2(self) -> str:
@@ -67,7 +69,9 @@ class TokenIssuer:
         if scopes:
             claims["scp"] = " ".join(scopes)
         claims.update(extra or {})
-        return self.keys.sign(claims), ACCESS_TOKEN_LIFETIME
+        token = self.keys.sign(claims)
+        self.issued.add("accessTokens", token)
+        return token, ACCESS_TOKEN_LIFETIME
 
     def id_token(self, *, user: dict[str, Any], client_app_id: str, nonce: str | None) -> str:
         claims = {"aud": client_app_id, "iss": self.issuer_v2, **self._times(ID_TOKEN_LIFETIME),

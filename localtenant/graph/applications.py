@@ -107,6 +107,7 @@ class ApplicationsBackend(Directory):
         cred, secret = models.new_password(spec, now=self.now(), visible_at=self.visible_at())
         app["passwordCredentials"].append(cred)
         self.save(APPS, app)
+        self.issued.add("passwords", secret)
         return {**models.public(cred), "secretText": secret}
 
     def remove_password(self, caller: Caller, addr: Address, body: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..runtime import Clock, Faults
+from ..runtime import Clock, Faults, Issued
 from ..store import Store
 from . import models
 from .exceptions import Forbidden, NotFound
@@ -52,8 +52,10 @@ class Caller:
 
 
 class Directory:
-    def __init__(self, store: Store, clock: Clock, faults: Faults, tenant_id: str) -> None:
+    def __init__(self, store: Store, clock: Clock, faults: Faults, tenant_id: str,
+                 issued: Issued | None = None) -> None:
         self.store, self.clock, self.faults, self.tenant_id = store, clock, faults, tenant_id
+        self.issued = issued or Issued()
 
     # -- time and visibility -------------------------------------------------------------------------------
     def now(self) -> float:

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from ..runtime import Clock
+from ..runtime import Clock, Issued
 from ..store import Store
 from .exceptions import KeyVaultError, bad_parameter, not_found
 
@@ -16,8 +16,8 @@ RECOVERABLE_DAYS = 90
 
 
 class KeyVaultBackend:
-    def __init__(self, store: Store, clock: Clock) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, store: Store, clock: Clock, issued: Issued | None = None) -> None:
+        self.store, self.clock, self.issued = store, clock, issued or Issued()
 
     def _now(self) -> int:
         return int(self.clock.now())
@@ -62,6 +62,7 @@ class KeyVaultBackend:
                                   "recoverableDays": RECOVERABLE_DAYS}}
         entry["versions"].append(version)
         self.store.put(TABLE, name.lower(), entry)
+        self.issued.add("secretValues", body["value"])
         return entry, version
 
     @staticmethod

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
@@ -23,6 +25,7 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
+from .. import deadline
 from .errors import ConflictError, NotFoundError, UpstreamError
 
 log = logging.getLogger("registrations.upstream")
@@ -36,18 +39,30 @@ class CappedRetryPolicy(RetryPolicy):
         return None if delay is None else min(delay, RETRY_AFTER_CAP_SECONDS)
 
 
-def make_retry_policy(*, total: int = 6, timeout: float = 45.0) -> CappedRetryPolicy:
+def make_retry_policy(*, total: int = 10, timeout: float = 45.0) -> CappedRetryPolicy:
+    # azure-core stops at whichever of retry_total and retry_status runs out first, and retry_status
+    # defaults to 3: under Graph throttling that gives up after a few seconds. The time budget (timeout, or
+    # the request's deadline) is what really ends the retries.
     return CappedRetryPolicy(
-        retry_total=total, retry_backoff_factor=0.5, retry_backoff_max=16, timeout=timeout
+        retry_total=total, retry_status=total, retry_backoff_factor=0.5, retry_backoff_max=16, timeout=timeout
     )
 
 
-def error_code(body: Any) -> tuple[str | None, str]:
-    """Graph, ARM and Key Vault all answer ``{"error": {"code", "message"}}``."""
+def error_code(body: Any) -> tuple[str | None, str, tuple[str, ...]]:
+    """Graph, ARM and Key Vault all answer ``{"error": {"code", "message"}}``; Graph and ARM may add
+    ``details: [{"code", ...}]`` that say more than the top-level code."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
-        return err.get("code"), str(err.get("message") or "")
-    return None, ""
+        details = tuple(str(d.get("code")) for d in err.get("details") or [] if isinstance(d, dict) and d.get("code"))
+        return err.get("code"), str(err.get("message") or ""), details
+    return None, "", ()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return min(float(value), RETRY_AFTER_CAP_SECONDS) if value else None
+    except ValueError:
+        return None
 
 
 class RestClient:
@@ -66,9 +81,9 @@ class RestClient:
 
         self.service = service
         self.endpoint = endpoint.rstrip("/")
+        # The environment's proxy settings apply; its CA bundle does not override ours, because azure-core
+        # passes `connection_verify` with every request and requests lets an explicit value win.
         session = requests.Session()
-        # REQUESTS_CA_BUNDLE in the environment must not override the CA we were told to use.
-        session.trust_env = False
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         session.mount("https://", adapter)
         self._verify = verify
@@ -98,15 +113,18 @@ class RestClient:
 
         With ``ok_missing`` a 404 returns ``(404, None, headers)`` instead of raising NotFoundError.
         """
-        if path.startswith("https://") and not path.startswith(self.endpoint + "/"):
-            # A next link pointing elsewhere would receive our bearer token: refuse it.
-            raise UpstreamError(self.service, operation, None, "UnexpectedLink", "a link left the service's origin")
-        url = path if path.startswith("https://") else f"{self.endpoint}{path}"
+        url = self._url(operation, path)
         request = HttpRequest(method, url, params=params, headers=dict(headers or {}))
         if body is not None:
             request.set_json_body(body)
+        options: dict[str, Any] = {} if retry else {"retry_total": 0}
+        left = deadline.remaining()
+        if left is not None:
+            if left <= 0.5:
+                raise UpstreamError(self.service, operation, None, "Timeout", "the request's time budget ran out")
+            # The retry policy's `timeout` bounds all attempts together; read_timeout bounds one.
+            options.update(timeout=left, read_timeout=min(left, 60))
         try:
-            options: dict[str, Any] = {} if retry else {"retry_total": 0}
             response = self._pipeline.run(request, connection_verify=self._verify, **options).http_response
         except AzureError as exc:
             raise UpstreamError(self.service, operation, None, type(exc).__name__, "the call did not complete") from exc
@@ -121,6 +139,30 @@ class RestClient:
             return status, parsed, dict(response.headers)
         if status == 404 and ok_missing:
             return status, None, dict(response.headers)
-        code, message = error_code(parsed)
+        code, message, details = error_code(parsed)
         cls = NotFoundError if status == 404 else ConflictError if status == 409 else UpstreamError
-        raise cls(self.service, operation, status, code, message)
+        error = cls(self.service, operation, status, code, message, details)
+        error.retry_after = _retry_after(response.headers.get("Retry-After"))
+        raise error
+
+    def pages(self, operation: str, path: str, params: dict[str, str] | None = None, *,
+              link: str = "nextLink") -> Iterator[Any]:
+        """Every item of a paged list (`value`), following the service's next link on its own origin."""
+        url: str | None = path
+        while url:
+            _, body, _ = self.call(operation, "GET", url, params=params)
+            if not isinstance(body, dict):
+                raise UpstreamError(self.service, operation, 200, None, "the answer had no value list")
+            yield from body.get("value", [])
+            url, params = body.get(link), None  # the next link carries every parameter
+
+    def _url(self, operation: str, path: str) -> str:
+        """A path on this service, or a link it gave us (nextLink): a link to any other origin would carry
+        our bearer token there, so it is refused."""
+        if path.startswith("/"):
+            return f"{self.endpoint}{path}"
+        link, own = urlsplit(path), urlsplit(self.endpoint)
+        if (link.scheme.lower(), (link.hostname or "").lower(), link.port) != (
+                own.scheme.lower(), (own.hostname or "").lower(), own.port):
+            raise UpstreamError(self.service, operation, None, "UnexpectedLink", "a link left the service's origin")
+        return path

@@ -6,14 +6,24 @@ from __future__ import annotations
 class UpstreamError(Exception):
     """A remote Azure call failed after the pipeline's own retries."""
 
-    def __init__(self, service: str, operation: str, status: int | None, code: str | None, message: str) -> None:
+    def __init__(self, service: str, operation: str, status: int | None, code: str | None, message: str,
+                 details: tuple[str, ...] = ()) -> None:
         super().__init__(f"{service} {operation}: {status} {code}: {message}")
         self.service = service
         self.operation = operation
         self.status = status
         self.code = code
+        # Graph's generic codes (Request_BadRequest) are refined in error.details[].code, e.g.
+        # NoBackingApplicationObject: match on those, never on the message.
+        self.details = details
+        self.retry_after: float | None = None  # seconds, when the service said (429/503 Retry-After)
         # Azure error messages do not carry request bodies; still, keep them short in problem details.
         self.message = message[:300]
+
+    @property
+    def not_done(self) -> bool:
+        """Throttled: the service says it did nothing, so the call can simply be repeated later."""
+        return self.status == 429
 
     @property
     def transient(self) -> bool:

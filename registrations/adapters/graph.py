@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._rest import RestClient
-from .errors import NotFoundError, UpstreamError
+from .errors import NotFoundError
 
 
 def _key(value: str) -> str:
@@ -82,7 +82,7 @@ class GraphClient:
     def create_federated_credential(self, object_id: str, credential: dict) -> dict:
         _, body, _ = self._rest.call(
             "createFederatedIdentityCredential", "POST",
-            f"/v1.0/applications/{object_id}/federatedIdentityCredentials", body=credential,
+            f"/v1.0/applications/{object_id}/federatedIdentityCredentials", body=credential, retry=False,
         )
         return body
 
@@ -93,7 +93,7 @@ class GraphClient:
     # service principals ---------------------------------------------------------------------------
     def create_service_principal(self, app_id: str, tags: list[str]) -> dict:
         _, body, _ = self._rest.call(
-            "createServicePrincipal", "POST", "/v1.0/servicePrincipals", body={"appId": app_id, "tags": tags}
+            "createServicePrincipal", "POST", "/v1.0/servicePrincipals", body={"appId": app_id, "tags": tags}, retry=False
         )
         return body
 
@@ -129,6 +129,7 @@ class GraphClient:
             "POST",
             f"/v1.0/servicePrincipals/{resource_sp_id}/appRoleAssignedTo",
             body={"principalId": principal_id, "resourceId": resource_sp_id, "appRoleId": app_role_id},
+            retry=False,  # not idempotent: the service looks for a lost answer's object before retrying
         )
         return body
 
@@ -152,6 +153,7 @@ class GraphClient:
             "/v1.0/oauth2PermissionGrants",
             body={"clientId": client_sp_id, "consentType": "AllPrincipals", "resourceId": resource_sp_id,
                   "scope": scope},
+            retry=False,
         )
         return body
 
@@ -167,10 +169,4 @@ class GraphClient:
 
     # paging ---------------------------------------------------------------------------------------
     def _pages(self, operation: str, path: str, params: dict[str, str] | None = None) -> Iterator[Any]:
-        url: str | None = path
-        while url:
-            _, body, _ = self._rest.call(operation, "GET", url, params=params)
-            if not isinstance(body, dict):
-                raise UpstreamError("graph", operation, 200, None, "the answer had no value list")
-            yield from body.get("value", [])
-            url, params = body.get("@odata.nextLink"), None  # the next link carries every parameter
+        return self._rest.pages(operation, path, params, link="@odata.nextLink")

@@ -51,18 +51,14 @@ class RbacClient:
 
     def list_for_principal(self, scope: str, principal_id: str) -> list[dict]:
         path = quote(f"{scope}/providers/Microsoft.Authorization/roleAssignments")
-        _, body, _ = self._rest.call(
-            "listRoleAssignments", "GET", path,
-            params={"api-version": API_VERSION, "$filter": f"principalId eq '{principal_id}'"},
-        )
-        return list((body or {}).get("value", []))
+        return list(self._rest.pages("listRoleAssignments", path,
+                                     {"api-version": API_VERSION, "$filter": f"principalId eq '{principal_id}'"}))
 
     def list_at_scope(self, scope: str) -> list[dict]:
         """Assignments made exactly at this scope (not inherited from above)."""
         path = quote(f"{scope}/providers/Microsoft.Authorization/roleAssignments")
-        _, body, _ = self._rest.call("listRoleAssignments", "GET", path,
-                                     params={"api-version": API_VERSION, "$filter": "atScope()"})
-        return [a for a in (body or {}).get("value", [])
+        return [a for a in self._rest.pages("listRoleAssignments", path,
+                                            {"api-version": API_VERSION, "$filter": "atScope()"})
                 if (a.get("properties") or {}).get("scope", "").lower() == scope.lower()]
 
     def delete(self, assignment_id: str) -> bool:

@@ -3,11 +3,18 @@ verifier, which signs in with a value and drops it (``get_value``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from ._rest import make_retry_policy
 from .errors import ConflictError, NotFoundError, UpstreamError
@@ -58,21 +65,41 @@ class VaultClient:
         )
 
     def set_secret(self, name: str, value: str, *, expires_on: datetime, content_type: str,
-                   tags: dict[str, str]) -> StoredSecret:
-        try:
-            secret = self._client.set_secret(
-                name, value, expires_on=expires_on, content_type=content_type, tags=tags, enabled=True
-            )
-        except ResourceExistsError:
-            # The name is soft-deleted (a registration of the same name was deleted): recover it, so its
-            # history is kept, and write the new value as a new version.
-            self._recover(name)
-            secret = self._client.set_secret(
-                name, value, expires_on=expires_on, content_type=content_type, tags=tags, enabled=True
-            )
-        except HttpResponseError as exc:
-            raise _translate("setSecret", exc) from exc
-        return _props(secret.properties)
+                   tags: dict[str, str]) -> tuple[StoredSecret, bool]:
+        """Write the value as a new version. Returns (stored, recovered): `recovered` says the name was
+        soft-deleted (a registration of the same name was deleted) and came back with its history, every
+        older version of which is disabled here so a deleted registration's values stay unusable.
+
+        A PUT is not retried blindly (a retry after a lost answer would write a second version): on a
+        transient failure the newest version is read first, and only written again if it is not ours.
+        """
+        recovered, delay = False, 0.5
+        while True:
+            try:
+                secret = self._client.set_secret(name, value, expires_on=expires_on, content_type=content_type,
+                                                 tags=tags, enabled=True, retry_total=0)
+                break
+            except ResourceExistsError as exc:
+                if recovered:
+                    raise _translate("setSecret", exc) from exc
+                self._recover(name)
+                recovered = True
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+                status = getattr(exc, "status_code", None)
+                if not (status is None or status in (408, 429, 500, 502, 503, 504)) or delay > 4:
+                    raise (_translate("setSecret", exc) if isinstance(exc, HttpResponseError)
+                           else UpstreamError("keyvault", "setSecret", None, type(exc).__name__, "no answer")) from exc
+                latest = self.get_properties(name)
+                if latest is not None and latest.tags == tags:
+                    return latest, recovered
+                time.sleep(delay)
+                delay *= 2
+        stored = _props(secret.properties)
+        if recovered:
+            for version in self.list_versions(name):
+                if version.version != stored.version and version.enabled:
+                    self.disable_version(name, version.version)
+        return stored, recovered
 
     def _recover(self, name: str) -> None:
         try:

@@ -1,0 +1,256 @@
+"""The create path: resolve the DICOM resource, then make the application, its service principal, its grant
+and its credential as a saga, and mark the application ready.
+
+The application object is the intent record. It is created first, by uniqueName, tagged `provisioning` and
+with a lease (`dicom-lease:{attempt}:{expiry}`) naming the attempt that works on it. Another attempt (a Logic
+Apps retry landing on another instance while the first still runs) finds a live lease and is told to come
+back later (503 + Retry-After) instead of working on the same objects; once the lease has expired, the first
+attempt has certainly ended (every remote call stops at the request's deadline, which ends before the lease),
+so the next attempt adopts what it left and finishes or removes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from . import manifest as mf
+from .adapters.errors import UpstreamError
+from .adapters.graph import GraphClient
+from .adapters.rbac import RbacClient
+from .credentials import Credentials
+from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
+from .manifest import Caller, Resource
+from .problems import NotReady, ProvisioningFailed, UpstreamUnavailable
+from .saga import Saga, StepFailed, ensure, eventually
+from .settings import ManagedTarget, OssTarget, Settings
+
+log = logging.getLogger("registrations.provision")
+
+ROLLBACK_SECONDS = 30.0
+LEASE_MARGIN_SECONDS = 30.0
+
+
+def lag_404(exc: UpstreamError) -> bool:
+    return exc.status == 404
+
+
+def lag_new_application(exc: UpstreamError) -> bool:
+    """POST /servicePrincipals right after the app was created: Graph has not replicated the app yet."""
+    return exc.status == 404 or (exc.status == 400 and "NoBackingApplicationObject" in exc.details)
+
+
+def lag_new_principal(exc: UpstreamError) -> bool:
+    """A grant naming a service principal this request just created, before Graph or ARM can see it."""
+    return exc.status == 404 or (exc.status == 400 and exc.code in (
+        "Request_BadRequest", "Request_ResourceNotFound", "PrincipalNotFound"))
+
+
+class InProgress(UpstreamUnavailable):
+    """Another attempt holds the lease on this registration."""
+
+    slug, title = "in-progress", "The registration is being provisioned by another request"
+
+
+class Provisioner:
+    def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
+                 executor: Executor, teardown: Callable[[str, dict], list[dict]],
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.graph, self.rbac, self.credentials = graph, rbac, credentials
+        self._executor = executor
+        self._teardown = teardown
+        self._sleep = sleep
+        self._first_party: dict[str, Resource] = {}
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.settings.provisioning_deadline_seconds + ROLLBACK_SECONDS + LEASE_MARGIN_SECONDS
+
+    # --------------------------------------------------------------------------------------- leases
+    def check_lease(self, app: dict) -> None:
+        """Raise InProgress while another attempt's lease on this provisioning app is live."""
+        expires = lease_expiry(app)
+        left = expires - time.time() if expires else 0
+        if left > 0:
+            problem = InProgress(f"another request is provisioning this registration; retry in {int(left) + 1} s")
+            problem.headers["Retry-After"] = str(min(int(left) + 1, 30))
+            raise problem
+
+    def _lease(self) -> str:
+        return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(time.time() + self.lease_seconds)}"
+
+    # ------------------------------------------------------------------------------------- the saga
+    def run(self, request: Any, caller: Caller, target: ManagedTarget | OssTarget, resource: Resource | None,
+            unique: str, existing: dict | None, deadline: float) -> tuple[dict, dict, dict | None]:
+        """Returns (application with its final tags, service principal, credential reference)."""
+        saga = Saga(self._executor)
+        lease = self._lease()
+        try:
+            if existing is None:
+                manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
+                                             resource=resource)
+                manifest["tags"].append(lease)
+                created, app = saga.run("create application",
+                                        lambda: self.graph.upsert_application(unique, manifest),
+                                        undo=lambda result: result[0] and self.graph.delete_application(result[1]["id"]))
+                if not created:
+                    # Another attempt created it between our read and our write, and owns it: back off. Our
+                    # write changed nothing that attempt does not write again when it marks the app ready.
+                    raise InProgress("another request created this registration a moment ago; retry shortly")
+                fresh, owner = True, caller
+            else:
+                app = existing
+                owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
+                tags = [t for t in app.get("tags") or [] if not t.startswith("dicom-lease:")] + [lease]
+                saga.run("adopt application", lambda: self.graph.update_application(app["id"], {"tags": tags}),
+                         # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
+                         undo=lambda _: self._teardown(request.name, app))
+                fresh = False
+
+            chains = [("service principal", lambda: self._principal_and_grant(
+                saga, request, target, resource, app, fresh, deadline), None)]
+            if PLANS[request.type].has_secret:
+                chains.append(("credential", lambda: self.credentials.provision(
+                    saga, request, app, fresh, deadline), None))
+            results = saga.run_parallel(*chains)
+            sp, credential = results[0], (results[1] if len(results) > 1 else None)
+            ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
+            # The creator writes its whole manifest again, which also repairs a racing attempt's overwrite.
+            final = dict(manifest, tags=ready) if fresh else {"tags": ready}
+            saga.run("mark ready", lambda: eventually(lambda: self.graph.update_application(app["id"], final),
+                                                     lagging=lag_404, deadline=deadline, sleep=self._sleep))
+        except StepFailed as failure:
+            self._rollback(saga)
+            raise self._failure(failure, saga) from failure.cause
+        return dict(app, tags=ready), sp, credential
+
+    def _rollback(self, saga: Saga) -> None:
+        from . import deadline as budget
+
+        with budget.budget(ROLLBACK_SECONDS):
+            saga.rollback()
+
+    def _failure(self, failure: StepFailed, saga: Saga) -> ProvisioningFailed:
+        cause = failure.cause
+        upstream = None
+        if isinstance(cause, UpstreamError):
+            upstream = {"service": cause.service, "operation": cause.operation, "status": cause.status,
+                        "code": cause.code}
+        log.warning("provisioning failed at step %s (%s); undone: %s; left: %s", failure.step,
+                    upstream or type(cause).__name__, saga.undone, saga.failed_undo)
+        detail = f"step '{failure.step}' failed"
+        if upstream:
+            detail += f" ({upstream['service']} {upstream['operation']}: {upstream['status']} {upstream['code']})"
+        detail += ("; every completed step was undone" if not saga.failed_undo
+                   else f"; could not undo {', '.join(saga.failed_undo)} (the daily sweep removes the rest)")
+        problem = ProvisioningFailed(detail, failedStep=failure.step, undoneSteps=saga.undone, upstream=upstream)
+        if isinstance(cause, UpstreamError) and (cause.status in (429, 503) or cause.status is None):
+            problem.status = 503
+            problem.headers["Retry-After"] = "10"
+        return problem
+
+    # ----------------------------------------------------------------- service principal and grants
+    def _principal_and_grant(self, saga: Saga, request: Any, target, resource: Resource | None, app: dict,
+                             fresh: bool, deadline: float) -> dict:
+        tags = [mf.TAG_MARK] + ([f"dicom-resource:{request.name}"] if request.type == "resource" else [])
+        find_sp = lambda: self.graph.get_service_principal(app["appId"])  # noqa: E731
+        sp = saga.run("create service principal", lambda: (None if fresh else find_sp()) or ensure(
+            lambda: self.graph.create_service_principal(app["appId"], tags), find_sp,
+            lagging=lag_new_application, deadline=deadline, sleep=self._sleep),
+            undo=lambda made: self.graph.delete_service_principal(made["id"]))
+        grant = PLANS[request.type].grant_for(target.kind)
+        if grant == "azure-role":
+            role = MANAGED_ACCESS_ROLES[request.access]
+            # A PUT with a name derived from (scope, role, principal): retrying it is safe.
+            saga.run("assign Azure role", lambda: eventually(
+                lambda: self.rbac.assign(target.resourceId, role, sp["id"]),
+                lagging=lag_new_principal, deadline=deadline, sleep=self._sleep),
+                undo=self.rbac.delete)
+        elif grant == "app-role":
+            role_id = resource.role[1]
+
+            def find_assignment() -> dict | None:
+                return next((a for a in self.graph.list_app_role_assignments(sp["id"])
+                             if a.get("resourceId") == resource.sp_id and a.get("appRoleId") == role_id), None)
+
+            saga.run("assign app role", lambda: (None if fresh else find_assignment()) or ensure(
+                lambda: self.graph.assign_app_role(resource.sp_id, sp["id"], role_id), find_assignment,
+                lagging=lag_new_principal, deadline=deadline, sleep=self._sleep),
+                undo=lambda a: self.graph.delete_app_role_assignment(resource.sp_id, a["id"]))
+        elif grant == "delegated" and self.settings.grant_admin_consent:
+            def find_grant() -> dict | None:
+                return next((g for g in self.graph.list_grants(sp["id"])
+                             if g.get("resourceId") == resource.sp_id and g.get("consentType") == "AllPrincipals"),
+                            None)
+
+            saga.run("grant admin consent", lambda: (None if fresh else find_grant()) or ensure(
+                lambda: self.graph.grant_delegated(sp["id"], resource.sp_id, resource.scope[0]), find_grant,
+                lagging=lag_new_principal, deadline=deadline, sleep=self._sleep),
+                undo=lambda g: self.graph.delete_grant(g["id"]))
+        return sp
+
+    # ------------------------------------------------------------------------------------ resources
+    def resource_for(self, request: Any, target: ManagedTarget | OssTarget) -> Resource | None:
+        """The DICOM resource's service principal and the one scope or app role this client is granted;
+        None where no Graph grant is involved (resource registrations, managed service clients: Azure RBAC)."""
+        grant = PLANS[request.type].grant_for(target.kind)
+        if grant not in ("delegated", "app-role"):
+            return None
+        if isinstance(target, ManagedTarget):
+            return self._managed(target)
+        if target.resourceAppId:
+            sp = self.graph.get_service_principal(target.resourceAppId)
+        else:
+            sp = self.graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
+        if sp is None:
+            raise NotReady(
+                f"DICOM service {request.dicomService!r} needs its resource registration "
+                f"{target.resourceRegistration or target.resourceAppId!r}; create it first with type 'resource'")
+        if grant == "app-role":
+            value = OSS_ACCESS_ROLES[request.access]
+            role = _find(sp, "appRoles", value)
+            if role is None:
+                raise NotReady(f"the resource app of {request.dicomService!r} defines no app role {value!r}")
+            return Resource(app_id=sp["appId"], sp_id=sp["id"], role=role)
+        scope = _find(sp, "oauth2PermissionScopes", OSS_DELEGATED_SCOPE)
+        if scope is None:
+            raise NotReady(f"the resource app of {request.dicomService!r} exposes no {OSS_DELEGATED_SCOPE!r} scope")
+        return Resource(app_id=sp["appId"], sp_id=sp["id"], scope=scope)
+
+    def _managed(self, target: ManagedTarget) -> Resource:
+        """Microsoft's first-party DICOM service principal, found by its servicePrincipalNames (cached: it
+        never changes). Older tenants expose `user_impersonation` instead of `Dicom.ReadWrite`."""
+        cached = self._first_party.get(target.audience)
+        if cached is None:
+            sp = self.graph.find_service_principal(target.audience)
+            if sp is None:
+                raise NotReady(f"the tenant has no service principal for {target.audience}; "
+                               "register the Azure Health Data Services resource provider first")
+            scope = _find(sp, "oauth2PermissionScopes", MANAGED_DELEGATED_SCOPE) or _find(
+                sp, "oauth2PermissionScopes", OSS_DELEGATED_SCOPE)
+            if scope is None:
+                raise NotReady(f"the service principal of {target.audience} exposes no delegated DICOM scope")
+            cached = self._first_party[target.audience] = Resource(app_id=sp["appId"], sp_id=sp["id"], scope=scope)
+        return cached
+
+
+def _find(sp: dict, collection: str, value: str) -> tuple[str, str] | None:
+    for item in sp.get(collection) or []:
+        if item.get("value") == value and item.get("isEnabled", True):
+            return value, item["id"]
+    return None
+
+
+def lease_expiry(app: dict) -> float | None:
+    for tag in app.get("tags") or []:
+        if tag.startswith("dicom-lease:"):
+            try:
+                return float(tag.rsplit(":", 1)[1])
+            except ValueError:
+                return None
+    return None
