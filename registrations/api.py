@@ -12,20 +12,24 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 from pydantic import TypeAdapter, ValidationError
 
+from . import manifest as mf
 from . import wiring
 from .dicom import FORMATS, render
 from .manifest import Caller
 from .models import NAME_PATTERN, RegistrationRequest
 from .problems import (
     PROBLEM_CONTENT_TYPE,
+    Conflict,
     Forbidden,
     MalformedRequest,
+    Misconfigured,
     NotFound,
     PayloadTooLarge,
     Problem,
@@ -43,6 +47,13 @@ _NAME = re.compile(NAME_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # A caller's correlation id is echoed in a response header and written to logs, so only a plain one is kept.
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+# Setting names as the settings module spells them in its problems (values are quoted there, or numbers);
+# the anonymous health check names a bad setting and never repeats its value.
+_SETTING_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+# The registration a write is about, for its audit record: the route's name, or a create's validated body.
+_AUDITED_NAME: ContextVar[str | None] = ContextVar("audited_registration", default=None)
 
 # What each operation needs. Registrations.Request callers also only ever see their own registrations.
 ROLES_FOR = {
@@ -74,6 +85,7 @@ def handle(req: func.HttpRequest, operation: Callable[[func.HttpRequest, Caller]
         correlation = str(uuid.uuid4())
     instance = urlsplit(req.url).path
     caller: Caller | None = None
+    audited = _AUDITED_NAME.set(req.route_params.get("name"))
     try:
         runtime = wiring.runtime()
         caller = runtime.authenticator.caller(req.headers)
@@ -81,12 +93,15 @@ def handle(req: func.HttpRequest, operation: Callable[[func.HttpRequest, Caller]
         _known_query(req, QUERY.get(operation, ()))
         response = operation(req, caller)
     except Problem as problem:
-        _audit(req, needs, problem.status, correlation, caller)
-        return problem_response(problem, instance)
+        response = problem_response(problem, instance)
     except Exception:
         log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
-        return problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"), instance)
-    _audit(req, needs, response.status_code, correlation, caller)
+        response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
+                                    instance)
+    finally:
+        name = _AUDITED_NAME.get()
+        _AUDITED_NAME.reset(audited)
+    _audit(req, needs, response, correlation, caller, name)
     response.headers["x-correlation-id"] = correlation
     return response
 
@@ -98,12 +113,25 @@ def _require(caller: Caller, needs: str) -> None:
                         requiredRoles=list(allowed))
 
 
-def _audit(req: func.HttpRequest, needs: str, status: int, correlation: str, caller: Caller | None) -> None:
+def _audit(req: func.HttpRequest, needs: str, response: func.HttpResponse, correlation: str,
+           caller: Caller | None, name: str | None) -> None:
+    """One record per write, whatever its end. ``event`` is registration.create, .rotate or .delete;
+    ``outcome`` is succeeded, replayed (an idempotent replay that changed nothing), refused (4xx) or
+    failed (5xx); ``status`` is the HTTP status."""
     if needs == "read":
         return
+    status = response.status_code
+    if status >= 500:
+        outcome = "failed"
+    elif status >= 400:
+        outcome = "refused"
+    elif response.headers.get("Idempotent-Replayed") == "true":
+        outcome = "replayed"
+    else:
+        outcome = "succeeded"
     audit.info(json.dumps({
-        "event": f"registration.{needs}", "outcome": status, "method": req.method,
-        "registration": req.route_params.get("name"), "correlationId": correlation,
+        "event": f"registration.{needs}", "outcome": outcome, "status": status, "method": req.method,
+        "registration": name, "correlationId": correlation,
         "caller": None if caller is None else {"oid": caller.object_id, "appid": caller.app_id,
                                                "name": caller.name},
     }))
@@ -181,6 +209,7 @@ def create(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
         request = _REQUEST.validate_python(_body(req))
     except ValidationError as exc:
         raise _validation_problem(exc) from None
+    _AUDITED_NAME.set(request.name)
     registration, created = wiring.runtime().service.create(request, caller)
     return _made(registration, created, _location(req, request.name))
 
@@ -286,7 +315,27 @@ def sweep() -> dict:
 
 
 def delete(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    return json_response(wiring.runtime().service.delete(_name(req), caller))
+    service = wiring.runtime().service
+    name = _name(req)
+    try:
+        return json_response(service.delete(name, caller))
+    except Conflict as conflict:
+        if "dependents" not in conflict.extensions or ADMIN in caller.roles:
+            raise
+        raise _dependents_visible_to(conflict, service, name, caller) from None
+
+
+def _dependents_visible_to(conflict: Conflict, service: Any, name: str, caller: Caller) -> Conflict:
+    """A requester learns the names of the dependents it may see and only how many others there are: the
+    names of other requesters' registrations are theirs."""
+    requesters = {service.registration_name(app): mf.tag_values(app).get("requester")
+                  for app in service.owned_registrations()}
+    dependents = conflict.extensions["dependents"]
+    visible = [d for d in dependents if service.may_see_requester(requesters.get(d), caller)]
+    others = len(dependents) - len(visible)
+    users = ", ".join(visible + ([f"{others} registration(s) of other requesters"] if others else []))
+    return Conflict(f"resource registration {name!r} is used by {users}; those must be deleted first",
+                    dependents=visible, otherDependents=others)
 
 
 # The query parameters each operation reads (as the OpenAPI table declares them); handle() refuses others.
@@ -298,9 +347,14 @@ QUERY: dict[Callable[..., func.HttpResponse], tuple[str, ...]] = {
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Liveness plus a settings check; never calls Azure, so probes stay cheap."""
+    """Liveness plus a settings check; never calls Azure, so probes stay cheap. Anonymous, so it tells no
+    configuration: a bad setting is named, its value only logged."""
     try:
-        runtime = wiring.runtime()
+        wiring.runtime()
     except Problem as problem:
-        return problem_response(problem, urlsplit(req.url).path)
-    return json_response({"status": "ok", "dicomServices": sorted(runtime.settings.dicom_services)})
+        log.error("health check: %s", problem.detail)
+        names = sorted(set(_SETTING_NAME.findall(_QUOTED.sub("", problem.detail))))
+        return problem_response(Misconfigured(
+            f"app settings are missing or invalid{': ' + ', '.join(names) if names else ''}; "
+            "the function app's log says what is wrong", settings=names), urlsplit(req.url).path)
+    return json_response({"status": "ok"})

@@ -12,57 +12,194 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
 
 from .manifest import Caller
-from .problems import Unauthenticated
+from .problems import Unauthenticated, UpstreamUnavailable
 from .settings import Settings
 
 log = logging.getLogger("registrations.auth")
 
 LEEWAY_SECONDS = 120
-JWKS_MIN_REFRESH_SECONDS = 0.1
 PRINCIPAL_HEADER = "x-ms-client-principal"
+# Tokens naming a kid we do not hold trigger a refresh at most this often, whoever sends them.
+UNKNOWN_KID_REFRESH_SECONDS = 5.0
+# A kid a refresh did not find is not looked for again for this long; a key Entra publishes a little
+# later (rollover announces new keys before signing with them, but caches differ) is found after it.
+MISSING_KID_TTL_SECONDS = 300.0
+# Every key set is refetched after this long, so keys Entra has withdrawn stop being accepted.
+FULL_REFRESH_SECONDS = 24 * 3600.0
+# After a failed fetch, requests that would fetch again are answered 503 for this long instead.
+FAILED_FETCH_BACKOFF_SECONDS = 5.0
+FETCH_TIMEOUT_SECONDS = 10
+MAX_MISSING_KIDS = 10_000
+TENANT_CLAIMS = ("http://schemas.microsoft.com/identity/claims/tenantid", "tid")
+
+
+class _Flight:
+    """One refresh in progress; requests for unknown kids wait on it instead of starting another."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: UpstreamUnavailable | None = None
 
 
 class JwksCache:
-    """Signing keys of the tenant, from its discovery document; refreshed when a token names a kid we have
-    not seen (key rollover). A kid a refresh did not find is remembered, and refreshes are spaced, so tokens
-    with made-up kids cannot turn into a fetch flood against the authority."""
+    """Signing keys of the tenant, from its discovery document (OpenID Connect Discovery 1.0, `jwks_uri`).
 
-    def __init__(self, settings: Settings) -> None:
+    Lookups of known keys only take a short lock and never wait for the network. A refresh runs outside
+    that lock, one at a time (single flight): when a token names a kid we do not hold (key rollover), when
+    the key set is a day old, or on first use. Unknown-kid refreshes are spaced and their misses remembered
+    for a while, so tokens with made-up kids cannot turn into a fetch flood against the authority.
+    """
+
+    def __init__(self, settings: Settings, *, fetch: Callable[[], dict[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        self._fetch = fetch or self._fetch_from_authority
+        self._clock = clock
         self._keys: dict[str, Any] = {}
-        self._missing: set[str] = set()
-        self._fetched_at = float("-inf")
+        self._missing: dict[str, float] = {}  # kid -> when a refresh did not find it
+        self._loaded_at = float("-inf")
+        self._unknown_refresh_at = float("-inf")
+        self._failure: tuple[float, UpstreamUnavailable] | None = None
+        self._flight: _Flight | None = None
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
-        with self._lock:
-            if (kid not in self._keys and kid not in self._missing
-                    and time.monotonic() - self._fetched_at >= JWKS_MIN_REFRESH_SECONDS):
-                self._refresh()
-                if kid not in self._keys:
-                    if len(self._missing) > 1000:
-                        self._missing.clear()
-                    self._missing.add(kid)
-            return self._keys.get(kid)
+        """The public key for ``kid``, or None when the tenant does not publish it.
 
-    def _refresh(self) -> None:
+        :raises UpstreamUnavailable: the keys were needed and could not be fetched.
+        """
+        with self._lock:
+            now = self._clock()
+            known = self._keys.get(kid)
+            stale = now - self._loaded_at >= FULL_REFRESH_SECONDS
+            if known is not None and not stale:
+                return known
+            flight, leader = self._flight, False
+            if flight is None:
+                if not self._may_fetch(kid, known, stale, now):
+                    return known
+                flight = self._flight = _Flight()
+                leader = True
+                if not stale:
+                    self._unknown_refresh_at = now
+            elif known is not None:
+                return known  # a day-old key serves until the refresh in flight replaces it
+        if leader:
+            self._refresh(flight)
+        elif not flight.done.wait(2 * FETCH_TIMEOUT_SECONDS + 5):
+            raise UpstreamUnavailable("timed out waiting for the tenant's signing keys")
+        with self._lock:
+            found = self._keys.get(kid)
+            if flight.error is not None:
+                if found is None:
+                    raise _again(flight.error)
+                return found  # a refresh of a day-old set failed: keep serving it until one succeeds
+            if found is None:
+                if len(self._missing) >= MAX_MISSING_KIDS:
+                    self._missing.clear()
+                self._missing[kid] = self._clock()
+            return found
+
+    def _may_fetch(self, kid: str, known: Any, stale: bool, now: float) -> bool:
+        """Whether this lookup may start a refresh (called under the lock, with no refresh in flight).
+        Returns False to answer with what is cached; raises the last failure while backing off from it."""
+        if self._failure is not None and now - self._failure[0] < FAILED_FETCH_BACKOFF_SECONDS:
+            if known is not None:
+                return False
+            raise _again(self._failure[1])
+        if stale:
+            return True
+        missed = self._missing.get(kid)
+        if missed is not None and now - missed < MISSING_KID_TTL_SECONDS:
+            return False
+        return now - self._unknown_refresh_at >= UNKNOWN_KID_REFRESH_SECONDS
+
+    def _refresh(self, flight: _Flight) -> None:
+        keys: dict[str, Any] | None = None
+        try:
+            keys = self._fetch()
+        except UpstreamUnavailable as problem:
+            log.warning("the tenant's signing keys could not be fetched: %s", problem.detail)
+            flight.error = problem
+        except BaseException:  # a bug: the requests waiting on this flight must not wait for ever
+            flight.error = _unavailable("discovery", None, "unexpected error")
+            raise
+        finally:
+            with self._lock:
+                now = self._clock()
+                if keys is not None:
+                    self._keys, self._loaded_at, self._failure = keys, now, None
+                    self._missing = {kid: at for kid, at in self._missing.items()
+                                     if kid not in keys and now - at < MISSING_KID_TTL_SECONDS}
+                else:
+                    self._failure = (now, flight.error)
+                self._flight = None
+            flight.done.set()
+
+    def _fetch_from_authority(self) -> dict[str, Any]:
+        """Discovery document, then its `jwks_uri`. Any failure is the authority being unavailable."""
         import requests
 
         session = requests.Session()
         session.trust_env = False
-        verify = self._settings.connection_verify
         discovery = f"{self._settings.authority}/v2.0/.well-known/openid-configuration"
-        jwks_uri = session.get(discovery, timeout=10, verify=verify).json()["jwks_uri"]
-        document = session.get(jwks_uri, timeout=10, verify=verify).json()
-        self._keys = {k["kid"]: jwt.PyJWK(k).key for k in document.get("keys", []) if k.get("kid")}
-        self._missing.clear()
-        self._fetched_at = time.monotonic()
+        with session:
+            jwks_uri = _get_json(session, "discovery", discovery, self._settings.connection_verify).get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not jwks_uri.startswith("https://"):
+                raise _unavailable("discovery", None, "the discovery document names no https jwks_uri")
+            document = _get_json(session, "jwks", jwks_uri, self._settings.connection_verify)
+        entries = document.get("keys")
+        if not isinstance(entries, list):
+            raise _unavailable("jwks", None, "the key set has no keys array")
+        keys: dict[str, Any] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+                continue
+            try:
+                keys[entry["kid"]] = jwt.PyJWK(entry).key
+            except jwt.PyJWTError:  # a key of a type we cannot use (RFC 7517 §5: ignore it, keep the rest)
+                log.info("ignoring published key %s of an unusable type", entry["kid"][:60])
+        return keys
+
+
+def _get_json(session: Any, operation: str, url: str, verify: str | bool) -> dict[str, Any]:
+    import requests
+
+    try:
+        response = session.get(url, timeout=FETCH_TIMEOUT_SECONDS, verify=verify)
+    except requests.RequestException as exc:
+        raise _unavailable(operation, None, type(exc).__name__) from exc
+    if response.status_code != 200:
+        raise _unavailable(operation, response.status_code, f"status {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise _unavailable(operation, 200, "the answer is not JSON") from None
+    if not isinstance(body, dict):
+        raise _unavailable(operation, 200, "the answer is not a JSON object")
+    return body
+
+
+def _again(problem: UpstreamUnavailable) -> UpstreamUnavailable:
+    """A fresh copy to raise in another request (re-raising one instance keeps growing its traceback)."""
+    copy = UpstreamUnavailable(problem.detail, **problem.extensions)
+    copy.headers.update(problem.headers)
+    return copy
+
+
+def _unavailable(operation: str, status: int | None, reason: str) -> UpstreamUnavailable:
+    problem = UpstreamUnavailable(
+        f"the tenant's signing keys could not be fetched to check the token ({operation}: {reason}); retry later",
+        upstream={"service": "entra", "operation": operation, "status": status, "code": None},
+    )
+    problem.headers["Retry-After"] = str(int(FAILED_FETCH_BACKOFF_SECONDS))
+    return problem
 
 
 class Authenticator:
@@ -119,8 +256,9 @@ class Authenticator:
             claims: dict[str, Any] = {}
             for claim in principal.get("claims", []):
                 claims.setdefault(claim["typ"], []).append(claim["val"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise Unauthenticated("the Easy Auth principal could not be read") from None
+        _check_easy_auth_principal(principal, claims, self.settings.tenant_id)
         role_typ = principal.get("role_typ", "roles")
         oid = (claims.get("http://schemas.microsoft.com/identity/claims/objectidentifier")
                or claims.get("oid") or [""])[0]
@@ -129,6 +267,16 @@ class Authenticator:
         name = (claims.get("name") or claims.get("appid") or claims.get("azp") or [oid])[0]
         return Caller(object_id=oid, name=name, roles=frozenset(claims.get(role_typ, []) + claims.get("roles", [])),
                       app_id=(claims.get("appid") or claims.get("azp") or [None])[0])
+
+
+def _check_easy_auth_principal(principal: dict, claims: dict[str, list[str]], tenant_id: str) -> None:
+    """Easy Auth also signs in other providers (Google, GitHub...) and, with a multi-tenant app, other
+    tenants: only a Microsoft Entra principal of our own tenant is a caller."""
+    if principal.get("auth_typ") != "aad":
+        raise Unauthenticated("the Easy Auth principal is not from Microsoft Entra ID")
+    tenants = {value for typ in TENANT_CLAIMS for value in claims.get(typ, [])}
+    if tenants and tenants != {tenant_id}:
+        raise Unauthenticated("the Easy Auth principal is from another tenant")
 
 
 def _caller_from_claims(claims: dict) -> Caller:

@@ -74,8 +74,9 @@ class ProblemDetails(BaseModel):
 
 
 class HealthReport(BaseModel):
+    """Anonymous, so it says only that the app is up and its settings load."""
+
     status: Literal["ok"]
-    dicomServices: list[str]
 
 
 class VerificationCheck(BaseModel):
@@ -695,7 +696,13 @@ def _serialized(version: str, deployment: Deployment) -> str:
 
 # ------------------------------------------------------------------------------------------- serving
 def respond(req: Any, version: str) -> Any:
-    """The document for the host and base path this request came in on (anonymous: it holds no secret)."""
+    """The document for the host and base path this request came in on (anonymous: it holds no secret).
+
+    In Azure the platform's ``WEBSITE_HOSTNAME`` names the app, so that is the host; elsewhere the request's
+    own Host header is. A document that may follow the Host header is cached by the caller only (private):
+    a shared cache keyed on the URL alone must not hand one caller's host to another."""
+    import os
+
     import azure.functions as func
 
     from .problems import Misconfigured
@@ -704,14 +711,15 @@ def respond(req: Any, version: str) -> Any:
     parts = urlsplit(req.url)
     route = OPERATIONS["openapi_v2" if version == "2.0" else "openapi_v3"].path
     base = parts.path[: -len(route)] if parts.path.endswith(route) else "/api"
+    platform_host = os.environ.get("WEBSITE_HOSTNAME")
+    host, scheme = (platform_host, "https") if platform_host else (parts.netloc, parts.scheme)
     try:
         settings = load()
-        deployment = Deployment(parts.netloc, base, parts.scheme, settings.authority,
-                                settings.api_audience or settings.api_client_id)
+        deployment = Deployment(host, base, scheme, settings.authority, settings.api_audience or settings.api_client_id)
     except Misconfigured:
-        deployment = Deployment(parts.netloc, base, parts.scheme)
+        deployment = Deployment(host, base, scheme)
     return func.HttpResponse(_serialized(version, deployment), status_code=200, mimetype=JSON,
-                             charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
+                             charset="utf-8", headers={"Cache-Control": "private, max-age=300"})
 
 
 def main(argv: list[str] | None = None) -> None:

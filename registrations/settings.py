@@ -77,6 +77,8 @@ class Settings:
     requester_access: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_registrations_per_requester: int = 50
     allowed_redirect_hosts: tuple[str, ...] = ()
+    # Issuers federated credentials may trust; empty: only admins may create federated credentials.
+    allowed_federated_issuers: tuple[str, ...] = ()
     # Credential lifecycle.
     rotation_overlap_days: int = 7
     expiry_warning_days: int = 30
@@ -154,6 +156,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if unknown:
         raise Misconfigured(f"REQUESTER_ACCESS names unknown DICOM services: {', '.join(sorted(unknown))}")
     hosts = tuple(h.strip().lower() for h in (env.get("ALLOWED_REDIRECT_HOSTS") or "").split(",") if h.strip())
+    issuers = tuple(i.strip() for i in (env.get("ALLOWED_FEDERATED_ISSUERS") or "").split(",") if i.strip())
+    for issuer in issuers:
+        if not issuer.startswith("https://") or any(c.isspace() for c in issuer):
+            raise Misconfigured("ALLOWED_FEDERATED_ISSUERS must list https issuer URLs, separated by commas")
 
     development = env.get("AZURE_FUNCTIONS_ENVIRONMENT", "Production") == "Development"
     settings = Settings(
@@ -175,6 +181,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         requester_access={k: tuple(v) for k, v in requester_access.items()},
         max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),
         allowed_redirect_hosts=hosts,
+        allowed_federated_issuers=issuers,
         provisioning_deadline_seconds=float(_int(env, "PROVISIONING_DEADLINE_SECONDS", 60, 10, 200)),
         rotation_overlap_days=_int(env, "ROTATION_OVERLAP_DAYS", 7, 0, 90),
         expiry_warning_days=_int(env, "EXPIRY_WARNING_DAYS", 30, 1, 365),

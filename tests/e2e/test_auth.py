@@ -6,10 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
+from registrations import auth
+from registrations.auth import JwksCache
+from registrations.problems import UpstreamUnavailable
 from tests.clients import claims, client_credentials_token, follow_authorize, public_app
 from tests.support import api_client, api_token, settings_override
 
@@ -169,11 +175,12 @@ def test_requesters_see_only_their_own(as_, tenant):
     assert as_["requester"].delete("/registrations/auth-owned-by-a").status_code == 200
 
 
-def easy_auth_principal(oid: str, roles: list[str]) -> str:
-    principal = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles",
+def easy_auth_principal(oid: str, roles: list[str], *, auth_typ: str = "aad", **claims: str) -> str:
+    principal = {"auth_typ": auth_typ, "name_typ": "name", "role_typ": "roles",
                  "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
                             {"typ": "name", "val": "Easy Auth caller"}]
-                 + [{"typ": "roles", "val": role} for role in roles]}
+                 + [{"typ": "roles", "val": role} for role in roles]
+                 + [{"typ": typ, "val": val} for typ, val in claims.items()]}
     return base64.b64encode(json.dumps(principal).encode()).decode()
 
 
@@ -197,6 +204,33 @@ def test_the_principal_header_is_trusted_when_easy_auth_is_on(host):
         assert response.status_code == 201, response.text
         assert response.json()["requestedBy"] == "11111111-2222-3333-4444-555555555555"
         assert client.delete("/registrations/auth-easy", headers=principal).status_code == 200
+
+
+TENANT_CLAIM = "http://schemas.microsoft.com/identity/claims/tenantid"
+
+
+@pytest.mark.parametrize("auth_typ, claims", [
+    ("google", {}),
+    ("github", {"tid": "ignored"}),
+    ("aad", {TENANT_CLAIM: "00000000-0000-0000-0000-000000000001"}),
+    ("aad", {"tid": "00000000-0000-0000-0000-000000000001"}),
+])
+def test_easy_auth_trusts_only_entra_principals_of_this_tenant(host, auth_typ, claims):
+    principal = {"X-MS-CLIENT-PRINCIPAL": easy_auth_principal("11111111-2222-3333-4444-555555555555",
+                                                              ["Registrations.Admin"], auth_typ=auth_typ, **claims)}
+    with settings_override(WEBSITE_AUTH_ENABLED="True"), api_client(host, None) as client:
+        response = client.get("/registrations", headers=principal)
+    assert response.status_code == 401, response.text
+
+
+def test_easy_auth_accepts_a_principal_of_this_tenant(host, tenant):
+    principal = {"X-MS-CLIENT-PRINCIPAL": easy_auth_principal("11111111-2222-3333-4444-555555555555",
+                                                              ["Registrations.Read"],
+                                                              **{TENANT_CLAIM: tenant.tenant_id})}
+    with settings_override(WEBSITE_AUTH_ENABLED="True"), api_client(host, None) as client:
+        assert client.get("/registrations", headers=principal).status_code == 200
+    with settings_override(WEBSITE_AUTH_ENABLED=None), api_client(host, None) as client:
+        assert client.get("/registrations", headers=principal).status_code == 401
 
 
 def test_policy_limits_for_requesters(as_):
@@ -226,3 +260,157 @@ def test_policy_limits_for_requesters(as_):
         body["redirectUris"] = ["https://viewer.contoso.org/cb", "http://localhost:3000/cb"]
         assert admin.post("/registrations", json=body).status_code == 201
         admin.delete("/registrations/auth-hosts")
+
+
+# ------------------------------------------------------------------------------------ the signing key cache
+class KeySource:
+    """What the authority publishes, as JwksCache sees it: kid -> key, counted fetches, optional blocking."""
+
+    def __init__(self, *kids: str) -> None:
+        self.keys = {kid: f"key-{kid}" for kid in kids}
+        self.fetches = 0
+        self.release: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def __call__(self) -> dict:
+        self.fetches += 1
+        self.entered.set()
+        if self.release is not None:
+            assert self.release.wait(10)
+        return dict(self.keys)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cache(source: KeySource, clock: FakeClock | None = None) -> JwksCache:
+    return JwksCache(None, fetch=source, clock=clock or FakeClock())  # type: ignore[arg-type]
+
+
+def test_known_kids_never_wait_for_a_refresh():
+    source = KeySource("known")
+    keys = cache(source)
+    assert keys.key("known") == "key-known"
+    source.release = threading.Event()
+    source.entered.clear()
+    refreshing = threading.Thread(target=keys.key, args=("rolled-over",))
+    refreshing.start()
+    assert source.entered.wait(5)
+    started = time.monotonic()
+    assert keys.key("known") == "key-known"  # while the refresh for the new kid is still on the wire
+    assert time.monotonic() - started < 1
+    source.release.set()
+    refreshing.join(5)
+
+
+def test_one_refresh_at_a_time_serves_every_waiting_request():
+    source = KeySource("known")
+    keys = cache(source)
+    keys.key("known")
+    source.keys["new"] = "key-new"
+    source.release = threading.Event()
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(keys.key, "new") for _ in range(8)]
+        assert source.entered.wait(5)
+        time.sleep(0.2)
+        source.release.set()
+        assert [f.result(5) for f in futures] == ["key-new"] * 8
+    assert source.fetches == 2  # the first load and one refresh
+
+
+def test_unknown_kids_refresh_at_most_every_five_seconds():
+    source, clock = KeySource("known"), FakeClock()
+    keys = cache(source, clock)
+    keys.key("known")
+    assert keys.key("made-up-1") is None and source.fetches == 2
+    clock.now += 1
+    assert keys.key("made-up-2") is None and source.fetches == 2  # too soon: not fetched again
+    clock.now += 4
+    source.keys["made-up-2"] = "key-2"
+    assert keys.key("made-up-2") == "key-2" and source.fetches == 3
+
+
+def test_a_kid_not_found_is_looked_for_again_after_five_minutes():
+    source, clock = KeySource("known"), FakeClock()
+    keys = cache(source, clock)
+    assert keys.key("published-late") is None
+    source.keys["published-late"] = "key-late"
+    clock.now += 60
+    assert keys.key("published-late") is None and source.fetches == 1  # remembered as missing
+    clock.now += 241
+    assert keys.key("published-late") == "key-late" and source.fetches == 2
+
+
+def test_a_full_refresh_every_day_drops_withdrawn_keys():
+    source, clock = KeySource("old", "current"), FakeClock()
+    keys = cache(source, clock)
+    assert keys.key("old") == "key-old"
+    del source.keys["old"]
+    clock.now += 23 * 3600
+    assert keys.key("old") == "key-old" and source.fetches == 1
+    clock.now += 3600
+    assert keys.key("old") is None and keys.key("current") == "key-current" and source.fetches == 2
+
+
+def test_a_failed_fetch_is_a_503_and_is_not_repeated_at_once():
+    source, clock = KeySource("known"), FakeClock()
+    failures = []
+
+    def failing() -> dict:
+        failures.append(1)
+        raise auth._unavailable("jwks", 500, "status 500")
+
+    keys = JwksCache(None, fetch=failing, clock=clock)  # type: ignore[arg-type]
+    for _ in range(3):
+        with pytest.raises(UpstreamUnavailable) as raised:
+            keys.key("known")
+        assert raised.value.status == 503 and raised.value.headers["Retry-After"]
+    assert len(failures) == 1
+    keys._fetch = source
+    clock.now += 5
+    assert keys.key("known") == "key-known"
+
+
+def test_answers_that_are_not_a_key_set_are_upstream_unavailable():
+    def answering(status: int, body: bytes):
+        response = requests.Response()
+        response.status_code, response._content = status, body
+        return type("Session", (), {"get": lambda self, url, **kw: response})()
+
+    for status, body in [(200, b"<html>sign-in page</html>"), (404, b"{}"), (200, b"[1, 2]")]:
+        with pytest.raises(UpstreamUnavailable):
+            auth._get_json(answering(status, body), "discovery", "https://login.example/x", True)
+
+    def unreachable(url, **kw):
+        raise requests.ConnectionError("refused")
+
+    with pytest.raises(UpstreamUnavailable) as raised:
+        auth._get_json(type("Session", (), {"get": staticmethod(unreachable)})(), "jwks", "https://x/keys", True)
+    assert raised.value.extensions["upstream"]["operation"] == "jwks"
+
+
+@pytest.mark.parametrize("operation, status", [("entra.discovery", 500), ("entra.keys", 503)])
+def test_the_authority_failing_is_a_503_not_a_500(host, tenant, tokens, operation, status):
+    # A fresh runtime has no keys yet, so the first call needs the authority.
+    with settings_override():
+        tenant.set_faults({"failures": [{"operation": operation, "nth": 1, "status": status}]})
+        try:
+            with api_client(host, tokens["reader"]) as client:
+                response = client.get("/registrations")
+        finally:
+            tenant.set_faults({})
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith(":upstream-unavailable")
+    assert response.headers["retry-after"]
+
+
+def test_an_unreachable_authority_is_a_503(host, tokens):
+    with settings_override(AZURE_AUTHORITY_HOST="https://127.0.0.1:9"), api_client(host, tokens["reader"]) as client:
+        response = client.get("/registrations")
+    assert response.status_code == 503, response.text
+    assert response.json()["upstream"]["service"] == "entra"
