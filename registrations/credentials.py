@@ -27,7 +27,7 @@ from .adapters.vault import StoredSecret, VaultClient
 from .certificates import make_certificate
 from .kinds import KEY_VAULT_SECRETS_USER
 from .problems import Conflict, Misconfigured
-from .saga import Saga, eventually
+from .saga import Saga, ensure, eventually
 from .settings import Settings
 
 MANAGED_BY = "dicom-registrations"
@@ -220,15 +220,13 @@ class Credentials:
                 "subject": credential.subject, "audiences": [credential.audience],
                 "description": "Made by the DICOM registrations API"}
 
-        def ensure() -> dict:
-            if not fresh:
-                for existing in self.graph.list_federated_credentials(app["id"]):
-                    if existing.get("name") == body["name"]:
-                        return existing
-            return self.graph.create_federated_credential(app["id"], body)
+        def find() -> dict | None:
+            return next((c for c in self.graph.list_federated_credentials(app["id"]) if c.get("name") == body["name"]),
+                        None)
 
-        created = saga.run("add federated credential",
-                           lambda: eventually(ensure, lagging=_lag_404, deadline=deadline, sleep=self._sleep))
+        created = saga.run("add federated credential", lambda: (None if fresh else find()) or ensure(
+            lambda: self.graph.create_federated_credential(app["id"], body), find,
+            lagging=_lag_404, deadline=deadline, sleep=self._sleep))
         return {"kind": "federated", "keyId": created.get("id"), "issuer": credential.issuer,
                 "subject": credential.subject, "audience": credential.audience}
 

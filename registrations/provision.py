@@ -81,6 +81,15 @@ class Provisioner:
             problem.headers["Retry-After"] = str(min(int(left) + 1, 30))
             raise problem
 
+    def _ours(self, unique: str, lease: str) -> tuple[bool, dict] | None:
+        """After a failed create whose answer may have been lost: the app, if it is there with our lease."""
+        app = self.graph.get_application(unique)
+        if app is None:
+            return None
+        if lease in (app.get("tags") or []):
+            return True, app
+        raise InProgress("another request is creating this registration; retry shortly")
+
     def _lease(self) -> str:
         return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(time.time() + self.lease_seconds)}"
 
@@ -95,9 +104,10 @@ class Provisioner:
                 manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
                                              resource=resource)
                 manifest["tags"].append(lease)
-                created, app = saga.run("create application",
-                                        lambda: self.graph.upsert_application(unique, manifest),
-                                        undo=lambda result: result[0] and self.graph.delete_application(result[1]["id"]))
+                created, app = saga.run("create application", lambda: ensure(
+                    lambda: self.graph.upsert_application(unique, manifest),
+                    lambda: self._ours(unique, lease), lagging=lag_404, deadline=deadline, sleep=self._sleep),
+                    undo=lambda result: result[0] and self.graph.delete_application(result[1]["id"]))
                 if not created:
                     # Another attempt created it between our read and our write, and owns it: back off. Our
                     # write changed nothing that attempt does not write again when it marks the app ready.

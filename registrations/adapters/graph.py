@@ -42,6 +42,9 @@ class GraphClient:
             f"/v1.0/applications(uniqueName='{_key(unique_name)}')",
             body=manifest,
             headers={"Prefer": "create-if-missing"},
+            # A retry after a lost 201 would answer 204 and look like someone else's app: the service
+            # retries instead, after reading what is there.
+            retry=False,
         )
         return status == 201, body
 

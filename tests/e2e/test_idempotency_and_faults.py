@@ -74,12 +74,18 @@ CREATE_STEPS = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["once", "permanent"])
+FAILURES = {
+    "once": {"status": 503, "times": 1},  # transient, nothing done
+    "lost": {"status": 503, "times": 1, "when": "after"},  # done, but the answer is lost
+    "permanent": {"status": 403, "times": None},
+}
+
+
+@pytest.mark.parametrize("mode", list(FAILURES))
 @pytest.mark.parametrize("operation", CREATE_STEPS)
 def test_a_failing_step_leaves_a_complete_registration_or_nothing(api, tenant, operation, mode):
     name = f"fault-{mode}-{operation.split('.')[1].lower()}"[:40]
-    failure = {"operation": operation, "nth": 1, "status": 503, "times": 1} if mode == "once" \
-        else {"operation": operation, "nth": 1, "status": 403, "times": None}
+    failure = {"operation": operation, "nth": 1, **FAILURES[mode]}
     tenant.set_faults({"failures": [failure]})
     try:
         response = api.post("/registrations", json=body(name))
@@ -95,5 +101,80 @@ def test_a_failing_step_leaves_a_complete_registration_or_nothing(api, tenant, o
         assert response.status_code in (502, 503), response.text
         leftovers = {kind: items for kind, items in found.items() if items}
         assert leftovers == {}, leftovers
-    if mode == "once":
+    if mode != "permanent":
         assert response.status_code == 201, response.text
+
+
+def counts(tenant) -> dict[str, int]:
+    state = tenant.state()
+    return {kind: len(state[kind]) for kind in ("applications", "servicePrincipals", "appRoleAssignments",
+                                                 "oauth2PermissionGrants", "roleAssignments", "secrets")}
+
+
+def ensure_oss_resource(api) -> None:
+    made = api.post("/registrations", json={"type": "resource", "name": "dicom-oss-api",
+                                            "displayName": "DICOM OSS API", "dicomService": "oss"})
+    assert made.status_code in (200, 201), made.text
+
+
+# Other kinds of registration and the calls only they make: (body extras, operation).
+OTHER_PATHS = {
+    "confidential-consent": ({"type": "confidential", "redirectUris": ["https://portal.example.org/cb"]},
+                             "graph.createOAuth2PermissionGrant"),
+    "certificate": ({"credential": {"kind": "certificate"}}, "graph.updateApplication"),
+    "federated": ({"credential": {"kind": "federated", "issuer": "https://issuer.local.test", "subject": "job"}},
+                  "graph.createFederatedIdentityCredential"),
+    "oss-app-role": ({"dicomService": "oss"}, "graph.createAppRoleAssignment"),
+    "secret-reader": ({"secretReaders": ["ce939e95-fac6-5dd6-97f6-aa7e41606a70"]}, "arm.createRoleAssignment"),
+}
+
+
+@pytest.mark.parametrize("mode", list(FAILURES))
+@pytest.mark.parametrize("path", list(OTHER_PATHS))
+def test_other_paths_end_complete_or_empty(api, tenant, path, mode):
+    ensure_oss_resource(api)
+    extras, operation = OTHER_PATHS[path]
+    name = f"path-{mode}-{path}"[:40]
+    request = {**body(name), **extras}
+    if request["type"] != "service":
+        request.pop("access")
+    before = counts(tenant)
+    tenant.set_faults({"failures": [{"operation": operation, "nth": 1, **FAILURES[mode]}]})
+    try:
+        response = api.post("/registrations", json=request)
+    finally:
+        tenant.set_faults({})
+    after = counts(tenant)
+    if mode == "permanent":
+        assert response.status_code in (502, 503), response.text
+        assert after == before, (before, after)
+        return
+    assert response.status_code == 201, response.text
+    assert after["applications"] == before["applications"] + 1
+    assert after["servicePrincipals"] == before["servicePrincipals"] + 1
+    app = next(a for a in tenant.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}")
+    kind = request.get("credential", {}).get("kind", "secret")
+    assert len(app["passwordCredentials"]) == (1 if kind == "secret" else 0)
+    assert len(app["keyCredentials"]) == (1 if kind == "certificate" else 0)
+    assert len(app["federatedIdentityCredentials"]) == (1 if kind == "federated" else 0)
+    grants = {"confidential-consent": "oauth2PermissionGrants", "oss-app-role": "appRoleAssignments"}
+    if path in grants:
+        assert after[grants[path]] == before[grants[path]] + 1
+    assert api.delete(f"/registrations/{name}").status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["lost", "once"])
+def test_a_rotation_whose_answer_is_lost_rotates_once(api, tenant, mode):
+    name = f"rotate-{mode}"
+    assert api.post("/registrations", json=body(name)).status_code == 201
+    tenant.set_faults({"failures": [{"operation": "graph.addPassword", "nth": 1, **FAILURES[mode]}]})
+    try:
+        rotated = api.post(f"/registrations/{name}/credentials", headers={"Idempotency-Key": "r-1"})
+    finally:
+        tenant.set_faults({})
+    assert rotated.status_code == 201, rotated.text
+    app = next(a for a in tenant.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}")
+    assert len(app["passwordCredentials"]) == 2
+    versions = [v for s in tenant.state()["secrets"] if s["name"] == f"dicomreg--{name}--secret"
+                for v in s["versions"]]
+    assert len(versions) == 2

@@ -1,0 +1,65 @@
+"""Two instances of the function app (two processes, so no shared lock) on one tenant: the same create sent
+to both at once converges on one registration, and neither undoes the other's work."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from bench._harness import HostProcess, admin_token
+from localtenant import LocalTenant
+
+
+@pytest.fixture(scope="module")
+def two_hosts():
+    with LocalTenant.start() as lt:
+        lt.set_faults({"latencyMs": 80})  # every call slow enough that the two creates overlap
+        with HostProcess(lt) as first, HostProcess(lt) as second:
+            yield lt, first, second
+
+
+def create_until_done(host: HostProcess, token: str, body: dict) -> list[int]:
+    """Like a Logic Apps HTTP action: retry a 503 after its Retry-After, until an answer that is not 503."""
+    statuses = []
+    with httpx.Client(base_url=host.api, trust_env=False, timeout=120,
+                      headers={"x-functions-key": host.function_key, "Authorization": f"Bearer {token}"}) as c:
+        for _ in range(20):
+            response = c.post("/registrations", json=body)
+            statuses.append(response.status_code)
+            if response.status_code != 503:
+                return statuses
+            time.sleep(min(float(response.headers.get("retry-after", "1")), 3))
+    return statuses
+
+
+def test_the_same_create_on_two_instances_makes_one_registration(two_hosts):
+    lt, first, second = two_hosts
+    token = admin_token(lt)
+    for round_ in range(3):
+        name = f"two-hosts-{round_}"
+        body = {"type": "service", "name": name, "displayName": "Two hosts", "dicomService": "managed",
+                "access": "reader"}
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(lambda host: create_until_done(host, token, body), [first, second]))
+        finals = sorted(statuses[-1] for statuses in outcomes)
+        # One instance creates; the other backs off (503 + Retry-After) while the lease is live, then
+        # replays the finished registration.
+        assert finals == [200, 201], outcomes
+
+        state = lt.state()
+        apps = [a for a in state["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
+        assert len(apps) == 1
+        app = apps[0]
+        assert "dicom-state:ready" in app["tags"]
+        assert not [t for t in app["tags"] if t.startswith("dicom-lease:")]
+        sps = [s for s in state["servicePrincipals"] if s["appId"] == app["appId"]]
+        assert len(sps) == 1
+        assert len(app["passwordCredentials"]) == 1
+        versions = [v for s in state["secrets"] if s["name"] == f"dicomreg--{name}--secret" and not s["deleted"]
+                    for v in s["versions"] if v.get("attributes", {}).get("enabled", True)]
+        assert len(versions) == 1
+        roles = [r for r in state["roleAssignments"] if r["properties"]["principalId"] == sps[0]["id"]]
+        assert len(roles) == 1
