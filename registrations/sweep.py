@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from . import manifest as mf
-from .credentials import MANAGED_BY, parse_time
+from .adapters.vault import StoredSecret
+from .credentials import parse_time
+from .settings import Settings
 
 log = logging.getLogger("registrations.sweep")
 audit = logging.getLogger("registrations.audit")
@@ -28,7 +32,26 @@ audit = logging.getLogger("registrations.audit")
 STALE_PROVISIONING = timedelta(hours=1)
 
 
-def expiring(service: Any, *, now: datetime, within: timedelta, apps: list[dict] | None = None) -> list[dict]:
+class SweepableService(Protocol):
+    """All the sweep asks of the service (RegistrationService implements it): it never holds an adapter."""
+
+    settings: Settings
+
+    def owned_registrations(self) -> list[dict]: ...
+    def registration_name(self, app: dict) -> str: ...
+    def locked(self, name: str) -> AbstractContextManager[None]: ...
+    def map_concurrently(self, action: Callable[[Any], Any], items: list) -> list: ...
+    def describe_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]: ...
+    def rotate_credential(self, app: dict, name: str, *, idempotency_key: str, now: datetime) -> bool: ...
+    def refreshed(self, app: dict) -> dict: ...
+    def retire_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]: ...
+    def remove_remains(self, name: str, app: dict) -> list[dict]: ...
+    def managed_secrets(self) -> list[StoredSecret]: ...
+    def delete_orphaned_secret(self, secret_name: str) -> bool: ...
+
+
+def expiring(service: SweepableService, *, now: datetime, within: timedelta,
+             apps: list[dict] | None = None) -> list[dict]:
     """Current credentials (superseded ones are on their way out) ending within the window, soonest first."""
     apps = [a for a in (apps if apps is not None else service.owned_registrations())
             if mf.tag_values(a).get("credential") in ("secret", "certificate")]
@@ -37,7 +60,7 @@ def expiring(service: Any, *, now: datetime, within: timedelta, apps: list[dict]
         tags = mf.tag_values(app)
         name = service.registration_name(app)
         found = []
-        for cred in service.credentials.describe(app, name, now=now):
+        for cred in service.describe_credentials(app, name, now=now):
             end = parse_time(cred.get("endDateTime"))
             if cred["state"] in ("active", "expiring") and end and end - now <= within:
                 found.append({"name": name, "type": tags.get("type"), "kind": cred["kind"], "keyId": cred["keyId"],
@@ -50,7 +73,7 @@ def expiring(service: Any, *, now: datetime, within: timedelta, apps: list[dict]
     return sorted(found, key=lambda item: item["endDateTime"] or "")
 
 
-def run(service: Any, *, now: datetime | None = None) -> dict[str, list]:
+def run(service: SweepableService, *, now: datetime | None = None) -> dict[str, list]:
     """One sweep. `now` is injectable so tests can stand a week in the future without sleeping."""
     now = now or datetime.now(timezone.utc)
     report: dict[str, list] = {"rotated": [], "removed": [], "expiring": [], "drift": [], "repaired": [],
@@ -67,7 +90,8 @@ def run(service: Any, *, now: datetime | None = None) -> dict[str, list]:
             report["errors"].append({"registration": name, "error": type(exc).__name__})
     changed = report["rotated"] or report["removed"] or report["repaired"]
     current = service.owned_registrations() if changed else apps
-    report["expiring"] = expiring(service, now=now, within=service.credentials.expiring_window, apps=current)
+    window = timedelta(days=service.settings.expiry_warning_days)
+    report["expiring"] = expiring(service, now=now, within=window, apps=current)
     _orphaned_secrets(service, current, report, now=now)
     for kind, items in report.items():
         for item in items:
@@ -76,9 +100,9 @@ def run(service: Any, *, now: datetime | None = None) -> dict[str, list]:
     return report
 
 
-def _sweep_one(service: Any, app: dict, name: str, now: datetime, report: dict[str, list]) -> None:
+def _sweep_one(service: SweepableService, app: dict, name: str, now: datetime,
+               report: dict[str, list]) -> None:
     tags = mf.tag_values(app)
-    credentials = service.credentials
     if tags.get("state") != "ready":
         created = parse_time(app.get("createdDateTime"))
         if created and now - created > STALE_PROVISIONING and not _leased(app, now):
@@ -87,7 +111,7 @@ def _sweep_one(service: Any, app: dict, name: str, now: datetime, report: dict[s
         return
     if tags.get("credential") not in ("secret", "certificate"):
         return
-    states = credentials.describe(app, name, now=now)
+    states = service.describe_credentials(app, name, now=now)
     if all(c["state"] == "unreachable" for c in states):
         # No value in Key Vault at all: a client may still hold one it read earlier, so nothing is removed.
         report["drift"].append({"kind": "missingSecret", "registration": name})
@@ -96,11 +120,10 @@ def _sweep_one(service: Any, app: dict, name: str, now: datetime, report: dict[s
     end = parse_time(active[0]["endDateTime"]) if active else None
     rotate_before = timedelta(days=service.settings.rotate_before_days)
     if tags.get("autorotate") == "true" and end and end - now <= rotate_before:
-        _, rotated = credentials.rotate(app, name, idempotency_key=f"sweep-{active[0]['keyId']}", now=now)
-        if rotated:
+        if service.rotate_credential(app, name, idempotency_key=f"sweep-{active[0]['keyId']}", now=now):
             report["rotated"].append({"registration": name, "replaced": active[0]["keyId"]})
-        app = service.graph.get_application_by_id(app["id"]) or app
-    for removed in credentials.retire(app, name, now=now):
+        app = service.refreshed(app)
+    for removed in service.retire_credentials(app, name, now=now):
         if removed["state"] == "superseded":
             report["removed"].append(removed)
         else:
@@ -114,12 +137,12 @@ def _leased(app: dict, now: datetime) -> bool:
     return bool(expires and expires > now.timestamp())
 
 
-def _orphaned_secrets(service: Any, apps: list[dict], report: dict[str, list], *, now: datetime) -> None:
+def _orphaned_secrets(service: SweepableService, apps: list[dict], report: dict[str, list], *, now: datetime) -> None:
     app_ids = {app["appId"] for app in apps}
-    for secret in service.vault.list_managed(MANAGED_BY):
+    for secret in service.managed_secrets():
         # A young secret may belong to a create that is running right now: leave it to a later sweep.
         young = secret.created_on is None or now - secret.created_on < STALE_PROVISIONING
         if secret.tags.get("appId") not in app_ids and not young:
-            service.vault.delete_secret(secret.name)
+            service.delete_orphaned_secret(secret.name)
             report["repaired"].append({"kind": "orphanedSecret", "secret": secret.name,
                                        "note": "soft-deleted, recoverable"})

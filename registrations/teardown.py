@@ -1,0 +1,94 @@
+"""Removing a registration: everything a create made, in an order that never leaves anything unreachable.
+
+Used by DELETE, by a create that adopts an abandoned attempt and fails again (its undo), and by the sweep's
+repair of creates that never finished. Every removal treats "already gone" as done, so a teardown that was
+interrupted can simply run again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from . import manifest as mf
+from .adapters.graph import GraphClient
+from .adapters.rbac import RbacClient
+from .adapters.vault import VaultClient
+from .deadline import map_concurrently
+from .problems import Conflict
+from .settings import ManagedTarget, Settings
+
+Removed = list[dict]
+
+
+class Teardown:
+    def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, vault: VaultClient,
+                 revoke_readers: Callable[[str], Removed], name_of: Callable[[dict], str],
+                 executor: Executor) -> None:
+        self.settings = settings
+        self._graph, self._rbac, self._vault = graph, rbac, vault
+        self._revoke_readers = revoke_readers
+        self._name_of = name_of
+        self._executor = executor
+
+    def refuse_if_in_use(self, name: str, app: dict, registrations: list[dict]) -> None:
+        """Deleting a resource registration would break every client that calls it: say which ones."""
+        users = sorted(self._name_of(other) for other in registrations
+                       if any(access.get("resourceAppId") == app["appId"]
+                              for access in other.get("requiredResourceAccess") or []))
+        if users:
+            raise Conflict(f"resource registration {name!r} is used by {', '.join(users)}; delete those first",
+                           dependents=users)
+
+    def remove(self, name: str, app: dict) -> Removed:
+        """Grants, role assignments and the secret first (concurrently), then the service principal, then
+        the application: the application is the intent record, so it goes last."""
+        tags = mf.tag_values(app)
+        sp_id = tags.get("sp") or (self._graph.get_service_principal(app["appId"]) or {}).get("id")
+        target = self.settings.target(tags.get("target", ""))
+        removed: Removed = []
+        jobs: list[Callable[[], Removed]] = []
+        if sp_id:
+            if isinstance(target, ManagedTarget) and tags.get("type") == "service":
+                jobs.append(lambda: self._remove_role_assignments(target.resourceId, sp_id))
+            jobs.append(lambda: self._remove_app_role_assignments(sp_id))
+            if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
+                jobs.append(lambda: self._remove_grants(sp_id))
+        kind = tags.get("credential")
+        if kind in ("secret", "certificate"):
+            secret = mf.secret_name(self.settings.name_prefix, name, kind)
+            jobs.append(lambda: self._remove_secret(secret))
+        for found in map_concurrently(self._executor, lambda job: job(), jobs):
+            removed.extend(found)
+        if sp_id and self._graph.delete_service_principal(sp_id):
+            removed.append({"kind": "servicePrincipal", "id": sp_id})
+        if self._graph.delete_application(app["id"]):
+            removed.append({"kind": "application", "id": app["appId"]})
+        return removed
+
+    def _remove_secret(self, secret: str) -> Removed:
+        removed = self._revoke_readers(secret)
+        if self._vault.delete_secret(secret):
+            removed.append({"kind": "keyVaultSecret", "id": secret, "note": "soft-deleted, recoverable"})
+        return removed
+
+    def _remove_role_assignments(self, scope: str, sp_id: str) -> Removed:
+        removed = []
+        for assignment in self._rbac.list_for_principal(scope, sp_id):
+            if self._rbac.delete(assignment["id"]):
+                removed.append({"kind": "roleAssignment", "id": assignment["id"]})
+        return removed
+
+    def _remove_app_role_assignments(self, sp_id: str) -> Removed:
+        removed = []
+        for assignment in self._graph.list_app_role_assignments(sp_id):
+            self._graph.delete_app_role_assignment(assignment["resourceId"], assignment["id"])
+            removed.append({"kind": "appRoleAssignment", "id": assignment["id"]})
+        return removed
+
+    def _remove_grants(self, sp_id: str) -> Removed:
+        removed = []
+        for grant in self._graph.list_grants(sp_id):
+            self._graph.delete_grant(grant["id"])
+            removed.append({"kind": "oauth2PermissionGrant", "id": grant["id"]})
+        return removed
