@@ -27,28 +27,19 @@ from .adapters.vault import StoredSecret, VaultClient
 from .certificates import make_certificate
 from .kinds import KEY_VAULT_SECRETS_USER
 from .problems import Conflict, Misconfigured
-from .saga import Saga, ensure, eventually
+from .saga import Saga, ensure, eventually, lag_404, lag_new_reader
 from .settings import Settings
+from .times import iso, parse_time
 
 MANAGED_BY = "dicom-registrations"
 UNREACHABLE_GRACE = timedelta(hours=1)
 CONTENT_TYPES = {"secret": "text/plain; kind=client-secret", "certificate": "application/x-pem-file"}
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _with(app: dict, kind: str, made: dict, label: str, now: datetime) -> dict:
     """The app as Graph will show it once the credential just added has replicated (a read right after the
     write may not show it yet)."""
-    field = "passwordCredentials" if kind == "secret" else "keyCredentials"
+    field = mf.CREDENTIAL_FIELD[kind]
     if any(c.get("keyId") == made["keyId"] for c in app.get(field) or []):
         return app
     display = label if kind == "secret" else f"{mf.CERT_NAME} {label.removeprefix(mf.PASSWORD_NAME).strip()}"
@@ -58,12 +49,8 @@ def _with(app: dict, kind: str, made: dict, label: str, now: datetime) -> dict:
 
 
 def _issued(version: StoredSecret) -> datetime:
-    issued = version.tags.get("issuedAt")
-    return datetime.fromisoformat(issued) if issued else (version.created_on or datetime.min.replace(tzinfo=timezone.utc))
-
-
-def _lag_404(exc: UpstreamError) -> bool:
-    return exc.status == 404
+    return (parse_time(version.tags.get("issuedAt")) or version.created_on
+            or datetime.min.replace(tzinfo=timezone.utc))
 
 
 def rotation_label(idempotency_key: str | None) -> str:
@@ -112,7 +99,7 @@ class Credentials:
     def _kept(self, app: dict, name: str, kind: str) -> dict | None:
         """Resuming a create: keep the credential if its value reached Key Vault; otherwise remove every one
         this API added (their values are lost, so nobody could ever use them)."""
-        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        ours = mf.our_credentials(app, kind)
         stored = self.vault.get_properties(name)
         for cred in ours:
             if stored and stored.tags.get("keyId") == cred["keyId"] and stored.tags.get("appId") == app["appId"]:
@@ -199,7 +186,7 @@ class Credentials:
         }
         saga.run("add certificate", lambda: eventually(
             lambda: self._set_certificates(app, keep=lambda _: True, add=key_credential),
-            lagging=_lag_404, deadline=deadline, sleep=self._sleep),
+            lagging=lag_404, deadline=deadline, sleep=self._sleep),
             undo=lambda _: self._set_certificates(app, keep=lambda c: c["keyId"] != key_id, add=None))
         stored = self._store(saga, app, name, registration, "certificate", cert.pem, cert.end, key_id, label,
                              {"thumbprint": cert.thumbprint}, now=now)
@@ -226,7 +213,7 @@ class Credentials:
 
         created = saga.run("add federated credential", lambda: (None if fresh else find()) or ensure(
             lambda: self.graph.create_federated_credential(app["id"], body), find,
-            lagging=_lag_404, deadline=deadline, sleep=self._sleep))
+            lagging=lag_404, deadline=deadline, sleep=self._sleep))
         return {"kind": "federated", "keyId": created.get("id"), "issuer": credential.issuer,
                 "subject": credential.subject, "audience": credential.audience}
 
@@ -242,7 +229,7 @@ class Credentials:
             scope = self.reader_scope(secret_name)
             saga.run(f"grant secret reader {reader}", lambda: eventually(
                 lambda: self.rbac.assign(scope, KEY_VAULT_SECRETS_USER, reader, principal_type=None),
-                lagging=lambda e: e.status in (400, 404) and e.code in ("PrincipalNotFound", None),
+                lagging=lag_new_reader,
                 deadline=deadline, sleep=self._sleep),
                 undo=self.rbac.delete)
 
@@ -261,7 +248,7 @@ class Credentials:
         """Add a new credential (a new Key Vault version); the previous one stays valid through the overlap.
         Returns (credentials, rotated); a replay under the same Idempotency-Key rotates nothing."""
         kind = mf.tag_values(app).get("credential")
-        if kind not in ("secret", "certificate"):
+        if kind not in mf.STORED_KINDS:
             raise Conflict(f"registration {registration!r} has no secret or certificate to rotate"
                            + (" (its federated credential is secretless)" if kind == "federated" else ""))
         name = self.secret_name(registration, kind)
@@ -280,7 +267,7 @@ class Credentials:
         return self.describe(_with(fresh, kind, made, label, now or self._clock()), registration, now=now), True
 
     def _replayed(self, app: dict, name: str, kind: str, label: str) -> bool:
-        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        ours = mf.our_credentials(app, kind)
         matching = [c for c in ours if (c.get("displayName") or "").endswith(label.split(" ")[-1])]
         if not matching:
             return False
@@ -306,12 +293,12 @@ class Credentials:
         """Every credential this API added to the app, newest first, with its state: active, expiring,
         superseded (still valid until removeAfter) or unreachable (its value is not in Key Vault)."""
         kind = mf.tag_values(app).get("credential")
-        if kind not in ("secret", "certificate"):
+        if kind not in mf.STORED_KINDS:
             return []
         now = now or self._clock()
         versions = [v for v in self.vault.list_versions(self.secret_name(registration, kind)) if v.enabled]
         by_key = {v.tags.get("keyId"): v for v in versions}
-        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        ours = mf.our_credentials(app, kind)
         live = sorted((by_key[c["keyId"]] for c in ours if c["keyId"] in by_key), key=_issued)
         newest = live[-1] if live else None
         described = []

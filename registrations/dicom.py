@@ -9,7 +9,8 @@ import json
 import shlex
 from typing import Any
 
-from .kinds import PLANS
+from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
+from .manifest import STORED_KINDS
 from .settings import ManagedTarget, OssTarget, Settings
 
 FORMATS = ("json", "env", "msal")
@@ -24,7 +25,7 @@ def scopes_for(reg_type: str, target: ManagedTarget | OssTarget, resource_app_id
     resource = target.audience if isinstance(target, ManagedTarget) else resource_app_id
     if reg_type == "service":
         return [f"{resource}/.default"]
-    scope = "Dicom.ReadWrite" if isinstance(target, ManagedTarget) else "user_impersonation"
+    scope = MANAGED_DELEGATED_SCOPE if isinstance(target, ManagedTarget) else OSS_DELEGATED_SCOPE
     return [f"{resource}/{scope}"]
 
 
@@ -58,7 +59,7 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
         config["pkce"] = {"codeChallengeMethod": "S256"}
     credential = reg.get("secret") or {}
     kind = credential.get("kind", "secret") if credential else None
-    if kind in ("secret", "certificate"):
+    if kind in STORED_KINDS:
         reference = {
             "keyVaultSecretUri": credential["keyVaultSecretUri"],
             "keyVaultSecretName": credential["keyVaultSecretName"],
@@ -109,8 +110,8 @@ def _resource_config(settings: Settings, reg: dict[str, Any], config: dict[str, 
         # The resource asks for v2 tokens: aud is its appId and iss is the v2 issuer.
         audience=reg["appId"],
         issuer=issuer_authority,
-        appRoles=["globalReader", "globalWriter", "globalAdmin"],
-        scopes=[f"{reg['appId']}/user_impersonation", f"{reg['appId']}/.default"],
+        appRoles=list(OSS_ACCESS_ROLES.values()),
+        scopes=[f"{reg['appId']}/{OSS_DELEGATED_SCOPE}", f"{reg['appId']}/.default"],
         dicomServerSettings={
             "DicomServer__Security__Enabled": "true",
             "DicomServer__Security__Authentication__Audience": reg["appId"],

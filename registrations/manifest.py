@@ -17,7 +17,11 @@ PASSWORD_NAME = "dicom-registrations"  # displayName of the passwords this API a
 CERT_NAME = "CN=dicom-registrations"  # displayName (subject) of the certificates it adds
 NOTES_HEADER = "Managed by the DICOM registrations API. Requested by "
 
-_PLATFORM_FIELD = {"web": "web", "spa": "spa", "mobile": "publicClient"}
+# The application object's field that holds each platform's redirect URIs.
+PLATFORM_FIELD = {"web": "web", "spa": "spa", "mobile": "publicClient"}
+# Credential kinds whose value this API stores in Key Vault, and the app field that lists each kind.
+STORED_KINDS = ("secret", "certificate")
+CREDENTIAL_FIELD = {"secret": "passwordCredentials", "certificate": "keyCredentials"}
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ def stored_fields(app: dict) -> dict[str, Any]:
     """The same fields as requested_fields, read back from an application object."""
     tags = tag_values(app)
     platform = tags.get("platform")
-    redirect_uris = ((app.get(_PLATFORM_FIELD[platform]) or {}).get("redirectUris") or []) if platform else []
+    redirect_uris = ((app.get(PLATFORM_FIELD[platform]) or {}).get("redirectUris") or []) if platform else []
     lifetime = tags.get("lifetime")
     return {
         "type": tags.get("type"),
@@ -210,3 +214,8 @@ def our_passwords(app: dict) -> list[dict]:
 
 def our_certificates(app: dict) -> list[dict]:
     return [k for k in app.get("keyCredentials") or [] if (k.get("displayName") or "").startswith(CERT_NAME)]
+
+
+def our_credentials(app: dict, kind: str) -> list[dict]:
+    """The passwords or the certificates this API added, by credential kind."""
+    return our_passwords(app) if kind == "secret" else our_certificates(app)

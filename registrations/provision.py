@@ -26,28 +26,13 @@ from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
 from .problems import NotReady, ProvisioningFailed, UpstreamUnavailable
-from .saga import Saga, StepFailed, ensure, eventually
+from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_application, lag_new_principal
 from .settings import ManagedTarget, OssTarget, Settings
 
 log = logging.getLogger("registrations.provision")
 
 ROLLBACK_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 30.0
-
-
-def lag_404(exc: UpstreamError) -> bool:
-    return exc.status == 404
-
-
-def lag_new_application(exc: UpstreamError) -> bool:
-    """POST /servicePrincipals right after the app was created: Graph has not replicated the app yet."""
-    return exc.status == 404 or (exc.status == 400 and "NoBackingApplicationObject" in exc.details)
-
-
-def lag_new_principal(exc: UpstreamError) -> bool:
-    """A grant naming a service principal this request just created, before Graph or ARM can see it."""
-    return exc.status == 404 or (exc.status == 400 and exc.code in (
-        "Request_BadRequest", "Request_ResourceNotFound", "PrincipalNotFound"))
 
 
 class InProgress(UpstreamUnavailable):
@@ -147,10 +132,7 @@ class Provisioner:
 
     def _failure(self, failure: StepFailed, saga: Saga) -> ProvisioningFailed:
         cause = failure.cause
-        upstream = None
-        if isinstance(cause, UpstreamError):
-            upstream = {"service": cause.service, "operation": cause.operation, "status": cause.status,
-                        "code": cause.code}
+        upstream = cause.summary() if isinstance(cause, UpstreamError) else None
         log.warning("provisioning failed at step %s (%s); undone: %s; left: %s", failure.step,
                     upstream or type(cause).__name__, saga.undone, saga.failed_undo)
         detail = f"step '{failure.step}' failed"
@@ -159,7 +141,7 @@ class Provisioner:
         detail += ("; every completed step was undone" if not saga.failed_undo
                    else f"; could not undo {', '.join(saga.failed_undo)} (the daily sweep removes the rest)")
         problem = ProvisioningFailed(detail, failedStep=failure.step, undoneSteps=saga.undone, upstream=upstream)
-        if isinstance(cause, UpstreamError) and (cause.status in (429, 503) or cause.status is None):
+        if isinstance(cause, UpstreamError) and cause.unavailable:
             problem.status = 503
             problem.headers["Retry-After"] = "10"
         return problem
@@ -213,10 +195,7 @@ class Provisioner:
             return None
         if isinstance(target, ManagedTarget):
             return self._managed(target)
-        if target.resourceAppId:
-            sp = self.graph.get_service_principal(target.resourceAppId)
-        else:
-            sp = self.graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
+        sp = resource_principal(self.graph, target)
         if sp is None:
             raise NotReady(
                 f"DICOM service {request.dicomService!r} needs its resource registration "
@@ -237,7 +216,7 @@ class Provisioner:
         never changes). Older tenants expose `user_impersonation` instead of `Dicom.ReadWrite`."""
         cached = self._first_party.get(target.audience)
         if cached is None:
-            sp = self.graph.find_service_principal(target.audience)
+            sp = resource_principal(self.graph, target)
             if sp is None:
                 raise NotReady(f"the tenant has no service principal for {target.audience}; "
                                "register the Azure Health Data Services resource provider first")
@@ -247,6 +226,16 @@ class Provisioner:
                 raise NotReady(f"the service principal of {target.audience} exposes no delegated DICOM scope")
             cached = self._first_party[target.audience] = Resource(app_id=sp["appId"], sp_id=sp["id"], scope=scope)
         return cached
+
+
+def resource_principal(graph: GraphClient, target: ManagedTarget | OssTarget) -> dict | None:
+    """The service principal of the DICOM resource clients ask tokens for: Microsoft's first-party one (by
+    its servicePrincipalNames) or the open-source server's resource app (by appId, or by this API's tag)."""
+    if isinstance(target, ManagedTarget):
+        return graph.find_service_principal(target.audience)
+    if target.resourceAppId:
+        return graph.get_service_principal(target.resourceAppId)
+    return graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
 
 
 def _find(sp: dict, collection: str, value: str) -> tuple[str, str] | None:

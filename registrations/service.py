@@ -44,11 +44,9 @@ log = logging.getLogger("registrations.service")
 
 
 def upstream_problem(exc: UpstreamError) -> UpstreamFailure | UpstreamUnavailable:
-    cls = UpstreamUnavailable if exc.status in (429, 503) or exc.status is None else UpstreamFailure
-    return cls(
-        f"{exc.service} {exc.operation} failed: {exc.status} {exc.code or ''}".strip(),
-        upstream={"service": exc.service, "operation": exc.operation, "status": exc.status, "code": exc.code},
-    )
+    cls = UpstreamUnavailable if exc.unavailable else UpstreamFailure
+    return cls(f"{exc.service} {exc.operation} failed: {exc.status} {exc.code or ''}".strip(),
+               upstream=exc.summary())
 
 
 class RegistrationService:

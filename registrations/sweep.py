@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from . import manifest as mf
 from .adapters.vault import StoredSecret
-from .credentials import parse_time
 from .settings import Settings
+from .times import parse_time
 
 log = logging.getLogger("registrations.sweep")
 audit = logging.getLogger("registrations.audit")
@@ -54,7 +54,7 @@ def expiring(service: SweepableService, *, now: datetime, within: timedelta,
              apps: list[dict] | None = None) -> list[dict]:
     """Current credentials (superseded ones are on their way out) ending within the window, soonest first."""
     apps = [a for a in (apps if apps is not None else service.owned_registrations())
-            if mf.tag_values(a).get("credential") in ("secret", "certificate")]
+            if mf.tag_values(a).get("credential") in mf.STORED_KINDS]
 
     def current(app: dict) -> list[dict]:
         tags = mf.tag_values(app)
@@ -109,7 +109,7 @@ def _sweep_one(service: SweepableService, app: dict, name: str, now: datetime,
             service.remove_remains(name, app)
             report["repaired"].append({"kind": "staleProvisioning", "registration": name})
         return
-    if tags.get("credential") not in ("secret", "certificate"):
+    if tags.get("credential") not in mf.STORED_KINDS:
         return
     states = service.describe_credentials(app, name, now=now)
     if all(c["state"] == "unreachable" for c in states):

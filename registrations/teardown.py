@@ -55,7 +55,7 @@ class Teardown:
             if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
                 jobs.append(lambda: self._remove_grants(sp_id))
         kind = tags.get("credential")
-        if kind in ("secret", "certificate"):
+        if kind in mf.STORED_KINDS:
             secret = mf.secret_name(self.settings.name_prefix, name, kind)
             jobs.append(lambda: self._remove_secret(secret))
         for found in map_concurrently(self._executor, lambda job: job(), jobs):

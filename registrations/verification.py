@@ -41,8 +41,10 @@ from .kinds import (
 )
 from .manifest import Caller
 from .problems import UpstreamUnavailable, VerificationFailed
+from .provision import resource_principal
 from .service import RegistrationService, upstream_problem
 from .settings import ManagedTarget, OssTarget, Settings, _int
+from .times import iso_from_epoch, parse_time
 
 log = logging.getLogger("registrations.verification")
 
@@ -133,22 +135,6 @@ class MsalTokenClient:
         return TokenResult(code=int(codes[0]) if codes else None, error=result.get("error") or "unknown_error")
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _iso(epoch: Any) -> str | None:
-    if not isinstance(epoch, (int, float)):
-        return None
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Verifier:
     def __init__(
         self,
@@ -213,7 +199,7 @@ class Verifier:
         reg_type = view["type"]
         if reg_type == "resource":
             return self._resource_checks(app), {}
-        resource = self._dicom_resource(target)
+        resource = resource_principal(self.graph, target)
         if resource is None:
             return [Check("DICOM resource", False, self._missing_resource(target))], {}
         kind = mf.tag_values(app).get("credential") or "secret"
@@ -260,7 +246,7 @@ class Verifier:
             scp = claims.get("scp")
             summary = {"audience": claims.get("aud"), "roles": list(claims.get("roles") or []),
                        "scopes": scp.split() if isinstance(scp, str) else [], "tokenVersion": claims.get("ver"),
-                       "expiresOn": _iso(claims.get("exp"))}
+                       "expiresOn": iso_from_epoch(claims.get("exp"))}
             return Check("token", True, f"got a token for {claims.get('aud')} with the stored client secret"), summary
         return self._refusal(result, young), {}
 
@@ -337,7 +323,7 @@ class Verifier:
     @staticmethod
     def _redirect_check(view: dict, app: dict) -> Check:
         platform = view.get("platform") or "web"
-        fields = {"web": "web", "spa": "spa", "mobile": "publicClient"}
+        fields = mf.PLATFORM_FIELD
         uris = set((app.get(fields[platform]) or {}).get("redirectUris") or [])
         elsewhere = {uri for other, name in fields.items() if other != platform
                      for uri in (app.get(name) or {}).get("redirectUris") or []}
@@ -368,14 +354,6 @@ class Verifier:
         ]
 
     # ------------------------------------------------------------------------------------ helpers
-    def _dicom_resource(self, target: ManagedTarget | OssTarget) -> dict | None:
-        """The service principal of the DICOM resource clients ask tokens for."""
-        if isinstance(target, ManagedTarget):
-            return self.graph.find_service_principal(target.audience)
-        if target.resourceAppId:
-            return self.graph.get_service_principal(target.resourceAppId)
-        return self.graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
-
     @staticmethod
     def _missing_resource(target: ManagedTarget | OssTarget) -> str:
         if isinstance(target, ManagedTarget):
@@ -386,8 +364,8 @@ class Verifier:
     def _age(self, app: dict) -> float:
         """Seconds since the newest change that Entra ID must propagate: the app's creation or its newest
         password. Unknown times count as old, so they never turn a failure into "not yet"."""
-        times = [_parse_time(app.get("createdDateTime"))]
-        times += [_parse_time(p.get("startDateTime")) for p in mf.our_passwords(app)]
+        times = [parse_time(app.get("createdDateTime"))]
+        times += [parse_time(p.get("startDateTime")) for p in mf.our_passwords(app)]
         known = [moment for moment in times if moment is not None]
         if not known:
             return float("inf")

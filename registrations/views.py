@@ -89,12 +89,12 @@ class RegistrationViews:
         """Where the newest secret or certificate lives, from the app's own credentials."""
         if kind == "federated":
             return {"kind": "federated"}
-        if kind not in ("secret", "certificate"):
+        if kind not in mf.STORED_KINDS:
             return None
         secret_name = mf.secret_name(self.settings.name_prefix, name, kind)
         reference = {"kind": kind, "keyVaultSecretUri": self._secret_uri(secret_name),
                      "keyVaultSecretName": secret_name}
-        ours = mf.our_passwords(app) if kind == "secret" else mf.our_certificates(app)
+        ours = mf.our_credentials(app, kind)
         if ours:
             newest = max(ours, key=lambda c: c.get("startDateTime") or "")
             reference.update(keyId=newest["keyId"], endDateTime=newest.get("endDateTime"))

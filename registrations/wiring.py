@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -11,7 +9,7 @@ from dataclasses import dataclass
 from .auth import Authenticator
 from .service import RegistrationService
 from .settings import ARM_SCOPE, GRAPH_SCOPE, Settings, load
-from .verification import Verifier, propagation_seconds
+from .verification import Verifier, propagation_seconds, token_claims
 
 
 @dataclass
@@ -41,9 +39,7 @@ def _credential(settings: Settings):
 def _own_object_id(credential) -> str:
     """The object id of our own service principal: the `oid` of our Graph token. Saves a Graph call and a
     setting; the token came to us over TLS from our own identity endpoint, so reading it unverified is fine."""
-    token = credential.get_token(GRAPH_SCOPE).token
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["oid"]
+    return token_claims(credential.get_token(GRAPH_SCOPE).token)["oid"]
 
 
 def build(settings: Settings) -> Runtime:

@@ -29,6 +29,15 @@ class UpstreamError(Exception):
     def transient(self) -> bool:
         return self.status is None or self.status in (408, 429, 500, 502, 503, 504)
 
+    @property
+    def unavailable(self) -> bool:
+        """Throttled, down or unreachable: our caller should retry later (503), not give up (502)."""
+        return self.status is None or self.status in (429, 503)
+
+    def summary(self) -> dict[str, str | int | None]:
+        """What a problem's `upstream` member says about this failure: never the message or a body."""
+        return {"service": self.service, "operation": self.operation, "status": self.status, "code": self.code}
+
 
 class NotFoundError(UpstreamError):
     pass

@@ -108,13 +108,14 @@ class GraphClient:
 
     def find_service_principal(self, service_principal_name: str) -> dict | None:
         """Look a first-party resource up by one of its servicePrincipalNames (never by a hard-coded id)."""
-        flt = f"servicePrincipalNames/any(x:x eq '{service_principal_name.replace(chr(39), chr(39) * 2)}')"
-        for sp in self._pages("listServicePrincipals", "/v1.0/servicePrincipals", {"$filter": flt}):
-            return sp
-        return None
+        return self._first_service_principal("servicePrincipalNames", service_principal_name)
 
     def find_service_principal_by_tag(self, tag: str) -> dict | None:
-        flt = f"tags/any(t:t eq '{tag.replace(chr(39), chr(39) * 2)}')"
+        return self._first_service_principal("tags", tag)
+
+    def _first_service_principal(self, collection: str, value: str) -> dict | None:
+        """The first service principal whose string collection holds `value` (an OData any() filter)."""
+        flt = f"{collection}/any(x:x eq '{value.replace(chr(39), chr(39) * 2)}')"
         for sp in self._pages("listServicePrincipals", "/v1.0/servicePrincipals", {"$filter": flt}):
             return sp
         return None
