@@ -14,7 +14,6 @@ class ClientCertificate:
     pem: str  # private key (PKCS#8) followed by the certificate: what msal and Key Vault take
     der_b64: str  # the certificate, base64 DER: what Graph's keyCredentials.key takes
     thumbprint: str  # SHA-1, hex: msal's `thumbprint`
-    thumbprint_sha256: str
     start: datetime
     end: datetime
 
@@ -51,7 +50,6 @@ def make_certificate(common_name: str, *, start: datetime, days: int) -> ClientC
         pem=pem,
         der_b64=base64.b64encode(der).decode(),
         thumbprint=hashlib.sha1(der).hexdigest().upper(),
-        thumbprint_sha256=hashlib.sha256(der).hexdigest().upper(),
         start=not_before,
         end=end,
     )

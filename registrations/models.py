@@ -180,7 +180,7 @@ class Registration(BaseModel):
     type: RegistrationType
     displayName: str
     dicomService: str
-    state: Literal["ready", "provisioning", "failed"]
+    state: Literal["ready", "provisioning"]
     appId: str
     objectId: str
     servicePrincipalId: str | None = None

@@ -55,7 +55,6 @@ class Saga:
     def __init__(self, executor: Executor | None = None) -> None:
         self._executor = executor
         self._undo: list[tuple[str, Callable[[], Any]]] = []
-        self.completed: list[str] = []
         self.undone: list[str] = []  # steps whose undo ran
         self.failed_undo: list[str] = []  # steps whose undo failed: left for the sweep
 
@@ -91,7 +90,6 @@ class Saga:
         return results
 
     def _record(self, step: str, result: Any, undo: Callable[[Any], Any] | None) -> None:
-        self.completed.append(step)
         if undo is not None:
             self._undo.append((step, lambda: undo(result)))
 

@@ -66,7 +66,6 @@ class RegistrationService:
         self._graph, self._vault = graph, vault
         self._owner_id = owner_id
         self._clock = clock
-        self._sleep = sleep
         self._executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
         # One lock per registration name, alive only while someone holds or waits for it.
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()

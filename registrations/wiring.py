@@ -17,7 +17,7 @@ class Runtime:
     settings: Settings
     service: RegistrationService
     authenticator: Authenticator
-    verifier: Verifier | None = None
+    verifier: Verifier
 
 
 _lock = threading.Lock()
@@ -64,7 +64,7 @@ def build(settings: Settings) -> Runtime:
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
     verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac,
                         propagation_seconds=propagation_seconds(settings))
-    return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier=verifier)
+    return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier)
 
 
 def runtime() -> Runtime:

@@ -17,8 +17,6 @@ class UpstreamError(Exception):
         # NoBackingApplicationObject: match on those, never on the message.
         self.details = details
         self.retry_after: float | None = None  # seconds, when the service said (429/503 Retry-After)
-        # Azure error messages do not carry request bodies; still, keep them short in problem details.
-        self.message = message[:300]
 
     @property
     def not_done(self) -> bool:
