@@ -83,7 +83,8 @@ class Settings:
     rotation_overlap_days: int = 7
     expiry_warning_days: int = 30
     rotate_before_days: int = 30
-    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # How long after a change a token refusal still counts as Entra's propagation (202, not 409).
+    verify_propagation_seconds: int = 600
 
     @property
     def authority(self) -> str:
@@ -186,7 +187,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rotation_overlap_days=_int(env, "ROTATION_OVERLAP_DAYS", 7, 0, 90),
         expiry_warning_days=_int(env, "EXPIRY_WARNING_DAYS", 30, 1, 365),
         rotate_before_days=_int(env, "ROTATE_BEFORE_DAYS", 30, 1, 365),
-        raw=env,
+        verify_propagation_seconds=_int(env, "VERIFY_PROPAGATION_SECONDS", 600, 0, 86_400),
     )
     if settings.secret_lifetime_days > settings.secret_max_lifetime_days:
         raise Misconfigured("SECRET_LIFETIME_DAYS is longer than SECRET_MAX_LIFETIME_DAYS")

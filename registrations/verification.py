@@ -43,12 +43,11 @@ from .manifest import Caller
 from .problems import UpstreamUnavailable, VerificationFailed
 from .provision import resource_principal
 from .service import RegistrationService, upstream_problem
-from .settings import ManagedTarget, OssTarget, Settings, _int
+from .settings import ManagedTarget, OssTarget, Settings
 from .times import iso_from_epoch, parse_time
 
 log = logging.getLogger("registrations.verification")
 
-DEFAULT_PROPAGATION_SECONDS = 600
 RETRY_AFTER_SECONDS = 5
 # AADSTS codes that mean "Entra ID has not seen this yet" right after a change: invalid client secret, app not
 # found in the directory, client app without its service principal.
@@ -56,11 +55,6 @@ PROPAGATION_CODES = frozenset({7000215, 700016, 7000229})
 EXPIRED_SECRET = 7000222
 _ROLE_NAMES = {DICOM_DATA_OWNER: "DICOM Data Owner", DICOM_DATA_READER: "DICOM Data Reader"}
 _AADSTS = re.compile(r"AADSTS(\d+)")
-
-
-def propagation_seconds(settings: Settings) -> int:
-    """VERIFY_PROPAGATION_SECONDS: how long after a change a refusal still counts as propagation."""
-    return _int(settings.raw, "VERIFY_PROPAGATION_SECONDS", DEFAULT_PROPAGATION_SECONDS, 0, 86_400)
 
 
 @dataclass(frozen=True)
@@ -146,14 +140,13 @@ class Verifier:
         rbac: RbacClient,
         acquire_token: AcquireToken | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        propagation_seconds: int = DEFAULT_PROPAGATION_SECONDS,
         retry_after: int = RETRY_AFTER_SECONDS,
     ) -> None:
         self.settings = settings
         self.service, self.graph, self.vault, self.rbac = service, graph, vault, rbac
         self._acquire = acquire_token or MsalTokenClient(settings.authority, verify=settings.connection_verify)
         self._clock = clock
-        self.propagation_seconds = propagation_seconds
+        self.propagation_seconds = settings.verify_propagation_seconds
         self.retry_after = retry_after
 
     def verify(self, name: str, caller: Caller) -> Verification:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .auth import Authenticator
 from .service import RegistrationService
 from .settings import ARM_SCOPE, GRAPH_SCOPE, Settings, load
-from .verification import Verifier, propagation_seconds, token_claims
+from .verification import Verifier, token_claims
 
 
 @dataclass
@@ -62,8 +62,7 @@ def build(settings: Settings) -> Runtime:
 
     service = RegistrationService(settings, graph=graph, vault=vault, rbac=rbac, owner_id=owner_id)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
-    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac,
-                        propagation_seconds=propagation_seconds(settings))
+    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac)
     return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier)
 
 
