@@ -18,6 +18,18 @@ class ClientCertificate:
     end: datetime
 
 
+def msal_client_credential(pem: str) -> dict[str, str]:
+    """msal's client_credential for a PEM as this API stores it (key and certificate): the key signs the
+    client assertion, and the certificate's SHA-1 thumbprint (x5t) tells Entra which of the app's
+    keyCredentials verifies it. The thumbprint is computed from the certificate itself, never trusted from a
+    tag. Raises ValueError when the PEM holds no certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    return {"private_key": pem, "thumbprint": certificate.fingerprint(hashes.SHA1()).hex().upper()}
+
+
 def make_certificate(common_name: str, *, start: datetime, days: int) -> ClientCertificate:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

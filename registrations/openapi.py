@@ -90,7 +90,7 @@ class VerificationReport(BaseModel):
     passed."""
 
     status: Literal["verified"]
-    audience: str | None = Field(default=None, description="The token's aud (clients with a secret).")
+    audience: str | None = Field(default=None, description="The token's aud (clients with a secret or certificate).")
     roles: list[str] | None = Field(default=None, description="App roles in the token.")
     scopes: list[str] | None = Field(default=None, description="Delegated scopes in the token (scp).")
     tokenVersion: str | None = Field(default=None, description="The token's ver: 1.0 or 2.0.")

@@ -3,9 +3,10 @@
 HTTP-free, like the service layer: it takes a name and a Caller, talks to Azure through the adapters and msal,
 and returns a Verification or raises a Problem.
 
-- A registration with a client secret gets a DICOM token through msal's client credentials flow, with the
-  value read from Key Vault (never logged, never returned), and then the grant it needs is checked: the app
-  role in the token (open-source server) or the Azure role assignment on the service (managed).
+- A registration with a client secret or certificate gets a DICOM token through msal's client credentials
+  flow, with the secret or the certificate's PEM read from Key Vault (never logged, never returned), and then
+  the grant it needs is checked: the app role in the token (open-source server) or the Azure role
+  assignment on the service (managed).
 - Public clients, resource registrations and secretless credentials get configuration checks instead.
 - Entra ID and Azure RBAC are eventually consistent: a new secret is refused with AADSTS7000215 for seconds
   to minutes (REFERENCE.md: 4-18 s is common), an app or principal can be unknown
@@ -29,6 +30,7 @@ from .adapters.errors import NotFoundError, UpstreamError
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
+from .certificates import msal_client_credential
 from .dicom import scopes_for
 from .kinds import (
     DICOM_DATA_OWNER,
@@ -53,6 +55,10 @@ RETRY_AFTER_SECONDS = 5
 # found in the directory, client app without its service principal.
 PROPAGATION_CODES = frozenset({7000215, 700016, 7000229})
 EXPIRED_SECRET = 7000222
+# What Entra answers when the stored value matches no credential it knows (yet): an invalid client secret,
+# or a client assertion signed by a certificate that is not (yet) in the app's keyCredentials.
+NOT_ACCEPTED = {"secret": 7000215, "certificate": 700027}
+CREDENTIAL_LABEL = {"secret": "client secret", "certificate": "client certificate"}
 _ROLE_NAMES = {DICOM_DATA_OWNER: "DICOM Data Owner", DICOM_DATA_READER: "DICOM Data Reader"}
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
@@ -91,8 +97,8 @@ class TokenResult:
     error: str | None = None
 
 
-# (client_id, secret, scopes) -> TokenResult
-AcquireToken = Callable[[str, str, list[str]], TokenResult]
+# (client_id, msal client_credential: a secret or {"private_key", "thumbprint"}, scopes) -> TokenResult
+AcquireToken = Callable[[str, str | dict[str, str], list[str]], TokenResult]
 
 
 def token_claims(token: str) -> dict[str, Any]:
@@ -115,11 +121,11 @@ class MsalTokenClient:
         self._session.trust_env = False
         self._session.verify = verify
 
-    def __call__(self, client_id: str, secret: str, scopes: list[str]) -> TokenResult:
+    def __call__(self, client_id: str, credential: str | dict[str, str], scopes: list[str]) -> TokenResult:
         import msal  # lazily: the worker's cold start does not pay for it
 
         app = msal.ConfidentialClientApplication(
-            client_id, client_credential=secret, authority=self._authority, instance_discovery=False,
+            client_id, client_credential=credential, authority=self._authority, instance_discovery=False,
             http_client=self._session, token_cache=msal.TokenCache(), timeout=self._timeout,
         )
         result = app.acquire_token_for_client(scopes)
@@ -198,8 +204,8 @@ class Verifier:
         kind = mf.tag_values(app).get("credential") or "secret"
         token: dict[str, Any] = {}
         roles: list[str] | None = None  # the token's, when there is a token to look at
-        if PLANS[reg_type].has_secret and kind == "secret":
-            check, token = self._token_check(view, target, resource, young)
+        if PLANS[reg_type].has_secret and kind in mf.STORED_KINDS:
+            check, token = self._token_check(view, kind, target, resource, young)
             if not check.ok:
                 return [check], {}
             checks, sp_id, roles = [check], view.get("servicePrincipalId"), token["roles"]
@@ -216,45 +222,59 @@ class Verifier:
             checks += self._delegated_checks(view, app, target, resource, sp_id)
         return checks, token
 
-    def _token_check(self, view: dict, target, resource: dict, young: bool) -> tuple[Check, dict[str, Any]]:
-        """Client credentials with the secret from Key Vault; on success, what the token says."""
+    def _token_check(self, view: dict, kind: str, target, resource: dict,
+                     young: bool) -> tuple[Check, dict[str, Any]]:
+        """Client credentials with the secret or certificate from Key Vault; on success, what the token says."""
+        label = CREDENTIAL_LABEL[kind]
         secret_name = (view.get("credential") or {}).get("keyVaultSecretName") \
-            or mf.secret_name(self.settings.name_prefix, view["name"])
+            or mf.secret_name(self.settings.name_prefix, view["name"], kind)
         try:
-            secret = self.vault.get_value(secret_name)
+            stored = self.vault.get_value(secret_name)
         except NotFoundError:
-            return Check("client secret", False, f"the Key Vault secret {secret_name} does not exist"), {}
+            return Check(label, False, f"the Key Vault secret {secret_name} does not exist"), {}
+        try:
+            credential = stored if kind == "secret" else msal_client_credential(stored)
+        except ValueError:  # cryptography's message names what it could not parse, never the key
+            return Check(label, False, f"the Key Vault secret {secret_name} holds no readable certificate"), {}
+        finally:
+            del stored
         scopes = scopes_for("service", target, resource["appId"])  # `.default` of the DICOM resource
         try:
-            result = self._acquire(view["appId"], secret, scopes)
-        except Exception as exc:  # a network failure; its text may name URLs but never the secret
+            result = self._acquire(view["appId"], credential, scopes)
+        except Exception as exc:  # a network failure; its text may name URLs but never the credential
             log.warning("token request for %s did not complete: %s", view["name"], type(exc).__name__)
             raise UpstreamUnavailable("the Entra ID token endpoint could not be reached",
                                       upstream={"service": "entra", "operation": "token", "status": None,
                                                 "code": type(exc).__name__}) from None
         finally:
-            del secret
+            del credential
         if result.code is None and result.error is None:
             claims = result.claims
             scp = claims.get("scp")
             summary = {"audience": claims.get("aud"), "roles": list(claims.get("roles") or []),
                        "scopes": scp.split() if isinstance(scp, str) else [], "tokenVersion": claims.get("ver"),
                        "expiresOn": iso_from_epoch(claims.get("exp"))}
-            return Check("token", True, f"got a token for {claims.get('aud')} with the stored client secret"), summary
-        return self._refusal(result, young), {}
+            return Check("token", True, f"got a token for {claims.get('aud')} with the stored {label}"), summary
+        return self._refusal(result, kind, young), {}
 
     @staticmethod
-    def _refusal(result: TokenResult, young: bool) -> Check:
+    def _refusal(result: TokenResult, kind: str, young: bool) -> Check:
         """What a token endpoint error means for this registration (matched on AADSTS codes, not text)."""
         code = f"AADSTS{result.code}" if result.code else result.error
+        label = CREDENTIAL_LABEL[kind]
         if result.code == EXPIRED_SECRET:
             return Check("client secret", False, f"the client secret has expired ({code}); rotate the credential",
                          aadsts=result.code)
-        if result.code == 7000215:
-            detail = (f"Entra ID does not accept the new client secret yet ({code})" if young else
-                      f"the stored secret is not accepted ({code}): the value in Key Vault matches no current "
-                      "credential of the app; rotate the credential")
-            return Check("client secret", False, detail, propagating=True, aadsts=result.code)
+        if result.code == NOT_ACCEPTED[kind]:
+            if young:
+                detail = f"Entra ID does not accept the new {label} yet ({code})"
+            elif kind == "secret":
+                detail = (f"the stored secret is not accepted ({code}): the value in Key Vault matches no current "
+                          "credential of the app; rotate the credential")
+            else:  # Entra gives one code for an unknown and an expired certificate
+                detail = (f"the stored certificate is not accepted ({code}): it matches no current certificate "
+                          "of the app or has expired; rotate the credential")
+            return Check(label, False, detail, propagating=True, aadsts=result.code)
         if result.code in PROPAGATION_CODES:
             return Check("token", False, "Entra ID does not know the application or its service principal "
                                          f"({code})", propagating=True, aadsts=result.code)
@@ -356,9 +376,9 @@ class Verifier:
 
     def _age(self, app: dict) -> float:
         """Seconds since the newest change that Entra ID must propagate: the app's creation or its newest
-        password. Unknown times count as old, so they never turn a failure into "not yet"."""
+        password or certificate. Unknown times count as old, so they never turn a failure into "not yet"."""
         times = [parse_time(app.get("createdDateTime"))]
-        times += [parse_time(p.get("startDateTime")) for p in mf.our_passwords(app)]
+        times += [parse_time(c.get("startDateTime")) for c in mf.our_passwords(app) + mf.our_certificates(app)]
         known = [moment for moment in times if moment is not None]
         if not known:
             return float("inf")

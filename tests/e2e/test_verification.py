@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 import pytest
@@ -151,6 +152,30 @@ def test_a_stored_secret_that_entra_refuses_is_pending_while_young_and_a_problem
     with propagation_window(0):
         problem = failed(api, "verify-wrong-secret")
     assert "the stored secret is not accepted" in problem["detail"] and problem["aadsts"] == 7000215
+
+
+def test_certificate_service_client_is_verified_with_its_audience(api):
+    created(api, service("verify-cert", credential={"kind": "certificate"}))
+    body = verified(api, "verify-cert")
+    assert body["audience"] == MANAGED_AUDIENCE and body["tokenVersion"] == "1.0"
+    checks = {check["name"]: check for check in body["checks"]}
+    assert set(checks) == {"token", "Azure role assignment"} and all(c["ok"] for c in checks.values())
+    assert "client certificate" in checks["token"]["detail"]
+
+
+def test_a_stored_certificate_that_entra_does_not_know_is_pending_while_young_and_a_problem_after(api, tenant):
+    from registrations.certificates import make_certificate
+    from tests.e2e.test_types import secret_client
+
+    reg = created(api, service("verify-wrong-cert", credential={"kind": "certificate"}))
+    stranger = make_certificate("not registered on the app", start=datetime.now(timezone.utc), days=1)
+    secret_client(tenant).set_secret(reg["credential"]["keyVaultSecretName"], stranger.pem)
+    young = verify(api, "verify-wrong-cert")
+    assert young.status_code == 202 and "AADSTS700027" in young.json()["reason"], young.text
+    assert "client certificate" in young.json()["reason"]
+    with propagation_window(0):
+        problem = failed(api, "verify-wrong-cert")
+    assert "the stored certificate is not accepted" in problem["detail"] and problem["aadsts"] == 700027
 
 
 def test_a_requester_cannot_verify_another_requesters_registration(host, tenant):
