@@ -290,7 +290,7 @@ def credentials(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
 
 
 def expiring(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    from datetime import datetime, timedelta, timezone
+    from datetime import timedelta
 
     from . import sweep
 
@@ -302,7 +302,7 @@ def expiring(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
         raise ValidationProblem("days must be a whole number from 1 to 730",
                                 errors=[{"loc": ["query", "days"], "msg": "out of range"}])
     service = wiring.runtime().service
-    items = [item for item in sweep.expiring(service, now=datetime.now(timezone.utc), within=timedelta(days=days))
+    items = [item for item in sweep.expiring(service, now=service.now(), within=timedelta(days=days))
              if service.may_see_requester(item["requestedBy"], caller)]
     return json_response({"days": days, "value": items})
 

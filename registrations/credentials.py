@@ -27,7 +27,7 @@ from .adapters.vault import StoredSecret, VaultClient
 from .certificates import make_certificate
 from .kinds import KEY_VAULT_SECRETS_USER
 from .problems import Conflict, Misconfigured
-from .saga import Saga, ensure, eventually, lag_404, lag_new_reader
+from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_reader
 from .settings import Settings
 from .times import iso, parse_time
 
@@ -260,6 +260,8 @@ class Credentials:
         add = self._add_password if kind == "secret" else self._add_certificate
         try:
             made = add(saga, app, name, registration, self.lifetime(app), label, deadline, now=now)
+        except StepFailed as failure:
+            raise saga.abort(failure)
         except Exception:
             saga.rollback()
             raise

@@ -99,6 +99,13 @@ class ProvisioningFailed(Problem):
     status, slug, title = 502, "provisioning-failed", "Provisioning failed and was rolled back"
 
 
+class RotationFailed(Problem):
+    """A rotation failed at one step for a reason other than an Azure service's answer; the completed steps
+    were undone, so the previous credential is still the current one."""
+
+    status, slug, title = 502, "rotation-failed", "Rotation failed and was rolled back"
+
+
 class VerificationFailed(Problem):
     """The registration exists but does not work: its credential is refused or a grant it needs is missing.
     ``checks`` lists what was checked; ``aadsts`` carries Entra's error code when the token request failed."""
@@ -123,6 +130,7 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     UpstreamFailure,
     UpstreamUnavailable,
     ProvisioningFailed,
+    RotationFailed,
     VerificationFailed,
     Misconfigured,
     Problem,

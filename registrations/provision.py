@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeVar
 
 from . import manifest as mf
 from .adapters.errors import UpstreamError
@@ -25,11 +25,13 @@ from .adapters.rbac import RbacClient
 from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
-from .problems import NotReady, ProvisioningFailed, UpstreamUnavailable
+from .problems import NotReady, Problem, ProvisioningFailed, UpstreamUnavailable
 from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_application, lag_new_principal
+from .deadline import budget
 from .settings import ManagedTarget, OssTarget, Settings
 
 log = logging.getLogger("registrations.provision")
+P = TypeVar("P", bound=Problem)
 
 ROLLBACK_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 30.0
@@ -120,31 +122,10 @@ class Provisioner:
             saga.run("mark ready", lambda: eventually(lambda: self.graph.update_application(app["id"], final),
                                                      lagging=lag_404, deadline=deadline, sleep=self._sleep))
         except StepFailed as failure:
-            self._rollback(saga)
-            raise self._failure(failure, saga) from failure.cause
+            with budget(ROLLBACK_SECONDS):  # the request's own budget may be spent: undo gets its own
+                saga.abort(failure)
+            raise step_problem(ProvisioningFailed, failure, "provisioning") from failure.cause
         return dict(app, tags=ready), sp, credential
-
-    def _rollback(self, saga: Saga) -> None:
-        from . import deadline as budget
-
-        with budget.budget(ROLLBACK_SECONDS):
-            saga.rollback()
-
-    def _failure(self, failure: StepFailed, saga: Saga) -> ProvisioningFailed:
-        cause = failure.cause
-        upstream = cause.summary() if isinstance(cause, UpstreamError) else None
-        log.warning("provisioning failed at step %s (%s); undone: %s; left: %s", failure.step,
-                    upstream or type(cause).__name__, saga.undone, saga.failed_undo)
-        detail = f"step '{failure.step}' failed"
-        if upstream:
-            detail += f" ({upstream['service']} {upstream['operation']}: {upstream['status']} {upstream['code']})"
-        detail += ("; every completed step was undone" if not saga.failed_undo
-                   else f"; could not undo {', '.join(saga.failed_undo)} (the daily sweep removes the rest)")
-        problem = ProvisioningFailed(detail, failedStep=failure.step, undoneSteps=saga.undone, upstream=upstream)
-        if isinstance(cause, UpstreamError) and cause.unavailable:
-            problem.status = 503
-            problem.headers["Retry-After"] = "10"
-        return problem
 
     # ----------------------------------------------------------------- service principal and grants
     def _principal_and_grant(self, saga: Saga, request: Any, target, resource: Resource | None, app: dict,
@@ -226,6 +207,25 @@ class Provisioner:
                 raise NotReady(f"the service principal of {target.audience} exposes no delegated DICOM scope")
             cached = self._first_party[target.audience] = Resource(app_id=sp["appId"], sp_id=sp["id"], scope=scope)
         return cached
+
+
+def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P:
+    """The problem for a saga that failed at one step and was rolled back (Saga.abort): it names the step,
+    what was undone and, when an Azure service failed, its code; a throttled or unavailable one is a 503."""
+    cause = failure.cause
+    upstream = cause.summary() if isinstance(cause, UpstreamError) else None
+    log.warning("%s failed at step %s (%s); undone: %s; left: %s", activity, failure.step,
+                upstream or type(cause).__name__, failure.undone, failure.failed_undo)
+    detail = f"step '{failure.step}' failed"
+    if upstream:
+        detail += f" ({upstream['service']} {upstream['operation']}: {upstream['status']} {upstream['code']})"
+    detail += ("; every completed step was undone" if not failure.failed_undo
+               else f"; could not undo {', '.join(failure.failed_undo)} (the daily sweep removes the rest)")
+    problem = cls(detail, failedStep=failure.step, undoneSteps=failure.undone, upstream=upstream)
+    if isinstance(cause, UpstreamError) and cause.unavailable:
+        problem.status = 503
+        problem.headers["Retry-After"] = "10"
+    return problem
 
 
 def resource_principal(graph: GraphClient, target: ManagedTarget | OssTarget) -> dict | None:

@@ -49,6 +49,9 @@ class StepFailed(Exception):
         super().__init__(f"step {step!r} failed")
         self.step = step
         self.cause = cause
+        # Filled in by Saga.abort, for the problem that reports the failure.
+        self.undone: list[str] = []
+        self.failed_undo: list[str] = []
 
 
 class Saga:
@@ -92,6 +95,12 @@ class Saga:
     def _record(self, step: str, result: Any, undo: Callable[[Any], Any] | None) -> None:
         if undo is not None:
             self._undo.append((step, lambda: undo(result)))
+
+    def abort(self, failure: StepFailed) -> StepFailed:
+        """Roll back after `failure` and record on it what was undone and what was left."""
+        self.rollback()
+        failure.undone, failure.failed_undo = list(self.undone), list(self.failed_undo)
+        return failure
 
     def rollback(self) -> list[str]:
         """Undo completed steps in reverse. Returns the steps whose undo failed (left for the sweep)."""

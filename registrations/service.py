@@ -28,13 +28,14 @@ from .manifest import Caller
 from .problems import (
     Conflict,
     NotFound,
+    RotationFailed,
     UpstreamFailure,
     UpstreamUnavailable,
     ValidationProblem,
 )
 from .policy import ADMIN, READ, check_request, check_requester
 from .deadline import budget, map_concurrently, submit
-from .provision import Provisioner
+from .provision import Provisioner, step_problem
 from .saga import StepFailed
 from .settings import ManagedTarget, OssTarget, Settings
 from .teardown import Teardown
@@ -77,6 +78,10 @@ class RegistrationService:
                                   executor=self._executor)
         self._provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=self._credentials,
                                         executor=self._executor, teardown=self._teardown.remove, sleep=sleep)
+
+    def now(self) -> datetime:
+        """The injected clock: what every "now" of this service and its reports is."""
+        return self._clock()
 
     # ---------------------------------------------------------------------------------------- create
     def create(self, request: Any, caller: Caller) -> tuple[dict, bool]:
@@ -215,7 +220,7 @@ class RegistrationService:
             except StepFailed as failure:
                 if isinstance(failure.cause, UpstreamError):
                     raise upstream_problem(failure.cause) from failure.cause
-                raise
+                raise step_problem(RotationFailed, failure, "rotation") from failure.cause
         return {"name": name, "credentials": credentials}, rotated
 
     def list_credentials(self, name: str, caller: Caller) -> dict:

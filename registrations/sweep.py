@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from . import manifest as mf
@@ -37,6 +37,7 @@ class SweepableService(Protocol):
 
     settings: Settings
 
+    def now(self) -> datetime: ...
     def owned_registrations(self) -> list[dict]: ...
     def registration_name(self, app: dict) -> str: ...
     def locked(self, name: str) -> AbstractContextManager[None]: ...
@@ -74,8 +75,9 @@ def expiring(service: SweepableService, *, now: datetime, within: timedelta,
 
 
 def run(service: SweepableService, *, now: datetime | None = None) -> dict[str, list]:
-    """One sweep. `now` is injectable so tests can stand a week in the future without sleeping."""
-    now = now or datetime.now(timezone.utc)
+    """One sweep. `now` is injectable so tests can stand a week in the future without sleeping; by default
+    it is the service's clock."""
+    now = now or service.now()
     report: dict[str, list] = {"rotated": [], "removed": [], "expiring": [], "drift": [], "repaired": [],
                                "errors": []}
     apps = service.owned_registrations()
