@@ -160,7 +160,14 @@ RegistrationRequest = Annotated[
 ]
 
 
-class SecretReference(BaseModel):
+class _Response(BaseModel):
+    """A response body: the document promises these fields and no others (a free-form member such as a
+    registration's config says so itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SecretReference(_Response):
     """Where the secret or certificate lives (the value itself is only ever in Key Vault), or, for a
     federated credential, what Entra trusts."""
 
@@ -175,7 +182,7 @@ class SecretReference(BaseModel):
     audience: str | None = None
 
 
-class Registration(BaseModel):
+class Registration(_Response):
     name: str
     type: RegistrationType
     displayName: str
@@ -194,27 +201,29 @@ class Registration(BaseModel):
     requestedBy: str | None = None
     notes: str | None = None
     createdDateTime: str | None = None
-    config: dict[str, Any] | None = None
+    config: dict[str, Any] | None = Field(
+        default=None, description="The client configuration, as GET /registrations/{name}/config answers it; "
+                                  "its members depend on the type and the credential kind.")
 
 
-class RegistrationList(BaseModel):
+class RegistrationList(_Response):
     value: list[Registration]
     nextLink: str | None = None
 
 
-class RemovedObject(BaseModel):
+class RemovedObject(_Response):
     kind: str = Field(description="application, servicePrincipal, roleAssignment, appRoleAssignment, "
                                   "oauth2PermissionGrant or keyVaultSecret")
     id: str
     note: str | None = None
 
 
-class DeletionReport(BaseModel):
+class DeletionReport(_Response):
     name: str
     removed: list[RemovedObject]
 
 
-class CredentialState(BaseModel):
+class CredentialState(_Response):
     """One credential this API added to a registration. Never its value or hint."""
 
     keyId: str
@@ -227,12 +236,12 @@ class CredentialState(BaseModel):
     keyVaultSecretVersion: str | None = None
 
 
-class CredentialList(BaseModel):
+class CredentialList(_Response):
     name: str
     credentials: list[CredentialState]
 
 
-class ExpiringCredential(BaseModel):
+class ExpiringCredential(_Response):
     name: str
     type: RegistrationType | None = None
     kind: Literal["secret", "certificate"]
@@ -243,6 +252,33 @@ class ExpiringCredential(BaseModel):
     requestedBy: str | None = None
 
 
-class ExpiringReport(BaseModel):
+class ExpiringReport(_Response):
     days: int
     value: list[ExpiringCredential]
+
+
+class VerificationCheck(_Response):
+    name: str = Field(description="What was checked, e.g. token, Azure role assignment, admin consent.")
+    ok: bool
+    detail: str
+
+
+class VerificationReport(_Response):
+    """The credential got a DICOM token (never returned), or, without a credential, the configuration checks
+    passed."""
+
+    status: Literal["verified"]
+    audience: str | None = Field(default=None,
+                                 description="The token's aud (clients with a secret or certificate).")
+    roles: list[str] | None = Field(default=None, description="App roles in the token.")
+    scopes: list[str] | None = Field(default=None, description="Delegated scopes in the token (scp).")
+    tokenVersion: str | None = Field(default=None, description="The token's ver: 1.0 or 2.0.")
+    expiresOn: str | None = Field(default=None, description="When the token expires (UTC).")
+    checks: list[VerificationCheck]
+
+
+class VerificationPending(_Response):
+    """Entra ID has not yet propagated the registration; poll Location after Retry-After."""
+
+    status: Literal["pending"]
+    reason: str

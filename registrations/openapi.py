@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from .models import (
     NAME_PATTERN,
@@ -43,6 +43,8 @@ from .models import (
     Registration,
     RegistrationList,
     RegistrationRequest,
+    VerificationPending,
+    VerificationReport,
 )
 from .problems import ALL_PROBLEMS, PROBLEM_BASE, PROBLEM_CONTENT_TYPE
 
@@ -77,32 +79,6 @@ class HealthReport(BaseModel):
     """Anonymous, so it says only that the app is up and its settings load."""
 
     status: Literal["ok"]
-
-
-class VerificationCheck(BaseModel):
-    name: str = Field(description="What was checked, e.g. token, Azure role assignment, admin consent.")
-    ok: bool
-    detail: str
-
-
-class VerificationReport(BaseModel):
-    """The credential got a DICOM token (never returned), or, without a credential, the configuration checks
-    passed."""
-
-    status: Literal["verified"]
-    audience: str | None = Field(default=None, description="The token's aud (clients with a secret or certificate).")
-    roles: list[str] | None = Field(default=None, description="App roles in the token.")
-    scopes: list[str] | None = Field(default=None, description="Delegated scopes in the token (scp).")
-    tokenVersion: str | None = Field(default=None, description="The token's ver: 1.0 or 2.0.")
-    expiresOn: str | None = Field(default=None, description="When the token expires (UTC).")
-    checks: list[VerificationCheck]
-
-
-class VerificationPending(BaseModel):
-    """Entra ID has not yet propagated the registration; poll Location after Retry-After."""
-
-    status: Literal["pending"]
-    reason: str
 
 
 # ------------------------------------------------------------------------------------------- the table

@@ -14,6 +14,9 @@ MASTER_KEY = "e2e-master-key"
 
 # Every log record and every API response body of the session, for the no-secret-leak check.
 CAPTURED: list[str] = []
+# Every response the API clients received: (method, path, status, content type, body), for the check that
+# each body is what the response models (and so the OpenAPI document) promise.
+RESPONSES: list[tuple[str, str, int, str, str]] = []
 # Every access token the test clients acquired (the local tenant records the ones it issues, the function
 # app's own included; this also has those of other tenants a test starts), for the same check.
 ACQUIRED_TOKENS: list[str] = []
@@ -36,6 +39,8 @@ def api_client(host, token: str | None) -> httpx.Client:
     def keep_body(response: httpx.Response) -> None:
         response.read()
         CAPTURED.append(response.text)
+        RESPONSES.append((response.request.method, response.request.url.path, response.status_code,
+                          response.headers.get("content-type", "").split(";")[0], response.text))
 
     return httpx.Client(base_url=f"{host.url}/api", headers=headers, timeout=120, trust_env=False,
                         event_hooks={"response": [keep_body]})
