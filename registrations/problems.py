@@ -117,6 +117,12 @@ class Misconfigured(Problem):
     status, slug, title = 500, "misconfigured", "The service is not configured correctly"
 
 
+class InProgress(UpstreamUnavailable):
+    """Another attempt holds the provisioning lease on this registration: retry after Retry-After."""
+
+    slug, title = "in-progress", "The registration is being provisioned by another request"
+
+
 ALL_PROBLEMS: tuple[type[Problem], ...] = (
     ValidationProblem,
     MalformedRequest,
@@ -129,6 +135,7 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     NotReady,
     UpstreamFailure,
     UpstreamUnavailable,
+    InProgress,
     ProvisioningFailed,
     RotationFailed,
     VerificationFailed,

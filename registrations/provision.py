@@ -25,7 +25,7 @@ from .adapters.rbac import RbacClient
 from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
-from .problems import NotReady, Problem, ProvisioningFailed, UpstreamUnavailable
+from .problems import InProgress, NotReady, Problem, ProvisioningFailed
 from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_application, lag_new_principal
 from .deadline import budget
 from .settings import ManagedTarget, OssTarget, Settings
@@ -35,12 +35,6 @@ P = TypeVar("P", bound=Problem)
 
 ROLLBACK_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 30.0
-
-
-class InProgress(UpstreamUnavailable):
-    """Another attempt holds the lease on this registration."""
-
-    slug, title = "in-progress", "The registration is being provisioned by another request"
 
 
 class Provisioner:
