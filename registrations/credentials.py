@@ -25,6 +25,7 @@ from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
 from .certificates import make_certificate
+from .deadline import expires
 from .kinds import KEY_VAULT_SECRETS_USER
 from .problems import Conflict, Misconfigured
 from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_reader
@@ -253,7 +254,8 @@ class Credentials:
                            + (" (its federated credential is secretless)" if kind == "federated" else ""))
         name = self.secret_name(registration, kind)
         label = rotation_label(idempotency_key)
-        deadline = time.monotonic() + self.settings.provisioning_deadline_seconds
+        # The request's (or the sweep's) budget, so retries here end when the caller's time is up.
+        deadline = expires(self.settings.provisioning_deadline_seconds)
         if idempotency_key and self._replayed(app, name, kind, label):
             return self.describe(app, registration), False
         saga = Saga()  # steps here run one after another

@@ -35,6 +35,11 @@ def remaining() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+def expires(default_seconds: float) -> float:
+    """The current budget's deadline (monotonic); one `default_seconds` from now outside a budget."""
+    return _deadline.get() or time.monotonic() + default_seconds
+
+
 def submit(executor: Executor, action: Callable[..., T], *args: Any) -> Future[T]:
     """Executor.submit that carries the caller's budget (context variables) to the worker thread."""
     return executor.submit(contextvars.copy_context().run, action, *args)

@@ -91,7 +91,7 @@ class RegistrationService:
         check_request(self.settings, request)
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
-        with budget(self.settings.provisioning_deadline_seconds) as deadline, self._name_lock(unique):
+        with self.locked(request.name) as deadline:
             existing_future = submit(self._executor, self._graph.get_application, unique)
             own_future = None if ADMIN in caller.roles else submit(self._executor, self._count_own, caller)
             resource = self._call(lambda: self._provisioner.resource_for(request, target))
@@ -116,16 +116,16 @@ class RegistrationService:
             return lock
 
     @contextmanager
-    def locked(self, name: str) -> Iterator[None]:
-        """Work on one registration with the same lock and time budget a request has (the sweep)."""
-        with budget(self.settings.provisioning_deadline_seconds), \
+    def locked(self, name: str) -> Iterator[float]:
+        """Work on one registration under its lock and one time budget (every write, and the sweep).
+        Yields the budget's deadline."""
+        with budget(self.settings.provisioning_deadline_seconds) as deadline, \
                 self._name_lock(mf.unique_name(self.settings.name_prefix, name)):
-            yield
+            yield deadline
 
     def _count_own(self, caller: Caller) -> int:
         mark = f"dicom-requester:{caller.object_id}"
-        return sum(1 for app in self._graph.list_owned_applications(self._owner_id())
-                   if mark in (app.get("tags") or []))
+        return sum(1 for app in self.owned_registrations() if mark in (app.get("tags") or []))
 
     def _target_for(self, request: Any) -> ManagedTarget | OssTarget:
         target = self.settings.target(request.dicomService)
@@ -209,8 +209,7 @@ class RegistrationService:
 
     # -------------------------------------------------------------------------------- credentials
     def rotate(self, name: str, caller: Caller, *, idempotency_key: str | None) -> tuple[dict, bool]:
-        unique = mf.unique_name(self.settings.name_prefix, name)
-        with budget(self.settings.provisioning_deadline_seconds), self._name_lock(unique):
+        with self.locked(name):
             app = self._visible_app(name, caller)
             if mf.tag_values(app).get("state") != "ready":
                 raise Conflict(f"registration {name!r} is still being provisioned; retry the create first")
@@ -234,8 +233,7 @@ class RegistrationService:
 
     # ----------------------------------------------------------------------------------- deleting
     def delete(self, name: str, caller: Caller) -> dict:
-        unique = mf.unique_name(self.settings.name_prefix, name)
-        with budget(self.settings.provisioning_deadline_seconds), self._name_lock(unique):
+        with self.locked(name):
             app = self._visible_app(name, caller)
             if mf.tag_values(app).get("type") == "resource":
                 self._teardown.refuse_if_in_use(name, app, self.owned_registrations())
