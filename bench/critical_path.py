@@ -2,7 +2,7 @@
 about its dependency graph's depth in round trips, not its number of calls.
 
 For each type: the wall time of POST /api/registrations (median of --repeats), the sequential depth measured
-from the times of the tenant's calls, the depth read off registrations/service.py, and the total number of
+from the times of the tenant's calls, the depth read off registrations/service.py and provision.py, and the total number of
 remote calls (what a naive sequential script would wait for).
 
 `python -m bench.critical_path [--latency-ms 100] [--repeats 3]`
@@ -29,7 +29,7 @@ from bench._harness import (
 )
 
 GOAL = 1.15
-# Read off registrations/service.py: (GET app ‖ resource lookup), upsert, (service principal → grant ‖
+# Read off registrations/service.py and provision.py: (GET app ‖ resource lookup), upsert, (service principal → grant ‖
 # addPassword → Key Vault), mark ready. A resource has no lookup and no grant; a public client no secret.
 EXPECTED_DEPTH = {"service/managed": 5, "service/oss": 5, "confidential": 5, "public": 5, "resource": 4}
 

@@ -1,5 +1,10 @@
 """Request handling behind the HTTP functions: parse, authorize, call the service, render.
 
+``serve`` is the one way in: it authenticates the caller, checks the app role the operation needs, parses
+the query (the same pydantic model the OpenAPI document describes), the route's name and the body, calls the
+operation, turns every Problem into problem+json and writes one audit record per write. The operations below
+are a few lines each.
+
 Imported on the first request, not at worker start, so the function app's cold start pays for
 azure-functions alone.
 """
@@ -12,21 +17,19 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import manifest as mf
+from . import sweep as sweeper
 from . import wiring
-from .dicom import FORMATS, render
-from .manifest import Caller
-from .models import NAME_PATTERN, RegistrationRequest
+from .manifest import ADMIN, READ, REQUEST, Caller
+from .models import NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
 from .problems import (
     PROBLEM_CONTENT_TYPE,
-    Conflict,
     Forbidden,
     MalformedRequest,
     Misconfigured,
@@ -35,13 +38,12 @@ from .problems import (
     Problem,
     ValidationProblem,
 )
-from .policy import ADMIN, READ, REQUEST
+from .views import render
 
 log = logging.getLogger("registrations.api")
 audit = logging.getLogger("registrations.audit")
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_PAGE = 100
 _REQUEST = TypeAdapter(RegistrationRequest)
 _NAME = re.compile(NAME_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -51,17 +53,80 @@ _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 # the anonymous health check names a bad setting and never repeats its value.
 _SETTING_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# The function key, which the platform also accepts in the query: never an operation's parameter.
+_PLATFORM_QUERY = frozenset({"code"})
 
-# The registration a write is about, for its audit record: the route's name, or a create's validated body.
-_AUDITED_NAME: ContextVar[str | None] = ContextVar("audited_registration", default=None)
-
-# What each operation needs. Registrations.Request callers also only ever see their own registrations.
+# What each kind of operation needs. Registrations.Request callers also only ever see their own.
 ROLES_FOR = {
     "create": (ADMIN, REQUEST),
     "read": (ADMIN, READ, REQUEST),
     "delete": (ADMIN, REQUEST),
     "rotate": (ADMIN, REQUEST),
 }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authorized request, parsed: what an operation works with."""
+
+    req: func.HttpRequest
+    runtime: wiring.Runtime
+    caller: Caller
+    query: Any  # the operation's query model
+    idempotency_key: str | None = None
+    body: Request | None = None
+
+    @property
+    def name(self) -> str:
+        """The route's registration name; a name no registration can have is simply not found."""
+        name = self.req.route_params.get("name", "")
+        if not _NAME.match(name) or not 3 <= len(name) <= 40:
+            raise NotFound(f"no registration named {name[:60]!r}")
+        return name
+
+    @property
+    def base_url(self) -> str:
+        return self.req.url.split("?")[0]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    run: Callable[[Call], func.HttpResponse]
+    needs: str  # a key of ROLES_FOR; "read" is not audited
+    query: type[BaseModel] = NoQuery
+    idempotency_key: bool = False  # reads the Idempotency-Key header
+    body: bool = False  # a RegistrationRequest
+
+
+# ----------------------------------------------------------------------------------- the one way in
+def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
+    """Run the operation behind the HTTP function named `function`; the one place errors become
+    problem+json."""
+    endpoint = ENDPOINTS[function]
+    correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") or ""
+    if not _CORRELATION_ID.match(correlation):
+        correlation = str(uuid.uuid4())
+    caller: Caller | None = None
+    subject = req.route_params.get("name")  # what the audit record names: the route's, or the body's name
+    try:
+        runtime = wiring.runtime()
+        caller = runtime.authenticator.caller(req.headers)
+        _require(caller, endpoint.needs)
+        query = _parse(endpoint.query, {k: v for k, v in req.params.items() if k not in _PLATFORM_QUERY}, "query")
+        key = _idempotency_key(req) if endpoint.idempotency_key else None
+        body = _parse(_REQUEST, _body(req)) if endpoint.body else None
+        subject = body.name if body else subject
+        response = endpoint.run(Call(req, runtime, caller, query, key, body))
+    except Problem as problem:
+        response = problem_response(problem, urlsplit(req.url).path)
+    except Exception:
+        log.exception("unhandled error in %s %s (correlation %s)", req.method, urlsplit(req.url).path, correlation)
+        response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
+                                    urlsplit(req.url).path)
+    if endpoint.needs != "read":
+        _audit(req, endpoint.needs, response, correlation, caller, subject)
+    response.headers["x-correlation-id"] = correlation
+    return response
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -77,35 +142,6 @@ def problem_response(problem: Problem, instance: str | None = None) -> func.Http
                              mimetype=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
-def handle(req: func.HttpRequest, operation: Callable[[func.HttpRequest, Caller], func.HttpResponse],
-           needs: str) -> func.HttpResponse:
-    """The one place where errors become problem+json."""
-    correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") or ""
-    if not _CORRELATION_ID.match(correlation):
-        correlation = str(uuid.uuid4())
-    instance = urlsplit(req.url).path
-    caller: Caller | None = None
-    audited = _AUDITED_NAME.set(req.route_params.get("name"))
-    try:
-        runtime = wiring.runtime()
-        caller = runtime.authenticator.caller(req.headers)
-        _require(caller, needs)
-        _known_query(req, QUERY.get(operation, ()))
-        response = operation(req, caller)
-    except Problem as problem:
-        response = problem_response(problem, instance)
-    except Exception:
-        log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
-        response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
-                                    instance)
-    finally:
-        name = _AUDITED_NAME.get()
-        _AUDITED_NAME.reset(audited)
-    _audit(req, needs, response, correlation, caller, name)
-    response.headers["x-correlation-id"] = correlation
-    return response
-
-
 def _require(caller: Caller, needs: str) -> None:
     allowed = ROLES_FOR[needs]
     if not caller.roles.intersection(allowed):
@@ -118,8 +154,6 @@ def _audit(req: func.HttpRequest, needs: str, response: func.HttpResponse, corre
     """One record per write, whatever its end. ``event`` is registration.create, .rotate or .delete;
     ``outcome`` is succeeded, replayed (an idempotent replay that changed nothing), refused (4xx) or
     failed (5xx); ``status`` is the HTTP status."""
-    if needs == "read":
-        return
     status = response.status_code
     if status >= 500:
         outcome = "failed"
@@ -137,13 +171,18 @@ def _audit(req: func.HttpRequest, needs: str, response: func.HttpResponse, corre
     }))
 
 
-def _known_query(req: func.HttpRequest, allowed: tuple[str, ...]) -> None:
-    """A parameter the operation does not read is refused, not ignored: a caller who misspells a filter
-    must not get every registration. `code` is the function key, which the platform accepts in the query."""
-    unknown = set(req.params) - set(allowed) - {"code"}
-    if unknown:
-        raise ValidationProblem(f"unknown query parameters: {', '.join(sorted(unknown))}",
-                                errors=[{"loc": ["query", p], "msg": "unknown"} for p in sorted(unknown)])
+def _parse(model: type[BaseModel] | TypeAdapter, data: Any, where: str | None = None) -> Any:
+    """Validate with a pydantic model; a failure is a 422 naming every location (prefixed by `where`)."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": ([where] if where else []) + [str(p) for p in err["loc"]], "msg": err["msg"],
+                   "type": err["type"]} for err in exc.errors(include_url=False, include_input=False)]
+        first = ".".join(errors[0]["loc"]) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValidationProblem(f"{first}: {errors[0]['msg']}{more}", errors=errors) from None
 
 
 def _body(req: func.HttpRequest) -> Any:
@@ -179,39 +218,12 @@ def _no_constant(name: str) -> Any:
     raise MalformedRequest(f"the body contains {name}, which is not JSON; send a number or null")
 
 
-def _validation_problem(exc: ValidationError) -> ValidationProblem:
-    errors = [
-        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-    first = errors[0]
-    where = ".".join(first["loc"]) or "body"
-    return ValidationProblem(f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1
-                                                           else ""), errors=errors)
-
-
-def _name(req: func.HttpRequest) -> str:
-    name = req.route_params.get("name", "")
-    if not _NAME.match(name) or not 3 <= len(name) <= 40:
-        raise NotFound(f"no registration named {name[:60]!r}")
-    return name
-
-
-def _location(req: func.HttpRequest, name: str) -> str:
-    base = req.url.split("?")[0]
-    return f"{base.split('/registrations')[0]}/registrations/{name}"
-
-
-# --------------------------------------------------------------------------------------- operations
-def create(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    _idempotency_key(req)
-    try:
-        request = _REQUEST.validate_python(_body(req))
-    except ValidationError as exc:
-        raise _validation_problem(exc) from None
-    _AUDITED_NAME.set(request.name)
-    registration, created = wiring.runtime().service.create(request, caller)
-    return _made(registration, created, _location(req, request.name))
+def _idempotency_key(req: func.HttpRequest) -> str | None:
+    key = req.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationProblem("Idempotency-Key must be 1-128 characters of letters, digits and ._:-",
+                                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid"}])
+    return key
 
 
 def _made(body: Any, created: bool, location: str) -> func.HttpResponse:
@@ -222,128 +234,80 @@ def _made(body: Any, created: bool, location: str) -> func.HttpResponse:
     return json_response(body, 201 if created else 200, headers)
 
 
-def get(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    return json_response(wiring.runtime().service.get(_name(req), caller))
+# --------------------------------------------------------------------------------------- operations
+def create(call: Call) -> func.HttpResponse:
+    assert call.body is not None, "serve parsed the body"
+    registration, created = call.runtime.service.create(call.body, call.caller)
+    return _made(registration, created, f"{call.base_url}/{call.body.name}")
 
 
-def config(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    fmt = req.params.get("format", "json")
-    if fmt not in FORMATS:
-        raise ValidationProblem(f"format must be one of {', '.join(FORMATS)}",
-                                errors=[{"loc": ["query", "format"], "msg": "unknown format"}])
-    body, content_type = render(wiring.runtime().service.config(_name(req), caller), fmt)
-    return func.HttpResponse(body, status_code=200, mimetype=content_type.split(";")[0], charset="utf-8")
-
-
-def verification(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    """200 when the credential gets a DICOM token (or the configuration checks pass); 202 while Entra ID is
-    still propagating, with Retry-After and Location back here, which is how Logic Apps poll."""
-    result = wiring.runtime().verifier.verify(_name(req), caller)
-    if result.pending:
-        return json_response(result.body, 202, {"Retry-After": str(result.retry_after), "Location": req.url})
-    return json_response(result.body)
-
-
-def list_(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    params = req.params
-    kind = params.get("type")
-    if kind not in (None, "confidential", "public", "service", "resource"):
-        raise ValidationProblem("type must be confidential, public, service or resource",
-                                errors=[{"loc": ["query", "type"], "msg": "unknown type"}])
-    try:
-        top = int(params.get("top", "50"))
-    except ValueError:
-        top = 0
-    if not 1 <= top <= MAX_PAGE:
-        raise ValidationProblem(f"top must be a whole number from 1 to {MAX_PAGE}",
-                                errors=[{"loc": ["query", "top"], "msg": "out of range"}])
-    after = params.get("after")
-    items = wiring.runtime().service.list(caller, type=kind, target=params.get("dicomService"))
-    if after:
-        items = [item for item in items if item["name"] > after]
-    page, more = items[:top], len(items) > top
+def list_(call: Call) -> func.HttpResponse:
+    query: ListQuery = call.query
+    page, more = call.runtime.service.list(call.caller, query)
     body: dict[str, Any] = {"value": page}
     if more:
-        query = {k: v for k, v in {"type": kind, "dicomService": params.get("dicomService"), "top": str(top),
-                                   "after": page[-1]["name"]}.items() if v}
-        body["nextLink"] = f"{req.url.split('?')[0]}?{urlencode(query)}"
+        following = query.model_copy(update={"after": page[-1]["name"]}).model_dump(exclude_none=True)
+        body["nextLink"] = f"{call.base_url}?{urlencode(following)}"
     return json_response(body)
 
 
-def _idempotency_key(req: func.HttpRequest) -> str | None:
-    key = req.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise ValidationProblem("Idempotency-Key must be 1-128 characters of letters, digits and ._:-",
-                                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid"}])
-    return key
+def get(call: Call) -> func.HttpResponse:
+    return json_response(call.runtime.service.get(call.name, call.caller))
 
 
-def rotate(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    if req.get_body():
+def config(call: Call) -> func.HttpResponse:
+    body, content_type = render(call.runtime.service.config(call.name, call.caller), call.query.format)
+    return func.HttpResponse(body, status_code=200, mimetype=content_type.split(";")[0], charset="utf-8")
+
+
+def verification(call: Call) -> func.HttpResponse:
+    """200 when the credential gets a DICOM token (or the configuration checks pass); 202 while Entra ID is
+    still propagating, with Retry-After and Location back here, which is how Logic Apps poll."""
+    result = call.runtime.verifier.verify(call.name, call.caller)
+    if result.pending:
+        return json_response(result.body, 202, {"Retry-After": str(result.retry_after), "Location": call.req.url})
+    return json_response(result.body)
+
+
+def delete(call: Call) -> func.HttpResponse:
+    return json_response(call.runtime.service.delete(call.name, call.caller))
+
+
+def rotate(call: Call) -> func.HttpResponse:
+    if call.req.get_body():
         raise ValidationProblem("rotation takes no body", errors=[{"loc": ["body"], "msg": "must be empty"}])
-    body, rotated = wiring.runtime().service.rotate(_name(req), caller, idempotency_key=_idempotency_key(req))
-    return _made(body, rotated, req.url.split("?")[0])
+    body, rotated = call.runtime.service.rotate(call.name, call.caller, idempotency_key=call.idempotency_key)
+    return _made(body, rotated, call.base_url)
 
 
-def credentials(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    return json_response(wiring.runtime().service.list_credentials(_name(req), caller))
+def credentials(call: Call) -> func.HttpResponse:
+    return json_response(call.runtime.service.list_credentials(call.name, call.caller))
 
 
-def expiring(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    from datetime import timedelta
-
-    from . import sweep
-
-    try:
-        days = int(req.params.get("days", "30"))
-    except ValueError:
-        days = -1
-    if not 1 <= days <= 730:
-        raise ValidationProblem("days must be a whole number from 1 to 730",
-                                errors=[{"loc": ["query", "days"], "msg": "out of range"}])
-    service = wiring.runtime().service
-    items = [item for item in sweep.expiring(service, now=service.now(), within=timedelta(days=days))
-             if service.may_see_requester(item["requestedBy"], caller)]
-    return json_response({"days": days, "value": items})
+def expiring(call: Call) -> func.HttpResponse:
+    days = call.query.days
+    return json_response({"days": days, "value": call.runtime.service.expiring(call.caller, days)})
 
 
+# Keyed by the HTTP function's name in http.py, as openapi.OPERATIONS is; the query models are the ones the
+# document declares.
+ENDPOINTS: dict[str, Endpoint] = {
+    "create_registration": Endpoint(create, "create", idempotency_key=True, body=True),
+    "list_registrations": Endpoint(list_, "read", ListQuery),
+    "get_registration": Endpoint(get, "read"),
+    "get_registration_config": Endpoint(config, "read", ConfigQuery),
+    "verify_registration": Endpoint(verification, "read"),
+    "delete_registration": Endpoint(delete, "delete"),
+    "rotate_credential": Endpoint(rotate, "rotate", idempotency_key=True),
+    "list_credentials": Endpoint(credentials, "read"),
+    "expiring_report": Endpoint(expiring, "read", ExpiringQuery),
+}
+
+
+# ------------------------------------------------------------------------------ outside serve()
 def sweep() -> dict:
     """The timer's work; returns the report (also logged)."""
-    from . import sweep as sweeper
-
     return sweeper.run(wiring.runtime().service)
-
-
-def delete(req: func.HttpRequest, caller: Caller) -> func.HttpResponse:
-    service = wiring.runtime().service
-    name = _name(req)
-    try:
-        return json_response(service.delete(name, caller))
-    except Conflict as conflict:
-        if "dependents" not in conflict.extensions or ADMIN in caller.roles:
-            raise
-        raise _dependents_visible_to(conflict, service, name, caller) from None
-
-
-def _dependents_visible_to(conflict: Conflict, service: Any, name: str, caller: Caller) -> Conflict:
-    """A requester learns the names of the dependents it may see and only how many others there are: the
-    names of other requesters' registrations are theirs."""
-    requesters = {service.registration_name(app): mf.tag_values(app).get("requester")
-                  for app in service.owned_registrations()}
-    dependents = conflict.extensions["dependents"]
-    visible = [d for d in dependents if service.may_see_requester(requesters.get(d), caller)]
-    others = len(dependents) - len(visible)
-    users = ", ".join(visible + ([f"{others} registration(s) of other requesters"] if others else []))
-    return Conflict(f"resource registration {name!r} is used by {users}; those must be deleted first",
-                    dependents=visible, otherDependents=others)
-
-
-# The query parameters each operation reads (as the OpenAPI table declares them); handle() refuses others.
-QUERY: dict[Callable[..., func.HttpResponse], tuple[str, ...]] = {
-    list_: ("type", "dicomService", "top", "after"),
-    config: ("format",),
-    expiring: ("days",),
-}
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -13,22 +13,20 @@ app) and Key Vault (which version holds which keyId), so nothing else needs to b
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from . import manifest as mf
-from .adapters.errors import UpstreamError
+from .adapters.errors import UpstreamError, lag_404, lag_new_reader
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
+from .saga import Saga, StepFailed, create_once, eventually
 from .certificates import make_certificate
-from .deadline import expires
 from .kinds import KEY_VAULT_SECRETS_USER
+from .models import FederatedCredential, Request
 from .problems import Conflict, Misconfigured
-from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_reader
 from .settings import Settings
 from .times import iso, parse_time
 
@@ -63,10 +61,10 @@ def rotation_label(idempotency_key: str | None) -> str:
 
 class Credentials:
     def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, rbac: RbacClient,
-                 clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.graph, self.vault, self.rbac = graph, vault, rbac
-        self._clock, self._sleep = clock, sleep
+        self._clock = clock
 
     @property
     def overlap(self) -> timedelta:
@@ -84,17 +82,18 @@ class Credentials:
         return int(lifetime) if lifetime else self.settings.secret_lifetime_days
 
     # ------------------------------------------------------------------------------------- at create
-    def provision(self, saga: Saga, request: Any, app: dict, fresh: bool, deadline: float) -> dict:
+    def provision(self, saga: Saga, request: Request, app: dict, fresh: bool) -> dict:
         credential = request.credential
-        if credential.kind == "federated":
-            return self._federated(saga, request, app, fresh, deadline)
+        assert credential is not None, "only types with a credential provision one"
+        if isinstance(credential, FederatedCredential):
+            return self._federated(saga, request.name, credential, app, fresh)
         name = self.secret_name(request.name, credential.kind)
         days = credential.lifetimeDays or self.settings.secret_lifetime_days
         kept = None if fresh else self._kept(app, name, credential.kind)
         if kept is None:
             add = self._add_password if credential.kind == "secret" else self._add_certificate
-            kept = add(saga, app, name, request.name, days, mf.PASSWORD_NAME, deadline)
-        self.grant_readers(saga, name, request.secretReaders, deadline)
+            kept = add(saga, app, name, request.name, days, mf.PASSWORD_NAME)
+        self.grant_readers(saga, name, request.secretReaders)
         return kept
 
     def _kept(self, app: dict, name: str, kind: str) -> dict | None:
@@ -143,10 +142,15 @@ class Credentials:
             self.vault.delete_secret(name, purge=not recovered)
 
     def _add_password(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
-                      deadline: float, now: datetime | None = None) -> dict:
+                      now: datetime | None = None) -> dict:
         end = (now or self._clock()) + timedelta(days=days)
-        password = saga.run("add password", lambda: self._mint_password(app, end, label, deadline),
-                            undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
+        # addPassword is not idempotent and its answer is the only copy of the secret text: after an ambiguous
+        # failure, a password the failed call may have added anyway is removed (nobody could use it) and
+        # another is minted.
+        password = saga.run("add password", lambda: create_once(
+            lambda: self.graph.add_password(app["id"], label, iso(end)),
+            lambda: self._discard_password(app, label), lagging=lag_404),
+            undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
         # The secret text goes straight from Graph's answer into Key Vault and is then dropped. Key Vault's
         # expiry is the end Entra gave the password (a tenant's lifetime policy may have shortened it).
         secret_text = password.pop("secretText")
@@ -156,27 +160,14 @@ class Credentials:
         del secret_text
         return self._reference("secret", name, password["keyId"], password.get("endDateTime") or iso(end), stored)
 
-    def _mint_password(self, app: dict, end: datetime, label: str, deadline: float) -> dict:
-        """addPassword is not idempotent, so the pipeline does not retry it. Here a transient failure is
-        retried only after removing any password the failed call may have added anyway."""
-        delay = 0.25
-        while True:
-            try:
-                return self.graph.add_password(app["id"], label, iso(end))
-            except UpstreamError as exc:
-                wait = exc.retry_after or delay
-                if not (exc.transient or exc.status == 404) or time.monotonic() + wait > deadline:
-                    raise
-                if exc.transient and not exc.not_done:  # 404 (lag) and 429 (throttled) made nothing
-                    current = self.graph.get_application_by_id(app["id"]) or {}
-                    for password in current.get("passwordCredentials") or []:
-                        if password.get("displayName") == label:
-                            self.graph.remove_password(app["id"], password["keyId"])
-            self._sleep(wait)
-            delay = min(delay * 2, 8.0)
+    def _discard_password(self, app: dict, label: str) -> None:
+        current = self.graph.get_application_by_id(app["id"]) or {}
+        for password in current.get("passwordCredentials") or []:
+            if password.get("displayName") == label:
+                self.graph.remove_password(app["id"], password["keyId"])
 
     def _add_certificate(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
-                         deadline: float, now: datetime | None = None) -> dict:
+                         now: datetime | None = None) -> dict:
         cert = make_certificate(f"{mf.CERT_NAME.removeprefix('CN=')} {registration}", start=now or self._clock(),
                                 days=days)
         key_id = str(uuid.uuid4())
@@ -186,8 +177,7 @@ class Credentials:
             "startDateTime": iso(cert.start), "endDateTime": iso(cert.end),
         }
         saga.run("add certificate", lambda: eventually(
-            lambda: self._set_certificates(app, keep=lambda _: True, add=key_credential),
-            lagging=lag_404, deadline=deadline, sleep=self._sleep),
+            lambda: self._set_certificates(app, keep=lambda _: True, add=key_credential), lagging=lag_404),
             undo=lambda _: self._set_certificates(app, keep=lambda c: c["keyId"] != key_id, add=None))
         stored = self._store(saga, app, name, registration, "certificate", cert.pem, cert.end, key_id, label,
                              {"thumbprint": cert.thumbprint}, now=now)
@@ -202,9 +192,9 @@ class Credentials:
         wanted = [c for c in current.get("keyCredentials") or [] if keep(c)] + ([add] if add else [])
         self.graph.update_application(app["id"], {"keyCredentials": wanted})
 
-    def _federated(self, saga: Saga, request: Any, app: dict, fresh: bool, deadline: float) -> dict:
-        credential = request.credential
-        body = {"name": f"{self.settings.name_prefix}-{request.name}", "issuer": credential.issuer,
+    def _federated(self, saga: Saga, registration: str, credential: FederatedCredential, app: dict,
+                   fresh: bool) -> dict:
+        body = {"name": f"{self.settings.name_prefix}-{registration}", "issuer": credential.issuer,
                 "subject": credential.subject, "audiences": [credential.audience],
                 "description": "Made by the DICOM registrations API"}
 
@@ -212,9 +202,9 @@ class Credentials:
             return next((c for c in self.graph.list_federated_credentials(app["id"]) if c.get("name") == body["name"]),
                         None)
 
-        created = saga.run("add federated credential", lambda: (None if fresh else find()) or ensure(
-            lambda: self.graph.create_federated_credential(app["id"], body), find,
-            lagging=lag_404, deadline=deadline, sleep=self._sleep))
+        created = saga.run("add federated credential", lambda: create_once(
+            lambda: self.graph.create_federated_credential(app["id"], body), find, lagging=lag_404,
+            look_first=not fresh))
         return {"kind": "federated", "keyId": created.get("id"), "issuer": credential.issuer,
                 "subject": credential.subject, "audience": credential.audience}
 
@@ -224,14 +214,13 @@ class Credentials:
             raise Misconfigured("secretReaders needs KEY_VAULT_RESOURCE_ID (the ARM id of the vault)")
         return f"{self.settings.key_vault_resource_id}/secrets/{secret_name}"
 
-    def grant_readers(self, saga: Saga, secret_name: str, readers: list[str], deadline: float) -> None:
+    def grant_readers(self, saga: Saga, secret_name: str, readers: Sequence[str]) -> None:
         """Key Vault Secrets User on this one secret, for each named principal."""
         for reader in readers:
             scope = self.reader_scope(secret_name)
             saga.run(f"grant secret reader {reader}", lambda: eventually(
                 lambda: self.rbac.assign(scope, KEY_VAULT_SECRETS_USER, reader, principal_type=None),
-                lagging=lag_new_reader,
-                deadline=deadline, sleep=self._sleep),
+                lagging=lag_new_reader),
                 undo=self.rbac.delete)
 
     def revoke_readers(self, secret_name: str) -> list[dict]:
@@ -254,14 +243,12 @@ class Credentials:
                            + (" (its federated credential is secretless)" if kind == "federated" else ""))
         name = self.secret_name(registration, kind)
         label = rotation_label(idempotency_key)
-        # The request's (or the sweep's) budget, so retries here end when the caller's time is up.
-        deadline = expires(self.settings.provisioning_deadline_seconds)
         if idempotency_key and self._replayed(app, name, kind, label):
             return self.describe(app, registration), False
         saga = Saga()  # steps here run one after another
         add = self._add_password if kind == "secret" else self._add_certificate
         try:
-            made = add(saga, app, name, registration, self.lifetime(app), label, deadline, now=now)
+            made = add(saga, app, name, registration, self.lifetime(app), label, now=now)
         except StepFailed as failure:
             raise saga.abort(failure)
         except Exception:

@@ -1,5 +1,7 @@
-"""The HTTP functions: one line each. Parsing, authorization, rendering and errors live in ``api``, which is
-imported on the first request so that a cold start pays only for azure-functions."""
+"""The HTTP functions: one line each, handing the request to ``api.serve`` under the function's own name (the
+key of its operation in ``api.ENDPOINTS`` and ``openapi.OPERATIONS``). Parsing, authorization, rendering and
+errors live in ``api``, which is imported on the first request so that a cold start pays only for
+azure-functions."""
 
 from __future__ import annotations
 
@@ -16,47 +18,47 @@ def _api():
 
 @bp.route(route="registrations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def create_registration(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().create, "create")
+    return _api().serve(req, "create_registration")
 
 
 @bp.route(route="registrations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_registrations(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().list_, "read")
+    return _api().serve(req, "list_registrations")
 
 
 @bp.route(route="registrations/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_registration(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().get, "read")
+    return _api().serve(req, "get_registration")
 
 
 @bp.route(route="registrations/{name}/config", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_registration_config(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().config, "read")
+    return _api().serve(req, "get_registration_config")
 
 
 @bp.route(route="registrations/{name}/verification", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def verify_registration(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().verification, "read")
+    return _api().serve(req, "verify_registration")
 
 
 @bp.route(route="registrations/{name}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().delete, "delete")
+    return _api().serve(req, "delete_registration")
 
 
 @bp.route(route="registrations/{name}/credentials", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def rotate_credential(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().rotate, "rotate")
+    return _api().serve(req, "rotate_credential")
 
 
 @bp.route(route="registrations/{name}/credentials", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_credentials(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().credentials, "read")
+    return _api().serve(req, "list_credentials")
 
 
 @bp.route(route="reports/expiring", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def expiring_report(req: func.HttpRequest) -> func.HttpResponse:
-    return _api().handle(req, _api().expiring, "read")
+    return _api().serve(req, "expiring_report")
 
 
 @bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)

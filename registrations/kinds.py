@@ -1,4 +1,5 @@
-"""The four kinds of registration, as data. Adding a kind or changing a rule touches this file only."""
+"""The four kinds of registration, as data. Every difference between them that code acts on is a field of
+`Plan`; what each kind's request carries is its model (models.py). Adding a kind touches these two files."""
 
 from __future__ import annotations
 
@@ -6,23 +7,36 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
+from .models import RegistrationType
+
 Grant = Literal["delegated", "app-role", "azure-role"]
 Flow = Literal["authorization_code", "authorization_code_pkce", "client_credentials"]
 
 
 @dataclass(frozen=True)
 class Plan:
-    type: str
+    type: RegistrationType
     summary: str
+    # A credential that signs in at the token endpoint (secret, certificate or federated).
     has_secret: bool
     flow: Flow | None
     target_kinds: tuple[str, ...]
     refresh_tokens: bool = False
     # How the client gets access to the DICOM service, per target kind.
     grants: tuple[tuple[str, Grant], ...] = ()
+    # The DICOM server's own API: identifier URI, scope and app roles on the app; its service principal is
+    # tagged so clients find it; the DICOM target must name it; it is not deleted while clients use it.
+    exposes_api: bool = False
+    # Only Registrations.Admin may create it (it decides who may call a DICOM server).
+    admin_only: bool = False
 
     def grant_for(self, target_kind: str) -> Grant | None:
         return dict(self.grants).get(target_kind)
+
+    @property
+    def app_only(self) -> bool:
+        """Tokens for the app itself (client credentials: `.default`), not for a signed-in user."""
+        return self.flow == "client_credentials"
 
 
 PLANS: dict[str, Plan] = {
@@ -59,6 +73,8 @@ PLANS: dict[str, Plan] = {
             has_secret=False,
             flow=None,
             target_kinds=("oss",),
+            exposes_api=True,
+            admin_only=True,
         ),
     )
 }

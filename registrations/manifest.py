@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from .kinds import resource_manifest
+from .kinds import PLANS, resource_manifest
+from .models import FederatedCredential, Request
 
 TAG_MARK = "dicom-registration"
 PASSWORD_NAME = "dicom-registrations"  # displayName of the passwords this API adds
@@ -22,6 +23,10 @@ PLATFORM_FIELD = {"web": "web", "spa": "spa", "mobile": "publicClient"}
 # Credential kinds whose value this API stores in Key Vault, and the app field that lists each kind.
 STORED_KINDS = ("secret", "certificate")
 CREDENTIAL_FIELD = {"secret": "passwordCredentials", "certificate": "keyCredentials"}
+
+
+# The app roles of the API's own registration: everything; create, and manage what one requested; read.
+ADMIN, REQUEST, READ = "Registrations.Admin", "Registrations.Request", "Registrations.Read"
 
 
 @dataclass(frozen=True)
@@ -48,46 +53,45 @@ def unique_name(prefix: str, name: str) -> str:
     return f"{prefix}-{name}"
 
 
+def registration_name(prefix: str, app: dict) -> str:
+    """The name a caller used: the application's uniqueName without this API's prefix."""
+    unique = app.get("uniqueName") or ""
+    return unique[len(prefix) + 1:] if unique.startswith(prefix + "-") else unique
+
+
 def secret_name(prefix: str, name: str, kind: str = "secret") -> str:
     """``{prefix}--{name}--secret`` (or ``--certificate``): maps to the configuration key
     ``{prefix}:{name}:secret`` in .NET and Functions Key Vault references."""
     return f"{prefix}--{name}--{kind}"
 
 
-def credential_fingerprint(credential: Any) -> str | None:
+def credential_fingerprint(request: Request) -> str | None:
     """What identifies a federated credential (issuer, subject, audience) is too long for a tag; its hash
     is enough to tell a replay from a different request."""
-    if getattr(credential, "kind", None) != "federated":
+    credential = request.credential
+    if not isinstance(credential, FederatedCredential):
         return None
     raw = "|".join((credential.issuer, credential.subject, credential.audience))
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def platform_of(request: Any) -> str | None:
-    if request.type == "confidential":
-        return "web"
-    if request.type == "public":
-        return request.platform
-    return None
-
-
-def tags_for(request: Any, caller: Caller, *, state: str, sp_id: str | None = None) -> list[str]:
+def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None = None) -> list[str]:
     tags = [TAG_MARK, f"dicom-type:{request.type}", f"dicom-target:{request.dicomService}",
             f"dicom-requester:{caller.object_id}", f"dicom-state:{state}"]
-    if getattr(request, "access", None):
+    if request.access:
         tags.append(f"dicom-access:{request.access}")
-    if platform_of(request):
-        tags.append(f"dicom-platform:{platform_of(request)}")
-    credential = getattr(request, "credential", None)
+    if request.platform:
+        tags.append(f"dicom-platform:{request.platform}")
+    credential = request.credential
     if credential is not None:
         tags.append(f"dicom-credential:{credential.kind}")
-        if getattr(credential, "lifetimeDays", None):
+        if credential.lifetimeDays:
             tags.append(f"dicom-lifetime:{credential.lifetimeDays}")
-        if credential_fingerprint(credential):
-            tags.append(f"dicom-credhash:{credential_fingerprint(credential)}")
-    if getattr(request, "autoRotate", False):
+        if credential_fingerprint(request):
+            tags.append(f"dicom-credhash:{credential_fingerprint(request)}")
+    if request.autoRotate:
         tags.append("dicom-autorotate:true")
-    tags.extend(f"dicom-reader:{reader}" for reader in getattr(request, "secretReaders", []) or [])
+    tags.extend(f"dicom-reader:{reader}" for reader in request.secretReaders)
     if sp_id:
         tags.append(f"dicom-sp:{sp_id}")
     return tags
@@ -108,7 +112,7 @@ def tag_list(app: dict, key: str) -> list[str]:
     return [tag[len(prefix):] for tag in app.get("tags") or [] if tag.startswith(prefix)]
 
 
-def notes_for(request: Any, caller: Caller) -> str:
+def notes_for(request: Request, caller: Caller) -> str:
     text = f"{NOTES_HEADER}{caller.name} ({caller.object_id})."
     return f"{text}\n\n{request.notes}" if request.notes else text
 
@@ -119,11 +123,14 @@ def user_notes(app: dict) -> str | None:
     return rest if sep else None
 
 
-def identifier_uri_for(request: Any, tenant_id: str) -> str:
+def identifier_uri_for(request: Request, tenant_id: str) -> str | None:
+    """The App ID URI of a registration that exposes an API (given, or api://{tenant}/{name}); else None."""
+    if not PLANS[request.type].exposes_api:
+        return None
     return request.identifierUri or f"api://{tenant_id}/{request.name}"
 
 
-def build_manifest(request: Any, caller: Caller, *, tenant_id: str, unique: str,
+def build_manifest(request: Request, caller: Caller, *, tenant_id: str, unique: str,
                    resource: Resource | None) -> dict:
     """The application object this request asks for (the body of the uniqueName upsert)."""
     manifest: dict[str, Any] = {
@@ -132,7 +139,7 @@ def build_manifest(request: Any, caller: Caller, *, tenant_id: str, unique: str,
         "tags": tags_for(request, caller, state="provisioning"),
         "notes": notes_for(request, caller),
     }
-    platform = platform_of(request)
+    platform = request.platform
     if platform == "web":
         manifest["web"] = {
             "redirectUris": request.redirectUris,
@@ -144,8 +151,9 @@ def build_manifest(request: Any, caller: Caller, *, tenant_id: str, unique: str,
     elif platform == "mobile":
         manifest["publicClient"] = {"redirectUris": request.redirectUris}
         manifest["isFallbackPublicClient"] = True
-    if request.type == "resource":
-        manifest.update(resource_manifest(unique, identifier_uri_for(request, tenant_id)))
+    identifier_uri = identifier_uri_for(request, tenant_id)
+    if identifier_uri:
+        manifest.update(resource_manifest(unique, identifier_uri))
     if resource is not None:
         manifest["requiredResourceAccess"] = [required_access(resource)]
     return manifest
@@ -158,22 +166,22 @@ def required_access(resource: Resource) -> dict:
     return {"resourceAppId": resource.app_id, "resourceAccess": [grant]}
 
 
-def requested_fields(request: Any, tenant_id: str) -> dict[str, Any]:
+def requested_fields(request: Request, tenant_id: str) -> dict[str, Any]:
     """The fields a replay must match, in the request's own vocabulary."""
-    credential = getattr(request, "credential", None)
+    credential = request.credential
     return {
         "type": request.type,
         "displayName": request.displayName,
         "dicomService": request.dicomService,
-        "access": getattr(request, "access", None),
-        "platform": getattr(request, "platform", None) if request.type == "public" else None,
-        "redirectUris": list(getattr(request, "redirectUris", []) or []),
-        "identifierUri": identifier_uri_for(request, tenant_id) if request.type == "resource" else None,
+        "access": request.access,
+        "platform": request.platform,
+        "redirectUris": list(request.redirectUris),
+        "identifierUri": identifier_uri_for(request, tenant_id),
         "credential.kind": credential.kind if credential else None,
-        "credential.lifetimeDays": getattr(credential, "lifetimeDays", None) if credential else None,
-        "credential.federation": credential_fingerprint(credential),
-        "autoRotate": bool(getattr(request, "autoRotate", False)),
-        "secretReaders": sorted(getattr(request, "secretReaders", []) or []),
+        "credential.lifetimeDays": credential.lifetimeDays if credential else None,
+        "credential.federation": credential_fingerprint(request),
+        "autoRotate": request.autoRotate,
+        "secretReaders": sorted(request.secretReaders),
         "notes": request.notes,
     }
 
@@ -189,9 +197,9 @@ def stored_fields(app: dict) -> dict[str, Any]:
         "displayName": app.get("displayName"),
         "dicomService": tags.get("target"),
         "access": tags.get("access"),
-        "platform": platform if tags.get("type") == "public" else None,
+        "platform": platform,
         "redirectUris": list(redirect_uris),
-        "identifierUri": (app.get("identifierUris") or [None])[0] if tags.get("type") == "resource" else None,
+        "identifierUri": (app.get("identifierUris") or [None])[0],
         "credential.kind": tags.get("credential"),
         "credential.lifetimeDays": int(lifetime) if lifetime else None,
         "credential.federation": tags.get("credhash"),
@@ -201,7 +209,7 @@ def stored_fields(app: dict) -> dict[str, Any]:
     }
 
 
-def differing_fields(request: Any, app: dict, tenant_id: str) -> list[str]:
+def differing_fields(request: Request, app: dict, tenant_id: str) -> list[str]:
     wanted, stored = requested_fields(request, tenant_id), stored_fields(app)
     return [name for name in wanted if wanted[name] != stored[name]]
 

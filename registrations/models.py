@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .redirects import check_redirect_uris
 
@@ -16,6 +16,7 @@ TARGET_PATTERN = r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$"
 
 Access = Literal["reader", "writer", "admin"]
 RegistrationType = Literal["confidential", "public", "service", "resource"]
+Platform = Literal["web", "spa", "mobile"]
 
 
 # Unicode categories refused in free text: controls (Cc), format characters (Cf: every bidi override and
@@ -59,6 +60,7 @@ class FederatedCredential(_Strict):
     gives the workload, matched on issuer and subject."""
 
     kind: Literal["federated"]
+    lifetimeDays: ClassVar[None] = None  # nothing expires here: Entra trusts the issuer's short-lived tokens
     issuer: str = Field(max_length=600, pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$")
     subject: str = Field(min_length=1, max_length=600)
     audience: str = Field(default="api://AzureADTokenExchange", min_length=1, max_length=600)
@@ -76,6 +78,10 @@ PRINCIPAL_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 
 
 class _RegistrationRequest(_Strict):
+    """What every type carries. Each type then declares every other attribute a registration can have: a
+    field when the type takes it, a ClassVar with its fixed value when it does not (not a field, so not in the
+    schema, and refused as an unknown member when sent). So code reads `request.access` on any type, typed."""
+
     name: str = Field(pattern=NAME_PATTERN, min_length=3, max_length=40, description="Slug naming the registration; the idempotency handle.")
     displayName: str = Field(min_length=1, max_length=120)
     dicomService: str = Field(pattern=TARGET_PATTERN, description="A DICOM service named in the settings.")
@@ -109,6 +115,9 @@ class ConfidentialRequest(_WithCredential):
     type: Literal["confidential"]
     redirectUris: list[str] = Field(min_length=1, max_length=20)
     credential: ConfidentialCredential = Field(default_factory=SecretCredential)
+    access: ClassVar[None] = None
+    platform: ClassVar[Literal["web"]] = "web"
+    identifierUri: ClassVar[None] = None
 
     @field_validator("redirectUris")
     @classmethod
@@ -122,6 +131,11 @@ class PublicRequest(_RegistrationRequest):
     type: Literal["public"]
     platform: Literal["spa", "mobile"] = "spa"
     redirectUris: list[str] = Field(min_length=1, max_length=20)
+    access: ClassVar[None] = None
+    credential: ClassVar[None] = None
+    autoRotate: ClassVar[bool] = False
+    secretReaders: ClassVar[tuple[str, ...]] = ()
+    identifierUri: ClassVar[None] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -143,6 +157,9 @@ class ServiceRequest(_WithCredential):
     type: Literal["service"]
     access: Access
     credential: ServiceCredential = Field(default_factory=SecretCredential)
+    platform: ClassVar[None] = None
+    redirectUris: ClassVar[tuple[str, ...]] = ()
+    identifierUri: ClassVar[None] = None
 
 
 class ResourceRequest(_RegistrationRequest):
@@ -153,11 +170,17 @@ class ResourceRequest(_RegistrationRequest):
         default=None, max_length=120, pattern=r"^api://[A-Za-z0-9][A-Za-z0-9._/-]*[A-Za-z0-9]$",
         description="Defaults to api://{tenantId}/{name}.",
     )
+    access: ClassVar[None] = None
+    platform: ClassVar[None] = None
+    redirectUris: ClassVar[tuple[str, ...]] = ()
+    credential: ClassVar[None] = None
+    autoRotate: ClassVar[bool] = False
+    secretReaders: ClassVar[tuple[str, ...]] = ()
 
 
-RegistrationRequest = Annotated[
-    ConfidentialRequest | PublicRequest | ServiceRequest | ResourceRequest, Field(discriminator="type")
-]
+# A validated request of any type (for signatures), and the same union as the body parser reads it.
+Request = ConfidentialRequest | PublicRequest | ServiceRequest | ResourceRequest
+RegistrationRequest = Annotated[Request, Field(discriminator="type")]
 
 
 class _Response(BaseModel):
@@ -192,7 +215,7 @@ class Registration(_Response):
     objectId: str
     servicePrincipalId: str | None = None
     access: Access | None = None
-    platform: Literal["web", "spa", "mobile"] | None = None
+    platform: Platform | None = None
     redirectUris: list[str] = []
     identifierUri: str | None = None
     credential: SecretReference | None = None
@@ -282,3 +305,46 @@ class VerificationPending(_Response):
 
     status: Literal["pending"]
     reason: str
+
+
+# ---------------------------------------------------------------------------------- query parameters
+def _whole_number(value: Any) -> Any:
+    """A query value is text: only plain digits are a number (no sign, space, underscore or decimal point)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+
+
+class _Query(BaseModel):
+    """The query parameters an operation reads; any other is refused, not ignored (a caller who misspells a
+    filter must not get every registration). openapi.py documents the same models. `visibility` is what the
+    Logic Apps designer shows."""
+
+    model_config = ConfigDict(extra="forbid", str_strict=True)
+
+
+class ListQuery(_Query):
+    type: RegistrationType | None = Field(default=None, title="Type", description="Only registrations of this type.")
+    dicomService: str | None = Field(default=None, title="DICOM service",
+                                     description="Only registrations for this DICOM service.")
+    top: WholeNumber = Field(default=50, ge=1, le=100, title="Page size", description="Page size.",
+                             json_schema_extra={"visibility": "advanced"})
+    after: str | None = Field(default=None, title="After",
+                              description="Continue after this name (nextLink carries it).",
+                              json_schema_extra={"visibility": "internal"})
+
+
+class ConfigQuery(_Query):
+    format: Literal["json", "env", "msal"] = Field(default="json", title="Format",
+                                                   description="json, env (KEY=value lines) or msal.")
+
+
+class ExpiringQuery(_Query):
+    days: WholeNumber = Field(default=30, ge=1, le=730, title="Days", description="The window, in days.")
+
+
+class NoQuery(_Query):
+    """An operation that reads no query parameter."""

@@ -37,9 +37,12 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from .models import (
     NAME_PATTERN,
+    ConfigQuery,
     CredentialList,
     DeletionReport,
+    ExpiringQuery,
     ExpiringReport,
+    ListQuery,
     Registration,
     RegistrationList,
     RegistrationRequest,
@@ -119,6 +122,23 @@ class Operation:
     visibility: Literal["important", "advanced", "internal"] | None = None
 
 
+def query_params(model: type[BaseModel]) -> tuple[Param, ...]:
+    """The query parameters an operation reads, from the very model its handler validates them with."""
+    params = []
+    for name, prop in model.model_json_schema()["properties"].items():
+        typed = next((s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"), prop)
+        schema = {k: typed[k] for k in ("enum", "minimum", "maximum") if k in typed}
+        if prop.get("default") is not None:
+            schema["default"] = prop["default"]
+        params.append(Param(name, "query", prop["description"], prop["title"],
+                            type="integer" if typed.get("type") == "integer" else "string",
+                            visibility=prop.get("visibility"), schema=schema))
+    return tuple(params)
+
+
+# Creates are idempotent by name whatever the key; rotations are idempotent by it.
+IDEMPOTENCY_KEY = {"pattern": r"^[A-Za-z0-9._:-]{1,128}$"}
+
 CORRELATION = {"x-correlation-id": "Correlation id of this call (from x-correlation-id or "
                                    "x-ms-client-tracking-id when the caller sent one)."}
 
@@ -146,9 +166,10 @@ OPERATIONS: dict[str, Operation] = {
                    **CORRELATION}),
         ),
         problems=(400, 409, 413, 422),
-        params=(Param("Idempotency-Key", "header", "Makes a retried create mint no second secret.",
-                      "Idempotency key", visibility="advanced",
-                      schema={"pattern": r"^[A-Za-z0-9._:-]{1,128}$"}),),
+        params=(Param("Idempotency-Key", "header", "Optional, for clients that send one with every POST. A create "
+                      "is idempotent by its name whatever the key: a retry of the same body answers 200 with "
+                      "Idempotent-Replayed and never mints a second secret.", "Idempotency key",
+                      visibility="advanced", schema=IDEMPOTENCY_KEY),),
         body=RegistrationRequest, body_name="RegistrationRequest", visibility="important",
     ),
     "list_registrations": Operation(
@@ -156,16 +177,7 @@ OPERATIONS: dict[str, Operation] = {
         "Registrations the caller may see (a Registrations.Request caller sees its own), by name, paged.",
         replies=(Reply(200, "A page of registrations; nextLink when there are more.", RegistrationList,
                        CORRELATION),),
-        problems=(422,),
-        params=(
-            Param("type", "query", "Only registrations of this type.", "Type",
-                  schema={"enum": ["confidential", "public", "service", "resource"]}),
-            Param("dicomService", "query", "Only registrations for this DICOM service.", "DICOM service"),
-            Param("top", "query", "Page size.", "Page size", type="integer", visibility="advanced",
-                  schema={"minimum": 1, "maximum": 100, "default": 50}),
-            Param("after", "query", "Continue after this name (nextLink carries it).", "After",
-                  visibility="internal"),
-        ),
+        problems=(422,), params=query_params(ListQuery),
     ),
     "get_registration": Operation(
         "get", "/registrations/{name}", "GetRegistration", "Get a registration",
@@ -177,9 +189,7 @@ OPERATIONS: dict[str, Operation] = {
         "get", "/registrations/{name}/config", "GetRegistrationConfig", "Get a client configuration",
         "What a client needs to call its DICOM service: JSON, environment lines or MSAL arguments.",
         replies=(Reply(200, "The configuration in the asked-for format.", None, CORRELATION, text=True),),
-        problems=(404, 409, 422),
-        params=(Param("format", "query", "json, env (KEY=value lines) or msal.", "Format",
-                      schema={"enum": ["json", "env", "msal"], "default": "json"}),),
+        problems=(404, 409, 422), params=query_params(ConfigQuery),
     ),
     "verify_registration": Operation(
         "get", "/registrations/{name}/verification", "VerifyRegistration", "Verify a registration",
@@ -214,7 +224,7 @@ OPERATIONS: dict[str, Operation] = {
         ),
         problems=(404, 409, 422),
         params=(Param("Idempotency-Key", "header", "Makes a retried rotation rotate once.", "Idempotency key",
-                      visibility="advanced", schema={"pattern": r"^[A-Za-z0-9._:-]{1,128}$"}),),
+                      visibility="advanced", schema=IDEMPOTENCY_KEY),),
     ),
     "list_credentials": Operation(
         "get", "/registrations/{name}/credentials", "ListCredentials", "List credentials",
@@ -227,9 +237,7 @@ OPERATIONS: dict[str, Operation] = {
         "get", "/reports/expiring", "GetExpiringReport", "Credentials expiring soon",
         "Current credentials that end within the given number of days, soonest first.",
         replies=(Reply(200, "The report.", ExpiringReport, CORRELATION),),
-        problems=(422,),
-        params=(Param("days", "query", "The window, in days.", "Days", type="integer",
-                      schema={"minimum": 1, "maximum": 730, "default": 30}),),
+        problems=(422,), params=query_params(ExpiringQuery),
     ),
     "health": Operation(
         "get", "/health", "GetHealth", "Health", "Settings check; never calls Azure.",

@@ -7,7 +7,10 @@ Nothing in this module may ever carry secret material.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, TypeVar
+
+from .adapters.errors import UpstreamError
 
 PROBLEM_BASE = "urn:dicom-registrations:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -121,6 +124,29 @@ class InProgress(UpstreamUnavailable):
     """Another attempt holds the provisioning lease on this registration: retry after Retry-After."""
 
     slug, title = "in-progress", "The registration is being provisioned by another request"
+
+
+P = TypeVar("P", bound=Problem)
+DEFAULT_RETRY_AFTER_SECONDS = 10
+MAX_RETRY_AFTER_SECONDS = 30
+
+
+def retry_later(problem: P, seconds: float | None) -> P:
+    """Tell the caller when to try again: what Azure said (whole seconds, rounded up, capped, so a confused
+    upstream cannot park a Logic App for an hour), or a default when it said nothing."""
+    wait = DEFAULT_RETRY_AFTER_SECONDS if seconds is None else min(max(math.ceil(seconds), 1),
+                                                                      MAX_RETRY_AFTER_SECONDS)
+    problem.headers["Retry-After"] = str(wait)
+    return problem
+
+
+def upstream_problem(exc: UpstreamError) -> UpstreamFailure | UpstreamUnavailable:
+    """An Azure call that failed for good: 503 with Retry-After when it was throttled or unavailable (the
+    caller should come back), else 502. Names the service, operation, status and code, never the message."""
+    detail = f"{exc.service} {exc.operation} failed: {exc.status} {exc.code or ''}".strip()
+    if exc.unavailable:
+        return retry_later(UpstreamUnavailable(detail, upstream=exc.summary()), exc.retry_after)
+    return UpstreamFailure(detail, upstream=exc.summary())
 
 
 ALL_PROBLEMS: tuple[type[Problem], ...] = (

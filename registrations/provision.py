@@ -12,23 +12,24 @@ so the next attempt adopts what it left and finishes or removes it.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
 from . import manifest as mf
-from .adapters.errors import UpstreamError
+from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_new_principal
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
+from .saga import Saga, StepFailed, budget, create_once, eventually
 from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
-from .problems import InProgress, NotReady, Problem, ProvisioningFailed
-from .saga import Saga, StepFailed, ensure, eventually, lag_404, lag_new_application, lag_new_principal
-from .deadline import budget
+from .models import Request
+from .problems import InProgress, NotReady, Problem, ProvisioningFailed, retry_later
 from .settings import ManagedTarget, OssTarget, Settings
+from .teardown import Teardown
 
 log = logging.getLogger("registrations.provision")
 P = TypeVar("P", bound=Problem)
@@ -39,13 +40,11 @@ LEASE_MARGIN_SECONDS = 30.0
 
 class Provisioner:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
-                 executor: Executor, teardown: Callable[[str, dict], list[dict]],
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 teardown: Teardown, executor: Executor, clock: Callable[[], datetime]) -> None:
         self.settings = settings
-        self.graph, self.rbac, self.credentials = graph, rbac, credentials
+        self.graph, self.rbac, self.credentials, self.teardown = graph, rbac, credentials, teardown
         self._executor = executor
-        self._teardown = teardown
-        self._sleep = sleep
+        self._clock = clock
         self._first_party: dict[str, Resource] = {}
 
     @property
@@ -56,11 +55,10 @@ class Provisioner:
     def check_lease(self, app: dict) -> None:
         """Raise InProgress while another attempt's lease on this provisioning app is live."""
         expires = lease_expiry(app)
-        left = expires - time.time() if expires else 0
+        left = expires - self._clock().timestamp() if expires else 0
         if left > 0:
-            problem = InProgress(f"another request is provisioning this registration; retry in {int(left) + 1} s")
-            problem.headers["Retry-After"] = str(min(int(left) + 1, 30))
-            raise problem
+            raise retry_later(InProgress(f"another request is provisioning this registration; retry in "
+                                         f"{int(left) + 1} s"), left)
 
     def _ours(self, unique: str, lease: str) -> tuple[bool, dict] | None:
         """After a failed create whose answer may have been lost: the app, if it is there with our lease."""
@@ -72,22 +70,23 @@ class Provisioner:
         raise InProgress("another request is creating this registration; retry shortly")
 
     def _lease(self) -> str:
-        return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(time.time() + self.lease_seconds)}"
+        return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(self._clock().timestamp() + self.lease_seconds)}"
 
     # ------------------------------------------------------------------------------------- the saga
-    def run(self, request: Any, caller: Caller, target: ManagedTarget | OssTarget, resource: Resource | None,
-            unique: str, existing: dict | None, deadline: float) -> tuple[dict, dict, dict | None]:
+    def run(self, request: Request, caller: Caller, target: ManagedTarget | OssTarget, resource: Resource | None,
+            existing: dict | None) -> tuple[dict, dict, dict | None]:
         """Returns (application with its final tags, service principal, credential reference)."""
         saga = Saga(self._executor)
         lease = self._lease()
+        unique = mf.unique_name(self.settings.name_prefix, request.name)
         try:
             if existing is None:
                 manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
                                              resource=resource)
                 manifest["tags"].append(lease)
-                created, app = saga.run("create application", lambda: ensure(
+                created, app = saga.run("create application", lambda: create_once(
                     lambda: self.graph.upsert_application(unique, manifest),
-                    lambda: self._ours(unique, lease), lagging=lag_404, deadline=deadline, sleep=self._sleep),
+                    lambda: self._ours(unique, lease), lagging=lag_404),
                     undo=lambda result: result[0] and self.graph.delete_application(result[1]["id"]))
                 if not created:
                     # Another attempt created it between our read and our write, and owns it: back off. Our
@@ -100,21 +99,20 @@ class Provisioner:
                 tags = [t for t in app.get("tags") or [] if not t.startswith("dicom-lease:")] + [lease]
                 saga.run("adopt application", lambda: self.graph.update_application(app["id"], {"tags": tags}),
                          # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
-                         undo=lambda _: self._teardown(request.name, app))
+                         undo=lambda _: self.teardown.remove(request.name, app))
                 fresh = False
 
             chains = [("service principal", lambda: self._principal_and_grant(
-                saga, request, target, resource, app, fresh, deadline), None)]
-            if PLANS[request.type].has_secret:
-                chains.append(("credential", lambda: self.credentials.provision(
-                    saga, request, app, fresh, deadline), None))
+                saga, request, target, resource, app, fresh), None)]
+            if request.credential is not None:
+                chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
             results = saga.run_parallel(*chains)
             sp, credential = results[0], (results[1] if len(results) > 1 else None)
             ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
             # The creator writes its whole manifest again, which also repairs a racing attempt's overwrite.
             final = dict(manifest, tags=ready) if fresh else {"tags": ready}
             saga.run("mark ready", lambda: eventually(lambda: self.graph.update_application(app["id"], final),
-                                                     lagging=lag_404, deadline=deadline, sleep=self._sleep))
+                                                     lagging=lag_404))
         except StepFailed as failure:
             with budget(ROLLBACK_SECONDS):  # the request's own budget may be spent: undo gets its own
                 saga.abort(failure)
@@ -122,47 +120,50 @@ class Provisioner:
         return dict(app, tags=ready), sp, credential
 
     # ----------------------------------------------------------------- service principal and grants
-    def _principal_and_grant(self, saga: Saga, request: Any, target, resource: Resource | None, app: dict,
-                             fresh: bool, deadline: float) -> dict:
-        tags = [mf.TAG_MARK] + ([f"dicom-resource:{request.name}"] if request.type == "resource" else [])
-        find_sp = lambda: self.graph.get_service_principal(app["appId"])  # noqa: E731
-        sp = saga.run("create service principal", lambda: (None if fresh else find_sp()) or ensure(
-            lambda: self.graph.create_service_principal(app["appId"], tags), find_sp,
-            lagging=lag_new_application, deadline=deadline, sleep=self._sleep),
+    def _principal_and_grant(self, saga: Saga, request: Request, target: ManagedTarget | OssTarget,
+                             resource: Resource | None, app: dict, fresh: bool) -> dict:
+        plan = PLANS[request.type]
+        tags = [mf.TAG_MARK] + ([f"dicom-resource:{request.name}"] if plan.exposes_api else [])
+        sp = saga.run("create service principal", lambda: create_once(
+            lambda: self.graph.create_service_principal(app["appId"], tags),
+            lambda: self.graph.get_service_principal(app["appId"]), lagging=lag_new_application, look_first=not fresh),
             undo=lambda made: self.graph.delete_service_principal(made["id"]))
-        grant = PLANS[request.type].grant_for(target.kind)
+        grant = plan.grant_for(target.kind)
         if grant == "azure-role":
+            assert isinstance(target, ManagedTarget) and request.access, "an Azure role is for managed services"
             role = MANAGED_ACCESS_ROLES[request.access]
             # A PUT with a name derived from (scope, role, principal): retrying it is safe.
             saga.run("assign Azure role", lambda: eventually(
-                lambda: self.rbac.assign(target.resourceId, role, sp["id"]),
-                lagging=lag_new_principal, deadline=deadline, sleep=self._sleep),
+                lambda: self.rbac.assign(target.resourceId, role, sp["id"]), lagging=lag_new_principal),
                 undo=self.rbac.delete)
         elif grant == "app-role":
+            assert resource is not None and resource.role, "resource_for found the app role"
             role_id = resource.role[1]
 
             def find_assignment() -> dict | None:
                 return next((a for a in self.graph.list_app_role_assignments(sp["id"])
                              if a.get("resourceId") == resource.sp_id and a.get("appRoleId") == role_id), None)
 
-            saga.run("assign app role", lambda: (None if fresh else find_assignment()) or ensure(
+            saga.run("assign app role", lambda: create_once(
                 lambda: self.graph.assign_app_role(resource.sp_id, sp["id"], role_id), find_assignment,
-                lagging=lag_new_principal, deadline=deadline, sleep=self._sleep),
+                lagging=lag_new_principal, look_first=not fresh),
                 undo=lambda a: self.graph.delete_app_role_assignment(resource.sp_id, a["id"]))
         elif grant == "delegated" and self.settings.grant_admin_consent:
+            assert resource is not None and resource.scope, "resource_for found the delegated scope"
+
             def find_grant() -> dict | None:
                 return next((g for g in self.graph.list_grants(sp["id"])
                              if g.get("resourceId") == resource.sp_id and g.get("consentType") == "AllPrincipals"),
                             None)
 
-            saga.run("grant admin consent", lambda: (None if fresh else find_grant()) or ensure(
+            saga.run("grant admin consent", lambda: create_once(
                 lambda: self.graph.grant_delegated(sp["id"], resource.sp_id, resource.scope[0]), find_grant,
-                lagging=lag_new_principal, deadline=deadline, sleep=self._sleep),
+                lagging=lag_new_principal, look_first=not fresh),
                 undo=lambda g: self.graph.delete_grant(g["id"]))
         return sp
 
     # ------------------------------------------------------------------------------------ resources
-    def resource_for(self, request: Any, target: ManagedTarget | OssTarget) -> Resource | None:
+    def resource_for(self, request: Request, target: ManagedTarget | OssTarget) -> Resource | None:
         """The DICOM resource's service principal and the one scope or app role this client is granted;
         None where no Graph grant is involved (resource registrations, managed service clients: Azure RBAC)."""
         grant = PLANS[request.type].grant_for(target.kind)
@@ -176,6 +177,7 @@ class Provisioner:
                 f"DICOM service {request.dicomService!r} needs its resource registration "
                 f"{target.resourceRegistration or target.resourceAppId!r}; create it first with type 'resource'")
         if grant == "app-role":
+            assert request.access, "clients granted an app role ask for access"
             value = OSS_ACCESS_ROLES[request.access]
             role = _find(sp, "appRoles", value)
             if role is None:
@@ -218,7 +220,7 @@ def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P:
     problem = cls(detail, failedStep=failure.step, undoneSteps=failure.undone, upstream=upstream)
     if isinstance(cause, UpstreamError) and cause.unavailable:
         problem.status = 503
-        problem.headers["Retry-After"] = "10"
+        retry_later(problem, cause.retry_after)
     return problem
 
 

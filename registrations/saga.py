@@ -1,49 +1,145 @@
-"""A provision is a sequence of steps with undo actions.
+"""Failure is normal: one time budget per request, two ways of retrying within it, and sagas (steps with undo).
 
-If a step fails for good, the completed steps are undone in reverse and the caller learns which step failed.
-Independent steps run concurrently, so a provision costs the depth of its dependency graph in round trips,
-not the number of calls. Every undo action is idempotent: "already gone" counts as done.
+Logic Apps gives up on a call after about 120 s and the Functions host after 230 s; a create that is still
+retrying after that only makes a second attempt collide with it. So a request (or the sweep, per
+registration) sets a budget once, and everything that waits reads it here: the REST pipeline's timeout, the
+retries below and the saga's parallel steps (``submit`` carries it to worker threads). Nothing passes a
+deadline around.
+
+Two retry helpers, on top of the transport retries that azure-core's policy gives every idempotent call
+(adapters/_rest.py): ``eventually`` repeats an idempotent action while Entra's or ARM's replication lag
+explains its failure; ``create_once`` makes something with a call that is not idempotent, looking for what
+an ambiguous failure may have made before it tries again. Which failures are lag is the adapters' word
+(adapters/errors.py), matched on status and error code, never on text.
+
+Sleeping is one seam (``sleeping``), so tests can stand time still without patching.
+
+A provision is a saga: a sequence of steps with undo actions. If a step fails for good, the completed steps
+are undone in reverse and the caller learns which step failed. Independent steps run concurrently, so a
+provision costs the depth of its dependency graph in round trips, not the number of calls. Every undo action
+is idempotent: "already gone" counts as done.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from . import deadline
 from .adapters.errors import UpstreamError
 
 log = logging.getLogger("registrations.saga")
 T = TypeVar("T")
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+_sleep: contextvars.ContextVar[Callable[[float], None]] = contextvars.ContextVar("sleep", default=time.sleep)
+
+# Microsoft's advice for reads right after writes is exponential backoff (1, 2, 4, 8, 16 s); most lag is
+# sub-second, so the first wait is shorter. Jitter keeps concurrent provisions from retrying in step.
+FIRST_DELAY, MAX_DELAY = 0.25, 8.0
 
 
-# ------------------------------------------------------------------- Entra's and ARM's replication lag
-# Which failures mean "not visible yet" right after a write, matched on status and error code (never text).
-def lag_404(exc: UpstreamError) -> bool:
-    """An object this request just created or changed is not found yet."""
-    return exc.status == 404
+# ------------------------------------------------------------------------------------------ the budget
+@contextmanager
+def budget(seconds: float) -> Iterator[None]:
+    """Within the block, everything must finish `seconds` from now."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
-def lag_new_application(exc: UpstreamError) -> bool:
-    """POST /servicePrincipals right after the app was created: Graph has not replicated the app yet."""
-    return exc.status == 404 or (exc.status == 400 and "NoBackingApplicationObject" in exc.details)
+def remaining() -> float | None:
+    """Seconds left in the current budget, or None outside one."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
-def lag_new_principal(exc: UpstreamError) -> bool:
-    """A grant naming a service principal this request just created, before Graph or ARM can see it."""
-    return exc.status == 404 or (exc.status == 400 and exc.code in (
-        "Request_BadRequest", "Request_ResourceNotFound", "PrincipalNotFound"))
+def submit(executor: Executor, action: Callable[..., T], *args: Any) -> Future[T]:
+    """Executor.submit that carries the caller's budget (its context variables) to the worker thread."""
+    return executor.submit(contextvars.copy_context().run, action, *args)
 
 
-def lag_new_reader(exc: UpstreamError) -> bool:
-    """A secret reader's role assignment while ARM cannot see the principal yet (often one just made)."""
-    return exc.status in (400, 404) and exc.code in ("PrincipalNotFound", None)
+def map_concurrently(executor: Executor, action: Callable[[Any], T], items: list[Any]) -> list[T]:
+    """Executor.map with the caller's budget carried to every worker."""
+    return [future.result() for future in [submit(executor, action, item) for item in items]]
 
 
+# ------------------------------------------------------------------------------------------- sleeping
+@contextmanager
+def sleeping(sleep: Callable[[float], None]) -> Iterator[None]:
+    """Within the block (and the worker threads it submits to), waits call `sleep` instead of time.sleep."""
+    token = _sleep.set(sleep)
+    try:
+        yield
+    finally:
+        _sleep.reset(token)
+
+
+def pause(seconds: float) -> bool:
+    """Wait `seconds`, unless that would outlast the budget: then return False at once, without waiting.
+    Outside a budget nothing waits (a retry with no budget would have no end)."""
+    left = remaining()
+    if left is None or seconds > left:
+        return False
+    _sleep.get()(seconds)
+    return True
+
+
+def _backoff() -> Iterator[float]:
+    delay = FIRST_DELAY
+    while True:
+        yield delay * random.uniform(0.8, 1.2)
+        delay = min(delay * 2, MAX_DELAY)
+
+
+# -------------------------------------------------------------------------------------------- retries
+def eventually(action: Callable[[], T], *, lagging: Callable[[UpstreamError], bool]) -> T:
+    """Repeat an idempotent action while replication lag explains its failure, within the budget."""
+    for delay in _backoff():
+        try:
+            return action()
+        except UpstreamError as exc:
+            if not lagging(exc) or not pause(exc.retry_after or delay):
+                raise
+    raise AssertionError("unreachable")  # _backoff never ends
+
+
+def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
+                lagging: Callable[[UpstreamError], bool], look_first: bool = False) -> T:
+    """Make an object with a call that is not idempotent (one the pipeline does not retry).
+
+    An ambiguous failure (a gateway error, a lost answer) may come after the service committed the write, so
+    before trying again `find` looks for what it made (and may clean up what cannot be used: a password whose
+    secret text was lost); a 409 means it exists. Throttling (429) made nothing and just waits; replication
+    lag is waited out. With `look_first` (resuming an earlier attempt) it looks before the first try too.
+    """
+    if look_first and (found := find()) is not None:
+        return found
+    for delay in _backoff():
+        try:
+            return create()
+        except UpstreamError as exc:
+            if exc.not_done:
+                pass
+            elif exc.transient or exc.status == 409:
+                if (found := find()) is not None:
+                    return found
+                if exc.status == 409:
+                    raise
+            elif not lagging(exc):
+                raise
+            if not pause(exc.retry_after or delay):
+                raise
+    raise AssertionError("unreachable")  # _backoff never ends
+
+
+# ---------------------------------------------------------------------------------------------- sagas
 class StepFailed(Exception):
     def __init__(self, step: str, cause: BaseException) -> None:
         super().__init__(f"step {step!r} failed")
@@ -73,7 +169,7 @@ class Saga:
         """Run independent steps at once. All are waited for, so each success gets its undo recorded even
         when a sibling fails."""
         assert self._executor is not None, "run_parallel needs an executor"
-        futures = [(name, deadline.submit(self._executor, action), undo) for name, action, undo in steps]
+        futures = [(name, submit(self._executor, action), undo) for name, action, undo in steps]
         results, failure = [], None
         for name, future, undo in futures:
             try:
@@ -114,63 +210,3 @@ class Saga:
                 self.undone.append(step)
         self._undo.clear()
         return self.failed_undo
-
-
-def ensure(
-    create: Callable[[], T],
-    find: Callable[[], T | None],
-    *,
-    lagging: Callable[[UpstreamError], bool],
-    deadline: float,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Create an object with a call that is not idempotent (a POST the pipeline does not retry).
-
-    A transient failure may have been answered after Graph committed the write (a gateway lost the answer),
-    so before trying again look for the object; a conflict means it exists; replication lag is waited out.
-    """
-    delay = 0.25
-    while True:
-        try:
-            return create()
-        except UpstreamError as exc:
-            wait = exc.retry_after
-            if exc.not_done:
-                pass  # throttled: nothing was made, just wait
-            elif exc.transient or exc.status == 409:
-                found = find()
-                if found is not None:
-                    return found
-                if exc.status == 409:
-                    raise
-            elif not lagging(exc):
-                raise
-            if time.monotonic() + (wait or delay) > deadline:
-                raise
-        sleep(wait or delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, 8.0)
-
-
-def eventually(
-    action: Callable[[], T],
-    *,
-    lagging: Callable[[UpstreamError], bool],
-    deadline: float,
-    sleep: Callable[[float], None] = time.sleep,
-    first_delay: float = 0.25,
-) -> T:
-    """Retry an action while Entra's replication lag explains its failure.
-
-    Microsoft's advice for reads right after writes is exponential backoff (1, 2, 4, 8, 16 s); this starts
-    smaller because most lag is sub-second, adds jitter so concurrent provisions do not retry in step, and
-    stops at the deadline, which ends before the host's timeout.
-    """
-    delay = first_delay
-    while True:
-        try:
-            return action()
-        except UpstreamError as exc:
-            if not lagging(exc) or time.monotonic() + delay > deadline:
-                raise
-        sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, 8.0)

@@ -1,133 +1,103 @@
-"""The service layer: the entry points to create, read, list, rotate and delete DICOM app registrations.
+"""The service layer: create, read, list, rotate and delete DICOM app registrations, and the rules for each.
 
 HTTP-free: it takes validated requests and a Caller, talks to Azure through the adapters and raises Problems.
-What a registration looks like is in ``views``, how one is removed in ``teardown``, how one is made in
-``provision``; this module decides who may see what, serialises work on one name and checks replays.
+What a registration looks like is in ``views``, how one is made in ``provision``, how one is removed in
+``teardown``; this module decides who may do and see what (the policy below), serialises work on one name
+under one time budget, and checks replays.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
-from concurrent.futures import Executor, ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from . import manifest as mf
 from .adapters.errors import UpstreamError
 from .adapters.graph import GraphClient
-from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
 from .credentials import MANAGED_BY, Credentials
 from .kinds import PLANS
-from .manifest import Caller
-from .problems import (
-    Conflict,
-    NotFound,
-    RotationFailed,
-    UpstreamFailure,
-    UpstreamUnavailable,
-    ValidationProblem,
-)
-from .policy import ADMIN, READ, check_request, check_requester
-from .deadline import budget, map_concurrently, submit
+from .manifest import ADMIN, READ, Caller
+from .models import FederatedCredential, ListQuery, Request
+from .problems import Conflict, NotFound, PolicyViolation, RotationFailed, ValidationProblem, upstream_problem
 from .provision import Provisioner, step_problem
-from .saga import StepFailed
+from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
-from .teardown import Teardown
+from .teardown import Teardown, dependents
 from .views import RegistrationViews, config_of, federated_reference
 
-log = logging.getLogger("registrations.service")
+T = TypeVar("T")
 
-
-def upstream_problem(exc: UpstreamError) -> UpstreamFailure | UpstreamUnavailable:
-    cls = UpstreamUnavailable if exc.unavailable else UpstreamFailure
-    return cls(f"{exc.service} {exc.operation} failed: {exc.status} {exc.code or ''}".strip(),
-               upstream=exc.summary())
+# The audience Entra expects in a federated credential's tokens for workload identity federation
+# (learn.microsoft.com: "Workload identity federation", federatedIdentityCredential.audiences).
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 
 
 class RegistrationService:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        graph: GraphClient,
-        vault: VaultClient,
-        rbac: RbacClient,
-        owner_id: Callable[[], str],
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        executor: Executor | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, credentials: Credentials,
+                 provisioner: Provisioner, teardown: Teardown, views: RegistrationViews, executor: Executor,
+                 owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self._graph, self._vault = graph, vault
+        self._credentials, self._provisioner, self._teardown, self._views = credentials, provisioner, teardown, views
+        self._executor = executor
         self._owner_id = owner_id
         self._clock = clock
-        self._executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
         # One lock per registration name, alive only while someone holds or waits for it.
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
-        self._credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock, sleep=sleep)
-        self._views = RegistrationViews(settings, secret_uri=vault.secret_uri)
-        self._teardown = Teardown(settings, graph=graph, rbac=rbac, vault=vault,
-                                  revoke_readers=self._credentials.revoke_readers, name_of=self._views.name_of,
-                                  executor=self._executor)
-        self._provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=self._credentials,
-                                        executor=self._executor, teardown=self._teardown.remove, sleep=sleep)
 
     def now(self) -> datetime:
-        """The injected clock: what every "now" of this service and its reports is."""
+        """The injected clock: what every "now" of this service, its leases and its reports is."""
         return self._clock()
 
     # ---------------------------------------------------------------------------------------- create
-    def create(self, request: Any, caller: Caller) -> tuple[dict, bool]:
+    def create(self, request: Request, caller: Caller) -> tuple[dict, bool]:
         """Provision a registration. Returns (registration, created); a replay of the same request returns
         the existing registration with created=False and changes nothing."""
         target = self._target_for(request)
         check_request(self.settings, request)
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
-        with self.locked(request.name) as deadline:
+        with self.locked(request.name):
             existing_future = submit(self._executor, self._graph.get_application, unique)
             own_future = None if ADMIN in caller.roles else submit(self._executor, self._count_own, caller)
-            resource = self._call(lambda: self._provisioner.resource_for(request, target))
-            existing = self._call(existing_future.result)
+            resource = _upstream(lambda: self._provisioner.resource_for(request, target))
+            existing = _upstream(existing_future.result)
             if existing is not None:
                 self._check_replay(request, existing, caller)
                 if mf.tag_values(existing).get("state") == "ready":
                     return self._views.view(existing), False
                 self._provisioner.check_lease(existing)
-            else:
-                check_requester(self.settings, request, caller, lambda: self._call(own_future.result))
-            app, sp, credential = self._provisioner.run(request, caller, target, resource, unique, existing, deadline)
+            elif own_future is not None:
+                check_requester(self.settings, request, caller, lambda: _upstream(own_future.result))
+            app, sp, credential = self._provisioner.run(request, caller, target, resource, existing)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
 
-    def _name_lock(self, unique: str) -> threading.Lock:
-        """Serialises creates, rotations and deletes of one name in this process, so concurrent replays
-        wait for the first and then see its result. Other instances converge through the idempotent steps."""
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Work on one registration under its lock and one time budget (every write, and the sweep's work on
+        each registration). Concurrent replays in this process wait for the first and then see its result;
+        other instances converge through the idempotent steps and the provisioning lease."""
+        unique = mf.unique_name(self.settings.name_prefix, name)
         with self._locks_guard:
             lock = self._locks.get(unique)
             if lock is None:
                 lock = self._locks[unique] = threading.Lock()
-            return lock
-
-    @contextmanager
-    def locked(self, name: str) -> Iterator[float]:
-        """Work on one registration under its lock and one time budget (every write, and the sweep).
-        Yields the budget's deadline."""
-        with budget(self.settings.provisioning_deadline_seconds) as deadline, \
-                self._name_lock(mf.unique_name(self.settings.name_prefix, name)):
-            yield deadline
+        with budget(self.settings.provisioning_deadline_seconds), lock:
+            yield
 
     def _count_own(self, caller: Caller) -> int:
         mark = f"dicom-requester:{caller.object_id}"
         return sum(1 for app in self.owned_registrations() if mark in (app.get("tags") or []))
 
-    def _target_for(self, request: Any) -> ManagedTarget | OssTarget:
+    def _target_for(self, request: Request) -> ManagedTarget | OssTarget:
         target = self.settings.target(request.dicomService)
         if target is None:
             raise ValidationProblem(
@@ -141,7 +111,7 @@ class RegistrationService:
                 f"{target.kind} (the managed service uses Microsoft's own resource app)",
                 errors=[{"loc": ["dicomService"], "msg": f"must be one of kinds {list(plan.target_kinds)}"}],
             )
-        if request.type == "resource":
+        if plan.exposes_api and isinstance(target, OssTarget):
             if target.resourceAppId or target.resourceRegistration != request.name:
                 expected = target.resourceRegistration or f"app {target.resourceAppId}"
                 raise ValidationProblem(
@@ -151,7 +121,7 @@ class RegistrationService:
                 )
         return target
 
-    def _check_replay(self, request: Any, app: dict, caller: Caller) -> None:
+    def _check_replay(self, request: Request, app: dict, caller: Caller) -> None:
         tags = mf.tag_values(app)
         if "type" not in tags:
             raise Conflict(f"the name {request.name!r} is taken by an application this API did not create")
@@ -172,13 +142,49 @@ class RegistrationService:
         if mf.tag_values(app).get("credential") == "federated":
             # What Entra trusts lives on the federated credential, not the app: one more read, GETs only.
             wanted = f"{self.settings.name_prefix}-{name}"
-            for fic in self._call(lambda: self._graph.list_federated_credentials(app["id"])):
+            for fic in _upstream(lambda: self._graph.list_federated_credentials(app["id"])):
                 if fic.get("name") == wanted:
                     credential = federated_reference(fic)
         return self._views.view(app, credential=credential)
 
+    def config(self, name: str, caller: Caller) -> dict:
+        return config_of(self.get(name, caller), name)
+
+    def list(self, caller: Caller, query: ListQuery) -> tuple[list[dict], bool]:
+        """One page of the registrations the caller may see, by name, after `query.after`; and whether more
+        follow."""
+        views = []
+        for app in self.owned_registrations():
+            tags = mf.tag_values(app)
+            if not self._may_see(app, caller):
+                continue
+            if (query.type and tags.get("type") != query.type) or \
+                    (query.dicomService and tags.get("target") != query.dicomService):
+                continue
+            view = self._views.view(app, with_config=False)
+            if query.after is None or view["name"] > query.after:
+                views.append(view)
+        views.sort(key=lambda v: v["name"])
+        return views[:query.top], len(views) > query.top
+
+    def list_credentials(self, name: str, caller: Caller) -> dict:
+        app = self._visible_app(name, caller)
+        return {"name": name, "credentials": _upstream(lambda: self._credentials.describe(app, name))}
+
+    def expiring(self, caller: Caller, days: int) -> list[dict]:
+        """Current credentials the caller may see that end within `days`, soonest first."""
+        from . import sweep
+
+        found = _upstream(lambda: sweep.expiring(self, now=self.now(), within=timedelta(days=days)))
+        return [item for item in found if self.may_see_requester(item["requestedBy"], caller)]
+
+    def owned_registrations(self) -> list[dict]:
+        """Every application this API made (what its identity owns and tagged)."""
+        return [app for app in _upstream(lambda: list(self._graph.list_owned_applications(self._owner_id())))
+                if mf.TAG_MARK in (app.get("tags") or [])]
+
     def _visible_app(self, name: str, caller: Caller) -> dict:
-        app = self._call(lambda: self._graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
+        app = _upstream(lambda: self._graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
         if app is None or mf.TAG_MARK not in (app.get("tags") or []) or not self._may_see(app, caller):
             # The same answer for "missing" and "someone else's", so names do not leak.
             raise NotFound(f"no registration named {name!r}")
@@ -193,20 +199,6 @@ class RegistrationService:
             return True
         return requester == caller.object_id
 
-    def list(self, caller: Caller, *, type: str | None = None, target: str | None = None) -> list[dict]:
-        views = []
-        for app in self.owned_registrations():
-            tags = mf.tag_values(app)
-            if not self._may_see(app, caller):
-                continue
-            if (type and tags.get("type") != type) or (target and tags.get("target") != target):
-                continue
-            views.append(self._views.view(app, with_config=False))
-        return sorted(views, key=lambda v: v["name"])
-
-    def config(self, name: str, caller: Caller) -> dict:
-        return config_of(self.get(name, caller), name)
-
     # -------------------------------------------------------------------------------- credentials
     def rotate(self, name: str, caller: Caller, *, idempotency_key: str | None) -> tuple[dict, bool]:
         with self.locked(name):
@@ -214,7 +206,7 @@ class RegistrationService:
             if mf.tag_values(app).get("state") != "ready":
                 raise Conflict(f"registration {name!r} is still being provisioned; retry the create first")
             try:
-                credentials, rotated = self._call(
+                credentials, rotated = _upstream(
                     lambda: self._credentials.rotate(app, name, idempotency_key=idempotency_key))
             except StepFailed as failure:
                 if isinstance(failure.cause, UpstreamError):
@@ -222,31 +214,35 @@ class RegistrationService:
                 raise step_problem(RotationFailed, failure, "rotation") from failure.cause
         return {"name": name, "credentials": credentials}, rotated
 
-    def list_credentials(self, name: str, caller: Caller) -> dict:
-        app = self._visible_app(name, caller)
-        return {"name": name, "credentials": self._call(lambda: self._credentials.describe(app, name))}
-
-    def owned_registrations(self) -> list[dict]:
-        """Every application this API made (what its identity owns and tagged)."""
-        return [app for app in self._call(lambda: list(self._graph.list_owned_applications(self._owner_id())))
-                if mf.TAG_MARK in (app.get("tags") or [])]
-
     # ----------------------------------------------------------------------------------- deleting
     def delete(self, name: str, caller: Caller) -> dict:
         with self.locked(name):
             app = self._visible_app(name, caller)
-            if mf.tag_values(app).get("type") == "resource":
-                self._teardown.refuse_if_in_use(name, app, self.owned_registrations())
-            removed = self._call(lambda: self._teardown.remove(name, app))
+            plan = PLANS.get(mf.tag_values(app).get("type", ""))
+            if plan is not None and plan.exposes_api:
+                self._refuse_if_in_use(name, app, caller)
+            removed = _upstream(lambda: self._teardown.remove(name, app))
         return {"name": name, "removed": removed}
+
+    def _refuse_if_in_use(self, name: str, app: dict, caller: Caller) -> None:
+        """Deleting a resource registration would break every client that calls it: say which ones. A
+        requester learns the names of those it may see and only how many others there are."""
+        users = sorted(dependents(app, self.owned_registrations()), key=self.registration_name)
+        if not users:
+            return
+        visible = [self.registration_name(u) for u in users if self._may_see(u, caller)]
+        others = len(users) - len(visible)
+        listed = ", ".join(visible + ([f"{others} registration(s) of other requesters"] if others else []))
+        raise Conflict(f"resource registration {name!r} is used by {listed}; those must be deleted first",
+                       dependents=visible, **({"otherDependents": others} if ADMIN not in caller.roles else {}))
 
     # ------------------------------------------------------------------------------- for the sweep
     # What the daily sweep (sweep.SweepableService) may do, and nothing more. Upstream errors stay raw here:
     # the sweep reports each registration's failure by its type and goes on with the next.
     def registration_name(self, app: dict) -> str:
-        return self._views.name_of(app)
+        return mf.registration_name(self.settings.name_prefix, app)
 
-    def map_concurrently(self, action: Callable[[Any], Any], items: list) -> list:
+    def map_concurrently(self, action: Callable[[Any], T], items: list) -> list[T]:
         return map_concurrently(self._executor, action, items)
 
     def describe_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]:
@@ -275,11 +271,93 @@ class RegistrationService:
         """Soft-delete (recoverable) a secret whose application is gone."""
         return self._vault.delete_secret(secret_name)
 
-    # ------------------------------------------------------------------------------------ helpers
-    @staticmethod
-    def _call(action: Callable[[], Any]) -> Any:
-        """Run adapter calls outside a saga: an upstream failure becomes a 502/503 problem."""
-        try:
-            return action()
-        except UpstreamError as exc:
-            raise upstream_problem(exc) from exc
+
+def _upstream(action: Callable[[], T]) -> T:
+    """Run adapter calls outside a saga: an upstream failure becomes a 502/503 problem."""
+    try:
+        return action()
+    except UpstreamError as exc:
+        raise upstream_problem(exc) from exc
+
+
+# --------------------------------------------------------------------------------------- the policy
+# Which access a requester may ask for on which DICOM service, how many registrations one requester may hold,
+# which hosts redirect URIs may point at, which issuers federated credentials may trust, and what only
+# administrators may create. Everything here reads the request and the settings only, so it runs before
+# the first write.
+def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    """`contoso.org` allows exactly that host; `*.contoso.org` allows any subdomain (not the apex)."""
+    host = host.lower()
+    for pattern in patterns:
+        if pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+def check_request(settings: Settings, request: Request) -> None:
+    """Rules for everyone, admins included."""
+    credential = request.credential
+    if isinstance(credential, FederatedCredential) and settings.allowed_federated_issuers \
+            and credential.issuer not in settings.allowed_federated_issuers:
+        raise PolicyViolation(
+            f"credential.issuer {credential.issuer!r} is not in the allowed federated issuers",
+            allowedFederatedIssuers=list(settings.allowed_federated_issuers),
+        )
+    if request.secretReaders and not settings.key_vault_resource_id:
+        raise ValidationProblem(
+            "secretReaders needs KEY_VAULT_RESOURCE_ID (the ARM id of the vault), which is not set; "
+            "leave secretReaders out or ask an administrator",
+            errors=[{"loc": [request.type, "secretReaders"], "msg": "not available on this deployment"}],
+        )
+    # Entra's app ID URI policy also accepts api://{appId} and verified domains; neither can be checked
+    # before the application exists, so a custom URI must use the tenant form.
+    if request.identifierUri and not request.identifierUri.startswith(f"api://{settings.tenant_id}/"):
+        raise ValidationProblem(
+            f"identifierUri must start with api://{settings.tenant_id}/ (or be left out for the default)",
+            errors=[{"loc": [request.type, "identifierUri"], "msg": "not in this tenant's api:// form"}],
+        )
+    lifetime = credential.lifetimeDays if credential else None
+    if lifetime and lifetime > settings.secret_max_lifetime_days:
+        raise ValidationProblem(
+            f"credential.lifetimeDays is {lifetime}; the longest allowed is {settings.secret_max_lifetime_days}",
+            errors=[{"loc": [request.type, "credential", "lifetimeDays"], "msg": "longer than allowed"}],
+        )
+    if settings.allowed_redirect_hosts:
+        for index, uri in enumerate(request.redirectUris):
+            parts = urlsplit(uri)
+            if parts.scheme in ("http", "https") and not host_allowed(parts.hostname or "",
+                                                                      settings.allowed_redirect_hosts):
+                raise PolicyViolation(
+                    f"redirectUris[{index}]: host {parts.hostname!r} is not in the allowed redirect hosts",
+                    allowedRedirectHosts=list(settings.allowed_redirect_hosts),
+                )
+
+
+def check_requester(settings: Settings, request: Request, caller: Caller, count_own: Callable[[], int]) -> None:
+    """Rules for callers that hold Registrations.Request and not Registrations.Admin."""
+    if PLANS[request.type].admin_only:
+        raise PolicyViolation(f"{request.type} registrations (the API of a DICOM server) are created by "
+                              "administrators (Registrations.Admin); ask an administrator")
+    credential = request.credential
+    if isinstance(credential, FederatedCredential):
+        if not settings.allowed_federated_issuers:
+            raise PolicyViolation("requesters may not create federated credentials until an administrator sets "
+                                  "ALLOWED_FEDERATED_ISSUERS; use a secret or certificate, or ask an administrator")
+        if credential.audience != TOKEN_EXCHANGE_AUDIENCE:
+            raise PolicyViolation(f"a federated credential's audience must be {TOKEN_EXCHANGE_AUDIENCE!r}",
+                                  allowedAudiences=[TOKEN_EXCHANGE_AUDIENCE])
+    allowed = settings.requester_access.get(request.dicomService)
+    if request.access and allowed is not None and request.access not in allowed:
+        raise PolicyViolation(
+            f"requesters may ask for {', '.join(allowed) or 'no access'} on {request.dicomService!r}, "
+            f"not {request.access!r}; ask an administrator",
+            allowedAccess=list(allowed),
+        )
+    if count_own() >= settings.max_registrations_per_requester:
+        raise PolicyViolation(
+            f"this requester already holds {settings.max_registrations_per_requester} registrations, the most "
+            "allowed; delete one first",
+            limit=settings.max_registrations_per_requester,
+        )

@@ -14,31 +14,27 @@ from . import manifest as mf
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
-from .deadline import map_concurrently
-from .problems import Conflict
+from .saga import map_concurrently
+from .credentials import Credentials
+from .kinds import PLANS
 from .settings import ManagedTarget, Settings
 
 Removed = list[dict]
 
 
+def dependents(app: dict, registrations: list[dict]) -> list[dict]:
+    """The registrations whose API permissions name this (resource) application: its clients."""
+    return [other for other in registrations
+            if any(access.get("resourceAppId") == app["appId"] for access in other.get("requiredResourceAccess") or [])]
+
+
 class Teardown:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, vault: VaultClient,
-                 revoke_readers: Callable[[str], Removed], name_of: Callable[[dict], str],
-                 executor: Executor) -> None:
+                 credentials: Credentials, executor: Executor) -> None:
         self.settings = settings
         self._graph, self._rbac, self._vault = graph, rbac, vault
-        self._revoke_readers = revoke_readers
-        self._name_of = name_of
+        self._credentials = credentials
         self._executor = executor
-
-    def refuse_if_in_use(self, name: str, app: dict, registrations: list[dict]) -> None:
-        """Deleting a resource registration would break every client that calls it: say which ones."""
-        users = sorted(self._name_of(other) for other in registrations
-                       if any(access.get("resourceAppId") == app["appId"]
-                              for access in other.get("requiredResourceAccess") or []))
-        if users:
-            raise Conflict(f"resource registration {name!r} is used by {', '.join(users)}; delete those first",
-                           dependents=users)
 
     def remove(self, name: str, app: dict) -> Removed:
         """Grants, role assignments and the secret first (concurrently), then the service principal, then
@@ -48,8 +44,9 @@ class Teardown:
         target = self.settings.target(tags.get("target", ""))
         removed: Removed = []
         jobs: list[Callable[[], Removed]] = []
+        plan = PLANS.get(tags.get("type", ""))
         if sp_id:
-            if isinstance(target, ManagedTarget) and tags.get("type") == "service":
+            if isinstance(target, ManagedTarget) and plan and plan.grant_for(target.kind) == "azure-role":
                 jobs.append(lambda: self._remove_role_assignments(target.resourceId, sp_id))
             jobs.append(lambda: self._remove_app_role_assignments(sp_id))
             if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
@@ -67,7 +64,7 @@ class Teardown:
         return removed
 
     def _remove_secret(self, secret: str) -> Removed:
-        removed = self._revoke_readers(secret)
+        removed = self._credentials.revoke_readers(secret)
         if self._vault.delete_secret(secret):
             removed.append({"kind": "keyVaultSecret", "id": secret, "note": "soft-deleted, recoverable"})
         return removed

@@ -31,7 +31,7 @@ from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
 from .certificates import msal_client_credential
-from .dicom import scopes_for
+from .views import scopes_for
 from .kinds import (
     DICOM_DATA_OWNER,
     DICOM_DATA_READER,
@@ -42,9 +42,9 @@ from .kinds import (
     PLANS,
 )
 from .manifest import Caller
-from .problems import UpstreamUnavailable, VerificationFailed
+from .problems import UpstreamUnavailable, VerificationFailed, upstream_problem
 from .provision import resource_principal
-from .service import RegistrationService, upstream_problem
+from .service import RegistrationService
 from .settings import ManagedTarget, OssTarget, Settings
 from .times import iso_from_epoch, parse_time
 
@@ -195,8 +195,8 @@ class Verifier:
     def _checks(self, view: dict, app: dict, target: ManagedTarget | OssTarget,
                 young: bool) -> tuple[list[Check], dict[str, Any]]:
         """The checks that apply to this registration, and what its token says (when it has one)."""
-        reg_type = view["type"]
-        if reg_type == "resource":
+        plan = PLANS[view["type"]]
+        if plan.exposes_api:
             return self._resource_checks(app), {}
         resource = resource_principal(self.graph, target)
         if resource is None:
@@ -204,7 +204,7 @@ class Verifier:
         kind = mf.tag_values(app).get("credential") or "secret"
         token: dict[str, Any] = {}
         roles: list[str] | None = None  # the token's, when there is a token to look at
-        if PLANS[reg_type].has_secret and kind in mf.STORED_KINDS:
+        if plan.has_secret and kind in mf.STORED_KINDS:
             check, token = self._token_check(view, kind, target, resource, young)
             if not check.ok:
                 return [check], {}
@@ -216,7 +216,7 @@ class Verifier:
             if sp is None:
                 return checks, {}
             sp_id = sp["id"]
-        if reg_type == "service":
+        if plan.grant_for(target.kind) != "delegated":  # an app role or an Azure role, for the app itself
             checks.append(self._grant_check(view, target, resource, sp_id, roles=roles))
         else:
             checks += self._delegated_checks(view, app, target, resource, sp_id)
@@ -238,7 +238,8 @@ class Verifier:
             return Check(label, False, f"the Key Vault secret {secret_name} holds no readable certificate"), {}
         finally:
             del stored
-        scopes = scopes_for("service", target, resource["appId"])  # `.default` of the DICOM resource
+        # Client credentials, whatever the type: `.default` of the DICOM resource.
+        scopes = scopes_for(target, resource["appId"], app_only=True)
         try:
             result = self._acquire(view["appId"], credential, scopes)
         except Exception as exc:  # a network failure; its text may name URLs but never the credential

@@ -1,25 +1,25 @@
 """What the API says about a registration: the Registration body read back from its application object, and
-the client configuration inside it.
+the configuration a client needs to call its DICOM service, rendered as JSON, env lines or MSAL arguments.
 
 Pure rendering, no remote calls: a GET costs only the reads that found the application, and the same view
-serves a create's answer, a GET, a list entry and the sweep's report.
+serves a create's answer, a GET, a list entry and the sweep's report. The configuration carries references
+only: a client secret is named by its Key Vault URI, never included.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import shlex
 from collections.abc import Callable
+from typing import Any
 
 from . import manifest as mf
-from .dicom import client_config
+from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .problems import NotReady
-from .settings import Settings
+from .settings import ManagedTarget, OssTarget, Settings
 
-
-def registration_name(prefix: str, app: dict) -> str:
-    """The name a caller used: the application's uniqueName without this API's prefix."""
-    unique = app.get("uniqueName") or ""
-    return unique[len(prefix) + 1:] if unique.startswith(prefix + "-") else unique
+FORMATS = ("json", "env", "msal")
 
 
 def federated_reference(fic: dict) -> dict:
@@ -41,7 +41,7 @@ class RegistrationViews:
         self._secret_uri = secret_uri
 
     def name_of(self, app: dict) -> str:
-        return registration_name(self.settings.name_prefix, app)
+        return mf.registration_name(self.settings.name_prefix, app)
 
     def view(self, app: dict, *, sp_id: str | None = None, credential: dict | None = None,
              with_config: bool = True) -> dict:
@@ -65,7 +65,7 @@ class RegistrationViews:
             "objectId": app["id"],
             "servicePrincipalId": sp_id or tags.get("sp"),
             "access": fields["access"],
-            "platform": fields["platform"] or ("web" if reg_type == "confidential" else None),
+            "platform": fields["platform"],
             "redirectUris": fields["redirectUris"],
             "identifierUri": fields["identifierUri"],
             # The Key Vault version is for the credential list; a Registration names the secret, not a version.
@@ -102,3 +102,145 @@ class RegistrationViews:
                 # Graph keeps the certificate's SHA-1 thumbprint, base64, as customKeyIdentifier.
                 reference["thumbprint"] = base64.b64decode(newest["customKeyIdentifier"]).hex().upper()
         return reference
+
+
+# ----------------------------------------------------------------------------- the client configuration
+def scopes_for(target: ManagedTarget | OssTarget, resource_app_id: str | None, *, app_only: bool) -> list[str]:
+    """The scopes a client asks for: `.default` for client credentials, the delegated scope otherwise.
+
+    For the open-source server the resource is named by its appId, which Entra accepts in place of the
+    identifier URI and which the resource's v2 tokens carry as `aud`.
+    """
+    resource = target.audience if isinstance(target, ManagedTarget) else resource_app_id
+    if app_only:
+        return [f"{resource}/.default"]
+    scope = MANAGED_DELEGATED_SCOPE if isinstance(target, ManagedTarget) else OSS_DELEGATED_SCOPE
+    return [f"{resource}/{scope}"]
+
+
+def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget | OssTarget) -> dict[str, Any]:
+    """``reg`` holds name, type, appId, redirectUris, identifierUri, resourceAppId and secret (a reference)."""
+    authority = settings.authority
+    plan = PLANS[reg["type"]]
+    config: dict[str, Any] = {
+        "registration": reg["name"],
+        "type": reg["type"],
+        "tenantId": settings.tenant_id,
+        "clientId": reg["appId"],
+        "authority": authority,
+        "tokenEndpoint": f"{authority}/oauth2/v2.0/token",
+        "dicomService": {
+            "name": reg["dicomService"],
+            "kind": target.kind,
+            "baseUrl": target.base_url,
+        },
+    }
+    if plan.exposes_api:
+        return _resource_config(settings, reg, config)
+    scopes = scopes_for(target, reg.get("resourceAppId"), app_only=plan.app_only)
+    config["flow"] = plan.flow
+    config["scopes"] = scopes
+    if plan.flow != "client_credentials":
+        config["authorizeEndpoint"] = f"{authority}/oauth2/v2.0/authorize"
+        config["redirectUris"] = reg.get("redirectUris") or []
+        config["refreshTokens"] = plan.refresh_tokens
+    if plan.flow == "authorization_code_pkce":
+        config["pkce"] = {"codeChallengeMethod": "S256"}
+    credential = reg.get("secret") or {}
+    kind = credential.get("kind", "secret") if credential else None
+    if kind in mf.STORED_KINDS:
+        reference = {
+            "keyVaultSecretUri": credential["keyVaultSecretUri"],
+            "keyVaultSecretName": credential["keyVaultSecretName"],
+            # Paste into a Function/App Service app setting to have the platform resolve it.
+            "appSettingReference": f"@Microsoft.KeyVault(SecretUri={credential['keyVaultSecretUri']})",
+        }
+        if kind == "certificate":
+            # Key Vault holds the private key and certificate as one PEM; msal signs a client assertion.
+            reference.update(contentType="application/x-pem-file", thumbprint=credential.get("thumbprint"))
+            config["clientCertificate"] = reference
+        else:
+            config["clientSecret"] = reference
+    elif kind == "federated":
+        config["federatedCredential"] = {
+            k: credential.get(k) for k in ("issuer", "subject", "audience") if credential.get(k)}
+    config["msal"] = _msal(plan.flow, reg["appId"], authority, scopes, kind, credential.get("thumbprint"))
+    return config
+
+
+# What to pass as msal's client_credential, per credential kind ("<...>" is read at run time).
+_MSAL_CREDENTIAL = {
+    "secret": "<the Key Vault secret's value>",
+    "certificate": {"private_key": "<the Key Vault secret's PEM>", "thumbprint": None},
+    "federated": {"client_assertion": "<a token from the trusted issuer for the subject>"},
+}
+
+
+def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], kind: str | None,
+          thumbprint: str | None = None) -> dict[str, Any]:
+    confidential = flow != "authorization_code_pkce"
+    msal: dict[str, Any] = {
+        "application": "ConfidentialClientApplication" if confidential else "PublicClientApplication",
+        "kwargs": {"client_id": client_id, "authority": authority},
+        "scopes": scopes,
+        "acquire": "acquire_token_for_client" if flow == "client_credentials" else "initiate_auth_code_flow",
+    }
+    if kind:
+        msal["clientCredential"] = dict(_MSAL_CREDENTIAL[kind], thumbprint=thumbprint) if kind == "certificate" \
+            else _MSAL_CREDENTIAL[kind]
+        msal["clientCredentialFromKeyVault"] = kind != "federated"
+    return msal
+
+
+def _resource_config(settings: Settings, reg: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    issuer_authority = f"{settings.authority}/v2.0"
+    config.update(
+        identifierUri=reg.get("identifierUri"),
+        # The resource asks for v2 tokens: aud is its appId and iss is the v2 issuer.
+        audience=reg["appId"],
+        issuer=issuer_authority,
+        appRoles=list(OSS_ACCESS_ROLES.values()),
+        scopes=[f"{reg['appId']}/{OSS_DELEGATED_SCOPE}", f"{reg['appId']}/.default"],
+        dicomServerSettings={
+            "DicomServer__Security__Enabled": "true",
+            "DicomServer__Security__Authentication__Audience": reg["appId"],
+            "DicomServer__Security__Authentication__Authority": issuer_authority,
+            "DicomServer__Security__Authorization__Enabled": "true",
+        },
+    )
+    return config
+
+
+def render(config: dict[str, Any], fmt: str) -> tuple[str, str]:
+    """Return (body, content type) in the asked-for format."""
+    if fmt == "json":
+        return json.dumps(config, indent=2), "application/json"
+    if fmt == "msal":
+        return json.dumps(config.get("msal") or {}, indent=2), "application/json"
+    return _env_lines(config), "text/plain; charset=utf-8"
+
+
+def _env_lines(config: dict[str, Any]) -> str:
+    if "dicomServerSettings" in config:  # a DICOM server's own registration: what the server is configured with
+        pairs = dict(config["dicomServerSettings"])
+    else:
+        pairs = {
+            "DICOM_TENANT_ID": config["tenantId"],
+            "DICOM_CLIENT_ID": config["clientId"],
+            "DICOM_AUTHORITY": config["authority"],
+            "DICOM_TOKEN_ENDPOINT": config["tokenEndpoint"],
+            "DICOM_SCOPES": " ".join(config["scopes"]),
+            "DICOM_BASE_URL": config["dicomService"]["baseUrl"],
+        }
+        if "authorizeEndpoint" in config:
+            pairs["DICOM_AUTHORIZE_ENDPOINT"] = config["authorizeEndpoint"]
+            pairs["DICOM_REDIRECT_URI"] = (config["redirectUris"] or [""])[0]
+        if "clientSecret" in config:
+            pairs["DICOM_CLIENT_SECRET_KEYVAULT_URI"] = config["clientSecret"]["keyVaultSecretUri"]
+        if "clientCertificate" in config:
+            pairs["DICOM_CLIENT_CERTIFICATE_KEYVAULT_URI"] = config["clientCertificate"]["keyVaultSecretUri"]
+            pairs["DICOM_CLIENT_CERTIFICATE_THUMBPRINT"] = config["clientCertificate"]["thumbprint"] or ""
+        if "federatedCredential" in config:
+            pairs["DICOM_FEDERATED_ISSUER"] = config["federatedCredential"].get("issuer", "")
+            pairs["DICOM_FEDERATED_SUBJECT"] = config["federatedCredential"].get("subject", "")
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in pairs.items())

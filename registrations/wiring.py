@@ -1,10 +1,16 @@
-"""Builds the service from settings, once per worker process, on first use (never at import: cold start)."""
+"""Builds every collaborator once per worker process, on first use (never at import: cold start), and hands
+each the ones it needs: the adapters, one executor, one clock. Tests build a runtime with their own clock
+(``build(settings, clock=...)`` and ``use``) instead of patching."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from .auth import Authenticator
 from .service import RegistrationService
@@ -42,17 +48,26 @@ def _own_object_id(credential) -> str:
     return token_claims(credential.get_token(GRAPH_SCOPE).token)["oid"]
 
 
-def build(settings: Settings) -> Runtime:
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Runtime:
     from .adapters._rest import RestClient
     from .adapters.graph import GraphClient
     from .adapters.rbac import RbacClient
     from .adapters.vault import VaultClient
+    from .credentials import Credentials
+    from .provision import Provisioner
+    from .teardown import Teardown
+    from .views import RegistrationViews
 
     credential = _credential(settings)
     verify = settings.connection_verify
     graph = GraphClient(RestClient("graph", settings.graph_endpoint, credential, GRAPH_SCOPE, verify=verify))
     rbac = RbacClient(RestClient("arm", settings.arm_endpoint, credential, ARM_SCOPE, verify=verify))
     vault = VaultClient(settings.key_vault_url, credential, verify=verify, development=settings.development)
+    executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
     owner: dict[str, str] = {}
 
     def owner_id() -> str:
@@ -60,9 +75,16 @@ def build(settings: Settings) -> Runtime:
             owner["id"] = _own_object_id(credential)
         return owner["id"]
 
-    service = RegistrationService(settings, graph=graph, vault=vault, rbac=rbac, owner_id=owner_id)
+    credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock)
+    teardown = Teardown(settings, graph=graph, rbac=rbac, vault=vault, credentials=credentials, executor=executor)
+    provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=credentials, teardown=teardown,
+                              executor=executor, clock=clock)
+    service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
+                                  provisioner=provisioner, teardown=teardown,
+                                  views=RegistrationViews(settings, secret_uri=vault.secret_uri),
+                                  executor=executor, owner_id=owner_id, clock=clock)
+    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac, clock=clock)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
-    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac)
     return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier)
 
 
@@ -80,3 +102,16 @@ def reset() -> None:
     global _runtime
     with _lock:
         _runtime = None
+
+
+@contextmanager
+def use(built: Runtime) -> Iterator[Runtime]:
+    """Serve requests with `built` (a runtime with a test's own clock, say) within the block."""
+    global _runtime
+    with _lock:
+        previous, _runtime = _runtime, built
+    try:
+        yield built
+    finally:
+        with _lock:
+            _runtime = previous

@@ -25,7 +25,7 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
-from .. import deadline
+from .. import saga
 from .errors import ConflictError, NotFoundError, UpstreamError
 
 log = logging.getLogger("registrations.upstream")
@@ -58,7 +58,8 @@ def error_code(body: Any) -> tuple[str | None, str, tuple[str, ...]]:
     return None, "", ()
 
 
-def _retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (capped), or None when absent or not a number of seconds."""
     try:
         return min(float(value), RETRY_AFTER_CAP_SECONDS) if value else None
     except ValueError:
@@ -118,7 +119,7 @@ class RestClient:
         if body is not None:
             request.set_json_body(body)
         options: dict[str, Any] = {} if retry else {"retry_total": 0}
-        left = deadline.remaining()
+        left = saga.remaining()
         if left is not None:
             if left <= 0.5:
                 raise UpstreamError(self.service, operation, None, "Timeout", "the request's time budget ran out")
@@ -142,7 +143,7 @@ class RestClient:
         code, message, details = error_code(parsed)
         cls = NotFoundError if status == 404 else ConflictError if status == 409 else UpstreamError
         error = cls(self.service, operation, status, code, message, details)
-        error.retry_after = _retry_after(response.headers.get("Retry-After"))
+        error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise error
 
     def pages(self, operation: str, path: str, params: dict[str, str] | None = None, *,

@@ -43,3 +43,31 @@ class NotFoundError(UpstreamError):
 
 class ConflictError(UpstreamError):
     pass
+
+
+# ------------------------------------------------------------------- Entra's and ARM's replication lag
+# Which failures mean "not visible yet" right after a write, matched on status and error code (never text).
+def lag_404(exc: UpstreamError) -> bool:
+    """An object this request just created or changed is not found yet."""
+    return exc.status == 404
+
+
+def lag_new_application(exc: UpstreamError) -> bool:
+    """POST /servicePrincipals right after the app was created: Graph has not replicated the app yet."""
+    return exc.status == 404 or (exc.status == 400 and "NoBackingApplicationObject" in exc.details)
+
+
+def lag_new_principal(exc: UpstreamError) -> bool:
+    """A grant naming a service principal this request just created, before Graph or ARM can see it."""
+    return exc.status == 404 or (exc.status == 400 and exc.code in (
+        "Request_BadRequest", "Request_ResourceNotFound", "PrincipalNotFound"))
+
+
+def lag_new_reader(exc: UpstreamError) -> bool:
+    """A secret reader's role assignment while ARM cannot see the principal yet (often one just made)."""
+    return exc.status in (400, 404) and exc.code in ("PrincipalNotFound", None)
+
+
+def never(exc: UpstreamError) -> bool:
+    """No failure of this call is replication lag."""
+    return False

@@ -3,7 +3,6 @@ verifier, which signs in with a value and drops it (``get_value``)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,8 +15,9 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from ._rest import make_retry_policy
-from .errors import ConflictError, NotFoundError, UpstreamError
+from ..saga import create_once
+from ._rest import make_retry_policy, parse_retry_after
+from .errors import ConflictError, NotFoundError, UpstreamError, never
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
     cls = (NotFoundError if isinstance(exc, ResourceNotFoundError)
            else ConflictError if isinstance(exc, ResourceExistsError) or exc.status_code == 409
            else UpstreamError)
-    return cls("keyvault", operation, exc.status_code, code, message)
+    error = cls("keyvault", operation, exc.status_code, code, message)
+    if exc.response is not None:
+        error.retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
+    return error
 
 
 class VaultClient:
@@ -70,36 +73,34 @@ class VaultClient:
         soft-deleted (a registration of the same name was deleted) and came back with its history, every
         older version of which is disabled here so a deleted registration's values stay unusable.
 
-        A PUT is not retried blindly (a retry after a lost answer would write a second version): on a
-        transient failure the newest version is read first, and only written again if it is not ours.
+        A PUT is not retried blindly (a retry after a lost answer would write a second version): after an
+        ambiguous failure the newest version is read first, and the value is only written again if that
+        version is not ours.
         """
-        recovered, delay = False, 0.5
-        while True:
+        def put() -> StoredSecret:
             try:
                 secret = self._client.set_secret(name, value, expires_on=expires_on, content_type=content_type,
                                                  tags=tags, enabled=True, retry_total=0)
-                break
-            except ResourceExistsError as exc:
-                if recovered:
-                    raise _translate("setSecret", exc) from exc
-                self._recover(name)
-                recovered = True
-            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
-                status = getattr(exc, "status_code", None)
-                if not (status is None or status in (408, 429, 500, 502, 503, 504)) or delay > 4:
-                    raise (_translate("setSecret", exc) if isinstance(exc, HttpResponseError)
-                           else UpstreamError("keyvault", "setSecret", None, type(exc).__name__, "no answer")) from exc
-                latest = self.get_properties(name)
-                if latest is not None and latest.tags == tags:
-                    return latest, recovered
-                time.sleep(delay)
-                delay *= 2
-        stored = _props(secret.properties)
-        if recovered:
-            for version in self.list_versions(name):
-                if version.version != stored.version and version.enabled:
-                    self.disable_version(name, version.version)
-        return stored, recovered
+            except HttpResponseError as exc:
+                raise _translate("setSecret", exc) from exc
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise UpstreamError("keyvault", "setSecret", None, type(exc).__name__, "no answer") from exc
+            return _props(secret.properties)
+
+        def ours() -> StoredSecret | None:
+            latest = self.get_properties(name)
+            return latest if latest is not None and latest.tags == tags else None
+
+        try:
+            return create_once(put, ours, lagging=never), False
+        except ConflictError:
+            # The name is soft-deleted (Key Vault answers 409 ObjectIsDeletedButRecoverable): recover it.
+            self._recover(name)
+        stored = create_once(put, ours, lagging=never)
+        for version in self.list_versions(name):
+            if version.version != stored.version and version.enabled:
+                self.disable_version(name, version.version)
+        return stored, True
 
     def _recover(self, name: str) -> None:
         try:

@@ -200,8 +200,9 @@ def test_a_rotation_that_fails_inside_a_step_is_a_problem_naming_the_step(api, m
     assert [c["keyId"] for c in after] == [c["keyId"] for c in before]  # the added password was removed
 
 
-def test_the_expiring_report_reads_the_services_clock(api, monkeypatch):
+def test_the_expiring_report_reads_the_services_clock(api):
     from registrations import wiring
+    from registrations.settings import load
 
     create(api, service("cred-expiring-clock", credential={"kind": "secret", "lifetimeDays": 10}))
 
@@ -211,7 +212,6 @@ def test_the_expiring_report_reads_the_services_clock(api, monkeypatch):
         return {item["name"]: item for item in response.json()["value"]}
 
     assert "cred-expiring-clock" not in reported()
-    the_service = wiring.runtime().service
-    later = the_service.now() + timedelta(days=9.5)
-    monkeypatch.setattr(the_service, "now", lambda: later)
-    assert 0.4 <= reported()["cred-expiring-clock"]["daysLeft"] <= 0.6
+    later = datetime.now(timezone.utc) + timedelta(days=9.5)
+    with wiring.use(wiring.build(load(), clock=lambda: later)):
+        assert 0.4 <= reported()["cred-expiring-clock"]["daysLeft"] <= 0.6
