@@ -6,7 +6,7 @@ from typing import Any
 
 from . import models, validation
 from .directory import APPS, ASSIGNMENTS, GRANTS, SPS, Caller, Directory
-from .exceptions import BadRequest, Conflict, NotFound
+from .exceptions import bad_request, conflict, not_found
 
 Address = tuple[str, str]  # ("id" | "uniqueName" | "appId", value)
 
@@ -28,7 +28,7 @@ class ApplicationsBackend(Directory):
         caller.require_create()
         validation.check_application(body, creating=True)
         if body.get("uniqueName") and self.find(APPS, "uniqueName", body["uniqueName"], any_visibility=True):
-            raise Conflict("Another object with the same value for property uniqueName already exists.",
+            raise conflict("Another object with the same value for property uniqueName already exists.",
                            status=400)
         app = models.new_application({}, now=self.now(), visible_at=self.visible_at(), owner=caller.oid,
                                      tenant_id=self.tenant_id)
@@ -44,9 +44,9 @@ class ApplicationsBackend(Directory):
             self.update_application(caller, ("uniqueName", unique_name), body)
             return app, False
         if not create_if_missing:
-            raise NotFound(unique_name)
+            raise not_found(unique_name)
         if body.get("uniqueName") not in (None, unique_name):
-            raise BadRequest("The uniqueName in the body does not match the key.")
+            raise bad_request("The uniqueName in the body does not match the key.")
         return self.create_application(caller, {**body, "uniqueName": unique_name}), True
 
     def update_application(self, caller: Caller, addr: Address, body: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +54,7 @@ class ApplicationsBackend(Directory):
         caller.require_write(app)
         validation.check_application(body, creating=False)
         if "uniqueName" in body and body["uniqueName"] != app["uniqueName"] and app["uniqueName"]:
-            raise BadRequest("Property 'uniqueName' is immutable once set.")
+            raise bad_request("Property 'uniqueName' is immutable once set.")
         self._apply(app, body)
         return self.save(APPS, app)
 
@@ -69,8 +69,8 @@ class ApplicationsBackend(Directory):
             other = next((a for a in self.store.values(APPS) if a["id"] != app["id"]
                           and uri.lower() in (u.lower() for u in a["identifierUris"])), None)
             if other is not None:
-                raise BadRequest("Another object with the same value for property identifierUris already "
-                                 "exists.", code="Request_MultipleObjectsWithSameKeyValue")
+                raise conflict("Another object with the same value for property identifierUris already exists.",
+                               status=400)
         patch = dict(body)
         if "keyCredentials" in patch:
             existing = {k["keyId"]: k for k in app["keyCredentials"]}
@@ -100,10 +100,10 @@ class ApplicationsBackend(Directory):
         app = self._app(addr, for_write=addr[0] == "uniqueName")
         caller.require_write(app)
         if not isinstance(body, dict) or set(body) - {"passwordCredential"}:
-            raise BadRequest("Invalid request body for addPassword.")
+            raise bad_request("Invalid request body for addPassword.")
         spec = body.get("passwordCredential") or {}
         if set(spec) - {"displayName", "startDateTime", "endDateTime", "customKeyIdentifier"}:
-            raise BadRequest("Property does not exist as a declared property of resource 'PasswordCredential'.")
+            raise bad_request("Property does not exist as a declared property of resource 'PasswordCredential'.")
         cred, secret = models.new_password(spec, now=self.now(), visible_at=self.visible_at())
         app["passwordCredentials"].append(cred)
         self.save(APPS, app)
@@ -115,10 +115,10 @@ class ApplicationsBackend(Directory):
         caller.require_write(app)
         key_id = body.get("keyId") if isinstance(body, dict) else None
         if not key_id:
-            raise BadRequest("Property 'keyId' is required and cannot be null or empty.")
+            raise bad_request("Property 'keyId' is required and cannot be null or empty.")
         kept = [p for p in app["passwordCredentials"] if p["keyId"] != key_id]
         if len(kept) == len(app["passwordCredentials"]):
-            raise NotFound(key_id)
+            raise not_found(key_id)
         app["passwordCredentials"] = kept
         self.save(APPS, app)
 
@@ -128,14 +128,13 @@ class ApplicationsBackend(Directory):
         caller.require_write(app)
         fic = models.new_fic(body, visible_at=self.visible_at())
         if any(f["name"].lower() == fic["name"].lower() for f in app["_fics"]):
-            raise Conflict("FederatedIdentityCredential with name " + fic["name"] + " already exists.",
-                           status=409)
+            raise conflict("FederatedIdentityCredential with name " + fic["name"] + " already exists.")
         if any(f["issuer"] == fic["issuer"] and f["subject"] == fic["subject"] for f in app["_fics"]):
-            raise BadRequest("The combination of issuer and subject must be unique for the application. Issuer "
-                             f"{fic['issuer']} and Subject: {fic['subject']} already exist. paramName: "
-                             f"FederatedIdentityCredential.Subject, paramValue: {fic['subject']}, objectType: "
-                             "Microsoft.Online.DirectoryServices.Application",
-                             code="InvalidFederatedIdentityCredentialValue")
+            raise bad_request("The combination of issuer and subject must be unique for the application. Issuer "
+                              f"{fic['issuer']} and Subject: {fic['subject']} already exist. paramName: "
+                              f"FederatedIdentityCredential.Subject, paramValue: {fic['subject']}, objectType: "
+                              "Microsoft.Online.DirectoryServices.Application",
+                              code="InvalidFederatedIdentityCredentialValue")
         app["_fics"].append(fic)
         self.save(APPS, app)
         return {**models.public(fic), "_appObjectId": app["id"]}
@@ -149,6 +148,6 @@ class ApplicationsBackend(Directory):
         caller.require_write(app)
         kept = [f for f in app["_fics"] if key not in (f["id"], f["name"]) or not self.visible(f)]
         if len(kept) == len(app["_fics"]):
-            raise NotFound(key)
+            raise not_found(key)
         app["_fics"] = kept
         self.save(APPS, app)

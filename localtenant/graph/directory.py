@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from ..runtime import Clock, Faults, Issued
 from ..store import Store
 from . import models
-from .exceptions import Forbidden, NotFound
+from .exceptions import forbidden, not_found
 
 APPS, SPS, USERS = "applications", "servicePrincipals", "users"
 ASSIGNMENTS, GRANTS = "appRoleAssignments", "oauth2PermissionGrants"
@@ -31,7 +31,7 @@ class Caller:
 
     def require(self, *any_of: str) -> None:
         if not self.roles & set(any_of):
-            raise Forbidden()
+            raise forbidden()
 
     def require_create(self) -> None:
         self.require(READ_WRITE_ALL, OWNED_BY)
@@ -40,7 +40,7 @@ class Caller:
         # Application.ReadWrite.OwnedBy: "cannot update any apps that it is not an owner of".
         if READ_WRITE_ALL in self.roles or OWNED_BY in self.roles and self.oid in obj.get("_owners", []):
             return
-        raise Forbidden()
+        raise forbidden()
 
     def may_read(self, obj: dict[str, Any]) -> bool:
         return bool(self.roles & {READ_WRITE_ALL, READ_ALL}) or (
@@ -48,7 +48,7 @@ class Caller:
 
     def require_read(self, obj: dict[str, Any]) -> None:
         if not self.may_read(obj):
-            raise Forbidden()
+            raise forbidden()
 
 
 class Directory:
@@ -85,7 +85,7 @@ class Directory:
     def require(self, table: str, key: str, value: str, *, any_visibility: bool = False) -> dict[str, Any]:
         obj = self.find(table, key, value, any_visibility=any_visibility)
         if obj is None:
-            raise NotFound(value)
+            raise not_found(value)
         return obj
 
     def app_by_app_id(self, app_id: str) -> dict[str, Any] | None:

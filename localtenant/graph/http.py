@@ -21,11 +21,11 @@ _KEY = re.compile(r"^(?P<prop>uniqueName|appId|id)='(?P<value>(?:[^']|'')*)'$|^'
 def caller(req: Req) -> Caller:
     token = req.bearer()
     if token is None:
-        raise gx.Unauthenticated("Access token is empty.")
+        raise gx.unauthenticated("Access token is empty.")
     try:
         claims = req.core.issuer.validate(token, AUDIENCES)
     except InvalidToken as e:
-        raise gx.Unauthenticated(str(e)) from None
+        raise gx.unauthenticated(str(e)) from None
     return Caller(oid=claims["oid"], roles=set(claims.get("roles", [])))
 
 
@@ -34,7 +34,7 @@ def address(req: Req) -> tuple[str, str]:
         return "id", req.path_params["id"]
     m = _KEY.match(req.path_params["key"])
     if m is None:
-        raise gx.BadRequest(f"Invalid key predicate '{req.path_params['key']}'.")
+        raise gx.bad_request(f"Invalid key predicate '{req.path_params['key']}'.")
     if m.group("bare") is not None:
         return "id", m.group("bare")
     return m.group("prop"), m.group("value").replace("''", "'")

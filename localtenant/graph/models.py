@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 
-from .exceptions import BadRequest
+from .exceptions import bad_request
 
 PASSWORD_LIFETIME = 2 * 365 * 24 * 3600  # addPassword default: two years
 PUBLISHER_NAME = "Local Tenant"  # the tenant's display name: Graph's publisherName for the tenant's own apps
@@ -47,7 +47,7 @@ def parse_iso(value: str, prop: str) -> float:
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (ValueError, AttributeError):
-        raise BadRequest(f"Invalid value specified for property '{prop}'.") from None
+        raise bad_request(f"Invalid value specified for property '{prop}'.") from None
 
 
 def public(obj: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def new_password(body: dict[str, Any], *, now: float, visible_at: float) -> tupl
     start = parse_iso(body["startDateTime"], "startDateTime") if body.get("startDateTime") else now
     end = parse_iso(body["endDateTime"], "endDateTime") if body.get("endDateTime") else start + PASSWORD_LIFETIME
     if end <= start:
-        raise BadRequest("Invalid value specified for property 'endDateTime' of resource 'PasswordCredential'.")
+        raise bad_request("Invalid value specified for property 'endDateTime' of resource 'PasswordCredential'.")
     salt = secrets.token_hex(8)
     cred = {"customKeyIdentifier": None, "displayName": body.get("displayName"), "endDateTime": iso(end),
             "hint": secret[:3], "keyId": str(uuid.uuid4()), "secretText": None, "startDateTime": iso(start),
@@ -120,7 +120,7 @@ def new_key_credential(body: dict[str, Any], existing: dict[str, dict], *, visib
         der = base64.b64decode(body["key"])
         cert = x509.load_der_x509_certificate(der)
     except (KeyError, TypeError, ValueError):
-        raise BadRequest("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
+        raise bad_request("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
     thumb = hashlib.sha1(der).digest()
     return {"customKeyIdentifier": base64.b64encode(thumb).decode(), "displayName": body.get("displayName")
             or cert.subject.rfc4514_string(), "endDateTime": iso(cert.not_valid_after_utc.timestamp()),
@@ -133,18 +133,18 @@ def new_key_credential(body: dict[str, Any], existing: dict[str, dict], *, visib
 
 def new_fic(body: Any, *, visible_at: float) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise BadRequest("Empty Payload. JSON content expected.")
+        raise bad_request("Empty Payload. JSON content expected.")
     allowed = {"name", "issuer", "subject", "audiences", "description", "id"}
     for key in body:
         if key not in allowed and not key.startswith("@odata"):
-            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
     for key in ("name", "issuer", "subject"):
         if not isinstance(body.get(key), str) or not body[key]:
-            raise BadRequest(f"Property '{key}' is required and cannot be null or empty.")
+            raise bad_request(f"Property '{key}' is required and cannot be null or empty.")
     audiences = body.get("audiences")
     if not isinstance(audiences, list) or len(audiences) != 1 or not isinstance(audiences[0], str):
         # Graph: audiences is a single-valued collection; api://AzureADTokenExchange is the recommended value.
-        raise BadRequest("Invalid value specified for property 'audiences' of resource "
+        raise bad_request("Invalid value specified for property 'audiences' of resource "
                          "'FederatedIdentityCredential'.")
     return {"id": str(uuid.uuid4()), "name": body["name"], "issuer": body["issuer"], "subject": body["subject"],
             "audiences": audiences, "description": body.get("description"), "_visibleAt": visible_at}

@@ -6,20 +6,20 @@ from typing import Any
 from . import models
 from .applications import ApplicationsBackend
 from .directory import APPS, ASSIGN, ASSIGNMENTS, GRANT, GRANTS, SPS, USERS, Caller
-from .exceptions import BadRequest, Conflict, NotFound, no_backing_application, not_a_valid_reference
+from .exceptions import bad_request, conflict, no_backing_application, not_a_valid_reference, not_found
 
 NO_ROLE = "00000000-0000-0000-0000-000000000000"  # the default access role of appRoleAssignment
 
 
 def _body(body: Any, allowed: set[str], required: set[str], resource: str) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise BadRequest("Empty Payload. JSON content expected.")
+        raise bad_request("Empty Payload. JSON content expected.")
     for key in body:
         if key not in allowed and not key.startswith("@odata"):
-            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
     for key in required:
         if not body.get(key):
-            raise BadRequest(f"Property '{key}' of resource '{resource}' is required and cannot be null.")
+            raise bad_request(f"Property '{key}' of resource '{resource}' is required and cannot be null.")
     return body
 
 
@@ -35,8 +35,8 @@ class GraphBackend(ApplicationsBackend):
             raise no_backing_application(body["appId"])
         caller.require_write(app)
         if self.find(SPS, "appId", body["appId"], any_visibility=True):
-            raise Conflict("The service principal cannot be created, updated, or restored because the service "
-                           f"principal name {body['appId']} is already in use.", status=409)
+            raise conflict("The service principal cannot be created, updated, or restored because the service "
+                           f"principal name {body['appId']} is already in use.")
         extra = {k: body[k] for k in ("tags", "notes", "description", "appRoleAssignmentRequired",
                                       "accountEnabled") if k in body}
         sp = models.new_service_principal(app, app_id=app["appId"], now=self.now(),
@@ -67,18 +67,17 @@ class GraphBackend(ApplicationsBackend):
                      "AppRoleAssignment")
         resource = self.sp_view(self.require(SPS, "id", resource_id))
         if body["resourceId"] != resource_id:
-            raise BadRequest("Resource id in the request body does not match the service principal.")
+            raise bad_request("Resource id in the request body does not match the service principal.")
         principal = self.principal(body["principalId"])
         if principal is None:
             # Graph answers 400, not 404, for a principal it has not seen (yet): docs "Fidelity".
             raise not_a_valid_reference()
         role_id = body.get("appRoleId") or NO_ROLE
         if role_id != NO_ROLE and role_id not in {r["id"] for r in resource["appRoles"]}:
-            raise BadRequest("Permission being assigned was not found on application", code="Request_BadRequest")
+            raise bad_request("Permission being assigned was not found on application")
         if any(a["principalId"] == principal["id"] and a["resourceId"] == resource_id and a["appRoleId"] == role_id
                for a in self.store.values(ASSIGNMENTS)):
-            raise BadRequest("Permission being assigned already exists on the object",
-                             code="Request_BadRequest")
+            raise bad_request("Permission being assigned already exists on the object")
         is_user = "userPrincipalName" in principal
         if not is_user:
             principal = self.sp_view(principal)  # its displayName comes from its application
@@ -105,7 +104,7 @@ class GraphBackend(ApplicationsBackend):
         caller.require(ASSIGN)
         a = self.require(ASSIGNMENTS, "id", assignment_id)
         if a["resourceId"] != resource_id:
-            raise NotFound(assignment_id)
+            raise not_found(assignment_id)
         self.store.delete(ASSIGNMENTS, assignment_id)
 
     # -- delegated permission grants -----------------------------------------------------------------------
@@ -114,17 +113,17 @@ class GraphBackend(ApplicationsBackend):
         body = _body(body, {"clientId", "consentType", "principalId", "resourceId", "scope", "startTime",
                             "expiryTime"}, {"clientId", "consentType", "resourceId"}, "OAuth2PermissionGrant")
         if body["consentType"] not in ("AllPrincipals", "Principal"):
-            raise BadRequest("Invalid value specified for property 'consentType'.")
+            raise bad_request("Invalid value specified for property 'consentType'.")
         if (body["consentType"] == "Principal") != bool(body.get("principalId")):
-            raise BadRequest("principalId must be set exactly when consentType is Principal.")
+            raise bad_request("principalId must be set exactly when consentType is Principal.")
         for key in ("clientId", "resourceId"):
             self.require(SPS, "id", body[key])
         if body.get("principalId") and self.find(USERS, "id", body["principalId"]) is None:
-            raise NotFound(body["principalId"])
+            raise not_found(body["principalId"])
         if any(g["clientId"] == body["clientId"] and g["resourceId"] == body["resourceId"]
                and g["consentType"] == body["consentType"] and g.get("principalId") == body.get("principalId")
                for g in self.store.values(GRANTS)):
-            raise Conflict("Permission entry already exists.", status=409)
+            raise conflict("Permission entry already exists.")
         g = {"id": models.grant_id(body["clientId"], body["resourceId"], body.get("principalId")),
              "clientId": body["clientId"], "consentType": body["consentType"],
              "principalId": body.get("principalId"), "resourceId": body["resourceId"],

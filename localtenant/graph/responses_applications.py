@@ -5,7 +5,7 @@ from starlette.responses import Response
 
 from ..web import Req
 from . import models
-from .exceptions import BadRequest
+from .exceptions import bad_request
 from .http import address, caller, collection, entity, no_content, routes_for
 
 
@@ -13,7 +13,7 @@ def _json(req: Req):
     try:
         return req.json()
     except ValueError:
-        raise BadRequest("Empty Payload. JSON content expected.") from None
+        raise bad_request("Empty Payload. JSON content expected.") from None
 
 
 def list_applications(req: Req) -> Response:

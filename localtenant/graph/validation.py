@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from .exceptions import BadRequest
+from .exceptions import GraphError, bad_request
 
 APPLICATION_WRITABLE = {
     "displayName", "uniqueName", "signInAudience", "tags", "notes", "description", "web", "spa",
@@ -36,8 +36,8 @@ _KEY_KEYS = {"keyId", "type", "usage", "key", "displayName", "startDateTime", "e
              "customKeyIdentifier"}
 
 
-def invalid(prop: str, detail: str = "") -> BadRequest:
-    return BadRequest(f"Invalid value specified for property '{prop}' of resource 'Application'.{detail}")
+def invalid(prop: str, detail: str = "") -> GraphError:
+    return bad_request(f"Invalid value specified for property '{prop}' of resource 'Application'.{detail}")
 
 
 def _check_keys(obj: Any, allowed: set[str], where: str) -> None:
@@ -45,7 +45,7 @@ def _check_keys(obj: Any, allowed: set[str], where: str) -> None:
         raise invalid(where)
     for key in obj:
         if key not in allowed and not key.startswith("@odata"):
-            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
 
 
 def _strings(value: Any, prop: str) -> list[str]:
@@ -78,7 +78,7 @@ def _entitlements(items: Any, prop: str, keys: set[str]) -> None:
         _guid(item.get("id"), f"{prop}.id")
         value = item.get("value")
         if value is not None and (not isinstance(value, str) or value in seen):
-            raise BadRequest(f"The {prop} value '{value}' is not unique or not valid.")
+            raise bad_request(f"The {prop} value '{value}' is not unique or not valid.")
         seen.add(value)
         if prop == "appRoles":
             types = _strings(item.get("allowedMemberTypes", []), "allowedMemberTypes")
@@ -91,26 +91,26 @@ def _entitlements(items: Any, prop: str, keys: set[str]) -> None:
 def check_key_credential(cred: Any) -> None:
     _check_keys(cred, _KEY_KEYS, "keyCredentials")
     if cred.get("type", "AsymmetricX509Cert") not in ("AsymmetricX509Cert", "X509CertAndPassword"):
-        raise BadRequest("Invalid value specified for property 'type' of resource 'KeyCredential'.")
+        raise bad_request("Invalid value specified for property 'type' of resource 'KeyCredential'.")
     if cred.get("usage", "Verify") not in ("Verify", "Sign"):
-        raise BadRequest("Invalid value specified for property 'usage' of resource 'KeyCredential'.")
+        raise bad_request("Invalid value specified for property 'usage' of resource 'KeyCredential'.")
     if cred.get("key") is not None:
         try:
             base64.b64decode(cred["key"], validate=True)
         except ValueError:
-            raise BadRequest("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
+            raise bad_request("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
 
 
 def check_application(body: Any, *, creating: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise BadRequest("Empty Payload. JSON content expected.")
+        raise bad_request("Empty Payload. JSON content expected.")
     for key in body:
         if key in APPLICATION_READ_ONLY and key != "id":
-            raise BadRequest(f"Property '{key}' is read-only and cannot be set.")
+            raise bad_request(f"Property '{key}' is read-only and cannot be set.")
         if key not in APPLICATION_WRITABLE and key != "id" and not key.startswith("@odata"):
-            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
     if creating and not body.get("displayName"):
-        raise BadRequest("Property 'displayName' is required and cannot be null or empty.")
+        raise bad_request("Property 'displayName' is required and cannot be null or empty.")
     for key in ("displayName", "uniqueName", "notes", "description", "serviceManagementReference"):
         if key in body and body[key] is not None and not isinstance(body[key], str):
             raise invalid(key)
@@ -157,5 +157,5 @@ def check_enabled_entitlements_kept(old: list[dict], new: list[dict], prop: str)
             continue
         kept = new_by_id.get(item["id"])
         if kept is None or kept.get("value") != item.get("value"):
-            raise BadRequest(f"Permission (scope or role) cannot be deleted or updated unless disabled first.",
+            raise bad_request(f"Permission (scope or role) cannot be deleted or updated unless disabled first.",
                              code="CannotDeleteOrUpdateEnabledEntitlement")
