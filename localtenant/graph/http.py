@@ -11,7 +11,7 @@ from ..entra.tokens import InvalidToken
 from ..web import Req, ServiceSpec, operation
 from . import exceptions as gx
 from . import odata
-from .directory import Caller
+from .backend import Caller
 
 SPEC = ServiceSpec("graph", gx.GraphError, gx.render, gx.from_fault)
 AUDIENCES = {"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from ..web import Req
-from . import models
+from .backend_applications import render_application
 from .exceptions import bad_request
 from .http import address, caller, collection, entity, no_content, routes_for
 
@@ -17,53 +17,52 @@ def _json(req: Req):
 
 
 def list_applications(req: Req) -> Response:
-    apps = req.core.graph.list_applications(caller(req))
-    return collection(req, [models.render_application(a) for a in apps], "applications")
+    apps = req.core.graph.applications.list(caller(req))
+    return collection(req, [render_application(a) for a in apps], "applications")
 
 
 def create_application(req: Req) -> Response:
-    app = req.core.graph.create_application(caller(req), _json(req))
-    return entity(req, models.render_application(app), "applications/$entity", 201)
+    app = req.core.graph.applications.create(caller(req), _json(req))
+    return entity(req, render_application(app), "applications/$entity", 201)
 
 
 def get_application(req: Req) -> Response:
-    app = req.core.graph.get_application(caller(req), address(req))
-    return entity(req, models.render_application(app), "applications/$entity")
+    app = req.core.graph.applications.get(caller(req), address(req))
+    return entity(req, render_application(app), "applications/$entity")
 
 
 def patch_application(req: Req) -> Response:
     """PATCH by id updates; PATCH by uniqueName is Graph's upsert: 201 with the new object when
     `Prefer: create-if-missing` created it, 204 when it updated an existing one."""
-    backend, who, addr, body = req.core.graph, caller(req), address(req), _json(req)
+    applications, who, addr, body = req.core.graph.applications, caller(req), address(req), _json(req)
     if addr[0] != "uniqueName":
-        backend.update_application(who, addr, body)
+        applications.update(who, addr, body)
         return no_content(req)
     prefer = {p.strip().lower() for p in req.headers.get("prefer", "").split(",")}
-    app, created = backend.upsert_application(who, addr[1], body,
-                                              create_if_missing="create-if-missing" in prefer)
+    app, created = applications.upsert(who, addr[1], body, create_if_missing="create-if-missing" in prefer)
     if created:
-        return entity(req, models.render_application(app), "applications/$entity", 201)
+        return entity(req, render_application(app), "applications/$entity", 201)
     return no_content(req)
 
 
 def delete_application(req: Req) -> Response:
-    req.core.graph.delete_application(caller(req), address(req))
+    req.core.graph.applications.delete(caller(req), address(req))
     return no_content(req)
 
 
 def add_password(req: Req) -> Response:
-    cred = req.core.graph.add_password(caller(req), address(req), _json(req))
+    cred = req.core.graph.applications.add_password(caller(req), address(req), _json(req))
     return entity(req, cred, "microsoft.graph.passwordCredential")
 
 
 def remove_password(req: Req) -> Response:
-    req.core.graph.remove_password(caller(req), address(req), _json(req))
+    req.core.graph.applications.remove_password(caller(req), address(req), _json(req))
     return no_content(req)
 
 
 def create_fic(req: Req) -> Response:
     addr = address(req)
-    fic = req.core.graph.create_fic(caller(req), addr, _json(req))
+    fic = req.core.graph.applications.create_fic(caller(req), addr, _json(req))
     app_id = fic.pop("_appObjectId")
     # The documented response also names the new object by its directory path in @odata.id.
     odata_id = (f"{req.core.graph_endpoint}/v2/{req.core.tenant_id}/directoryObjects/$/"
@@ -74,12 +73,12 @@ def create_fic(req: Req) -> Response:
 
 def list_fics(req: Req) -> Response:
     addr = address(req)
-    fics = req.core.graph.list_fics(caller(req), addr)
+    fics = req.core.graph.applications.list_fics(caller(req), addr)
     return collection(req, fics, f"applications('{addr[1]}')/federatedIdentityCredentials")
 
 
 def delete_fic(req: Req) -> Response:
-    req.core.graph.delete_fic(caller(req), address(req), req.path_params["fic"])
+    req.core.graph.applications.delete_fic(caller(req), address(req), req.path_params["fic"])
     return no_content(req)
 
 

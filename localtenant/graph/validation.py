@@ -1,4 +1,4 @@
-"""Body validation for the application properties the product writes, with Graph's messages.
+"""Body validation for the objects the product writes, with Graph's messages.
 
 Graph answers 400 for a property the type does not declare ("Property 'x' does not exist as a declared
 property or extension property."), for read-only properties such as passwordCredentials (which only
@@ -40,12 +40,45 @@ def invalid(prop: str, detail: str = "") -> GraphError:
     return bad_request(f"Invalid value specified for property '{prop}' of resource 'Application'.{detail}")
 
 
-def _check_keys(obj: Any, allowed: set[str], where: str) -> None:
-    if not isinstance(obj, dict):
-        raise invalid(where)
+def _declared(obj: dict[str, Any], allowed: set[str]) -> None:
     for key in obj:
         if key not in allowed and not key.startswith("@odata"):
             raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
+
+
+def _check_keys(obj: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(obj, dict):
+        raise invalid(where)
+    _declared(obj, allowed)
+
+
+def _payload(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("Empty Payload. JSON content expected.")
+    _declared(body, allowed)
+    return body
+
+
+def check_body(body: Any, allowed: set[str], required: set[str], resource: str) -> dict[str, Any]:
+    """A create or update body of a service principal, app role assignment or permission grant."""
+    _payload(body, allowed)
+    for key in required:
+        if not body.get(key):
+            raise bad_request(f"Property '{key}' of resource '{resource}' is required and cannot be null.")
+    return body
+
+
+def check_fic(body: Any) -> dict[str, Any]:
+    _payload(body, {"name", "issuer", "subject", "audiences", "description", "id"})
+    for key in ("name", "issuer", "subject"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise bad_request(f"Property '{key}' is required and cannot be null or empty.")
+    audiences = body.get("audiences")
+    if not isinstance(audiences, list) or len(audiences) != 1 or not isinstance(audiences[0], str):
+        # Graph: audiences is a single-valued collection; api://AzureADTokenExchange is the recommended value.
+        raise bad_request("Invalid value specified for property 'audiences' of resource "
+                          "'FederatedIdentityCredential'.")
+    return body
 
 
 def _strings(value: Any, prop: str) -> list[str]:
