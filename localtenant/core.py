@@ -12,9 +12,9 @@ from .arm.backend import TABLE as ROLE_ASSIGNMENTS, ArmBackend
 from .entra.clients import FEDERATED_ISSUER, ClientAuthenticator
 from .entra.grants import Grants
 from .entra.tokens import TokenIssuer
-from .graph import models
-from .graph.directory import APPS, ASSIGNMENTS, GRANTS, SPS, USERS
-from .graph.principals import GraphBackend
+from .graph.backend import GraphBackend
+from .graph.backend_applications import APPS, public, render_application
+from .graph.backend_principals import ASSIGNMENTS, GRANTS, SPS, USERS
 from .keyvault.backend import TABLE as SECRETS, KeyVaultBackend
 from .oauth.keys import SigningKeys
 from .runtime import Clock, Faults, Issued, Stats
@@ -109,20 +109,20 @@ class TenantCore:
         with self.store.lock:
             apps = []
             for a in self.store.values(APPS):
-                view = models.render_application(a)
+                view = render_application(a)
                 view["owners"] = list(a["_owners"])
-                view["federatedIdentityCredentials"] = [models.public(f) for f in a["_fics"]]
+                view["federatedIdentityCredentials"] = [public(f) for f in a["_fics"]]
                 apps.append(view)
             sps = [{**self.graph.sp_view(s), "owners": list(s["_owners"])} for s in self.store.values(SPS)]
             secrets_ = [{"name": e["name"], "deleted": e["deleted"],
-                         "versions": [models.public(v) for v in e["versions"]]}
+                         "versions": [public(v) for v in e["versions"]]}
                         for e in self.store.values(SECRETS)]
             return json.loads(json.dumps({
                 "tenantId": self.tenant_id, "applications": apps, "servicePrincipals": sps,
-                "users": [models.public(u) for u in self.store.values(USERS)],
-                "appRoleAssignments": [models.public(x) for x in self.store.values(ASSIGNMENTS)],
-                "oauth2PermissionGrants": [models.public(x) for x in self.store.values(GRANTS)],
-                "roleAssignments": [models.public(x) for x in self.store.values(ROLE_ASSIGNMENTS)],
+                "users": [public(u) for u in self.store.values(USERS)],
+                "appRoleAssignments": [public(x) for x in self.store.values(ASSIGNMENTS)],
+                "oauth2PermissionGrants": [public(x) for x in self.store.values(GRANTS)],
+                "roleAssignments": [public(x) for x in self.store.values(ROLE_ASSIGNMENTS)],
                 "secrets": secrets_, "clockOffsetSeconds": self.clock.offset,
             }))
 

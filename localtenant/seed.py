@@ -8,8 +8,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .graph import models
-from .graph.directory import APPS, ASSIGNMENTS, GRANTS, SPS, USERS
+from .graph.backend_applications import APPS, merge, new_application, new_password, password_hash
+from .graph.backend_principals import (ASSIGNMENTS, GRANTS, SPS, USERS, new_assignment, new_grant,
+                                       new_service_principal)
 
 TENANT_ID = "7d5b1f0e-3c2a-4e8b-9f61-0a2b3c4d5e6f"
 SUBSCRIPTION_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -62,26 +63,22 @@ def _scope(value: str, scope_id: str) -> dict[str, Any]:
 
 
 def _app(store, now: float, name: str, display: str, **fields) -> dict[str, Any]:
-    app = models.new_application({}, now=now, visible_at=0, owner=None, tenant_id=TENANT_ID)
+    app = new_application(now=now, visible_at=0, owner=None, tenant_id=TENANT_ID)
     app.update(id=_id(f"{name}/app"), appId=_id(f"{name}/appId"), displayName=display, uniqueName=name)
-    models.merge(app, fields)
+    merge(app, fields)
     return store.put(APPS, app["id"], app)
 
 
 def _sp_for(store, now: float, name: str, app: dict[str, Any]) -> dict[str, Any]:
-    sp = models.new_service_principal(app, app_id=app["appId"], now=now, visible_at=0, owner=None)
+    sp = new_service_principal(app, app_id=app["appId"], now=now, visible_at=0, owner=None)
     sp.update(id=_id(f"{name}/sp"), displayName=app["displayName"], appDisplayName=app["displayName"])
     return store.put(SPS, sp["id"], sp)
 
 
 def _assign(store, now: float, principal: dict[str, Any], resource: dict[str, Any], role_id: str,
             principal_type: str = "ServicePrincipal") -> None:
-    unique = _id(f"assign/{principal['id']}/{resource['id']}/{role_id}")
-    a = {"id": models.assignment_id(principal["id"], unique), "appRoleId": role_id,
-         "createdDateTime": models.iso(now), "deletedDateTime": None,
-         "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
-         "principalType": principal_type, "resourceDisplayName": resource.get("displayName"),
-         "resourceId": resource["id"], "_visibleAt": 0}
+    a = new_assignment(principal, resource, role_id, principal_type, now=now, visible_at=0,
+                       unique=_id(f"assign/{principal['id']}/{resource['id']}/{role_id}"))
     store.put(ASSIGNMENTS, a["id"], a)
 
 
@@ -98,7 +95,7 @@ def build(store, now: float) -> dict[str, Any]:
     first: dict[str, dict[str, Any]] = {}
     for key, (app_id, display, audience, scopes) in FIRST_PARTY.items():
         roles = [_role(v, GRAPH_ROLES[v], ["Application"]) for v in GRAPH_ROLES] if key == "graph" else []
-        sp = models.new_service_principal(None, app_id=app_id, now=now, visible_at=0, owner=None, extra={
+        sp = new_service_principal(None, app_id=app_id, now=now, visible_at=0, owner=None, extra={
             "id": _id(f"firstparty/{key}"), "displayName": display, "appDisplayName": display,
             "servicePrincipalNames": [app_id, audience], "signInAudience": "AzureADMultipleOrgs",
             "publisherName": "Microsoft Services", "appOwnerOrganizationId":
@@ -107,10 +104,10 @@ def build(store, now: float) -> dict[str, Any]:
         first[key] = store.put(SPS, sp["id"], sp)
         seed["first_party"][key] = {"app_id": app_id, "object_id": sp["id"], "audience": audience}
 
-    product = models.new_service_principal(None, app_id=_id("product/appId"), now=now, visible_at=0, owner=None,
-                                           extra={"id": _id("product/sp"), "displayName": "dicom-registrations",
-                                                  "servicePrincipalType": "ManagedIdentity",
-                                                  "alternativeNames": ["isExplicit=False", PRODUCT_MI_ID]})
+    product = new_service_principal(None, app_id=_id("product/appId"), now=now, visible_at=0, owner=None,
+                                    extra={"id": _id("product/sp"), "displayName": "dicom-registrations",
+                                           "servicePrincipalType": "ManagedIdentity",
+                                           "alternativeNames": ["isExplicit=False", PRODUCT_MI_ID]})
     store.put(SPS, product["id"], product)
     for role in PRODUCT_GRAPH_ROLES:
         _assign(store, now, product, first["graph"], GRAPH_ROLES[role])
@@ -128,8 +125,8 @@ def build(store, now: float) -> dict[str, Any]:
     for name, role in CLIENTS.items():
         app = _app(store, now, f"local-{name.replace('_', '-')}", f"Local {name.replace('_', ' ')}")
         secret = _secret_for(name)
-        cred, _ = models.new_password({"displayName": "seed"}, now=now, visible_at=0)
-        cred.update(hint=secret[:3], _hash=models.password_hash(cred["_salt"], secret))
+        cred, _ = new_password({"displayName": "seed"}, now=now, visible_at=0)
+        cred.update(hint=secret[:3], _hash=password_hash(cred["_salt"], secret))
         app["passwordCredentials"].append(cred)
         store.put(APPS, app["id"], app)
         sp = _sp_for(store, now, name, app)
@@ -147,9 +144,7 @@ def build(store, now: float) -> dict[str, Any]:
     portal = _app(store, now, "local-portal", "Local portal", isFallbackPublicClient=True,
                   publicClient={"redirectUris": ["http://localhost"]})
     portal_sp = _sp_for(store, now, "local-portal", portal)
-    grant = {"id": models.grant_id(portal_sp["id"], api_sp["id"]), "clientId": portal_sp["id"],
-             "consentType": "AllPrincipals", "principalId": None, "resourceId": api_sp["id"],
-             "scope": "user_impersonation", "_visibleAt": 0}
+    grant = new_grant(portal_sp["id"], api_sp["id"], "AllPrincipals", None, "user_impersonation", visible_at=0)
     store.put(GRANTS, grant["id"], grant)
     _assign(store, now, {**user, "displayName": user["displayName"]}, api_sp, API_ROLES["Registrations.Request"],
             principal_type="User")

@@ -15,7 +15,7 @@ from .arm import responses as arm
 from .core import AttrDict, TenantCore
 from .entra import responses as entra
 from .entra.clients import FEDERATED_ISSUER
-from .graph import responses_applications, responses_principals
+from .graph import responses as graph
 from .identity import responses as identity
 from .keyvault import responses as keyvault
 from .server import Servers, bind, require_loopback
@@ -66,7 +66,7 @@ class LocalTenant:
             core.faults.set(faults)
         servers = Servers()
         route_sets = {"login": admin.routes(core) + entra.routes(core),
-                      "graph": responses_applications.routes(core) + responses_principals.routes(core),
+                      "graph": graph.routes(core),
                       "vault": keyvault.routes(core), "arm": arm.routes(core), "identity": identity.routes(core)}
         for name, sock in sockets.items():
             tls_files = (None, None) if name == "identity" else (str(files / "server.pem"), str(key_file))

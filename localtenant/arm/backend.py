@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..graph.directory import SPS, USERS, Directory
-from ..graph.models import iso
+from ..graph.backend import GraphBackend
+from ..graph.backend_applications import iso
+from ..graph.backend_principals import SPS, USERS
 from . import roles
 from .exceptions import ArmError, authorization_failed
 
@@ -19,7 +20,7 @@ PROVIDER = "/providers/Microsoft.Authorization/roleAssignments/"
 
 
 class ArmBackend:
-    def __init__(self, directory: Directory, subscription_id: str) -> None:
+    def __init__(self, directory: GraphBackend, subscription_id: str) -> None:
         self.directory, self.subscription_id = directory, subscription_id
         self.store = directory.store
 

@@ -7,7 +7,7 @@ import re
 from starlette.responses import JSONResponse, Response
 
 from ..entra.tokens import InvalidToken
-from ..graph.models import public
+from ..graph.backend_applications import public
 from ..web import Req, ServiceSpec, json_response, routes as routes_table
 from . import exceptions as ax
 

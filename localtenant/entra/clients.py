@@ -19,8 +19,8 @@ from typing import Any
 import jwt
 from cryptography import x509
 
-from ..graph.directory import Directory
-from ..graph.models import parse_iso, password_hash
+from ..graph.backend import GraphBackend
+from ..graph.backend_applications import parse_iso, password_hash
 from ..oauth import client_auth
 from ..oauth.keys import SigningKeys
 from . import exceptions as ex
@@ -40,7 +40,7 @@ def registered_redirect(app: dict[str, Any], uri: str) -> bool:
 
 
 class ClientAuthenticator:
-    def __init__(self, directory: Directory, external_keys: SigningKeys, authority_host: str) -> None:
+    def __init__(self, directory: GraphBackend, external_keys: SigningKeys, authority_host: str) -> None:
         self.directory, self.external_keys, self.authority_host = directory, external_keys, authority_host
 
     def app(self, client_id: str | None) -> dict[str, Any]:

@@ -15,71 +15,61 @@ from ..runtime import InjectedFault
 
 
 class GraphError(Exception):
-    status = 400
-    code = "Request_BadRequest"
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 details: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.status = status or self.status
-        self.code = code or self.code
-        self.headers = headers or {}
-        self.details = details or []
+        self.status, self.code, self.message = status, code, message
+        self.headers, self.details = headers or {}, details or []
 
 
-class BadRequest(GraphError):
-    pass
+def bad_request(message: str, code: str = "Request_BadRequest",
+                details: list[dict[str, str]] | None = None) -> GraphError:
+    return GraphError(400, code, message, details=details)
 
 
-class NotFound(GraphError):
-    status, code = 404, "Request_ResourceNotFound"
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"Resource '{key}' does not exist or one of its queried reference-property objects "
-                         "are not present.")
+def not_found(key: str) -> GraphError:
+    return GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
+                      "reference-property objects are not present.")
 
 
-class Unauthenticated(GraphError):
-    status, code = 401, "InvalidAuthenticationToken"
+def unauthenticated(message: str) -> GraphError:
+    return GraphError(401, "InvalidAuthenticationToken", message)
 
 
-class Forbidden(GraphError):
-    status, code = 403, "Authorization_RequestDenied"
-
-    def __init__(self, message: str = "Insufficient privileges to complete the operation.") -> None:
-        super().__init__(message)
+def forbidden(message: str = "Insufficient privileges to complete the operation.") -> GraphError:
+    return GraphError(403, "Authorization_RequestDenied", message)
 
 
-class Conflict(GraphError):
-    status, code = 409, "Request_MultipleObjectsWithSameKeyValue"
+def conflict(message: str, status: int = 409) -> GraphError:
+    """A key another object already holds; Graph answers 400 for some properties (uniqueName,
+    identifierUris) and 409 for others."""
+    return GraphError(status, "Request_MultipleObjectsWithSameKeyValue", message)
 
 
-class UnsupportedQuery(GraphError):
-    code = "Request_UnsupportedQuery"
+def unsupported_query(message: str) -> GraphError:
+    return GraphError(400, "Request_UnsupportedQuery", message)
 
 
 def no_backing_application(app_id: str) -> GraphError:
     """POST /servicePrincipals for an appId whose application this replica has not seen (yet)."""
     message = f"The appId '{app_id}' of the service principal does not reference a valid application object."
-    return BadRequest(message, details=[{"code": "NoBackingApplicationObject", "message": message,
-                                         "target": "appId"}])
+    return bad_request(message, details=[{"code": "NoBackingApplicationObject", "message": message,
+                                          "target": "appId"}])
 
 
 def not_a_valid_reference() -> GraphError:
     """POST appRoleAssignedTo naming a principal this replica has not seen (yet)."""
-    return BadRequest("Not a valid reference update.")
+    return bad_request("Not a valid reference update.")
 
 
 def from_fault(fault: InjectedFault) -> GraphError:
     if fault.status == 429:
         # Graph throttling: 429 TooManyRequests with Retry-After in seconds.
-        return GraphError("Too many requests.", status=429, code="TooManyRequests",
+        return GraphError(429, "TooManyRequests", "Too many requests.",
                           headers={"Retry-After": str(fault.retry_after or 1)})
     codes = {503: "ServiceUnavailable", 500: "InternalServerError", 504: "GatewayTimeout", 502: "BadGateway"}
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
-    return GraphError("Injected failure.", status=fault.status, code=codes.get(fault.status, "UnknownError"),
-                      headers=headers)
+    return GraphError(fault.status, codes.get(fault.status, "UnknownError"), "Injected failure.", headers=headers)
 
 
 def render(err: GraphError, req) -> JSONResponse:

@@ -7,7 +7,7 @@ import re
 from typing import Any, Callable
 from urllib.parse import urlencode
 
-from .exceptions import BadRequest, UnsupportedQuery
+from .exceptions import bad_request, unsupported_query
 
 Predicate = Callable[[dict[str, Any]], bool]
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<punct>[(),:/])|(?P<word>[A-Za-z_$@.][\w.$@-]*)"
@@ -18,7 +18,7 @@ def _tokens(text: str) -> list[str]:
     out = []
     for m in _TOKEN.finditer(text):
         if m.group("bad"):
-            raise UnsupportedQuery("Invalid filter clause")
+            raise unsupported_query("Invalid filter clause")
         out.append(m.group(m.lastgroup))
     return out
 
@@ -32,7 +32,7 @@ def _literal(tok: str) -> Any:
         return None
     if re.fullmatch(r"-?\d+", tok):
         return int(tok)
-    raise UnsupportedQuery("Invalid filter clause")
+    raise unsupported_query("Invalid filter clause")
 
 
 def _get(obj: dict[str, Any], path: str) -> Any:
@@ -51,14 +51,14 @@ class _Parser:
     def take(self, expected: str | None = None) -> str:
         tok = self.peek()
         if tok is None or expected is not None and tok.lower() != expected:
-            raise UnsupportedQuery("Invalid filter clause")
+            raise unsupported_query("Invalid filter clause")
         self.i += 1
         return tok
 
     def parse(self) -> Predicate:
         pred = self.disjunction()
         if self.peek() is not None:
-            raise UnsupportedQuery("Invalid filter clause")
+            raise unsupported_query("Invalid filter clause")
         return pred
 
     def disjunction(self) -> Predicate:
@@ -111,18 +111,18 @@ class _Parser:
             var = self.take()
             self.take(":")
             if self.take() != var:
-                raise UnsupportedQuery("Invalid filter clause")
+                raise unsupported_query("Invalid filter clause")
             op, value = self.take().lower(), _literal(self.take())
             self.take(")")
             if op != "eq":
-                raise UnsupportedQuery("Unsupported Query.")
+                raise unsupported_query("Unsupported Query.")
             return lambda o: any(_eq(v, value) for v in (_get(o, path) or []))
         op, value = self.take().lower(), _literal(self.take())
         if op == "eq":
             return lambda o: _eq(_get(o, path), value)
         if op == "ne":
             return lambda o: not _eq(_get(o, path), value)
-        raise UnsupportedQuery("Unsupported Query.")
+        raise unsupported_query("Unsupported Query.")
 
 
 def _eq(actual: Any, expected: Any) -> bool:
@@ -155,9 +155,9 @@ def page(items: list[dict[str, Any]], query, base_url: str, context: str) -> dic
         top = int(query.get("$top", 100))
         skip = int(base64.urlsafe_b64decode(query["$skiptoken"]).decode()) if "$skiptoken" in query else 0
     except ValueError:
-        raise BadRequest("Invalid page size or skip token specified.") from None
+        raise bad_request("Invalid page size or skip token specified.") from None
     if not 1 <= top <= 999:
-        raise BadRequest("Invalid page size specified: '{}'. Must be between 1 and 999 inclusive.".format(top))
+        raise bad_request("Invalid page size specified: '{}'. Must be between 1 and 999 inclusive.".format(top))
     fields = select_fields(query)
     body: dict[str, Any] = {"@odata.context": context,
                             "value": [select(o, fields) for o in items[skip:skip + top]]}

@@ -1,4 +1,4 @@
-"""Body validation for the application properties the product writes, with Graph's messages.
+"""Body validation for the objects the product writes, with Graph's messages.
 
 Graph answers 400 for a property the type does not declare ("Property 'x' does not exist as a declared
 property or extension property."), for read-only properties such as passwordCredentials (which only
@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from .exceptions import BadRequest
+from .exceptions import GraphError, bad_request
 
 APPLICATION_WRITABLE = {
     "displayName", "uniqueName", "signInAudience", "tags", "notes", "description", "web", "spa",
@@ -36,16 +36,49 @@ _KEY_KEYS = {"keyId", "type", "usage", "key", "displayName", "startDateTime", "e
              "customKeyIdentifier"}
 
 
-def invalid(prop: str, detail: str = "") -> BadRequest:
-    return BadRequest(f"Invalid value specified for property '{prop}' of resource 'Application'.{detail}")
+def invalid(prop: str, detail: str = "") -> GraphError:
+    return bad_request(f"Invalid value specified for property '{prop}' of resource 'Application'.{detail}")
+
+
+def _declared(obj: dict[str, Any], allowed: set[str]) -> None:
+    for key in obj:
+        if key not in allowed and not key.startswith("@odata"):
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
 
 
 def _check_keys(obj: Any, allowed: set[str], where: str) -> None:
     if not isinstance(obj, dict):
         raise invalid(where)
-    for key in obj:
-        if key not in allowed and not key.startswith("@odata"):
-            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+    _declared(obj, allowed)
+
+
+def _payload(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("Empty Payload. JSON content expected.")
+    _declared(body, allowed)
+    return body
+
+
+def check_body(body: Any, allowed: set[str], required: set[str], resource: str) -> dict[str, Any]:
+    """A create or update body of a service principal, app role assignment or permission grant."""
+    _payload(body, allowed)
+    for key in required:
+        if not body.get(key):
+            raise bad_request(f"Property '{key}' of resource '{resource}' is required and cannot be null.")
+    return body
+
+
+def check_fic(body: Any) -> dict[str, Any]:
+    _payload(body, {"name", "issuer", "subject", "audiences", "description", "id"})
+    for key in ("name", "issuer", "subject"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise bad_request(f"Property '{key}' is required and cannot be null or empty.")
+    audiences = body.get("audiences")
+    if not isinstance(audiences, list) or len(audiences) != 1 or not isinstance(audiences[0], str):
+        # Graph: audiences is a single-valued collection; api://AzureADTokenExchange is the recommended value.
+        raise bad_request("Invalid value specified for property 'audiences' of resource "
+                          "'FederatedIdentityCredential'.")
+    return body
 
 
 def _strings(value: Any, prop: str) -> list[str]:
@@ -78,7 +111,7 @@ def _entitlements(items: Any, prop: str, keys: set[str]) -> None:
         _guid(item.get("id"), f"{prop}.id")
         value = item.get("value")
         if value is not None and (not isinstance(value, str) or value in seen):
-            raise BadRequest(f"The {prop} value '{value}' is not unique or not valid.")
+            raise bad_request(f"The {prop} value '{value}' is not unique or not valid.")
         seen.add(value)
         if prop == "appRoles":
             types = _strings(item.get("allowedMemberTypes", []), "allowedMemberTypes")
@@ -91,26 +124,26 @@ def _entitlements(items: Any, prop: str, keys: set[str]) -> None:
 def check_key_credential(cred: Any) -> None:
     _check_keys(cred, _KEY_KEYS, "keyCredentials")
     if cred.get("type", "AsymmetricX509Cert") not in ("AsymmetricX509Cert", "X509CertAndPassword"):
-        raise BadRequest("Invalid value specified for property 'type' of resource 'KeyCredential'.")
+        raise bad_request("Invalid value specified for property 'type' of resource 'KeyCredential'.")
     if cred.get("usage", "Verify") not in ("Verify", "Sign"):
-        raise BadRequest("Invalid value specified for property 'usage' of resource 'KeyCredential'.")
+        raise bad_request("Invalid value specified for property 'usage' of resource 'KeyCredential'.")
     if cred.get("key") is not None:
         try:
             base64.b64decode(cred["key"], validate=True)
         except ValueError:
-            raise BadRequest("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
+            raise bad_request("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
 
 
 def check_application(body: Any, *, creating: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise BadRequest("Empty Payload. JSON content expected.")
+        raise bad_request("Empty Payload. JSON content expected.")
     for key in body:
         if key in APPLICATION_READ_ONLY and key != "id":
-            raise BadRequest(f"Property '{key}' is read-only and cannot be set.")
+            raise bad_request(f"Property '{key}' is read-only and cannot be set.")
         if key not in APPLICATION_WRITABLE and key != "id" and not key.startswith("@odata"):
-            raise BadRequest(f"Property '{key}' does not exist as a declared property or extension property.")
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
     if creating and not body.get("displayName"):
-        raise BadRequest("Property 'displayName' is required and cannot be null or empty.")
+        raise bad_request("Property 'displayName' is required and cannot be null or empty.")
     for key in ("displayName", "uniqueName", "notes", "description", "serviceManagementReference"):
         if key in body and body[key] is not None and not isinstance(body[key], str):
             raise invalid(key)
@@ -157,5 +190,5 @@ def check_enabled_entitlements_kept(old: list[dict], new: list[dict], prop: str)
             continue
         kept = new_by_id.get(item["id"])
         if kept is None or kept.get("value") != item.get("value"):
-            raise BadRequest(f"Permission (scope or role) cannot be deleted or updated unless disabled first.",
+            raise bad_request(f"Permission (scope or role) cannot be deleted or updated unless disabled first.",
                              code="CannotDeleteOrUpdateEnabledEntitlement")

@@ -1,4 +1,8 @@
-"""The directory's state and the lookups both Graph and the token endpoint use. No HTTP.
+"""The directory behind Microsoft Graph, and the lookups the token endpoint, the managed identity endpoint
+and ARM share with it. No HTTP.
+
+`GraphBackend` holds time, visibility and lookups; the operations on applications (backend_applications.py)
+and on service principals, assignments and grants (backend_principals.py) are parts it composes.
 
 Replication delay (docs/local-tenant.md): a new object is invisible to reads, to writes by object id and to
 the token endpoint until its `_visibleAt` on the tenant clock; writes by uniqueName see it at once.
@@ -10,17 +14,13 @@ from typing import Any, Iterator
 
 from ..runtime import Clock, Faults, Issued
 from ..store import Store
-from . import models
-from .exceptions import Forbidden, NotFound
-
-APPS, SPS, USERS = "applications", "servicePrincipals", "users"
-ASSIGNMENTS, GRANTS = "appRoleAssignments", "oauth2PermissionGrants"
+from .backend_applications import APPS, Applications
+from .backend_principals import ASSIGNMENTS, GRANTS, SPS, USERS, Principals, render_service_principal
+from .exceptions import forbidden, not_found
 
 READ_WRITE_ALL = "Application.ReadWrite.All"
 OWNED_BY = "Application.ReadWrite.OwnedBy"
 READ_ALL = "Application.Read.All"
-ASSIGN = "AppRoleAssignment.ReadWrite.All"
-GRANT = "DelegatedPermissionGrant.ReadWrite.All"
 
 
 @dataclass
@@ -31,7 +31,11 @@ class Caller:
 
     def require(self, *any_of: str) -> None:
         if not self.roles & set(any_of):
-            raise Forbidden()
+            raise forbidden()
+
+    def require_read_all(self, *or_any_of: str) -> None:
+        """Application.Read.All or Application.ReadWrite.All (or one of `or_any_of`)."""
+        self.require(*or_any_of, READ_ALL, READ_WRITE_ALL)
 
     def require_create(self) -> None:
         self.require(READ_WRITE_ALL, OWNED_BY)
@@ -40,7 +44,7 @@ class Caller:
         # Application.ReadWrite.OwnedBy: "cannot update any apps that it is not an owner of".
         if READ_WRITE_ALL in self.roles or OWNED_BY in self.roles and self.oid in obj.get("_owners", []):
             return
-        raise Forbidden()
+        raise forbidden()
 
     def may_read(self, obj: dict[str, Any]) -> bool:
         return bool(self.roles & {READ_WRITE_ALL, READ_ALL}) or (
@@ -48,14 +52,16 @@ class Caller:
 
     def require_read(self, obj: dict[str, Any]) -> None:
         if not self.may_read(obj):
-            raise Forbidden()
+            raise forbidden()
 
 
-class Directory:
+class GraphBackend:
     def __init__(self, store: Store, clock: Clock, faults: Faults, tenant_id: str,
                  issued: Issued | None = None) -> None:
         self.store, self.clock, self.faults, self.tenant_id = store, clock, faults, tenant_id
         self.issued = issued or Issued()
+        self.applications = Applications(self)
+        self.principals = Principals(self)
 
     # -- time and visibility -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -85,21 +91,18 @@ class Directory:
     def require(self, table: str, key: str, value: str, *, any_visibility: bool = False) -> dict[str, Any]:
         obj = self.find(table, key, value, any_visibility=any_visibility)
         if obj is None:
-            raise NotFound(value)
+            raise not_found(value)
         return obj
 
     def app_by_app_id(self, app_id: str) -> dict[str, Any] | None:
         return self.find(APPS, "appId", app_id)
 
-    def sp_by_app_id(self, app_id: str) -> dict[str, Any] | None:
-        return self.find(SPS, "appId", app_id)
+    def sp_by_app_id(self, app_id: str, *, any_visibility: bool = False) -> dict[str, Any] | None:
+        return self.find(SPS, "appId", app_id, any_visibility=any_visibility)
 
     def sp_view(self, sp: dict[str, Any]) -> dict[str, Any]:
-        return models.render_service_principal(sp, self.store.get(APPS, self._app_object_id(sp["appId"])))
-
-    def _app_object_id(self, app_id: str) -> str:
-        app = self.find(APPS, "appId", app_id, any_visibility=True)
-        return app["id"] if app else ""
+        """A service principal as Graph shows it, with what it mirrors from its application."""
+        return render_service_principal(sp, self.find(APPS, "appId", sp["appId"], any_visibility=True))
 
     def resolve_resource(self, identifier: str) -> tuple[dict[str, Any], str] | None:
         """The resource service principal a scope names, by appId, identifierUri or servicePrincipalName

@@ -1,0 +1,240 @@
+"""Service principals and what is granted to them: app role assignments, delegated permission grants and
+the objects they own; how each is made and shown. No HTTP.
+
+Shapes follow the Graph v1.0 resource pages (servicePrincipal, appRoleAssignment, oAuth2PermissionGrant).
+"""
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from . import validation
+from .backend_applications import APPS, INFO, Address, defaults, iso, public, render_application
+from .exceptions import bad_request, conflict, no_backing_application, not_a_valid_reference, not_found
+
+if TYPE_CHECKING:
+    from .backend import Caller, GraphBackend
+
+SPS, USERS = "servicePrincipals", "users"
+ASSIGNMENTS, GRANTS = "appRoleAssignments", "oauth2PermissionGrants"
+ASSIGN = "AppRoleAssignment.ReadWrite.All"
+GRANT = "DelegatedPermissionGrant.ReadWrite.All"
+NO_ROLE = "00000000-0000-0000-0000-000000000000"  # the default access role of appRoleAssignment
+PUBLISHER_NAME = "Local Tenant"  # the tenant's display name: Graph's publisherName for the tenant's own apps
+# Properties Graph returns on every service principal even when unset: the full-object examples of "Create
+# servicePrincipal" and "Get servicePrincipal" show them (null or empty).
+SP_DEFAULTS: dict[str, Any] = {
+    "addIns": [], "alternativeNames": [], "disabledByMicrosoftStatus": None, "endpoints": [], "homepage": None,
+    "logoutUrl": None, "replyUrls": [], "keyCredentials": [], "passwordCredentials": [], "publisherName": None,
+    "resourceSpecificApplicationPermissions": [], "signInAudience": "AzureADMyOrg", "tokenEncryptionKeyId": None,
+    "notificationEmailAddresses": [], "preferredSingleSignOnMode": None,
+    "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
+}
+
+
+def new_service_principal(app: dict[str, Any] | None, *, app_id: str, now: float, visible_at: float,
+                          owner: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    sp = {"id": str(uuid.uuid4()), "appId": app_id, "accountEnabled": True, "appDisplayName": None,
+          "displayName": None, "appOwnerOrganizationId": app.get("_tenant") if app else None,
+          "servicePrincipalType": "Application", "servicePrincipalNames": [app_id], "tags": [],
+          "appRoles": [], "oauth2PermissionScopes": [], "appRoleAssignmentRequired": False,
+          "createdDateTime": iso(now), "deletedDateTime": None, "notes": None, "description": None,
+          "_owners": [owner] if owner else [], "_visibleAt": visible_at}
+    sp.update(extra or {})
+    return sp
+
+
+def render_service_principal(sp: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
+    """A service principal mirrors its application's names, roles, scopes, audience, URLs and info (Graph
+    keeps them in sync); one of this tenant's apps is published by this tenant."""
+    out = {**defaults(SP_DEFAULTS), "info": dict.fromkeys(INFO), **public(sp)}
+    if app is not None:
+        web = app.get("web") or {}
+        out.update(appDisplayName=app["displayName"], displayName=app["displayName"],
+                   appRoles=app["appRoles"], oauth2PermissionScopes=app["api"]["oauth2PermissionScopes"],
+                   servicePrincipalNames=list(dict.fromkeys([app["appId"], *app["identifierUris"]])),
+                   signInAudience=app["signInAudience"], homepage=web.get("homePageUrl"),
+                   logoutUrl=web.get("logoutUrl"), replyUrls=list(web.get("redirectUris") or []),
+                   info={**dict.fromkeys(INFO), **(app.get("info") or {})},
+                   publisherName=PUBLISHER_NAME)
+    return out
+
+
+def _guid_b64(*guids: str) -> str:
+    return base64.urlsafe_b64encode(b"".join(uuid.UUID(g).bytes_le for g in guids)).rstrip(b"=").decode()
+
+
+def new_assignment(principal: dict[str, Any], resource: dict[str, Any], role_id: str, principal_type: str, *,
+                   now: float, visible_at: float, unique: str | None = None) -> dict[str, Any]:
+    """appRoleAssignment ids as Graph shows them: base64url (no padding) of the principal's object id
+    (little-endian GUID bytes) and a second GUID, 43 characters."""
+    return {"id": _guid_b64(principal["id"], unique or str(uuid.uuid4())), "appRoleId": role_id,
+            "createdDateTime": iso(now), "deletedDateTime": None,
+            "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
+            "principalType": principal_type, "resourceDisplayName": resource.get("displayName"),
+            "resourceId": resource["id"], "_visibleAt": visible_at}
+
+
+def new_grant(client_id: str, resource_id: str, consent_type: str, principal_id: str | None, scope: str, *,
+              visible_at: float) -> dict[str, Any]:
+    """oAuth2PermissionGrant ids as Graph shows them: base64url of clientId and resourceId (and principalId
+    for a Principal grant); the "Create oAuth2PermissionGrant" example's id decodes to its clientId and
+    resourceId."""
+    return {"id": _guid_b64(client_id, resource_id, *([principal_id] if principal_id else [])),
+            "clientId": client_id, "consentType": consent_type, "principalId": principal_id,
+            "resourceId": resource_id, "scope": scope, "_visibleAt": visible_at}
+
+
+class Principals:
+    """/servicePrincipals, /oauth2PermissionGrants and what hangs off a service principal; state, visibility
+    and lookups are the composing backend's."""
+
+    def __init__(self, backend: GraphBackend) -> None:
+        self.backend = backend
+
+    # -- service principals --------------------------------------------------------------------------------
+    def create(self, caller: Caller, body: Any) -> dict[str, Any]:
+        caller.require_create()
+        body = validation.check_body(body, {"appId", "tags", "notes", "description", "appRoleAssignmentRequired",
+                                            "accountEnabled"}, {"appId"}, "ServicePrincipal")
+        b = self.backend
+        app = b.app_by_app_id(body["appId"])
+        if app is None:
+            # Graph's answer while a new application is still replicating (docs/local-tenant.md, "Fidelity").
+            raise no_backing_application(body["appId"])
+        caller.require_write(app)
+        if b.sp_by_app_id(body["appId"], any_visibility=True):
+            raise conflict("The service principal cannot be created, updated, or restored because the service "
+                           f"principal name {body['appId']} is already in use.")
+        extra = {k: body[k] for k in ("tags", "notes", "description", "appRoleAssignmentRequired",
+                                      "accountEnabled") if k in body}
+        sp = new_service_principal(app, app_id=app["appId"], now=b.now(), visible_at=b.visible_at(),
+                                   owner=caller.oid, extra=extra)
+        return b.sp_view(b.save(SPS, sp))
+
+    def _sp(self, addr: Address) -> dict[str, Any]:
+        return self.backend.require(SPS, addr[0], addr[1])
+
+    def get(self, caller: Caller, addr: Address) -> dict[str, Any]:
+        sp = self._sp(addr)
+        if caller.oid != sp["id"]:
+            caller.require_read(sp)
+        return self.backend.sp_view(sp)
+
+    def list(self, caller: Caller) -> list[dict[str, Any]]:
+        return [self.backend.sp_view(sp) for sp in self.backend.objects(SPS)
+                if caller.may_read(sp) or caller.oid == sp["id"]]
+
+    def delete(self, caller: Caller, addr: Address) -> None:
+        sp = self._sp(addr)
+        caller.require_write(sp)
+        self.remove(sp)
+
+    def remove(self, sp: dict[str, Any]) -> None:
+        """A service principal goes with its app role assignments (either side) and grants (either side)."""
+        store = self.backend.store
+        store.delete(SPS, sp["id"])
+        for a in store.values(ASSIGNMENTS):
+            if sp["id"] in (a["principalId"], a["resourceId"]):
+                store.delete(ASSIGNMENTS, a["id"])
+        for g in store.values(GRANTS):
+            if sp["id"] in (g["clientId"], g["resourceId"]):
+                store.delete(GRANTS, g["id"])
+
+    def owned_objects(self, caller: Caller, sp_id: str) -> list[dict[str, Any]]:
+        owner = self._sp(("id", sp_id))
+        if caller.oid != owner["id"]:
+            caller.require_read_all()
+        out = [{"@odata.type": "#microsoft.graph.application", **render_application(a)}
+               for a in self.backend.objects(APPS) if sp_id in a["_owners"]]
+        out += [{"@odata.type": "#microsoft.graph.servicePrincipal", **self.backend.sp_view(s)}
+                for s in self.backend.objects(SPS) if sp_id in s["_owners"]]
+        return out
+
+    # -- app role assignments ------------------------------------------------------------------------------
+    def create_assignment(self, caller: Caller, resource_id: str, body: Any) -> dict[str, Any]:
+        caller.require(ASSIGN)
+        body = validation.check_body(body, {"principalId", "resourceId", "appRoleId"},
+                                     {"principalId", "resourceId"}, "AppRoleAssignment")
+        b = self.backend
+        resource = b.sp_view(b.require(SPS, "id", resource_id))
+        if body["resourceId"] != resource_id:
+            raise bad_request("Resource id in the request body does not match the service principal.")
+        principal = b.principal(body["principalId"])
+        if principal is None:
+            # Graph answers 400, not 404, for a principal it has not seen (yet): docs "Fidelity".
+            raise not_a_valid_reference()
+        role_id = body.get("appRoleId") or NO_ROLE
+        if role_id != NO_ROLE and role_id not in {r["id"] for r in resource["appRoles"]}:
+            raise bad_request("Permission being assigned was not found on application")
+        if any(a["principalId"] == principal["id"] and a["resourceId"] == resource_id and a["appRoleId"] == role_id
+               for a in b.store.values(ASSIGNMENTS)):
+            raise bad_request("Permission being assigned already exists on the object")
+        is_user = "userPrincipalName" in principal
+        if not is_user:
+            principal = b.sp_view(principal)  # its displayName comes from its application
+        a = new_assignment(principal, resource, role_id, "User" if is_user else "ServicePrincipal", now=b.now(),
+                           visible_at=b.visible_at())
+        return public(b.save(ASSIGNMENTS, a))
+
+    def list_assigned_to(self, caller: Caller, resource_id: str) -> list[dict[str, Any]]:
+        caller.require_read_all(ASSIGN)
+        self.backend.require(SPS, "id", resource_id)
+        return [public(a) for a in self.backend.objects(ASSIGNMENTS) if a["resourceId"] == resource_id]
+
+    def list_assignments_of(self, caller: Caller, principal_id: str) -> list[dict[str, Any]]:
+        if caller.oid != principal_id:
+            caller.require_read_all(ASSIGN)
+        self.backend.require(SPS, "id", principal_id)
+        return [public(a) for a in self.backend.objects(ASSIGNMENTS) if a["principalId"] == principal_id]
+
+    def delete_assignment(self, caller: Caller, resource_id: str, assignment_id: str) -> None:
+        caller.require(ASSIGN)
+        a = self.backend.require(ASSIGNMENTS, "id", assignment_id)
+        if a["resourceId"] != resource_id:
+            raise not_found(assignment_id)
+        self.backend.store.delete(ASSIGNMENTS, assignment_id)
+
+    # -- delegated permission grants -----------------------------------------------------------------------
+    def create_grant(self, caller: Caller, body: Any) -> dict[str, Any]:
+        caller.require(GRANT)
+        body = validation.check_body(body, {"clientId", "consentType", "principalId", "resourceId", "scope",
+                                            "startTime", "expiryTime"}, {"clientId", "consentType", "resourceId"},
+                                     "OAuth2PermissionGrant")
+        if body["consentType"] not in ("AllPrincipals", "Principal"):
+            raise bad_request("Invalid value specified for property 'consentType'.")
+        if (body["consentType"] == "Principal") != bool(body.get("principalId")):
+            raise bad_request("principalId must be set exactly when consentType is Principal.")
+        b = self.backend
+        for key in ("clientId", "resourceId"):
+            b.require(SPS, "id", body[key])
+        if body.get("principalId") and b.find(USERS, "id", body["principalId"]) is None:
+            raise not_found(body["principalId"])
+        if any(g["clientId"] == body["clientId"] and g["resourceId"] == body["resourceId"]
+               and g["consentType"] == body["consentType"] and g.get("principalId") == body.get("principalId")
+               for g in b.store.values(GRANTS)):
+            raise conflict("Permission entry already exists.")
+        g = new_grant(body["clientId"], body["resourceId"], body["consentType"], body.get("principalId"),
+                      body.get("scope") or "", visible_at=b.visible_at())
+        return public(b.save(GRANTS, g))
+
+    def list_grants(self, caller: Caller) -> list[dict[str, Any]]:
+        caller.require_read_all(GRANT)
+        return [public(g) for g in self.backend.objects(GRANTS)]
+
+    def get_grant(self, caller: Caller, grant_id: str) -> dict[str, Any]:
+        caller.require_read_all(GRANT)
+        return public(self.backend.require(GRANTS, "id", grant_id))
+
+    def update_grant(self, caller: Caller, grant_id: str, body: Any) -> None:
+        caller.require(GRANT)
+        body = validation.check_body(body, {"scope"}, set(), "OAuth2PermissionGrant")
+        g = self.backend.require(GRANTS, "id", grant_id)
+        g["scope"] = body.get("scope") or ""
+        self.backend.save(GRANTS, g)
+
+    def delete_grant(self, caller: Caller, grant_id: str) -> None:
+        caller.require(GRANT)
+        self.backend.require(GRANTS, "id", grant_id)
+        self.backend.store.delete(GRANTS, grant_id)
