@@ -76,8 +76,8 @@ def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) 
 
 
 def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
-    """`requests` lets REQUESTS_CA_BUNDLE replace a session's own `verify` (REFERENCE.md, "Seen on these
-    machines"), so a CA file handed to msal or azure-core would be ignored. Locally, the bundle it names is
+    """`requests` lets REQUESTS_CA_BUNDLE replace a session's own `verify` (its merge_environment_settings,
+    whenever trust_env is on), so a CA file handed to msal or azure-core would be ignored. Locally, the bundle it names is
     made to hold the public CAs plus the tenant's CA; in Azure the variable is simply not set."""
     bundle = options.local_dir / "ca-bundle.pem"
     bundle.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Everything one tenant is made of, wired together: state, clock, faults, keys and the service backends.
-The HTTP apps (app.py) and the Python API (tenant.py) both talk to this object."""
+The HTTP apps (the `routes` of each service, served by tenant.py) and the Python API (tenant.py) both
+talk to this object."""
 from __future__ import annotations
 
 import json

@@ -9,7 +9,7 @@ and returns a Verification or raises a Problem.
   assignment on the service (managed).
 - Public clients, resource registrations and secretless credentials get configuration checks instead.
 - Entra ID and Azure RBAC are eventually consistent: a new secret is refused with AADSTS7000215 for seconds
-  to minutes (REFERENCE.md: 4-18 s is common), an app or principal can be unknown
+  to minutes (a few seconds is common), an app or principal can be unknown
   (AADSTS700016) and role assignments take minutes to apply. While the registration is younger than the
   propagation window, such a failure is "not yet" (202 and a Retry-After), not "broken".
 """
@@ -117,7 +117,7 @@ class MsalTokenClient:
         self._authority = authority
         self._timeout = timeout
         self._session = requests.Session()
-        # REQUESTS_CA_BUNDLE in the environment would override `verify` (REFERENCE.md, "Seen on these machines").
+        # REQUESTS_CA_BUNDLE in the environment would override `verify` (requests' merge_environment_settings).
         self._session.trust_env = False
         self._session.verify = verify
 
