@@ -61,3 +61,21 @@ def api(host, admin_token) -> Iterator[httpx.Client]:
     """The API as the seeded admin client sees it."""
     with api_client(host, admin_token) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def tokens(tenant) -> dict[str, str]:
+    """A token for each seeded caller: admin, requester, requester_b (another requester) and reader."""
+    seed = tenant.seed
+    return {role: api_token(tenant, getattr(seed, client)) for role, client in [
+        ("admin", "admin_client"), ("requester", "requester_client"), ("requester_b", "requester_client_b"),
+        ("reader", "reader_client")]}
+
+
+@pytest.fixture(scope="module")
+def as_(host, tokens) -> Iterator[dict[str, httpx.Client]]:
+    """The API as each seeded caller sees it, by the names `tokens` gives them."""
+    clients = {role: api_client(host, token) for role, token in tokens.items()}
+    yield clients
+    for client in clients.values():
+        client.close()

@@ -17,28 +17,7 @@ from registrations import auth
 from registrations.auth import JwksCache
 from registrations.problems import UpstreamUnavailable
 from tests.clients import claims, client_credentials_token, follow_authorize, public_app
-from tests.support import api_client, api_token, settings_override
-
-
-def service(name: str, **extra) -> dict:
-    return {"type": "service", "name": name, "displayName": name, "dicomService": "managed", "access": "reader",
-            **extra}
-
-
-@pytest.fixture(scope="module")
-def tokens(tenant) -> dict[str, str]:
-    seed = tenant.seed
-    return {role: api_token(tenant, getattr(seed, client)) for role, client in [
-        ("admin", "admin_client"), ("requester", "requester_client"), ("requester_b", "requester_client_b"),
-        ("reader", "reader_client")]}
-
-
-@pytest.fixture(scope="module")
-def as_(host, tokens):
-    clients = {role: api_client(host, token) for role, token in tokens.items()}
-    yield clients
-    for client in clients.values():
-        client.close()
+from tests.support import api_client, api_token, easy_auth_principal, service, settings_override
 
 
 def resigned(tenant, token: str, **changes) -> str:
@@ -173,15 +152,6 @@ def test_requesters_see_only_their_own(as_, tenant):
     listed = {r["name"]: r for r in as_["requester"].get("/registrations").json()["value"]}
     assert listed["auth-owned-by-a"]["requestedBy"] == tenant.seed.requester_client.object_id
     assert as_["requester"].delete("/registrations/auth-owned-by-a").status_code == 200
-
-
-def easy_auth_principal(oid: str, roles: list[str], *, auth_typ: str = "aad", **claims: str) -> str:
-    principal = {"auth_typ": auth_typ, "name_typ": "name", "role_typ": "roles",
-                 "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
-                            {"typ": "name", "val": "Easy Auth caller"}]
-                 + [{"typ": "roles", "val": role} for role in roles]
-                 + [{"typ": typ, "val": val} for typ, val in claims.items()]}
-    return base64.b64encode(json.dumps(principal).encode()).decode()
 
 
 def test_a_forged_principal_header_is_ignored_without_easy_auth(host, tokens, caplog):

@@ -10,8 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.test_auth import as_, easy_auth_principal, service, tokens  # noqa: F401 (fixtures)
-from tests.support import api_client, settings_override
+from tests.support import api_client, easy_auth_principal, service, settings_override
 
 OTHER_ISSUER = "https://token.actions.githubusercontent.com"
 

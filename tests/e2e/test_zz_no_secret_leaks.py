@@ -13,8 +13,7 @@ import re
 
 from azure.core.exceptions import HttpResponseError
 
-from tests.e2e.test_types import secret_client
-from tests.support import ACQUIRED_TOKENS, CAPTURED
+from tests.support import ACQUIRED_TOKENS, CAPTURED, secret_client
 
 MIN_LENGTH = 16  # shorter values (names, "true", ids of a few characters) would match by chance
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")

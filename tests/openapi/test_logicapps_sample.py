@@ -17,7 +17,7 @@ from registrations.models import RegistrationRequest
 from registrations.openapi import Deployment, build_document
 from tests.openapi.spec_support import operations, path_regex, resolve
 from tests.openapi.workflow_engine import Engine, Expression, Run
-from tests.support import FUNCTION_KEY, api_token
+from tests.support import FUNCTION_KEY, api_token, objects_named, secret_client
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "logic-apps"
 CONNECTOR_ARGS = ["--version", "2.0", "--host", "dicom-registrations.azurewebsites.net",
@@ -195,8 +195,6 @@ def parameters_for(host, tenant) -> dict[str, Any]:
 
 
 def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenant):
-    from tests.e2e.test_idempotency_and_faults import objects_named
-
     trigger = dict(TRIGGERS["service"], name="la-run-service")
     # Graph unavailable for longer than the API's own retries: the API answers 503, Logic Apps retries.
     tenant.set_faults({"failures": [{"operation": "graph.getApplication", "nth": 1, "status": 503, "times": None}]})
@@ -226,8 +224,6 @@ def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenan
     assert json.dumps(config) in mail["body"]["Body"]
     assert config["clientSecret"]["keyVaultSecretUri"].startswith(tenant.vault_url)
     assert "@Microsoft.KeyVault(SecretUri=" in config["clientSecret"]["appSettingReference"]
-    from tests.e2e.test_types import secret_client
-
     secret = secret_client(tenant).get_secret("dicomreg--la-run-service--secret").value
     assert secret not in json.dumps(run.outputs) and secret not in mail["body"]["Body"]
     assert run.outputs["Acknowledge"]["body"]["status"] == "awaiting approval"
