@@ -11,6 +11,26 @@ import pytest
 
 from tests.support import FUNCTION_KEY, MASTER_KEY, CaptureAll, api_client, api_token, settings_override
 
+# Session-wide checks look at what every other test of the session did (the log lines and response bodies in
+# tests.support.CAPTURED and RESPONSES), so they must run last. They say so with this marker rather than by a
+# file name that sorts last: pytest_collection_modifyitems below moves every marked test after the unmarked
+# ones, keeping each group's own order. That holds for any selection of files, in any order on the command
+# line, and after any plugin that reorders tests (the hook runs last: trylast).
+AFTER_EVERYTHING_ELSE = "after_everything_else"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{AFTER_EVERYTHING_ELSE}: a session-wide check; runs after every other selected test "
+                   "(tests/conftest.py moves it)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    last = [item for item in items if item.get_closest_marker(AFTER_EVERYTHING_ELSE)]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker(AFTER_EVERYTHING_ELSE)] + last
+
 
 @pytest.fixture(scope="session", autouse=True)
 def capture_every_log_line() -> Iterator[None]:
