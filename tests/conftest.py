@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import azure.functions as func
 import httpx
 import pytest
 
-from tests.support import FUNCTION_KEY, MASTER_KEY, CaptureAll, api_client, api_token, settings_override
+from tests.support import (
+    FUNCTION_KEY,
+    MASTER_KEY,
+    CaptureAll,
+    api_client,
+    api_token,
+    call_function,
+    settings_override,
+)
 
 # Session-wide checks look at what every other test of the session did (the log lines and response bodies in
 # tests.support.CAPTURED and RESPONSES), so they must run last. They say so with this marker rather than by a
@@ -69,6 +78,13 @@ def host(app_settings) -> Iterator[Any]:
     app = devhost.build_app(function_app.app, keys={"master": MASTER_KEY, "function": FUNCTION_KEY})
     with devhost.start_in_thread(app) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def call(app_settings) -> Callable[..., func.HttpResponse]:
+    """Calls one of registrations.http's functions in this process (tests.support.call_function): no host, so
+    no function key; the function app's settings for the local tenant are applied."""
+    return call_function
 
 
 @pytest.fixture(scope="session")
