@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import azure.functions as func
 import httpx
 import pytest
 
-from tests.support import FUNCTION_KEY, MASTER_KEY, CaptureAll, api_client, api_token, settings_override
+from tests.support import (
+    FUNCTION_KEY,
+    MASTER_KEY,
+    CaptureAll,
+    api_client,
+    api_token,
+    call_function,
+    settings_override,
+)
+
+# Session-wide checks look at what every other test of the session did (the log lines and response bodies in
+# tests.support.CAPTURED and RESPONSES), so they must run last. They say so with this marker rather than by a
+# file name that sorts last: pytest_collection_modifyitems below moves every marked test after the unmarked
+# ones, keeping each group's own order. That holds for any selection of files, in any order on the command
+# line, and after any plugin that reorders tests (the hook runs last: trylast).
+AFTER_EVERYTHING_ELSE = "after_everything_else"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{AFTER_EVERYTHING_ELSE}: a session-wide check; runs after every other selected test "
+                   "(tests/conftest.py moves it)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    last = [item for item in items if item.get_closest_marker(AFTER_EVERYTHING_ELSE)]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker(AFTER_EVERYTHING_ELSE)] + last
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,6 +81,13 @@ def host(app_settings) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def call(app_settings) -> Callable[..., func.HttpResponse]:
+    """Calls one of registrations.http's functions in this process (tests.support.call_function): no host, so
+    no function key; the function app's settings for the local tenant are applied."""
+    return call_function
+
+
+@pytest.fixture(scope="session")
 def admin_token(tenant) -> str:
     return api_token(tenant, tenant.seed.admin_client)
 
@@ -61,3 +97,21 @@ def api(host, admin_token) -> Iterator[httpx.Client]:
     """The API as the seeded admin client sees it."""
     with api_client(host, admin_token) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def tokens(tenant) -> dict[str, str]:
+    """A token for each seeded caller: admin, requester, requester_b (another requester) and reader."""
+    seed = tenant.seed
+    return {role: api_token(tenant, getattr(seed, client)) for role, client in [
+        ("admin", "admin_client"), ("requester", "requester_client"), ("requester_b", "requester_client_b"),
+        ("reader", "reader_client")]}
+
+
+@pytest.fixture(scope="module")
+def as_(host, tokens) -> Iterator[dict[str, httpx.Client]]:
+    """The API as each seeded caller sees it, by the names `tokens` gives them."""
+    clients = {role: api_client(host, token) for role, token in tokens.items()}
+    yield clients
+    for client in clients.values():
+        client.close()

@@ -1,16 +1,33 @@
-"""Test support shared by every suite (kept out of conftest.py so that it is imported once, as one module)."""
+"""Test support shared by every suite (kept out of conftest.py so that it is imported once, as one module).
+
+Fixtures live in tests/conftest.py; the token clients (msal, azure-identity) in tests/clients.py; everything a
+test module needs from another one lives here, so that no test module imports from a test module."""
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import runpy
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
+import azure.functions as func
 import httpx
+from azure.identity import ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
+
+from registrations import http
 
 FUNCTION_KEY = "e2e-function-key"
 MASTER_KEY = "e2e-master-key"
+MANAGED_AUDIENCE = "https://dicom.healthcareapis.azure.com"
+PROBLEM_TYPE_BASE = "urn:dicom-registrations:problem:"
 
 # Every log record and every API response body of the session, for the no-secret-leak check.
 CAPTURED: list[str] = []
@@ -30,6 +47,13 @@ class CaptureAll(logging.Handler):
             CAPTURED.append(repr(record.__dict__))
 
 
+def _keep(method: str, path: str, status: int, content_type: str, body: str) -> None:
+    """A response the session saw, for the session-wide checks (no secret leaks, response models)."""
+    CAPTURED.append(body)
+    RESPONSES.append((method, path, status, content_type.split(";")[0], body))
+
+
+# ------------------------------------------------------------------------------- the API over HTTP
 def api_client(host, token: str | None) -> httpx.Client:
     """An HTTP client for the function app on the local host; every response body is kept in CAPTURED."""
     headers = {"x-functions-key": FUNCTION_KEY}
@@ -38,9 +62,8 @@ def api_client(host, token: str | None) -> httpx.Client:
 
     def keep_body(response: httpx.Response) -> None:
         response.read()
-        CAPTURED.append(response.text)
-        RESPONSES.append((response.request.method, response.request.url.path, response.status_code,
-                          response.headers.get("content-type", "").split(";")[0], response.text))
+        _keep(response.request.method, response.request.url.path, response.status_code,
+              response.headers.get("content-type", ""), response.text)
 
     return httpx.Client(base_url=f"{host.url}/api", headers=headers, timeout=120, trust_env=False,
                         event_hooks={"response": [keep_body]})
@@ -55,6 +78,139 @@ def api_token(tenant, client) -> str:
     return token
 
 
+def create(api, body: dict, expected: int = 201) -> dict:
+    response = api.post("/registrations", json=body)
+    assert response.status_code == expected, response.text
+    return response.json()
+
+
+# --------------------------------------------------------------------- the HTTP functions, called directly
+def live_http_functions() -> dict[str, tuple[str, frozenset[str], str]]:
+    """name -> (route, methods, auth level) of every HTTP function the app serves."""
+    # A fresh FunctionApp from the same file: indexing one app twice is an error in azure-functions, and the
+    # session's local host indexes `function_app.app` itself.
+    app = runpy.run_path(str(Path(__file__).resolve().parents[1] / "function_app.py"))["app"]
+    found = {}
+    for function in app.get_functions():
+        trigger = function.get_trigger().get_dict_repr()
+        if str(getattr(trigger.get("type"), "value", trigger.get("type"))).lower() != "httptrigger":
+            continue
+        methods = frozenset(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or [])
+        level = str(getattr(trigger.get("authLevel"), "value", trigger.get("authLevel"))).lower()
+        name = function.get_function_name()
+        found[name] = (trigger.get("route") or name, methods, level)
+    return found
+
+
+@functools.cache
+def http_functions() -> dict[Callable[[func.HttpRequest], func.HttpResponse], tuple[str, str, str]]:
+    """Every HTTP function of registrations.http -> (method, route template, auth level), as the app
+    registers it: how a direct call reaches a function, read from the same place the host reads it."""
+    found = {}
+    for name, (route, methods, level) in live_http_functions().items():
+        (method,) = methods
+        found[getattr(http, name)] = (method, route, level)
+    return found
+
+
+FUNCTIONS_BASE = "http://localhost:7071/api"
+_NO_JSON = object()
+
+
+def http_request(method: str, route: str, name: str | None = None, *, token: str | None = None,
+                 headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+                 body: bytes = b"", json_body: Any = _NO_JSON) -> func.HttpRequest:
+    """The func.HttpRequest the Functions host would hand a function: `route` is the function's route
+    template ("registrations/{name}/config"), filled in with `name`; the query is in the URL and in params."""
+    all_headers = dict(headers or {})
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    if json_body is not _NO_JSON:
+        body = json.dumps(json_body).encode()
+        all_headers.setdefault("Content-Type", "application/json")
+    route_params = {"name": name} if name is not None else {}
+    url = f"{FUNCTIONS_BASE}/{route.format(**route_params)}"
+    if params:
+        url += "?" + urlencode(params)
+    return func.HttpRequest(method=method, url=url, headers=all_headers, params=dict(params or {}),
+                            route_params=route_params, body=body)
+
+
+def call_function(function: Callable[[func.HttpRequest], func.HttpResponse], name: str | None = None,
+                  **request: Any) -> func.HttpResponse:
+    """Call one of registrations.http's functions in this process, as the Azure Functions samples do, with the
+    request `http_request` builds for its route (`name` fills the route's {name}). There is no function key:
+    checking it is the host's job. The response is kept like an api_client's, so the session-wide checks see
+    it. Tests use the `call` fixture, which applies the app's settings first."""
+    method, route, _level = http_functions()[function]
+    req = http_request(method, route, name, **request)
+    response = function(req)
+    _keep(method, urlsplit(req.url).path, response.status_code, response.mimetype or "",
+          response.get_body().decode("utf-8", "replace"))
+    return response
+
+
+def json_of(response: func.HttpResponse) -> Any:
+    return json.loads(response.get_body())
+
+
+def problem(response: func.HttpResponse, status: int, kind: str | None = None) -> dict:
+    """The problem+json body of a function's answer, after checking it says what is wrong (and, given `kind`,
+    that its type is that problem type's URI)."""
+    assert response.status_code == status, response.get_body()
+    assert response.mimetype == "application/problem+json"
+    body = json_of(response)
+    assert body["status"] == status and body["type"].startswith(PROBLEM_TYPE_BASE)
+    assert body["title"] and body["detail"]
+    if kind is not None:
+        assert body["type"] == PROBLEM_TYPE_BASE + kind, body
+    return body
+
+
+# ------------------------------------------------------------------------------------ request bodies
+def service(name: str, target: str = "managed", **extra) -> dict:
+    """A service-client registration request (reader access) on `target`."""
+    return {"type": "service", "name": name, "displayName": name, "dicomService": target, "access": "reader",
+            **extra}
+
+
+def easy_auth_principal(oid: str, roles: list[str], *, auth_typ: str = "aad", **claims: str) -> str:
+    """An X-MS-CLIENT-PRINCIPAL header value, as Easy Auth forwards it."""
+    principal = {"auth_typ": auth_typ, "name_typ": "name", "role_typ": "roles",
+                 "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+                            {"typ": "name", "val": "Easy Auth caller"}]
+                 + [{"typ": "roles", "val": role} for role in roles]
+                 + [{"typ": typ, "val": val} for typ, val in claims.items()]}
+    return base64.b64encode(json.dumps(principal).encode()).decode()
+
+
+# ------------------------------------------------------------------------------ the local tenant's state
+def secret_client(tenant) -> SecretClient:
+    """Key Vault as an operator with access sees it (the product identity holds Secrets Officer)."""
+    return SecretClient(tenant.vault_url, ManagedIdentityCredential(), verify_challenge_resource=False,
+                        connection_verify=tenant.ca_file)
+
+
+def objects_named(tenant, name: str) -> dict[str, list]:
+    """Everything in the local tenant that belongs to registration `name`."""
+    state = tenant.state()
+    apps = [a for a in state["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
+    app_ids = {a["appId"] for a in apps}
+    sps = [s for s in state["servicePrincipals"] if s["appId"] in app_ids]
+    sp_ids = {s["id"] for s in sps}
+    secret_name = f"dicomreg--{name}--secret"
+    return {
+        "applications": apps,
+        "servicePrincipals": sps,
+        "passwords": [p for a in apps for p in a.get("passwordCredentials", [])],
+        "roleAssignments": [r for r in state["roleAssignments"] if r["properties"]["principalId"] in sp_ids],
+        "secretVersions": [v for s in state["secrets"] if s["name"] == secret_name and not s["deleted"]
+                           for v in s["versions"]],
+        "deletedSecrets": [s for s in state["secrets"] if s["name"] == secret_name and s["deleted"]],
+    }
+
+
+# ------------------------------------------------------------------------------------------- settings
 @contextmanager
 def settings_override(**values: str | None) -> Iterator[None]:
     """Run the function app with some settings changed (None removes one); the runtime is rebuilt."""

@@ -16,6 +16,7 @@ import pytest
 
 import devhost
 from devhost._run import RunOptions, _banner, fetch_admin_token, run
+from localtenant import LocalTenant
 
 # A function app that reads a setting at import time, as the product does: it proves the order.
 SAMPLE_MODULE = '''
@@ -168,14 +169,11 @@ def test_banner_says_how_to_call_the_host(tmp_path):
 
 def test_run_check_against_the_real_local_tenant(tmp_path, sample_module, capsys):
     """The same wiring with the real tenant, on ephemeral ports so a running `make run` is left alone."""
-    local_tenant = pytest.importorskip("localtenant")
-    if not hasattr(local_tenant, "LocalTenant"):
-        pytest.skip("localtenant.LocalTenant has not landed yet")
     tokens = []
 
     @contextlib.contextmanager
     def start(state_path, base_port):
-        with local_tenant.LocalTenant.start(state_path=state_path) as tenant:
+        with LocalTenant.start(state_path=state_path) as tenant:
             tokens.append(fetch_admin_token(tenant))
             yield tenant
 

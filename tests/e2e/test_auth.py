@@ -13,32 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from registrations import auth
+from registrations import auth, http
 from registrations.auth import JwksCache
 from registrations.problems import UpstreamUnavailable
 from tests.clients import claims, client_credentials_token, follow_authorize, public_app
-from tests.support import api_client, api_token, settings_override
-
-
-def service(name: str, **extra) -> dict:
-    return {"type": "service", "name": name, "displayName": name, "dicomService": "managed", "access": "reader",
-            **extra}
-
-
-@pytest.fixture(scope="module")
-def tokens(tenant) -> dict[str, str]:
-    seed = tenant.seed
-    return {role: api_token(tenant, getattr(seed, client)) for role, client in [
-        ("admin", "admin_client"), ("requester", "requester_client"), ("requester_b", "requester_client_b"),
-        ("reader", "reader_client")]}
-
-
-@pytest.fixture(scope="module")
-def as_(host, tokens):
-    clients = {role: api_client(host, token) for role, token in tokens.items()}
-    yield clients
-    for client in clients.values():
-        client.close()
+from tests.support import (
+    api_client,
+    api_token,
+    easy_auth_principal,
+    json_of,
+    problem,
+    service,
+    settings_override,
+)
 
 
 def resigned(tenant, token: str, **changes) -> str:
@@ -46,49 +33,48 @@ def resigned(tenant, token: str, **changes) -> str:
     return tenant.sign_token({**claims(token), **changes})
 
 
-def refused(host, token: str) -> dict:
-    with api_client(host, token) as client:
-        response = client.get("/registrations")
-    assert response.status_code == 401, response.text
+def refused(call, token: str) -> dict:
+    """The problem a list_registrations call with this token gets: a 401 with a challenge."""
+    response = call(http.list_registrations, token=token)
+    body = problem(response, 401)
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert response.headers["content-type"] == "application/problem+json"
-    return response.json()
+    return body
 
 
-def test_expired_token(host, tenant, tokens):
+def test_expired_token(call, tenant, tokens):
     now = int(time.time())
-    body = refused(host, resigned(tenant, tokens["admin"], iat=now - 7200, nbf=now - 7200, exp=now - 3600))
+    body = refused(call, resigned(tenant, tokens["admin"], iat=now - 7200, nbf=now - 7200, exp=now - 3600))
     assert "expired" in body["detail"].lower()
 
 
-def test_token_for_another_audience(host, tenant):
+def test_token_for_another_audience(call, tenant):
     graph_token = client_credentials_token(tenant, tenant.seed.admin_client.app_id, tenant.seed.admin_client.secret,
                                            "https://graph.microsoft.com/.default")
-    assert "audience" in refused(host, graph_token)["detail"].lower()
+    assert "audience" in refused(call, graph_token)["detail"].lower()
 
 
-def test_token_from_another_issuer(host, tenant, tokens):
+def test_token_from_another_issuer(call, tenant, tokens):
     token = resigned(tenant, tokens["admin"], iss="https://login.example.org/other/v2.0")
-    assert "issu" in refused(host, token)["detail"].lower()
+    assert "issu" in refused(call, token)["detail"].lower()
 
 
-def test_token_from_another_tenant(host, tenant, tokens):
-    assert "tenant" in refused(host, resigned(tenant, tokens["admin"], tid="00000000-0000-0000-0000-000000000001"))[
+def test_token_from_another_tenant(call, tenant, tokens):
+    assert "tenant" in refused(call, resigned(tenant, tokens["admin"], tid="00000000-0000-0000-0000-000000000001"))[
         "detail"]
 
 
-def test_token_with_a_bad_signature(host, tokens):
+def test_token_with_a_bad_signature(call, tokens):
     header, payload, signature = tokens["admin"].split(".")
     forged_payload = json.loads(base64.urlsafe_b64decode(payload + "=="))
     forged_payload["roles"] = ["Registrations.Admin", "Anything.Else"]
     forged = base64.urlsafe_b64encode(json.dumps(forged_payload).encode()).rstrip(b"=").decode()
-    refused(host, f"{header}.{forged}.{signature}")
-    refused(host, f"{header}.{payload}.{signature[:-6]}AAAAAA")
+    refused(call, f"{header}.{forged}.{signature}")
+    refused(call, f"{header}.{payload}.{signature[:-6]}AAAAAA")
 
 
-def test_none_algorithm_is_refused(host, tokens):
+def test_none_algorithm_is_refused(call, tokens):
     header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
-    refused(host, f"{header}.{tokens['admin'].split('.')[1]}.")
+    refused(call, f"{header}.{tokens['admin'].split('.')[1]}.")
 
 
 def test_a_rotated_signing_key_is_picked_up(host, tenant):
@@ -147,16 +133,15 @@ def test_each_role_for_each_operation(as_, role):
     owner.delete(f"/registrations/{name}")
 
 
-def test_a_caller_without_any_role_is_403(host, tenant):
+def test_a_caller_without_any_role_is_403(call, tenant):
     # The product's own managed identity holds no role on the API.
     from azure.identity import ManagedIdentityCredential
 
     token = ManagedIdentityCredential().get_token(f"{tenant.seed.api.identifier_uri}/.default").token
-    with api_client(host, token) as nobody:
-        response = nobody.get("/registrations")
+    response = call(http.list_registrations, token=token)
     assert response.status_code == 403
-    assert set(response.json()["requiredRoles"]) == {"Registrations.Admin", "Registrations.Read",
-                                                     "Registrations.Request"}
+    assert set(json_of(response)["requiredRoles"]) == {"Registrations.Admin", "Registrations.Read",
+                                                       "Registrations.Request"}
 
 
 def test_requesters_see_only_their_own(as_, tenant):
@@ -173,15 +158,6 @@ def test_requesters_see_only_their_own(as_, tenant):
     listed = {r["name"]: r for r in as_["requester"].get("/registrations").json()["value"]}
     assert listed["auth-owned-by-a"]["requestedBy"] == tenant.seed.requester_client.object_id
     assert as_["requester"].delete("/registrations/auth-owned-by-a").status_code == 200
-
-
-def easy_auth_principal(oid: str, roles: list[str], *, auth_typ: str = "aad", **claims: str) -> str:
-    principal = {"auth_typ": auth_typ, "name_typ": "name", "role_typ": "roles",
-                 "claims": [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
-                            {"typ": "name", "val": "Easy Auth caller"}]
-                 + [{"typ": "roles", "val": role} for role in roles]
-                 + [{"typ": typ, "val": val} for typ, val in claims.items()]}
-    return base64.b64encode(json.dumps(principal).encode()).decode()
 
 
 def test_a_forged_principal_header_is_ignored_without_easy_auth(host, tokens, caplog):

@@ -6,31 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.test_types import secret_client
+from tests.support import objects_named, secret_client
 
 
 def body(name: str, **extra) -> dict:
     return {"type": "service", "name": name, "displayName": "Idempotent", "dicomService": "managed",
             "access": "reader", **extra}
-
-
-def objects_named(tenant, name: str) -> dict[str, list]:
-    """Everything in the local tenant that belongs to registration `name`."""
-    state = tenant.state()
-    apps = [a for a in state["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
-    app_ids = {a["appId"] for a in apps}
-    sps = [s for s in state["servicePrincipals"] if s["appId"] in app_ids]
-    sp_ids = {s["id"] for s in sps}
-    secret_name = f"dicomreg--{name}--secret"
-    return {
-        "applications": apps,
-        "servicePrincipals": sps,
-        "passwords": [p for a in apps for p in a.get("passwordCredentials", [])],
-        "roleAssignments": [r for r in state["roleAssignments"] if r["properties"]["principalId"] in sp_ids],
-        "secretVersions": [v for s in state["secrets"] if s["name"] == secret_name and not s["deleted"]
-                           for v in s["versions"]],
-        "deletedSecrets": [s for s in state["secrets"] if s["name"] == secret_name and s["deleted"]],
-    }
 
 
 def assert_exactly_one(tenant, name: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from tests.e2e.test_types import create, secret_client
+from tests.support import create, secret_client
 
 
 def service_body(name: str, **extra) -> dict:

@@ -1,5 +1,6 @@
 """Platform policy beyond roles (federated issuers, admin-only types, settings a request needs), what a
-requester learns from a refused delete, the audit trail of writes, and what anonymous routes disclose."""
+requester learns from a refused delete, the audit trail of writes, and the anonymous routes through the host
+(what the health function discloses is in tests/functions)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.test_auth import as_, easy_auth_principal, service, tokens  # noqa: F401 (fixtures)
-from tests.support import api_client, settings_override
+from tests.support import api_client, easy_auth_principal, service, settings_override
 
 OTHER_ISSUER = "https://token.actions.githubusercontent.com"
 
@@ -173,14 +173,9 @@ def test_a_write_that_fails_unexpectedly_is_audited(api, monkeypatch, caplog):
 
 
 # ------------------------------------------------------------------------------ anonymous routes
-def test_health_discloses_no_configuration(host):
-    health = httpx.get(f"{host.url}/api/health", trust_env=False)
-    assert health.json() == {"status": "ok"}
-    with settings_override(MAX_REGISTRATIONS_PER_REQUESTER="ninety-nine"):
-        broken = httpx.get(f"{host.url}/api/health", trust_env=False)
-    assert broken.status_code == 500 and broken.headers["content-type"] == "application/problem+json"
-    assert "MAX_REGISTRATIONS_PER_REQUESTER" in broken.json()["detail"]
-    assert "ninety-nine" not in broken.text
+def test_health_needs_no_key_or_token(host):
+    response = httpx.get(f"{host.url}/api/health", trust_env=False)
+    assert response.status_code == 200 and response.json()["status"] == "ok"
 
 
 @pytest.mark.parametrize("route", ["openapi.json", "openapi3.json"])

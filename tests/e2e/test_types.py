@@ -4,30 +4,16 @@ works with msal and nothing else (the secret read back from Key Vault with Secre
 from __future__ import annotations
 
 import pytest
-from azure.identity import ManagedIdentityCredential
-from azure.keyvault.secrets import SecretClient
 
 from tests.clients import claims, confidential_app, follow_authorize, public_app
-
-MANAGED_AUDIENCE = "https://dicom.healthcareapis.azure.com"
-
-
-def secret_client(tenant) -> SecretClient:
-    """Key Vault as an operator with access sees it (the product identity holds Secrets Officer)."""
-    return SecretClient(tenant.vault_url, ManagedIdentityCredential(), verify_challenge_resource=False,
-                        connection_verify=tenant.ca_file)
+# moved to tests/support.py; kept for test_credentials until the lead updates it (this module uses them too)
+from tests.support import MANAGED_AUDIENCE, create, secret_client
 
 
 def read_secret(tenant, config: dict) -> str:
     reference = config["clientSecret"]
     assert reference["keyVaultSecretUri"].startswith(tenant.vault_url + "/secrets/")
     return secret_client(tenant).get_secret(reference["keyVaultSecretName"]).value
-
-
-def create(api, body: dict, expected: int = 201) -> dict:
-    response = api.post("/registrations", json=body)
-    assert response.status_code == expected, response.text
-    return response.json()
 
 
 def test_service_client_on_managed_dicom_gets_a_token_and_an_azure_role(api, tenant):

@@ -11,15 +11,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.test_types import MANAGED_AUDIENCE
-from tests.support import api_client, api_token, settings_override
+from tests.support import MANAGED_AUDIENCE, api_client, api_token, secret_client, service, settings_override
 
 DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
-
-
-def service(name: str, target: str = "managed", **extra) -> dict:
-    return {"type": "service", "name": name, "displayName": name, "dicomService": target, "access": "reader",
-            **extra}
 
 
 def created(api, body: dict) -> dict:
@@ -143,8 +137,6 @@ def test_confidential_client_gets_a_token_and_has_consent(api):
 
 
 def test_a_stored_secret_that_entra_refuses_is_pending_while_young_and_a_problem_after(api, tenant):
-    from tests.e2e.test_types import secret_client
-
     reg = created(api, service("verify-wrong-secret"))
     secret_client(tenant).set_secret(reg["credential"]["keyVaultSecretName"], "not-the-secret-entra-knows-0123")
     young = verify(api, "verify-wrong-secret")
@@ -165,7 +157,6 @@ def test_certificate_service_client_is_verified_with_its_audience(api):
 
 def test_a_stored_certificate_that_entra_does_not_know_is_pending_while_young_and_a_problem_after(api, tenant):
     from registrations.certificates import make_certificate
-    from tests.e2e.test_types import secret_client
 
     reg = created(api, service("verify-wrong-cert", credential={"kind": "certificate"}))
     stranger = make_certificate("not registered on the app", start=datetime.now(timezone.utc), days=1)

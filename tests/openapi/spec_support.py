@@ -93,22 +93,3 @@ def check_body(doc: dict[str, Any], schema: dict[str, Any], body: Any) -> None:
     """Raises jsonschema.ValidationError when `body` does not match the documented 2.0 schema."""
     root = {"definitions": _nullable(copy.deepcopy(doc.get("definitions", {}))), "allOf": [_nullable(schema)]}
     jsonschema.Draft4Validator(root).validate(body)
-
-
-def live_http_functions() -> dict[str, tuple[str, frozenset[str], str]]:
-    """name -> (route, methods, auth level) of every HTTP function the app serves."""
-    import runpy
-    from pathlib import Path
-
-    # A fresh FunctionApp from the same file: indexing one app twice is an error in azure-functions, and the
-    # session's local host indexes `function_app.app` itself.
-    app = runpy.run_path(str(Path(__file__).resolve().parents[2] / "function_app.py"))["app"]
-    found = {}
-    for function in app.get_functions():
-        trigger = function.get_trigger().get_dict_repr()
-        if str(getattr(trigger.get("type"), "value", trigger.get("type"))).lower() != "httptrigger":
-            continue
-        methods = frozenset(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or [])
-        level = str(getattr(trigger.get("authLevel"), "value", trigger.get("authLevel"))).lower()
-        found[function.get_function_name()] = (trigger.get("route") or function.get_function_name(), methods, level)
-    return found

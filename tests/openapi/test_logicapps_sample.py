@@ -3,7 +3,6 @@ operations with real fields, and a simulated run of it against the local host en
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ from registrations.models import RegistrationRequest
 from registrations.openapi import Deployment, build_document
 from tests.openapi.spec_support import operations, path_regex, resolve
 from tests.openapi.workflow_engine import Engine, Expression, Run
-from tests.support import FUNCTION_KEY, api_token
+from tests.support import FUNCTION_KEY, api_token, objects_named, secret_client
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "logic-apps"
 CONNECTOR_ARGS = ["--version", "2.0", "--host", "dicom-registrations.azurewebsites.net",
@@ -26,8 +25,6 @@ CONNECTOR = Deployment("dicom-registrations.azurewebsites.net", "/api", "https",
                        "https://login.microsoftonline.com/contoso.onmicrosoft.com", "api://dicom-registrations")
 WDL_SCHEMA = "https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#"
 VERIFICATION = ("get", "/registrations/{name}/verification")
-AWAITS_VERIFICATION = ("GET /registrations/{name}/verification is served by the credential lifecycle issue; "
-                       "until it is in the document, the simulated run reads the registration instead")
 
 TRIGGERS = {
     "service": {"requesterEmail": "ana@contoso.org", "name": "la-pacs-router", "type": "service",
@@ -144,8 +141,6 @@ def test_http_action_calls_a_real_operation_with_real_fields(action_name):
     doc = build_document("2.0", CONNECTOR)
     inputs = http_actions()[action_name]["inputs"]
     found = operation_for(doc, inputs["method"], inputs["uri"])
-    if found is None and inputs["uri"].endswith("/verification"):
-        pytest.skip(AWAITS_VERIFICATION)
     assert found is not None, f"{action_name}: {inputs['method']} {inputs['uri']} is no operation of the API"
     _template, op = found
     parameters = {p["name"].lower(): p for p in op.get("parameters", [])}
@@ -179,15 +174,6 @@ def engine_for(host, tenant, waits_hook=None) -> Engine:
                   approval=lambda inputs: "Approve", sleep=waits_hook or (lambda seconds: None))
 
 
-def runnable_definition(host) -> dict[str, Any]:
-    definition = copy.deepcopy(workflow()["definition"])
-    doc = httpx.get(f"{host.url}/api/openapi.json", trust_env=False).json()
-    if VERIFICATION not in {(m, p) for m, p, _ in operations(doc).values()}:
-        wait = definition["actions"]["If_approved"]["actions"]["Wait_for_verification"]["inputs"]
-        wait["uri"] = wait["uri"].removesuffix("/verification")
-    return definition
-
-
 def parameters_for(host, tenant) -> dict[str, Any]:
     return {"apiBase": f"{host.url}/api", "apiAudience": tenant.seed.api.identifier_uri,
             "functionKey": FUNCTION_KEY, "approverEmail": "approvers@contoso.org",
@@ -195,8 +181,6 @@ def parameters_for(host, tenant) -> dict[str, Any]:
 
 
 def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenant):
-    from tests.e2e.test_idempotency_and_faults import objects_named
-
     trigger = dict(TRIGGERS["service"], name="la-run-service")
     # Graph unavailable for longer than the API's own retries: the API answers 503, Logic Apps retries.
     tenant.set_faults({"failures": [{"operation": "graph.getApplication", "nth": 1, "status": 503, "times": None}]})
@@ -208,7 +192,7 @@ def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenan
 
     engine = engine_for(host, tenant, outage_ends_while_logic_apps_waits)
     try:
-        run = engine.run(runnable_definition(host), Run(trigger_body=trigger, parameters=parameters_for(host, tenant)))
+        run = engine.run(workflow()["definition"], Run(trigger_body=trigger, parameters=parameters_for(host, tenant)))
     finally:
         tenant.set_faults({})
     creates = [s for s in engine.sent if s[0] == "Create_registration"]
@@ -226,8 +210,6 @@ def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenan
     assert json.dumps(config) in mail["body"]["Body"]
     assert config["clientSecret"]["keyVaultSecretUri"].startswith(tenant.vault_url)
     assert "@Microsoft.KeyVault(SecretUri=" in config["clientSecret"]["appSettingReference"]
-    from tests.e2e.test_types import secret_client
-
     secret = secret_client(tenant).get_secret("dicomreg--la-run-service--secret").value
     assert secret not in json.dumps(run.outputs) and secret not in mail["body"]["Body"]
     assert run.outputs["Acknowledge"]["body"]["status"] == "awaiting approval"
@@ -237,19 +219,18 @@ def test_simulated_run_of_a_rejected_request_calls_nothing(host, tenant):
     engine = engine_for(host, tenant)
     engine.approval = lambda inputs: "Reject"
     trigger = dict(TRIGGERS["public"], name="la-run-rejected")
-    engine.run(runnable_definition(host), Run(trigger_body=trigger, parameters=parameters_for(host, tenant)))
+    engine.run(workflow()["definition"], Run(trigger_body=trigger, parameters=parameters_for(host, tenant)))
     assert engine.sent == []
     assert [name for name, _ in engine.connector_calls] == ["Ask_approver", "Send_rejection"]
 
 
 def test_simulated_run_polls_verification_until_the_credential_works(host, tenant):
     doc = httpx.get(f"{host.url}/api/openapi.json", trust_env=False).json()
-    if VERIFICATION not in {(m, p) for m, p, _ in operations(doc).values()}:
-        pytest.skip(AWAITS_VERIFICATION)
+    assert VERIFICATION in {(m, p) for m, p, _ in operations(doc).values()}, "the document has no verification"
     tenant.set_faults({"replicationDelayMs": 3000})
     engine = engine_for(host, tenant, lambda seconds: __import__("time").sleep(min(seconds, 1.0)))
     try:
-        run = engine.run(runnable_definition(host), Run(
+        run = engine.run(workflow()["definition"], Run(
             trigger_body=dict(TRIGGERS["service"], name="la-run-verify"), parameters=parameters_for(host, tenant)))
     finally:
         tenant.set_faults({})

@@ -11,14 +11,8 @@ from openapi_spec_validator import validate
 
 from registrations.models import RegistrationRequest
 from registrations.openapi import OPERATIONS, PATH_PARAMS, Deployment, build_document
-from tests.openapi.spec_support import (
-    document,
-    live_http_functions,
-    model_fields,
-    operations,
-    properties_at,
-    resolve,
-)
+from tests.openapi.spec_support import document, model_fields, operations, properties_at, resolve
+from tests.support import live_http_functions
 
 
 @pytest.mark.parametrize("version", ["2.0", "3.0"])

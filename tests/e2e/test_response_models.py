@@ -1,6 +1,7 @@
-"""Runs after the other end-to-end tests: every JSON body the API clients received from an operation of the
-OpenAPI table is exactly what that operation's response model promises (the models are closed, so a field
-the document does not declare is a failure), and every problem+json body is a ProblemDetails.
+"""Every JSON body the API clients received from an operation of the OpenAPI table is exactly what that
+operation's response model promises (the models are closed, so a field the document does not declare is a
+failure), and every problem+json body is a ProblemDetails. Runs after every other test: it is marked
+after_everything_else, which tests/conftest.py orders last.
 
 The haystack is tests.support.RESPONSES (every response of every api_client of the session). So that the
 check means something when this file runs alone, it first drives each main operation once itself."""
@@ -10,12 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from registrations.openapi import OPERATIONS, ProblemDetails
 from registrations.problems import PROBLEM_CONTENT_TYPE
 from tests.openapi.spec_support import path_regex
 from tests.support import RESPONSES
+
+pytestmark = pytest.mark.after_everything_else
 
 BASE_PATH = "/api"
 # (operationId, status) pairs whose bodies must have been seen and checked.

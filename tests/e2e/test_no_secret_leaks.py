@@ -1,5 +1,5 @@
-"""Runs after the other end-to-end tests: no secret made during the session, and no access token, appears in
-any log line or any API response body.
+"""No secret made during the session, and no access token, appears in any log line or any API response body.
+Runs after every other test: it is marked after_everything_else, which tests/conftest.py orders last.
 
 The haystack (tests.support.CAPTURED) is what the session's logging handler formatted — every record of every
 logger, at DEBUG — plus the body of every response the API clients received. Request headers are not in it:
@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from azure.core.exceptions import HttpResponseError
 
-from tests.e2e.test_types import secret_client
-from tests.support import ACQUIRED_TOKENS, CAPTURED
+from tests.support import ACQUIRED_TOKENS, CAPTURED, secret_client
+
+pytestmark = pytest.mark.after_everything_else
 
 MIN_LENGTH = 16  # shorter values (names, "true", ids of a few characters) would match by chance
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
