@@ -54,7 +54,7 @@ FAILURE_KEYS = {"operation", "nth", "status", "times", "when"}
 
 class Issued:
     """Every secret value the tenant was given or handed out since it started — Key Vault secret values,
-    addPassword secretTexts, access tokens — for tests that look for leaks (tests/e2e/test_zz_no_secret_leaks).
+    addPassword secretTexts, access tokens — for tests that look for leaks (tests/e2e/test_no_secret_leaks).
     In memory only, never in state dumps or over HTTP; kept across `reset()`; the newest `limit` of each kind."""
 
     KINDS = ("secretValues", "passwords", "accessTokens")

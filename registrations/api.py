@@ -112,7 +112,7 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
         runtime = wiring.runtime()
         caller = runtime.authenticator.caller(req.headers)
         _require(caller, endpoint.needs)
-        query = _parse(endpoint.query, {k: v for k, v in req.params.items() if k not in _PLATFORM_QUERY}, "query")
+        query = _query(req, endpoint.query)
         key = _idempotency_key(req) if endpoint.idempotency_key else None
         body = _parse(_REQUEST, _body(req)) if endpoint.body else None
         subject = body.name if body else subject
@@ -183,6 +183,17 @@ def _parse(model: type[BaseModel] | TypeAdapter, data: Any, where: str | None = 
         first = ".".join(errors[0]["loc"]) or "body"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ValidationProblem(f"{first}: {errors[0]['msg']}{more}", errors=errors) from None
+
+
+def _query(req: func.HttpRequest, model: type[BaseModel]) -> Any:
+    """The operation's query model. A parameter it does not read is refused, not ignored: a caller who
+    misspells a filter must not get every registration."""
+    params = {k: v for k, v in req.params.items() if k not in _PLATFORM_QUERY}
+    unknown = sorted(set(params) - set(model.model_fields))
+    if unknown:
+        raise ValidationProblem(f"unknown query parameters: {', '.join(unknown)}",
+                                errors=[{"loc": ["query", p], "msg": "unknown"} for p in unknown])
+    return _parse(model, params, "query")
 
 
 def _body(req: func.HttpRequest) -> Any:

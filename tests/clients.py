@@ -13,7 +13,8 @@ import requests
 
 def ca_session(ca_file: str, headers: dict[str, str] | None = None) -> requests.Session:
     """A requests session for msal that trusts the local CA. REQUESTS_CA_BUNDLE in the environment would
-    otherwise override msal's `verify=` (see REFERENCE.md), so the session ignores the environment."""
+    otherwise override msal's `verify=` (requests' merge_environment_settings), so the session ignores the
+    environment."""
     session = requests.Session()
     session.trust_env = False
     session.verify = ca_file

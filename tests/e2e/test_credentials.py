@@ -12,13 +12,7 @@ from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
 from tests.clients import claims, confidential_app
-from tests.e2e.test_types import MANAGED_AUDIENCE, create, secret_client
-from tests.support import MASTER_KEY
-
-
-def service(name: str, **extra) -> dict:
-    return {"type": "service", "name": name, "displayName": name, "dicomService": "managed", "access": "reader",
-            **extra}
+from tests.support import MANAGED_AUDIENCE, MASTER_KEY, create, secret_client, service
 
 
 def token_with(tenant, client_id: str, credential) -> dict:

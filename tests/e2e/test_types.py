@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests.clients import claims, confidential_app, follow_authorize, public_app
-# moved to tests/support.py; kept for test_credentials until the lead updates it (this module uses them too)
 from tests.support import MANAGED_AUDIENCE, create, secret_client
 
 
