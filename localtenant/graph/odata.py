@@ -62,19 +62,19 @@ class _Parser:
         return pred
 
     def disjunction(self) -> Predicate:
-        left = self.conjunction()
-        while (self.peek() or "").lower() == "or":
-            self.take()
-            right, prev = self.conjunction(), left
-            left = lambda o, a=prev, b=right: a(o) or b(o)  # noqa: E731
-        return left
+        return self._chain("or", self.conjunction, lambda a, b: lambda o: a(o) or b(o))
 
     def conjunction(self) -> Predicate:
-        left = self.unary()
-        while (self.peek() or "").lower() == "and":
+        return self._chain("and", self.unary, lambda a, b: lambda o: a(o) and b(o))
+
+    def _chain(self, word: str, operand: Callable[[], Predicate],
+               combine: Callable[[Predicate, Predicate], Predicate]) -> Predicate:
+        """`operand (word operand)*`, left to right ("and" binds tighter than "or": conjunction is the operand
+        of disjunction)."""
+        left = operand()
+        while (self.peek() or "").lower() == word:
             self.take()
-            right, prev = self.unary(), left
-            left = lambda o, a=prev, b=right: a(o) and b(o)  # noqa: E731
+            left = combine(left, operand())
         return left
 
     def unary(self) -> Predicate:
