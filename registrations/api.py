@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
@@ -65,14 +65,17 @@ ROLES_FOR = {
 }
 
 
+Q = TypeVar("Q", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class Call:
+class Call(Generic[Q]):
     """One authorized request, parsed: what an operation works with."""
 
     req: func.HttpRequest
     runtime: wiring.Runtime
     caller: Caller
-    query: Any  # the operation's query model
+    query: Q
     idempotency_key: str | None = None
     body: Request | None = None
 
@@ -91,7 +94,7 @@ class Call:
 
 @dataclass(frozen=True)
 class Endpoint:
-    run: Callable[[Call], func.HttpResponse]
+    run: Callable[[Call[Any]], func.HttpResponse]
     needs: str  # a key of ROLES_FOR; "read" is not audited
     query: type[BaseModel] = NoQuery
     idempotency_key: bool = False  # reads the Idempotency-Key header
@@ -246,15 +249,15 @@ def _made(body: Any, created: bool, location: str) -> func.HttpResponse:
 
 
 # --------------------------------------------------------------------------------------- operations
-def create(call: Call) -> func.HttpResponse:
+def create(call: Call[NoQuery]) -> func.HttpResponse:
     assert call.body is not None, "serve parsed the body"
     registration, created = call.runtime.service.create(call.body, call.caller)
     return _made(registration, created, f"{call.base_url}/{call.body.name}")
 
 
-def list_(call: Call) -> func.HttpResponse:
-    query: ListQuery = call.query
-    page, more = call.runtime.service.list(call.caller, query)
+def list_(call: Call[ListQuery]) -> func.HttpResponse:
+    query = call.query
+    page, more = call.runtime.service.list_registrations(call.caller, query)
     body: dict[str, Any] = {"value": page}
     if more:
         following = query.model_copy(update={"after": page[-1]["name"]}).model_dump(exclude_none=True)
@@ -262,16 +265,16 @@ def list_(call: Call) -> func.HttpResponse:
     return json_response(body)
 
 
-def get(call: Call) -> func.HttpResponse:
+def get(call: Call[NoQuery]) -> func.HttpResponse:
     return json_response(call.runtime.service.get(call.name, call.caller))
 
 
-def config(call: Call) -> func.HttpResponse:
+def config(call: Call[ConfigQuery]) -> func.HttpResponse:
     body, content_type = render(call.runtime.service.config(call.name, call.caller), call.query.format)
     return func.HttpResponse(body, status_code=200, mimetype=content_type.split(";")[0], charset="utf-8")
 
 
-def verification(call: Call) -> func.HttpResponse:
+def verification(call: Call[NoQuery]) -> func.HttpResponse:
     """200 when the credential gets a DICOM token (or the configuration checks pass); 202 while Entra ID is
     still propagating, with Retry-After and Location back here, which is how Logic Apps poll."""
     result = call.runtime.verifier.verify(call.name, call.caller)
@@ -280,22 +283,22 @@ def verification(call: Call) -> func.HttpResponse:
     return json_response(result.body)
 
 
-def delete(call: Call) -> func.HttpResponse:
+def delete(call: Call[NoQuery]) -> func.HttpResponse:
     return json_response(call.runtime.service.delete(call.name, call.caller))
 
 
-def rotate(call: Call) -> func.HttpResponse:
+def rotate(call: Call[NoQuery]) -> func.HttpResponse:
     if call.req.get_body():
         raise ValidationProblem("rotation takes no body", errors=[{"loc": ["body"], "msg": "must be empty"}])
     body, rotated = call.runtime.service.rotate(call.name, call.caller, idempotency_key=call.idempotency_key)
     return _made(body, rotated, call.base_url)
 
 
-def credentials(call: Call) -> func.HttpResponse:
+def credentials(call: Call[NoQuery]) -> func.HttpResponse:
     return json_response(call.runtime.service.list_credentials(call.name, call.caller))
 
 
-def expiring(call: Call) -> func.HttpResponse:
+def expiring(call: Call[ExpiringQuery]) -> func.HttpResponse:
     days = call.query.days
     return json_response({"days": days, "value": call.runtime.service.expiring(call.caller, days)})
 

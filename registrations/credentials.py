@@ -149,7 +149,7 @@ class Credentials:
         # another is minted.
         password = saga.run("add password", lambda: create_once(
             lambda: self.graph.add_password(app["id"], label, iso(end)),
-            lambda: self._discard_password(app, label), lagging=lag_404),
+            lambda: self._discard_password(app, label), lagging=lag_404, conflict_means_exists=False),
             undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
         # The secret text goes straight from Graph's answer into Key Vault and is then dropped. Key Vault's
         # expiry is the end Entra gave the password (a tenant's lifetime policy may have shortened it).

@@ -18,7 +18,7 @@ class Plan:
     type: RegistrationType
     summary: str
     # A credential that signs in at the token endpoint (secret, certificate or federated).
-    has_secret: bool
+    has_credential: bool
     flow: Flow | None
     target_kinds: tuple[str, ...]
     refresh_tokens: bool = False
@@ -45,7 +45,7 @@ PLANS: dict[str, Plan] = {
         Plan(
             type="confidential",
             summary="web app; authorization code with a client secret; refresh tokens",
-            has_secret=True,
+            has_credential=True,
             flow="authorization_code",
             refresh_tokens=True,
             target_kinds=("managed", "oss"),
@@ -54,7 +54,7 @@ PLANS: dict[str, Plan] = {
         Plan(
             type="public",
             summary="SPA or native app; authorization code + PKCE (S256); no secret",
-            has_secret=False,
+            has_credential=False,
             flow="authorization_code_pkce",
             target_kinds=("managed", "oss"),
             grants=(("managed", "delegated"), ("oss", "delegated")),
@@ -62,7 +62,7 @@ PLANS: dict[str, Plan] = {
         Plan(
             type="service",
             summary="daemon; client credentials at the token endpoint",
-            has_secret=True,
+            has_credential=True,
             flow="client_credentials",
             target_kinds=("managed", "oss"),
             grants=(("managed", "azure-role"), ("oss", "app-role")),
@@ -70,7 +70,7 @@ PLANS: dict[str, Plan] = {
         Plan(
             type="resource",
             summary="API registration an open-source DICOM server validates tokens against",
-            has_secret=False,
+            has_credential=False,
             flow=None,
             target_kinds=("oss",),
             exposes_api=True,

@@ -189,6 +189,7 @@ def requested_fields(request: Request, tenant_id: str) -> dict[str, Any]:
 def stored_fields(app: dict) -> dict[str, Any]:
     """The same fields as requested_fields, read back from an application object."""
     tags = tag_values(app)
+    plan = PLANS.get(tags.get("type", ""))
     platform = tags.get("platform")
     redirect_uris = ((app.get(PLATFORM_FIELD[platform]) or {}).get("redirectUris") or []) if platform else []
     lifetime = tags.get("lifetime")
@@ -199,7 +200,8 @@ def stored_fields(app: dict) -> dict[str, Any]:
         "access": tags.get("access"),
         "platform": platform,
         "redirectUris": list(redirect_uris),
-        "identifierUri": (app.get("identifierUris") or [None])[0],
+        # Only an API registration's URI is this API's: an administrator may give any app one in the portal.
+        "identifierUri": (app.get("identifierUris") or [None])[0] if plan and plan.exposes_api else None,
         "credential.kind": tags.get("credential"),
         "credential.lifetimeDays": int(lifetime) if lifetime else None,
         "credential.federation": tags.get("credhash"),

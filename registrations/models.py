@@ -94,6 +94,7 @@ class _RegistrationRequest(_Strict):
 
 
 class _WithCredential(_RegistrationRequest):
+    credential: SecretCredential | CertificateCredential | FederatedCredential  # each type narrows it
     autoRotate: bool = Field(default=False, description="Rotate the secret or certificate before it expires.")
     secretReaders: list[Annotated[str, Field(pattern=PRINCIPAL_ID)]] = Field(
         default_factory=list, max_length=10,

@@ -5,8 +5,8 @@ The application object is the intent record. It is created first, by uniqueName,
 with a lease (`dicom-lease:{attempt}:{expiry}`) naming the attempt that works on it. Another attempt (a Logic
 Apps retry landing on another instance while the first still runs) finds a live lease and is told to come
 back later (503 + Retry-After) instead of working on the same objects; once the lease has expired, the first
-attempt has certainly ended (every remote call stops at the request's deadline, which ends before the lease),
-so the next attempt adopts what it left and finishes or removes it.
+attempt has certainly ended (its remote calls stop within the request's budget and its undo within its own,
+both before the lease ends), so the next attempt adopts what it left and finishes or removes it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from . import manifest as mf
 from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_new_principal
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
-from .saga import Saga, StepFailed, budget, create_once, eventually
+from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually
 from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
@@ -34,7 +34,6 @@ from .teardown import Teardown
 log = logging.getLogger("registrations.provision")
 P = TypeVar("P", bound=Problem)
 
-ROLLBACK_SECONDS = 30.0
 LEASE_MARGIN_SECONDS = 30.0
 
 
@@ -104,7 +103,7 @@ class Provisioner:
 
             chains = [("service principal", lambda: self._principal_and_grant(
                 saga, request, target, resource, app, fresh), None)]
-            if request.credential is not None:
+            if PLANS[request.type].has_credential:
                 chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
             results = saga.run_parallel(*chains)
             sp, credential = results[0], (results[1] if len(results) > 1 else None)
@@ -114,8 +113,7 @@ class Provisioner:
             saga.run("mark ready", lambda: eventually(lambda: self.graph.update_application(app["id"], final),
                                                      lagging=lag_404))
         except StepFailed as failure:
-            with budget(ROLLBACK_SECONDS):  # the request's own budget may be spent: undo gets its own
-                saga.abort(failure)
+            saga.abort(failure)
             raise step_problem(ProvisioningFailed, failure, "provisioning") from failure.cause
         return dict(app, tags=ready), sp, credential
 

@@ -41,6 +41,8 @@ _sleep: contextvars.ContextVar[Callable[[float], None]] = contextvars.ContextVar
 # Microsoft's advice for reads right after writes is exponential backoff (1, 2, 4, 8, 16 s); most lag is
 # sub-second, so the first wait is shorter. Jitter keeps concurrent provisions from retrying in step.
 FIRST_DELAY, MAX_DELAY = 0.25, 8.0
+# Undoing a saga gets a budget of its own: the request's may be spent by the time a step fails for good.
+ROLLBACK_SECONDS = 30.0
 
 
 # ------------------------------------------------------------------------------------------ the budget
@@ -72,23 +74,34 @@ def map_concurrently(executor: Executor, action: Callable[[Any], T], items: list
 
 # ------------------------------------------------------------------------------------------- sleeping
 @contextmanager
-def sleeping(sleep: Callable[[float], None]) -> Iterator[None]:
-    """Within the block (and the worker threads it submits to), waits call `sleep` instead of time.sleep."""
-    token = _sleep.set(sleep)
+def sleeping(replacement: Callable[[float], None]) -> Iterator[None]:
+    """Within the block (and the worker threads it submits to), waits call `replacement`, not time.sleep."""
+    token = _sleep.set(replacement)
     try:
         yield
     finally:
         _sleep.reset(token)
 
 
+def sleep(seconds: float) -> None:
+    """The one place this code waits (retries here and azure-core's, through adapters/_rest.py)."""
+    _sleep.get()(seconds)
+
+
 def pause(seconds: float) -> bool:
-    """Wait `seconds`, unless that would outlast the budget: then return False at once, without waiting.
-    Outside a budget nothing waits (a retry with no budget would have no end)."""
+    """Wait `seconds`, unless that would outlast the budget: then return False at once, without waiting."""
     left = remaining()
     if left is None or seconds > left:
         return False
-    _sleep.get()(seconds)
+    sleep(seconds)
     return True
+
+
+def _budgeted() -> None:
+    """The retry helpers run only within a budget: without one a retry would have no end. Checked on entry,
+    so a caller that forgot its budget fails at once in tests, not on the first failure in production."""
+    if remaining() is None:
+        raise RuntimeError("a retry helper was called outside a time budget (saga.budget)")
 
 
 def _backoff() -> Iterator[float]:
@@ -101,6 +114,7 @@ def _backoff() -> Iterator[float]:
 # -------------------------------------------------------------------------------------------- retries
 def eventually(action: Callable[[], T], *, lagging: Callable[[UpstreamError], bool]) -> T:
     """Repeat an idempotent action while replication lag explains its failure, within the budget."""
+    _budgeted()
     for delay in _backoff():
         try:
             return action()
@@ -111,14 +125,17 @@ def eventually(action: Callable[[], T], *, lagging: Callable[[UpstreamError], bo
 
 
 def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
-                lagging: Callable[[UpstreamError], bool], look_first: bool = False) -> T:
+                lagging: Callable[[UpstreamError], bool], look_first: bool = False,
+                conflict_means_exists: bool = True) -> T:
     """Make an object with a call that is not idempotent (one the pipeline does not retry).
 
     An ambiguous failure (a gateway error, a lost answer) may come after the service committed the write, so
     before trying again `find` looks for what it made (and may clean up what cannot be used: a password whose
-    secret text was lost); a 409 means it exists. Throttling (429) made nothing and just waits; replication
-    lag is waited out. With `look_first` (resuming an earlier attempt) it looks before the first try too.
+    secret text was lost). A 409 means it exists (`find` returns it), unless `conflict_means_exists` is off:
+    then a 409 is simply a failure. Throttling (429) made nothing and just waits; replication lag is waited
+    out. With `look_first` (resuming an earlier attempt) it looks before the first try too.
     """
+    _budgeted()
     if look_first and (found := find()) is not None:
         return found
     for delay in _backoff():
@@ -127,6 +144,8 @@ def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
         except UpstreamError as exc:
             if exc.not_done:
                 pass
+            elif exc.status == 409 and not conflict_means_exists:
+                raise
             elif exc.transient or exc.status == 409:
                 if (found := find()) is not None:
                     return found
@@ -199,14 +218,16 @@ class Saga:
         return failure
 
     def rollback(self) -> list[str]:
-        """Undo completed steps in reverse. Returns the steps whose undo failed (left for the sweep)."""
-        for step, undo in reversed(self._undo):
-            try:
-                undo()
-            except Exception:  # keep undoing the rest; report what is left
-                log.warning("undo of step %s failed", step, exc_info=True)
-                self.failed_undo.append(step)
-            else:
-                self.undone.append(step)
+        """Undo completed steps in reverse, within a budget of their own. Returns the steps whose undo failed
+        (left for the sweep)."""
+        with budget(ROLLBACK_SECONDS):
+            for step, undo in reversed(self._undo):
+                try:
+                    undo()
+                except Exception:  # keep undoing the rest; report what is left
+                    log.warning("undo of step %s failed", step, exc_info=True)
+                    self.failed_undo.append(step)
+                else:
+                    self.undone.append(step)
         self._undo.clear()
         return self.failed_undo

@@ -150,7 +150,7 @@ class RegistrationService:
     def config(self, name: str, caller: Caller) -> dict:
         return config_of(self.get(name, caller), name)
 
-    def list(self, caller: Caller, query: ListQuery) -> tuple[list[dict], bool]:
+    def list_registrations(self, caller: Caller, query: ListQuery) -> tuple[list[dict], bool]:
         """One page of the registrations the caller may see, by name, after `query.after`; and whether more
         follow."""
         views = []
@@ -337,9 +337,10 @@ def check_request(settings: Settings, request: Request) -> None:
 
 def check_requester(settings: Settings, request: Request, caller: Caller, count_own: Callable[[], int]) -> None:
     """Rules for callers that hold Registrations.Request and not Registrations.Admin."""
-    if PLANS[request.type].admin_only:
-        raise PolicyViolation(f"{request.type} registrations (the API of a DICOM server) are created by "
-                              "administrators (Registrations.Admin); ask an administrator")
+    plan = PLANS[request.type]
+    if plan.admin_only:
+        raise PolicyViolation(f"{request.type} registrations ({plan.summary}) are created by administrators "
+                              "(Registrations.Admin); ask an administrator")
     credential = request.credential
     if isinstance(credential, FederatedCredential):
         if not settings.allowed_federated_issuers:

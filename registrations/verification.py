@@ -204,7 +204,7 @@ class Verifier:
         kind = mf.tag_values(app).get("credential") or "secret"
         token: dict[str, Any] = {}
         roles: list[str] | None = None  # the token's, when there is a token to look at
-        if plan.has_secret and kind in mf.STORED_KINDS:
+        if plan.has_credential and kind in mf.STORED_KINDS:
             check, token = self._token_check(view, kind, target, resource, young)
             if not check.ok:
                 return [check], {}
@@ -216,7 +216,7 @@ class Verifier:
             if sp is None:
                 return checks, {}
             sp_id = sp["id"]
-        if plan.grant_for(target.kind) != "delegated":  # an app role or an Azure role, for the app itself
+        if plan.grant_for(target.kind) in ("app-role", "azure-role"):  # granted to the app itself
             checks.append(self._grant_check(view, target, resource, sp_id, roles=roles))
         else:
             checks += self._delegated_checks(view, app, target, resource, sp_id)

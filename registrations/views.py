@@ -19,8 +19,6 @@ from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOP
 from .problems import NotReady
 from .settings import ManagedTarget, OssTarget, Settings
 
-FORMATS = ("json", "env", "msal")
-
 
 def federated_reference(fic: dict) -> dict:
     """A federated identity credential as the Registration's `credential` shows it."""
@@ -40,15 +38,12 @@ class RegistrationViews:
         self.settings = settings
         self._secret_uri = secret_uri
 
-    def name_of(self, app: dict) -> str:
-        return mf.registration_name(self.settings.name_prefix, app)
-
     def view(self, app: dict, *, sp_id: str | None = None, credential: dict | None = None,
              with_config: bool = True) -> dict:
         """The Registration body. `credential` is what the caller just learned (a create's new secret, a
         federated credential read from Graph); without it the reference is rebuilt from the app."""
         tags = mf.tag_values(app)
-        name = self.name_of(app)
+        name = mf.registration_name(self.settings.name_prefix, app)
         fields = mf.stored_fields(app)
         reg_type = fields["type"]
         kind = tags.get("credential")

@@ -24,6 +24,11 @@ class Runtime:
     service: RegistrationService
     authenticator: Authenticator
     verifier: Verifier
+    executor: ThreadPoolExecutor
+
+    def close(self) -> None:
+        """Let the worker threads go (a rebuilt runtime has its own); work under way finishes."""
+        self.executor.shutdown(wait=False)
 
 
 _lock = threading.Lock()
@@ -85,7 +90,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
                                   executor=executor, owner_id=owner_id, clock=clock)
     verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac, clock=clock)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
-    return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier)
+    return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier, executor)
 
 
 def runtime() -> Runtime:
@@ -101,7 +106,9 @@ def reset() -> None:
     """Forget the built runtime (tests that change settings)."""
     global _runtime
     with _lock:
-        _runtime = None
+        previous, _runtime = _runtime, None
+    if previous is not None:
+        previous.close()
 
 
 @contextmanager
@@ -115,3 +122,4 @@ def use(built: Runtime) -> Iterator[Runtime]:
     finally:
         with _lock:
             _runtime = previous
+        built.close()

@@ -33,19 +33,57 @@ log = logging.getLogger("registrations.upstream")
 RETRY_AFTER_CAP_SECONDS = 30.0
 
 
-class CappedRetryPolicy(RetryPolicy):
+class BudgetedRetryPolicy(RetryPolicy):
+    """azure-core's retries (408/429/5xx, Retry-After honoured), within the request's time budget.
+
+    azure-core sleeps the whole Retry-After and only then looks at its timeout, so a throttled call would
+    outlive the budget and end as a timeout that has lost Azure's Retry-After. Here a retry whose wait does not
+    fit in what is left of the budget is not made: the throttled answer goes back to the adapter, which raises
+    it with its Retry-After for the caller to relay. Waits go through the one sleeping seam (saga.sleep).
+    """
+
     def get_retry_after(self, response):  # type: ignore[override]
         delay = super().get_retry_after(response)
         return None if delay is None else min(delay, RETRY_AFTER_CAP_SECONDS)
 
+    def is_retry(self, settings, response):  # type: ignore[override]
+        if not super().is_retry(settings, response):
+            return False
+        left = saga.remaining()
+        # The wait sleep() will take once increment() has counted this answer.
+        wait = self.get_retry_after(response) or self._backoff(len(settings["history"]) + 1, settings)
+        return left is None or wait < left
 
-def make_retry_policy(*, total: int = 10, timeout: float = 45.0) -> CappedRetryPolicy:
+    def sleep(self, settings, transport, response=None):  # type: ignore[override]
+        wait = (self.get_retry_after(response) if response else None) or self._backoff(len(settings["history"]),
+                                                                                        settings)
+        if wait > 0:
+            saga.sleep(wait)
+
+    @staticmethod
+    def _backoff(errors: int, settings: dict[str, Any]) -> float:
+        """azure-core's exponential backoff after `errors` consecutive failed attempts."""
+        return 0 if errors <= 1 else min(settings["max_backoff"], settings["backoff"] * 2 ** (errors - 1))
+
+
+def make_retry_policy(*, total: int = 10, timeout: float = 45.0) -> BudgetedRetryPolicy:
     # azure-core stops at whichever of retry_total and retry_status runs out first, and retry_status
     # defaults to 3: under Graph throttling that gives up after a few seconds. The time budget (timeout, or
-    # the request's deadline) is what really ends the retries.
-    return CappedRetryPolicy(
+    # the request's budget) is what really ends the retries.
+    return BudgetedRetryPolicy(
         retry_total=total, retry_status=total, retry_backoff_factor=0.5, retry_backoff_max=16, timeout=timeout
     )
+
+
+def budget_options(service: str, operation: str) -> dict[str, Any]:
+    """Per-call pipeline options that keep one call within the request's budget: the retry policy's `timeout`
+    bounds all attempts together, `read_timeout` one. Raises when the budget is already spent."""
+    left = saga.remaining()
+    if left is None:
+        return {}
+    if left <= 0.5:
+        raise UpstreamError(service, operation, None, "Timeout", "the request's time budget ran out")
+    return {"timeout": left, "read_timeout": min(left, 60)}
 
 
 def error_code(body: Any) -> tuple[str | None, str, tuple[str, ...]]:
@@ -119,12 +157,7 @@ class RestClient:
         if body is not None:
             request.set_json_body(body)
         options: dict[str, Any] = {} if retry else {"retry_total": 0}
-        left = saga.remaining()
-        if left is not None:
-            if left <= 0.5:
-                raise UpstreamError(self.service, operation, None, "Timeout", "the request's time budget ran out")
-            # The retry policy's `timeout` bounds all attempts together; read_timeout bounds one.
-            options.update(timeout=left, read_timeout=min(left, 60))
+        options.update(budget_options(self.service, operation))
         try:
             response = self._pipeline.run(request, connection_verify=self._verify, **options).http_response
         except AzureError as exc:

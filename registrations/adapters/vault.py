@@ -15,8 +15,9 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from .. import saga
 from ..saga import create_once
-from ._rest import make_retry_policy, parse_retry_after
+from ._rest import budget_options, make_retry_policy, parse_retry_after
 from .errors import ConflictError, NotFoundError, UpstreamError, never
 
 
@@ -34,6 +35,20 @@ class StoredSecret:
 def _props(props: Any) -> StoredSecret:
     return StoredSecret(props.id, props.name, props.version, props.expires_on, dict(props.tags or {}),
                         props.created_on, bool(props.enabled))
+
+
+POLL_SECONDS = 30.0
+
+
+def _within(operation: str) -> dict[str, Any]:
+    """Keep one SecretClient call within the request's budget (its retries are the same budgeted policy)."""
+    return budget_options("keyvault", operation)
+
+
+def _poll_seconds() -> float:
+    """How long to wait for a long-running delete or recover: at most POLL_SECONDS, and never past the budget."""
+    left = saga.remaining()
+    return POLL_SECONDS if left is None else max(0.0, min(POLL_SECONDS, left))
 
 
 def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
@@ -80,7 +95,7 @@ class VaultClient:
         def put() -> StoredSecret:
             try:
                 secret = self._client.set_secret(name, value, expires_on=expires_on, content_type=content_type,
-                                                 tags=tags, enabled=True, retry_total=0)
+                                                 tags=tags, enabled=True, retry_total=0, **_within("setSecret"))
             except HttpResponseError as exc:
                 raise _translate("setSecret", exc) from exc
             except (ServiceRequestError, ServiceResponseError) as exc:
@@ -104,14 +119,15 @@ class VaultClient:
 
     def _recover(self, name: str) -> None:
         try:
-            self._client.begin_recover_deleted_secret(name).wait(timeout=30)
+            self._client.begin_recover_deleted_secret(name, **_within("recoverDeletedSecret")).wait(
+                timeout=_poll_seconds())
         except HttpResponseError as exc:
             raise _translate("recoverDeletedSecret", exc) from exc
 
     def get_properties(self, name: str) -> StoredSecret | None:
         """The newest version's properties, or None. Reads the value over the wire but never keeps it."""
         try:
-            return _props(self._client.get_secret(name).properties)
+            return _props(self._client.get_secret(name, **_within("getSecret")).properties)
         except ResourceNotFoundError:
             return None
         except HttpResponseError as exc:
@@ -120,7 +136,8 @@ class VaultClient:
     def list_versions(self, name: str) -> list[StoredSecret]:
         """Every version of a secret, oldest first (no values)."""
         try:
-            versions = [_props(p) for p in self._client.list_properties_of_secret_versions(name)]
+            versions = [_props(p) for p in self._client.list_properties_of_secret_versions(
+                name, **_within("listSecretVersions"))]
         except ResourceNotFoundError:
             return []
         except HttpResponseError as exc:
@@ -130,7 +147,7 @@ class VaultClient:
     def list_managed(self, marker: str) -> list[StoredSecret]:
         """Secrets carrying the tag ``managedBy=marker`` (newest version's properties, no values)."""
         try:
-            return [_props(p) for p in self._client.list_properties_of_secrets()
+            return [_props(p) for p in self._client.list_properties_of_secrets(**_within("listSecrets"))
                     if (p.tags or {}).get("managedBy") == marker]
         except HttpResponseError as exc:
             raise _translate("listSecrets", exc) from exc
@@ -138,7 +155,7 @@ class VaultClient:
     def disable_version(self, name: str, version: str) -> None:
         """A superseded value whose credential Entra no longer accepts: keep it for audit, never serve it."""
         try:
-            self._client.update_secret_properties(name, version, enabled=False)
+            self._client.update_secret_properties(name, version, enabled=False, **_within("updateSecret"))
         except ResourceNotFoundError:
             pass
         except HttpResponseError as exc:
@@ -150,21 +167,21 @@ class VaultClient:
         :raises NotFoundError: there is no such secret (or it is soft-deleted).
         """
         try:
-            return self._client.get_secret(name).value
+            return self._client.get_secret(name, **_within("getSecret")).value
         except HttpResponseError as exc:
             raise _translate("getSecret", exc) from exc
 
     def delete_secret(self, name: str, *, purge: bool = False) -> bool:
         """Soft-delete (and optionally purge) a secret. True if there was one."""
         try:
-            self._client.begin_delete_secret(name).wait(timeout=30)
+            self._client.begin_delete_secret(name, **_within("deleteSecret")).wait(timeout=_poll_seconds())
         except ResourceNotFoundError:
             return False
         except HttpResponseError as exc:
             raise _translate("deleteSecret", exc) from exc
         if purge:
             try:
-                self._client.purge_deleted_secret(name)
+                self._client.purge_deleted_secret(name, **_within("purgeDeletedSecret"))
             except ResourceNotFoundError:
                 pass
             except HttpResponseError as exc:

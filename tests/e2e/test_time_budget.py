@@ -3,6 +3,7 @@ once, undoes what was made, and tells the caller to come back when Azure said (n
 
 from __future__ import annotations
 
+import json
 import time
 
 from tests.support import settings_override
@@ -36,3 +37,41 @@ def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry
     # When Azure lets it through, the same request makes the registration.
     assert api.post("/registrations", json=body("budget-throttled")).status_code == 201
     assert api.delete("/registrations/budget-throttled").status_code == 200
+
+
+def test_a_throttled_read_that_outlasts_the_budget_is_not_retried_past_it(api, tenant):
+    # The read that starts every create is retried by the transport's policy, which would sleep the whole
+    # Retry-After (20 s) before looking at its timeout: the budget (10 s) stops it first.
+    with settings_override(PROVISIONING_DEADLINE_SECONDS="10"):
+        tenant.set_faults({"throttle": {"ratePerSecond": 0.05, "burst": 0, "services": ["graph"]}})
+        try:
+            started = time.monotonic()
+            response = api.post("/registrations", json=body("budget-throttled-read"))
+            took = time.monotonic() - started
+        finally:
+            tenant.set_faults({})
+    assert response.status_code == 503, response.text
+    assert response.json()["upstream"]["operation"] == "getApplication"
+    assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]
+    assert took < 5, f"waited {took:.1f} s"
+
+
+def test_replication_lag_is_waited_out_through_the_one_sleeping_seam(call, admin_token, tenant):
+    """A direct call (the test's own thread, so its context reaches the saga's worker threads): Graph does not
+    know the new application for two tries; the create waits (through saga.sleeping, so no real time) and
+    makes one service principal."""
+    from registrations import http, saga
+
+    waits: list[float] = []
+    tenant.set_faults({"failures": [{"operation": "graph.createServicePrincipal", "nth": 1, "status": 404,
+                                     "times": 2}]})
+    try:
+        with saga.sleeping(waits.append):
+            response = call(http.create_registration, token=admin_token, json_body=body("budget-lag"))
+    finally:
+        tenant.set_faults({})
+    assert response.status_code == 201, response.get_body()
+    assert len(waits) == 2 and 0.2 <= waits[0] <= 0.3 and 0.4 <= waits[1] <= 0.6, waits
+    app_id = json.loads(response.get_body())["appId"]
+    assert len([s for s in tenant.state()["servicePrincipals"] if s["appId"] == app_id]) == 1
+    assert call(http.delete_registration, "budget-lag", token=admin_token).status_code == 200
