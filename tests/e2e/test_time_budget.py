@@ -14,17 +14,22 @@ def body(name: str) -> dict:
             "access": "reader"}
 
 
-def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry_after(api, tenant):
-    # One Graph call per 20 s: the create's first read takes the only token, its upsert is told to wait 20 s,
-    # more than the 10 s budget holds.
+def throttled_create(api, tenant, name: str, *, burst: int):
+    """A create with a 10 s budget while Graph lets one call through every 20 s, after `burst` calls: the
+    call that meets the empty bucket is told to wait 20 s, more than the budget holds."""
     with settings_override(PROVISIONING_DEADLINE_SECONDS="10"):
-        tenant.set_faults({"throttle": {"ratePerSecond": 0.05, "burst": 1, "services": ["graph"]}})
+        tenant.set_faults({"throttle": {"ratePerSecond": 0.05, "burst": burst, "services": ["graph"]}})
         try:
             started = time.monotonic()
-            response = api.post("/registrations", json=body("budget-throttled"))
-            took = time.monotonic() - started
+            response = api.post("/registrations", json=body(name))
+            return response, time.monotonic() - started
         finally:
             tenant.set_faults({})
+
+
+def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry_after(api, tenant):
+    # The create's first read takes the only token; its upsert (not retried by the transport) is throttled.
+    response, took = throttled_create(api, tenant, "budget-throttled", burst=1)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -42,14 +47,7 @@ def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry
 def test_a_throttled_read_that_outlasts_the_budget_is_not_retried_past_it(api, tenant):
     # The read that starts every create is retried by the transport's policy, which would sleep the whole
     # Retry-After (20 s) before looking at its timeout: the budget (10 s) stops it first.
-    with settings_override(PROVISIONING_DEADLINE_SECONDS="10"):
-        tenant.set_faults({"throttle": {"ratePerSecond": 0.05, "burst": 0, "services": ["graph"]}})
-        try:
-            started = time.monotonic()
-            response = api.post("/registrations", json=body("budget-throttled-read"))
-            took = time.monotonic() - started
-        finally:
-            tenant.set_faults({})
+    response, took = throttled_create(api, tenant, "budget-throttled-read", burst=0)
     assert response.status_code == 503, response.text
     assert response.json()["upstream"]["operation"] == "getApplication"
     assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]
