@@ -16,15 +16,9 @@ import requests
 from registrations import auth, http
 from registrations.auth import JwksCache
 from registrations.problems import UpstreamUnavailable
-from tests.clients import claims, client_credentials_token, follow_authorize, public_app
 from tests.support import (
-    api_client,
-    api_token,
-    easy_auth_principal,
-    json_of,
-    problem,
-    service,
-    settings_override,
+    api_client, api_token, claims, client_credentials_token, easy_auth_principal, follow_authorize, json_of, problem,
+    public_app, service, settings_override,
 )
 
 

@@ -11,8 +11,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
-from tests.clients import claims, confidential_app
-from tests.support import MANAGED_AUDIENCE, MASTER_KEY, create, secret_client, service
+from tests.support import MANAGED_AUDIENCE, MASTER_KEY, claims, confidential_app, create, secret_client, service
 
 
 def token_with(tenant, client_id: str, credential) -> dict:

@@ -16,8 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from registrations.openapi import OPERATIONS, ProblemDetails
 from registrations.problems import PROBLEM_CONTENT_TYPE
-from tests.openapi.spec_support import path_regex
-from tests.support import RESPONSES
+from tests.support import RESPONSES, path_regex
 
 pytestmark = pytest.mark.after_everything_else
 

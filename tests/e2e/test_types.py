@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.clients import claims, confidential_app, follow_authorize, public_app
-from tests.support import MANAGED_AUDIENCE, create, secret_client
+from tests.support import (
+    MANAGED_AUDIENCE, claims, confidential_app, create, follow_authorize, public_app, secret_client,
+)
 
 
 def read_secret(tenant, config: dict) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 import typing
 from typing import Any
 
@@ -71,10 +70,6 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-
-
-def path_regex(template: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$")
 
 
 def _nullable(node: Any) -> Any:

@@ -14,9 +14,9 @@ from pydantic import TypeAdapter
 
 from registrations.models import RegistrationRequest
 from registrations.openapi import Deployment, build_document
-from tests.openapi.spec_support import operations, path_regex, resolve
+from tests.openapi.spec_support import operations, resolve
 from tests.openapi.workflow_engine import Engine, Expression, Run
-from tests.support import FUNCTION_KEY, api_token, objects_named, secret_client
+from tests.support import FUNCTION_KEY, api_token, objects_named, path_regex, secret_client
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "logic-apps"
 CONNECTOR_ARGS = ["--version", "2.0", "--host", "dicom-registrations.azurewebsites.net",
