@@ -10,7 +10,7 @@ the token endpoint until its `_visibleAt` on the tenant clock; writes by uniqueN
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..runtime import Clock, Faults, Issued
 from ..store import Store
@@ -104,13 +104,18 @@ class GraphBackend:
         """A service principal as Graph shows it, with what it mirrors from its application."""
         return render_service_principal(sp, self.find(APPS, "appId", sp["appId"], any_visibility=True))
 
+    def sp_views(self, sps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Many service principals as sp_view shows them, their applications looked up once for all (a
+        lookup per principal would make listing a directory quadratic in its size)."""
+        apps = {str(a.get("appId", "")).lower(): a for a in self.store.values(APPS)}
+        return [render_service_principal(sp, apps.get(sp["appId"].lower())) for sp in sps]
+
     def resolve_resource(self, identifier: str) -> tuple[dict[str, Any], str] | None:
         """The resource service principal a scope names, by appId, identifierUri or servicePrincipalName
         (first-party resources such as Graph are known by their servicePrincipalNames), and the audience
         to put in a v1 token: the identifier as registered."""
         wanted = identifier.rstrip("/").lower()
-        for sp in self.objects(SPS):
-            view = self.sp_view(sp)
+        for view in self.sp_views(self.objects(SPS)):
             if view["appId"].lower() == wanted:
                 return view, view["appId"]
             for name in view["servicePrincipalNames"]:

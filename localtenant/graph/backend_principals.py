@@ -123,8 +123,8 @@ class Principals:
         return self.backend.sp_view(sp)
 
     def list(self, caller: Caller) -> list[dict[str, Any]]:
-        return [self.backend.sp_view(sp) for sp in self.backend.objects(SPS)
-                if caller.may_read(sp) or caller.oid == sp["id"]]
+        return self.backend.sp_views(sp for sp in self.backend.objects(SPS)
+                                     if caller.may_read(sp) or caller.oid == sp["id"])
 
     def delete(self, caller: Caller, addr: Address) -> None:
         sp = self._sp(addr)
@@ -148,8 +148,8 @@ class Principals:
             caller.require_read_all()
         out = [{"@odata.type": "#microsoft.graph.application", **render_application(a)}
                for a in self.backend.objects(APPS) if sp_id in a["_owners"]]
-        out += [{"@odata.type": "#microsoft.graph.servicePrincipal", **self.backend.sp_view(s)}
-                for s in self.backend.objects(SPS) if sp_id in s["_owners"]]
+        out += [{"@odata.type": "#microsoft.graph.servicePrincipal", **view}
+                for view in self.backend.sp_views(s for s in self.backend.objects(SPS) if sp_id in s["_owners"])]
         return out
 
     # -- app role assignments ------------------------------------------------------------------------------

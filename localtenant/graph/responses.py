@@ -81,7 +81,8 @@ def _entity(req: Req, body: dict[str, Any], fragment: str, status: int = 200) ->
 
 
 def _collection(req: Req, items: list[dict[str, Any]], fragment: str) -> JSONResponse:
-    items = [o for o in items if odata.parse_filter(req.query.get("$filter"))(o)]
+    keep = odata.parse_filter(req.query.get("$filter"))
+    items = [o for o in items if keep(o)]
     fields = odata.select_fields(req.query)
     ctx = fragment if not fields else f"{fragment}({','.join(fields)})"
     base = req.url.split("?", 1)[0]

@@ -104,6 +104,21 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def transport_for(endpoint: str, verify: str | bool, *, pool_size: int = 32) -> RequestsTransport:
+    """azure-core's requests transport for one service's origin. The environment's proxy settings for that
+    origin are read once, here: left to requests, every call would read them (and .netrc) again. Its CA
+    bundle (REQUESTS_CA_BUNDLE) does not override ours either way: azure-core passes `connection_verify`
+    with every request."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
+    session.trust_env = False
+    session.mount("https://", HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size))
+    return RequestsTransport(session=session, session_owner=False, connection_verify=verify)
+
+
 class RestClient:
     def __init__(
         self,
@@ -115,19 +130,11 @@ class RestClient:
         verify: str | bool = True,
         pool_size: int = 32,
     ) -> None:
-        import requests
-        from requests.adapters import HTTPAdapter
-
         self.service = service
         self.endpoint = endpoint.rstrip("/")
-        # The environment's proxy settings apply; its CA bundle does not override ours, because azure-core
-        # passes `connection_verify` with every request and requests lets an explicit value win.
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
-        session.mount("https://", adapter)
         self._verify = verify
         self._pipeline = Pipeline(
-            transport=RequestsTransport(session=session, session_owner=False, connection_verify=verify),
+            transport=transport_for(self.endpoint, verify, pool_size=pool_size),
             policies=[
                 HeadersPolicy({"Accept": "application/json"}),
                 UserAgentPolicy(base_user_agent="dicom-registrations/0.1"),

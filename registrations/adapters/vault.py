@@ -17,7 +17,7 @@ from azure.core.exceptions import (
 
 from .. import saga
 from ..saga import create_once
-from ._rest import budget_options, make_retry_policy, parse_retry_after
+from ._rest import budget_options, make_retry_policy, parse_retry_after, transport_for
 from .errors import ConflictError, NotFoundError, UpstreamError, never
 
 
@@ -65,17 +65,13 @@ def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
 
 class VaultClient:
     def __init__(self, vault_url: str, credential: Any, *, verify: str | bool, development: bool) -> None:
-        import requests
-        from azure.core.pipeline.transport import RequestsTransport
         from azure.keyvault.secrets import SecretClient
 
-        session = requests.Session()
-        session.trust_env = False  # see _rest.RestClient
         self.vault_url = vault_url
         self._client = SecretClient(
             vault_url,
             credential,
-            transport=RequestsTransport(session=session, session_owner=False, connection_verify=verify),
+            transport=transport_for(vault_url, verify),
             connection_verify=verify,
             retry_policy=make_retry_policy(),
             # The local tenant's vault is not at *.vault.azure.net; in Azure the check stays on.
