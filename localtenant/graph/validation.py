@@ -190,5 +190,5 @@ def check_enabled_entitlements_kept(old: list[dict], new: list[dict], prop: str)
             continue
         kept = new_by_id.get(item["id"])
         if kept is None or kept.get("value") != item.get("value"):
-            raise bad_request(f"Permission (scope or role) cannot be deleted or updated unless disabled first.",
+            raise bad_request("Permission (scope or role) cannot be deleted or updated unless disabled first.",
                              code="CannotDeleteOrUpdateEnabledEntitlement")

@@ -80,7 +80,7 @@ def test_owned_objects_and_cascade_delete(lt, graph):
     owned = graph("GET", f"/servicePrincipals/{lt.seed.product.object_id}/ownedObjects").json()["value"]
     assert {(o["@odata.type"], o["id"]) for o in owned} == {("#microsoft.graph.application", app["id"]),
                                                             ("#microsoft.graph.servicePrincipal", sp["id"])}
-    assert graph("DELETE", f"/applications(uniqueName='owned')").status_code == 204
+    assert graph("DELETE", "/applications(uniqueName='owned')").status_code == 204
     assert graph("GET", f"/servicePrincipals/{sp['id']}").status_code == 404
     state = lt.state()
     assert all(a["uniqueName"] != "owned" for a in state["applications"])

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel
 
-from registrations.openapi import OPERATIONS, Deployment, build_document
+from registrations.openapi import Deployment, build_document
 
 METHODS = ("get", "put", "post", "delete", "patch")
 
