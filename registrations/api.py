@@ -44,7 +44,7 @@ log = logging.getLogger("registrations.api")
 audit = logging.getLogger("registrations.audit")
 
 MAX_BODY_BYTES = 64 * 1024
-_REQUEST = TypeAdapter(RegistrationRequest)
+_REQUEST: TypeAdapter[Request] = TypeAdapter(RegistrationRequest)
 _NAME = re.compile(NAME_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # A caller's correlation id is echoed in a response header and written to logs, so only a plain one is kept.

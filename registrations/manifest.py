@@ -162,7 +162,11 @@ def build_manifest(request: Request, caller: Caller, *, tenant_id: str, unique: 
 def required_access(resource: Resource) -> dict:
     """The API permission the client declares: an app role (service clients of the open-source server) or
     the delegated scope. Managed service clients get an Azure role instead and declare nothing."""
-    grant = {"id": resource.role[1], "type": "Role"} if resource.role else {"id": resource.scope[1], "type": "Scope"}
+    if resource.role:
+        grant = {"id": resource.role[1], "type": "Role"}
+    else:
+        assert resource.scope, "a Resource carries an app role or a delegated scope"
+        grant = {"id": resource.scope[1], "type": "Scope"}
     return {"resourceAppId": resource.app_id, "resourceAccess": [grant]}
 
 

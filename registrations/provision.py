@@ -83,15 +83,15 @@ class Provisioner:
                 manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
                                              resource=resource)
                 manifest["tags"].append(lease)
-                created, app = saga.run("create application", lambda: create_once(
+                created, made = saga.run("create application", lambda: create_once(
                     lambda: self.graph.upsert_application(unique, manifest),
                     lambda: self._ours(unique, lease), lagging=lag_404),
-                    undo=lambda result: result[0] and self.graph.delete_application(result[1]["id"]))
-                if not created:
+                    undo=lambda result: result[0] and result[1] and self.graph.delete_application(result[1]["id"]))
+                if not created or made is None:
                     # Another attempt created it between our read and our write, and owns it: back off. Our
                     # write changed nothing that attempt does not write again when it marks the app ready.
                     raise InProgress("another request created this registration a moment ago; retry shortly")
-                fresh, owner = True, caller
+                app, fresh, owner = made, True, caller
             else:
                 app = existing
                 owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
@@ -148,6 +148,7 @@ class Provisioner:
                 undo=lambda a: self.graph.delete_app_role_assignment(resource.sp_id, a["id"]))
         elif grant == "delegated" and self.settings.grant_admin_consent:
             assert resource is not None and resource.scope, "resource_for found the delegated scope"
+            scope = resource.scope[0]
 
             def find_grant() -> dict | None:
                 return next((g for g in self.graph.list_grants(sp["id"])
@@ -155,7 +156,7 @@ class Provisioner:
                             None)
 
             saga.run("grant admin consent", lambda: create_once(
-                lambda: self.graph.grant_delegated(sp["id"], resource.sp_id, resource.scope[0]), find_grant,
+                lambda: self.graph.grant_delegated(sp["id"], resource.sp_id, scope), find_grant,
                 lagging=lag_new_principal, look_first=not fresh),
                 undo=lambda g: self.graph.delete_grant(g["id"]))
         return sp

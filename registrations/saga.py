@@ -189,7 +189,8 @@ class Saga:
         when a sibling fails."""
         assert self._executor is not None, "run_parallel needs an executor"
         futures = [(name, submit(self._executor, action), undo) for name, action, undo in steps]
-        results, failure = [], None
+        results: list[Any] = []
+        failure: StepFailed | None = None
         for name, future, undo in futures:
             try:
                 result = future.result()

@@ -87,7 +87,7 @@ class RegistrationViews:
         if kind not in mf.STORED_KINDS:
             return None
         secret_name = mf.secret_name(self.settings.name_prefix, name, kind)
-        reference = {"kind": kind, "keyVaultSecretUri": self._secret_uri(secret_name),
+        reference: dict[str, Any] = {"kind": kind, "keyVaultSecretUri": self._secret_uri(secret_name),
                      "keyVaultSecretName": secret_name}
         ours = mf.our_credentials(app, kind)
         if ours:
@@ -164,7 +164,7 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
 
 
 # What to pass as msal's client_credential, per credential kind ("<...>" is read at run time).
-_MSAL_CREDENTIAL = {
+_MSAL_CREDENTIAL: dict[str, Any] = {
     "secret": "<the Key Vault secret's value>",
     "certificate": {"private_key": "<the Key Vault secret's PEM>", "thumbprint": None},
     "federated": {"client_assertion": "<a token from the trusted issuer for the subject>"},

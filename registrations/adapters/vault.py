@@ -58,8 +58,8 @@ def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
            else ConflictError if isinstance(exc, ResourceExistsError) or exc.status_code == 409
            else UpstreamError)
     error = cls("keyvault", operation, exc.status_code, code, message)
-    if exc.response is not None:
-        error.retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
+    headers = getattr(exc.response, "headers", None) or {}
+    error.retry_after = parse_retry_after(headers.get("Retry-After"))
     return error
 
 
@@ -163,9 +163,12 @@ class VaultClient:
         :raises NotFoundError: there is no such secret (or it is soft-deleted).
         """
         try:
-            return self._client.get_secret(name, **_within("getSecret")).value
+            value = self._client.get_secret(name, **_within("getSecret")).value
         except HttpResponseError as exc:
             raise _translate("getSecret", exc) from exc
+        if value is None:
+            raise NotFoundError("keyvault", "getSecret", 200, None, "the secret has no value")
+        return value
 
     def delete_secret(self, name: str, *, purge: bool = False) -> bool:
         """Soft-delete (and optionally purge) a secret. True if there was one."""
