@@ -324,7 +324,7 @@ class _Query(BaseModel):
     filter must not get every registration). openapi.py documents the same models. `visibility` is what the
     Logic Apps designer shows."""
 
-    model_config = ConfigDict(extra="forbid", str_strict=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ListQuery(_Query):
