@@ -6,6 +6,7 @@ import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .redirects import check_redirect_uris
 
@@ -312,7 +313,7 @@ class VerificationPending(_Response):
 def _whole_number(value: Any) -> Any:
     """A query value is text: only plain digits are a number (no sign, space, underscore or decimal point)."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
-        raise ValueError("must be a whole number")
+        raise PydanticCustomError("whole_number", "must be a whole number, written with digits only")
     return value
 
 
