@@ -27,7 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from . import sweep as sweeper
 from . import wiring
 from .manifest import ADMIN, READ, REQUEST, Caller
-from .models import NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
+from .models import IDEMPOTENCY_KEY_PATTERN, NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
 from .problems import (
     PROBLEM_CONTENT_TYPE,
     Forbidden,
@@ -46,7 +46,7 @@ audit = logging.getLogger("registrations.audit")
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST: TypeAdapter[Request] = TypeAdapter(RegistrationRequest)
 _NAME = re.compile(NAME_PATTERN)
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 # A caller's correlation id is echoed in a response header and written to logs, so only a plain one is kept.
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 # Setting names as the settings module spells them in its problems (values are quoted there, or numbers);
@@ -109,6 +109,7 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
     correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") or ""
     if not _CORRELATION_ID.match(correlation):
         correlation = str(uuid.uuid4())
+    instance = urlsplit(req.url).path
     caller: Caller | None = None
     subject = req.route_params.get("name")  # what the audit record names: the route's, or the body's name
     try:
@@ -121,11 +122,11 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
         subject = body.name if body else subject
         response = endpoint.run(Call(req, runtime, caller, query, key, body))
     except Problem as problem:
-        response = problem_response(problem, urlsplit(req.url).path)
+        response = problem_response(problem, instance)
     except Exception:
-        log.exception("unhandled error in %s %s (correlation %s)", req.method, urlsplit(req.url).path, correlation)
+        log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
         response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
-                                    urlsplit(req.url).path)
+                                    instance)
     if endpoint.needs != "read":
         _audit(req, endpoint.needs, response, correlation, caller, subject)
     response.headers["x-correlation-id"] = correlation

@@ -87,8 +87,8 @@ def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None 
         tags.append(f"dicom-credential:{credential.kind}")
         if credential.lifetimeDays:
             tags.append(f"dicom-lifetime:{credential.lifetimeDays}")
-        if credential_fingerprint(request):
-            tags.append(f"dicom-credhash:{credential_fingerprint(request)}")
+        if fingerprint := credential_fingerprint(request):
+            tags.append(f"dicom-credhash:{fingerprint}")
     if request.autoRotate:
         tags.append("dicom-autorotate:true")
     tags.extend(f"dicom-reader:{reader}" for reader in request.secretReaders)

@@ -13,6 +13,8 @@ from .redirects import check_redirect_uris
 # A slug: lower-case letters, digits and single hyphens. It is the idempotency handle, part of the
 # application's uniqueName and of the Key Vault secret name (where "--" separates parts), so it is kept short.
 NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+# What an Idempotency-Key header may hold (create and rotate).
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 TARGET_PATTERN = r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$"
 
 Access = Literal["reader", "writer", "admin"]

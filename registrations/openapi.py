@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from .models import (
+    IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
     ConfigQuery,
     CredentialList,
@@ -136,8 +137,7 @@ def query_params(model: type[BaseModel]) -> tuple[Param, ...]:
     return tuple(params)
 
 
-# Creates are idempotent by name whatever the key; rotations are idempotent by it.
-IDEMPOTENCY_KEY = {"pattern": r"^[A-Za-z0-9._:-]{1,128}$"}
+IDEMPOTENCY_KEY = {"pattern": IDEMPOTENCY_KEY_PATTERN}
 
 CORRELATION = {"x-correlation-id": "Correlation id of this call (from x-correlation-id or "
                                    "x-ms-client-tracking-id when the caller sent one)."}

@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from .adapters.errors import UpstreamError
@@ -45,15 +45,19 @@ FIRST_DELAY, MAX_DELAY = 0.25, 8.0
 ROLLBACK_SECONDS = 30.0
 
 
-# ------------------------------------------------------------------------------------------ the budget
 @contextmanager
-def budget(seconds: float) -> Iterator[None]:
-    """Within the block, everything must finish `seconds` from now."""
-    token = _deadline.set(time.monotonic() + seconds)
+def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+    token = var.set(value)
     try:
         yield
     finally:
-        _deadline.reset(token)
+        var.reset(token)
+
+
+# ------------------------------------------------------------------------------------------ the budget
+def budget(seconds: float) -> AbstractContextManager[None]:
+    """Within the block, everything must finish `seconds` from now."""
+    return _scoped(_deadline, time.monotonic() + seconds)
 
 
 def remaining() -> float | None:
@@ -73,14 +77,9 @@ def map_concurrently(executor: Executor, action: Callable[[Any], T], items: list
 
 
 # ------------------------------------------------------------------------------------------- sleeping
-@contextmanager
-def sleeping(replacement: Callable[[float], None]) -> Iterator[None]:
+def sleeping(replacement: Callable[[float], None]) -> AbstractContextManager[None]:
     """Within the block (and the worker threads it submits to), waits call `replacement`, not time.sleep."""
-    token = _sleep.set(replacement)
-    try:
-        yield
-    finally:
-        _sleep.reset(token)
+    return _scoped(_sleep, replacement)
 
 
 def sleep(seconds: float) -> None:

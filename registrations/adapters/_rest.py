@@ -50,20 +50,18 @@ class BudgetedRetryPolicy(RetryPolicy):
         if not super().is_retry(settings, response):
             return False
         left = saga.remaining()
-        # The wait sleep() will take once increment() has counted this answer.
-        wait = self.get_retry_after(response) or self._backoff(len(settings["history"]) + 1, settings)
-        return left is None or wait < left
+        # The wait sleep() will take once increment() has added this answer to the history.
+        counted = {**settings, "history": [*settings["history"], response]}
+        return left is None or self._wait(counted, response) < left
 
     def sleep(self, settings, transport, response=None):  # type: ignore[override]
-        wait = (self.get_retry_after(response) if response else None) or self._backoff(len(settings["history"]),
-                                                                                        settings)
+        wait = self._wait(settings, response)
         if wait > 0:
             saga.sleep(wait)
 
-    @staticmethod
-    def _backoff(errors: int, settings: dict[str, Any]) -> float:
-        """azure-core's exponential backoff after `errors` consecutive failed attempts."""
-        return 0 if errors <= 1 else min(settings["max_backoff"], settings["backoff"] * 2 ** (errors - 1))
+    def _wait(self, settings: dict[str, Any], response: Any) -> float:
+        """What azure-core would wait: the answer's Retry-After (capped), else its exponential backoff."""
+        return (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
 
 
 def make_retry_policy(*, total: int = 10, timeout: float = 45.0) -> BudgetedRetryPolicy:
