@@ -15,7 +15,7 @@ from .entra.grants import Grants
 from .entra.tokens import TokenIssuer
 from .graph.backend import GraphBackend
 from .graph.backend_applications import APPS, public, render_application
-from .graph.backend_principals import ASSIGNMENTS, GRANTS, SPS, USERS
+from .graph.backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS
 from .keyvault.backend import TABLE as SECRETS, KeyVaultBackend
 from .oauth.keys import SigningKeys
 from .runtime import Clock, Faults, Issued, Stats
@@ -121,6 +121,7 @@ class TenantCore:
             return json.loads(json.dumps({
                 "tenantId": self.tenant_id, "applications": apps, "servicePrincipals": sps,
                 "users": [public(u) for u in self.store.values(USERS)],
+                "groups": [{**public(g), "members": list(g["_members"])} for g in self.store.values(GROUPS)],
                 "appRoleAssignments": [public(x) for x in self.store.values(ASSIGNMENTS)],
                 "oauth2PermissionGrants": [public(x) for x in self.store.values(GRANTS)],
                 "roleAssignments": [public(x) for x in self.store.values(ROLE_ASSIGNMENTS)],

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from .graph.backend_applications import APPS, merge, new_application, new_password, password_hash
-from .graph.backend_principals import (ASSIGNMENTS, GRANTS, SPS, USERS, new_assignment, new_grant,
+from .graph.backend_principals import (ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, new_assignment, new_grant,
                                        new_service_principal)
 
 TENANT_ID = "7d5b1f0e-3c2a-4e8b-9f61-0a2b3c4d5e6f"
@@ -24,9 +24,11 @@ GRAPH_ROLES = {"Application.ReadWrite.OwnedBy": "18a4783c-866b-4cc7-a460-3d5e566
                "Application.ReadWrite.All": "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9",
                "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
                "AppRoleAssignment.ReadWrite.All": "06b708a9-e830-4db3-a914-8e69da51d44f",
-               "DelegatedPermissionGrant.ReadWrite.All": "8e8e4742-1d95-4f68-9d56-6ee75648c72a"}
+               "DelegatedPermissionGrant.ReadWrite.All": "8e8e4742-1d95-4f68-9d56-6ee75648c72a",
+               "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61"}
 PRODUCT_GRAPH_ROLES = ["Application.ReadWrite.OwnedBy", "Application.Read.All",
-                       "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All"]
+                       "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All",
+                       "Directory.Read.All"]
 FIRST_PARTY = {
     "graph": ("00000003-0000-0000-c000-000000000000", "Microsoft Graph", "https://graph.microsoft.com",
               {"User.Read": "e1fe6dd8-ba31-4d61-89e7-88639da4683d"}),
@@ -138,6 +140,11 @@ def build(store, now: float) -> dict[str, Any]:
             "mail": "dicom.user@local.test", "_visibleAt": 0}
     store.put(USERS, user["id"], user)
     seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"]}
+    # A security group with the user as its one member: what a delegated client's sign-in can be limited to.
+    group = {"id": _id("group"), "displayName": "DICOM viewers", "mailEnabled": False, "securityEnabled": True,
+             "mailNickname": "dicom-viewers", "_members": [user["id"]], "_visibleAt": 0}
+    store.put(GROUPS, group["id"], group)
+    seed["group"] = {"object_id": group["id"], "display_name": group["displayName"], "members": [user["id"]]}
 
     # A person calling the API through a portal: a native client with consent for the API's delegated
     # scope, and the user holding Registrations.Request on the API.

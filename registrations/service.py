@@ -68,6 +68,9 @@ class RegistrationService:
         with self.locked(request.name):
             existing_future = submit(self._executor, self._graph.get_application, unique)
             own_future = None if ADMIN in caller.roles else submit(self._executor, self._count_own, caller)
+            named = named_principals(request)
+            found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
+                if named else None
             resource = _upstream(lambda: self._provisioner.resource_for(request, target))
             existing = _upstream(existing_future.result)
             if existing is not None:
@@ -77,6 +80,8 @@ class RegistrationService:
                 self._provisioner.check_lease(existing)
             elif own_future is not None:
                 check_requester(self.settings, request, caller, lambda: _upstream(own_future.result))
+            if found_future is not None:
+                check_principals(named, _upstream(found_future.result))
             app, sp, credential = self._provisioner.run(request, caller, target, resource, existing)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
 
@@ -333,6 +338,37 @@ def check_request(settings: Settings, request: Request) -> None:
                     f"redirectUris[{index}]: host {parts.hostname!r} is not in the allowed redirect hosts",
                     allowedRedirectHosts=list(settings.allowed_redirect_hosts),
                 )
+
+
+# Directory objects a request names, by where it names them: each must exist, and be of a type that field
+# takes, before anything is written (an unknown id would otherwise look like replication lag until the time
+# budget ran out). Types as Graph's getByIds gives them.
+SECRET_READER_TYPES = frozenset({"user", "group", "servicePrincipal"})
+NamedPrincipal = tuple[list[str | int], str, frozenset[str]]
+
+
+def named_principals(request: Request) -> list[NamedPrincipal]:
+    """(location in the request, object id, the types it may be) for every principal the request names."""
+    return [([request.type, "secretReaders", index], oid, SECRET_READER_TYPES)
+            for index, oid in enumerate(request.secretReaders)]
+
+
+def check_principals(named: list[NamedPrincipal], found: dict[str, str]) -> None:
+    """A 422 naming each principal that does not exist (`found`: GraphClient.object_types) or is of a type
+    its field does not take."""
+    errors = []
+    for loc, oid, types in named:
+        kind = found.get(oid.lower())
+        if kind is None:
+            errors.append({"loc": loc, "msg": f"no directory object {oid} in this tenant"})
+        elif kind not in types:
+            errors.append({"loc": loc, "msg": f"{oid} is of type {kind}; expected {', '.join(sorted(types))}"})
+    if errors:
+        raise ValidationProblem(
+            "the request names principals that do not exist in this tenant or cannot be used there: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+            + "; check the object ids (the object id of the user, group or service principal, not an appId)",
+            errors=errors)
 
 
 def check_requester(settings: Settings, request: Request, caller: Caller, count_own: Callable[[], int]) -> None:

@@ -16,7 +16,7 @@ from .exceptions import bad_request, conflict, no_backing_application, not_a_val
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
 
-SPS, USERS = "servicePrincipals", "users"
+SPS, USERS, GROUPS = "servicePrincipals", "users", "groups"
 ASSIGNMENTS, GRANTS = "appRoleAssignments", "oauth2PermissionGrants"
 ASSIGN = "AppRoleAssignment.ReadWrite.All"
 GRANT = "DelegatedPermissionGrant.ReadWrite.All"

@@ -1,5 +1,5 @@
 """Graph v1.0 routes for applications (with their passwords and federated identity credentials), service
-principals, app role assignments, delegated permission grants and owned objects.
+principals, app role assignments, delegated permission grants, owned objects and directoryObjects/getByIds.
 
 - The caller is the bearer token's principal with the Graph app roles it carries; the token's audience must
   be Graph.
@@ -207,6 +207,12 @@ def delete_assignment(req: Req) -> Response:
     return _no_content(req)
 
 
+def get_by_ids(req: Req) -> Response:
+    found = req.core.graph.get_by_ids(_caller(req), _body(req))
+    return JSONResponse({"@odata.context": _context(req, "directoryObjects"), "value": found},
+                        headers=_headers(req))
+
+
 def owned_objects(req: Req) -> Response:
     return _collection(req, req.core.graph.principals.owned_objects(_caller(req), _sp_id(req)), "directoryObjects")
 
@@ -274,6 +280,7 @@ def routes(core) -> list:
         ("/servicePrincipals/{ref}/appRoleAssignments", ["GET"], "graph.listAppRoleAssignments",
          list_assignments_of),
         ("/servicePrincipals/{ref}/ownedObjects", ["GET"], "graph.listOwnedObjects", owned_objects),
+        ("/directoryObjects/getByIds", ["POST"], "graph.getByIds", get_by_ids),
         ("/oauth2PermissionGrants", ["POST"], "graph.createOAuth2PermissionGrant", create_grant),
         ("/oauth2PermissionGrants", ["GET"], "graph.listOAuth2PermissionGrants", list_grants),
         ("/oauth2PermissionGrants/{grant}", ["GET"], "graph.listOAuth2PermissionGrants", get_grant),

@@ -1,6 +1,10 @@
 """Graph queries, federated credentials, service principals, assignments, grants, owned objects, replication."""
 from __future__ import annotations
 
+import uuid
+
+from localtenant_helpers import Graph, client_token
+
 
 
 def test_filter_top_select_and_next_link(graph):
@@ -107,3 +111,45 @@ def test_state_dump_has_no_secrets(lt, graph, http):
     secret = graph.secret(app["id"])["secretText"]
     text = http.get(f"{lt.authority_host}/_admin/state").text
     assert secret not in text and "_hash" not in text and lt.seed.admin_client.secret not in text
+
+
+def test_get_by_ids_returns_the_objects_that_exist_with_their_types(lt, graph):
+    """directoryObject: getByIds (v1.0): POST {ids, types} answers 200 with `@odata.context` ...#directoryObjects
+    and `value`, each object carrying its `@odata.type`; an id with no object is simply not in the answer."""
+    _, sp = graph.app_with_sp("by-ids")
+    missing = "0b944de3-e0fc-4774-a49a-b135213725ef"
+    ids = [lt.seed.user.object_id, lt.seed.group.object_id, sp["id"], missing]
+    r = graph("POST", "/directoryObjects/getByIds", {"ids": ids})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["@odata.context"] == f"{lt.graph_endpoint}/v1.0/$metadata#directoryObjects"
+    found = {o["id"]: o["@odata.type"] for o in body["value"]}
+    assert found == {lt.seed.user.object_id: "#microsoft.graph.user",
+                     lt.seed.group.object_id: "#microsoft.graph.group",
+                     sp["id"]: "#microsoft.graph.servicePrincipal"}
+    # `types` narrows the collections searched; its values are not case-sensitive.
+    only_users = graph("POST", "/directoryObjects/getByIds", {"ids": ids, "types": ["User"]}).json()["value"]
+    assert [o["id"] for o in only_users] == [lt.seed.user.object_id]
+
+
+def test_get_by_ids_refuses_what_is_not_a_guid_too_many_ids_and_callers_without_directory_read(lt, http, graph):
+    assert graph("POST", "/directoryObjects/getByIds", {"ids": ["not-a-guid"]}).status_code == 400
+    assert graph("POST", "/directoryObjects/getByIds", {}).status_code == 400
+    too_many = [str(uuid.uuid4()) for _ in range(1001)]  # "You can specify up to 1000 IDs"
+    assert graph("POST", "/directoryObjects/getByIds", {"ids": too_many}).status_code == 400
+    assert graph("POST", "/directoryObjects/getByIds", {"ids": [], "types": ["printer"]}).status_code == 400
+    # Least privileged permission: Directory.Read.All. A client with none of it is refused.
+    seeded = lt.seed.reader_client
+    token = client_token(lt, http, seeded.app_id, seeded.secret, "https://graph.microsoft.com/.default").json()
+    other = Graph(lt, http, token["access_token"])
+    denied = other("POST", "/directoryObjects/getByIds", {"ids": [lt.seed.user.object_id]})
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "Authorization_RequestDenied"
+
+
+def test_get_by_ids_does_not_see_an_object_before_it_replicates(lt, graph):
+    lt.set_faults({"replicationDelayMs": 60_000})
+    app = graph.upsert("by-ids-lagging").json()
+    assert graph("POST", "/directoryObjects/getByIds", {"ids": [app["id"]]}).json()["value"] == []
+    lt.advance_clock(61)
+    assert [o["id"] for o in graph("POST", "/directoryObjects/getByIds", {"ids": [app["id"]]}).json()["value"]] \
+        == [app["id"]]
