@@ -15,7 +15,8 @@ def test_managed_identity_credential_gets_a_graph_token(lt, monkeypatch):
     assert c["aud"] == "https://graph.microsoft.com" and c["oid"] == lt.seed.product.object_id
     assert c["appid"] == lt.seed.product.app_id
     assert set(c["roles"]) == {"Application.ReadWrite.OwnedBy", "Application.Read.All",
-                               "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All"}
+                               "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All",
+                               "Directory.Read.All"}
 
 
 def test_response_shape(lt, http):
