@@ -24,6 +24,9 @@ from devhost._settings import apply_settings, write_settings
 
 FUNCTIONS_PORT = 7071  # the port `func start` uses, so docs and tools written for it still apply
 TENANT_BASE_PORT = 47400  # docs/local-tenant.md: fixed ports base+1 … base+5
+# Entra takes seconds to show a new app, service principal or secret everywhere; `make run` shows that (the
+# 202 path of verification, the retries) rather than a tenant kinder than Azure. Tests choose their own.
+REPLICATION_DELAY_MS = 3000
 
 StartTenant = Callable[[Path, int], ContextManager[Any]]
 
@@ -53,7 +56,8 @@ def start_local_tenant(state_path: Path, base_port: int) -> ContextManager[Any]:
     # Imported here: the tenant is a development tool and must never load with the function app itself.
     from localtenant import LocalTenant
 
-    return LocalTenant.start(state_path=state_path, base_port=base_port)
+    return LocalTenant.start(state_path=state_path, base_port=base_port,
+                             faults={"replicationDelayMs": REPLICATION_DELAY_MS})
 
 
 def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) -> int:

@@ -25,10 +25,11 @@ GRAPH_ROLES = {"Application.ReadWrite.OwnedBy": "18a4783c-866b-4cc7-a460-3d5e566
                "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
                "AppRoleAssignment.ReadWrite.All": "06b708a9-e830-4db3-a914-8e69da51d44f",
                "DelegatedPermissionGrant.ReadWrite.All": "8e8e4742-1d95-4f68-9d56-6ee75648c72a",
-               "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61"}
+               "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
+               "Policy.Read.All": "246dd0d5-5bd0-4def-940b-0421030a5b68"}
 PRODUCT_GRAPH_ROLES = ["Application.ReadWrite.OwnedBy", "Application.Read.All",
                        "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All",
-                       "Directory.Read.All"]
+                       "Directory.Read.All", "Policy.Read.All"]
 FIRST_PARTY = {
     "graph": ("00000003-0000-0000-c000-000000000000", "Microsoft Graph", "https://graph.microsoft.com",
               {"User.Read": "e1fe6dd8-ba31-4d61-89e7-88639da4683d"}),
@@ -36,10 +37,10 @@ FIRST_PARTY = {
                  {"user_impersonation": "f53da476-18e3-4152-8e01-aec403e6edc0"}),
     "arm": ("797f4846-ba00-4fd7-ba43-dac1f8f63013", "Windows Azure Service Management API",
             "https://management.azure.com/", {"user_impersonation": "41094075-9dad-400e-a0bd-54e686782033"}),
-    "dicom": ("4f6778d8-5aef-43dc-a1ff-b073724b9495", "Azure Healthcare APIs",
+    # "Azure API for DICOM": one delegated scope, no app roles (data access is Azure RBAC on the service).
+    "dicom": ("75e725bf-66ce-4cea-9b9a-5c4caae57f33", "Azure API for DICOM",
               "https://dicom.healthcareapis.azure.com",
-              {"Dicom.ReadWrite": "5a6e1b59-0b8d-4a0a-9d7e-2c3f4a5b6c7d",
-               "user_impersonation": "8f7e6d5c-4b3a-4291-8e7d-6c5b4a392817"}),
+              {"Dicom.ReadWrite": "5a6e1b59-0b8d-4a0a-9d7e-2c3f4a5b6c7d"}),
 }
 API_ROLES = {"Registrations.Admin": "6e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
              "Registrations.Request": "7f2a3b4c-5d6e-4f7a-9b0c-1d2e3f4a5b6c",
@@ -84,6 +85,12 @@ def _assign(store, now: float, principal: dict[str, Any], resource: dict[str, An
     store.put(ASSIGNMENTS, a["id"], a)
 
 
+def _names(app_id: str, audience: str) -> list[str]:
+    """A first-party resource lists its audience both with and without a trailing slash (as Azure API for
+    DICOM does), so a scope naming either form finds it."""
+    return [app_id, audience.rstrip("/"), audience.rstrip("/") + "/"]
+
+
 def _secret_for(name: str) -> str:
     return f"{name[:3]}8Q~local-{name.replace('_', '-')}-secret-do-not-use-in-azure"
 
@@ -99,7 +106,7 @@ def build(store, now: float) -> dict[str, Any]:
         roles = [_role(v, GRAPH_ROLES[v], ["Application"]) for v in GRAPH_ROLES] if key == "graph" else []
         sp = new_service_principal(None, app_id=app_id, now=now, visible_at=0, owner=None, extra={
             "id": _id(f"firstparty/{key}"), "displayName": display, "appDisplayName": display,
-            "servicePrincipalNames": [app_id, audience], "signInAudience": "AzureADMultipleOrgs",
+            "servicePrincipalNames": _names(app_id, audience), "signInAudience": "AzureADMultipleOrgs",
             "publisherName": "Microsoft Services", "appOwnerOrganizationId":
             "f8cdef31-a31e-4b4a-93e4-5f571e91255a", "appRoles": roles,
             "oauth2PermissionScopes": [_scope(v, i) for v, i in scopes.items()]})

@@ -19,6 +19,7 @@ from .graph import responses as graph
 from .identity import responses as identity
 from .keyvault import responses as keyvault
 from .server import Servers, bind, require_loopback
+from .web import fallback
 from .tls import make_ca, make_server_cert
 
 ORIGINS = ("login", "graph", "vault", "arm", "identity")  # base_port + 1 ... + 5, in this order
@@ -68,6 +69,10 @@ class LocalTenant:
         route_sets = {"login": admin.routes(core) + entra.routes(core),
                       "graph": graph.routes(core),
                       "vault": keyvault.routes(core), "arm": arm.routes(core), "identity": identity.routes(core)}
+        # Whatever no route takes answers in that origin's service's own JSON error shape.
+        for name, module in (("login", entra), ("graph", graph), ("vault", keyvault), ("arm", arm),
+                             ("identity", identity)):
+            route_sets[name].append(fallback(core, module.SPEC, route_sets[name], module.unknown))
         for name, sock in sockets.items():
             tls_files = (None, None) if name == "identity" else (str(files / "server.pem"), str(key_file))
             servers.add(Starlette(routes=route_sets[name]), sock, certfile=tls_files[0], keyfile=tls_files[1])
@@ -126,6 +131,11 @@ class LocalTenant:
     def reset(self) -> None:
         """Back to the seed: state, faults, stats and clock."""
         self._core.reset()
+
+    def set_app_management_policy(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The tenant default app management policy, as Graph's `GET /policies/defaultAppManagementPolicy`
+        shows it; the properties given replace the stored ones. `reset()` disables it again."""
+        return self._core.graph.policies.set_default(changes)
 
     def advance_clock(self, seconds: float) -> None:
         self._core.clock.advance(seconds)

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from .runtime import InjectedFault
 
@@ -34,6 +34,7 @@ class Req:
         self.url = str(request.url)
         self.request_id = str(uuid.uuid4())
         self.client_host = request.client.host if request.client else ""
+        self.arrived = core.clock.now()  # before any injected latency: two calls in flight at once overlap
 
     def json(self) -> Any:
         """The JSON body, or raises ValueError (services turn it into their 400)."""
@@ -71,10 +72,10 @@ def operation(core: "TenantCore", spec: ServiceSpec, path: str, methods: list[st
               handler: Callable[[Req], Response]) -> Route:
     async def endpoint(request: Request) -> Response:
         core.stats.count(name)
+        req = Req(request, await request.body(), core)
         delay = core.faults.latency(spec.name)
         if delay:
             await asyncio.sleep(delay)  # sleeps on the loop, so concurrent calls overlap as in Azure
-        req = Req(request, await request.body(), core)
         lost: InjectedFault | None = None
         try:
             lost = core.faults.check(spec.name, name)
@@ -95,3 +96,19 @@ def operation(core: "TenantCore", spec: ServiceSpec, path: str, methods: list[st
 def routes(core: "TenantCore", spec: ServiceSpec, rows: list[tuple[str, list[str], str, Callable]]) -> list[Route]:
     """Routes from (path, methods, operation name, handler) rows."""
     return [operation(core, spec, path, methods, name, handler) for path, methods, name, handler in rows]
+
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def fallback(core: "TenantCore", spec: ServiceSpec, known: list[Route],
+             error: Callable[[Req, list[str]], Exception]) -> Route:
+    """The last route of an origin: a request no other route takes answers in the service's own JSON error
+    shape (Starlette would answer plain text, which no Azure client parses). `error` gets the request and the
+    methods the path does allow (empty: the path is unknown)."""
+    async def endpoint(request: Request) -> Response:
+        req = Req(request, b"", core)
+        allowed = sorted({m for r in known if r.matches(request.scope)[0] is Match.PARTIAL for m in r.methods or ()})
+        return spec.render(error(req, allowed), req)
+
+    return Route("/{path:path}", endpoint, methods=METHODS, name=f"{spec.name}.unknownRoute")

@@ -47,5 +47,7 @@ def routes(core) -> list[Route]:
         ("/_admin/clock", ["POST"], _clock),
         ("/_admin/federated-assertion", ["POST"], _assertion),
         ("/_admin/signing-key", ["POST"], lambda c, b: {"kid": c.rotate_signing_key()}),
+        ("/_admin/app-management-policy", ["GET"], lambda c, b: c.graph.policies.default()),
+        ("/_admin/app-management-policy", ["PUT"], lambda c, b: c.graph.policies.set_default(b)),
     ]
     return [Route(path, _admin(core, fn), methods=methods) for path, methods, fn in table]

@@ -126,3 +126,51 @@ class ArmBackend:
             if (above or below and not at_scope) and (principal is None or p["principalId"] == principal):
                 out.append(a)
         return out
+
+    # -- subscriptions and role definitions ---------------------------------------------------------------
+    def _subscription_view(self) -> dict[str, Any]:
+        return {"id": f"/subscriptions/{self.subscription_id}", "authorizationSource": "RoleBased",
+                "managedByTenants": [], "subscriptionId": self.subscription_id,
+                "tenantId": self.directory.tenant_id, "displayName": "Local subscription", "state": "Enabled",
+                "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01",
+                                         "quotaId": "PayAsYouGo_2014-09-01", "spendingLimit": "Off"}}
+
+    def subscriptions(self, oid: str) -> list[dict[str, Any]]:
+        """The subscriptions where the caller holds a role at the subscription or anywhere below it."""
+        root = f"/subscriptions/{self.subscription_id}"
+        mine = any(roles.covers(root, a["properties"]["scope"]) or roles.covers(a["properties"]["scope"], root)
+                   for a in self.assignments_for(oid))
+        return [self._subscription_view()] if mine else []
+
+    def subscription(self, oid: str, subscription_id: str) -> dict[str, Any]:
+        found = [s for s in self.subscriptions(oid) if s["subscriptionId"].lower() == subscription_id.lower()]
+        if not found:
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription_id}' could not be found.")
+        return found[0]
+
+    def _definition_view(self, guid: str) -> dict[str, Any]:
+        role = roles.ROLES[guid]
+        return {"properties": {"roleName": role["name"], "type": "BuiltInRole", "description": role["name"],
+                               "assignableScopes": ["/"], "permissions": [], "createdOn": None, "updatedOn": None,
+                               "createdBy": None, "updatedBy": None},
+                "id": roles.definition_id(self.subscription_id, guid),
+                "type": "Microsoft.Authorization/roleDefinitions", "name": guid}
+
+    def role_definitions(self, oid: str, scope: str, filter_text: str | None) -> list[dict[str, Any]]:
+        """`$filter`: `roleName eq '..'` (exact, case-insensitive) or `type eq 'BuiltInRole'`; anything else is
+        refused rather than ignored."""
+        self.require_read(oid, scope)
+        text, name = (filter_text or "").strip(), None
+        if text.lower().startswith("rolename eq '") and text.endswith("'"):
+            name = text[len("roleName eq '"):-1].replace("''", "'")
+        elif text and text.replace('"', "'").lower() != "type eq 'builtinrole'":
+            raise ArmError(400, "UnsupportedQuery", f"The filter '{filter_text}' is not supported.")
+        return [self._definition_view(g) for g, r in roles.ROLES.items()
+                if name is None or r["name"].lower() == name.lower()]
+
+    def role_definition(self, oid: str, scope: str, name: str) -> dict[str, Any]:
+        self.require_read(oid, scope)
+        if name.lower() not in roles.ROLES:
+            raise ArmError(404, "RoleDefinitionDoesNotExist", f"The specified role definition with ID '{name}' "
+                           "does not exist.")
+        return self._definition_view(name.lower())

@@ -1,5 +1,8 @@
 """ARM routes: `{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]?api-version=...`
-("Role Assignments - Create / Get / Delete / List For Scope", api-version 2022-04-01)."""
+("Role Assignments - Create / Get / Delete / List For Scope", api-version 2022-04-01); role definitions at a
+scope, listed with `$filter=roleName eq '..'` or `type eq 'BuiltInRole'` ("Role Definitions - List / Get",
+2022-04-01; how `az role assignment create --role "<name>"` finds a role); and the subscriptions a caller can
+see ("Subscriptions - List / Get", 2022-12-01; what `az login` reads)."""
 from __future__ import annotations
 
 import re
@@ -69,8 +72,39 @@ def list_(req: Req) -> JSONResponse:
     return json_response({"value": [_view(a) for a in items]})
 
 
+def list_subscriptions(req: Req) -> JSONResponse:
+    items = req.core.arm.subscriptions(_caller(req))
+    return json_response({"value": items, "count": {"type": "Total", "value": len(items)}})
+
+
+def get_subscription(req: Req) -> JSONResponse:
+    return json_response(req.core.arm.subscription(_caller(req), req.path_params["subscription"]))
+
+
+def list_role_definitions(req: Req) -> JSONResponse:
+    return json_response({"value": req.core.arm.role_definitions(_caller(req), _scope(req),
+                                                                 req.query.get("$filter"))})
+
+
+def get_role_definition(req: Req) -> JSONResponse:
+    return json_response(req.core.arm.role_definition(_caller(req), _scope(req), req.path_params["name"]))
+
+
+def unknown(req: Req, allowed: list[str]) -> ax.ArmError:
+    """A path ARM does not route, or a method it does not take there, in ARM's error shape."""
+    if allowed:
+        return ax.ArmError(405, "MethodNotAllowed", f"The requested method '{req.method}' is not allowed on "
+                           f"'{req.raw.url.path}'; use {', '.join(allowed)}.")
+    return ax.ArmError(404, "NotFound", f"The requested path '{req.raw.url.path}' was not found.")
+
+
 def routes(core) -> list:
+    definitions = "/{scope:path}/providers/Microsoft.Authorization/roleDefinitions"
     return routes_table(core, SPEC, [
+        ("/subscriptions", ["GET"], "arm.listSubscriptions", list_subscriptions),
+        ("/subscriptions/{subscription}", ["GET"], "arm.getSubscription", get_subscription),
+        (definitions, ["GET"], "arm.listRoleDefinitions", list_role_definitions),
+        (definitions + "/{name}", ["GET"], "arm.getRoleDefinition", get_role_definition),
         (BASE + "/{name}", ["PUT"], "arm.createRoleAssignment", put),
         (BASE + "/{name}", ["GET"], "arm.getRoleAssignment", get),
         (BASE + "/{name}", ["DELETE"], "arm.deleteRoleAssignment", delete),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography import x509
@@ -28,15 +29,33 @@ from . import exceptions as ex
 FEDERATED_ISSUER = "https://issuer.local.test"
 
 
+PLATFORMS = ("web", "spa", "publicClient")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _same_redirect(registered: str, uri: str) -> bool:
+    """Exact match, except that the port of an http loopback redirect URI is ignored ("Redirect URI (reply
+    URL) restrictions", localhost exceptions, after RFC 8252 7.3 and 8.3): native apps listen on ephemeral
+    ports."""
+    if registered == uri:
+        return True
+    r, u = urlsplit(registered), urlsplit(uri)
+    return (r.scheme == u.scheme == "http" and r.hostname in LOOPBACK_HOSTS and r.hostname == u.hostname
+            and (r.path, r.query) == (u.path, u.query))
+
+
+def registered_on(app: dict[str, Any], platform: str, uri: str | None) -> bool:
+    return bool(uri) and any(_same_redirect(r, uri) for r in app[platform]["redirectUris"])
+
+
 def is_public(app: dict[str, Any], redirect_uri: str | None) -> bool:
     if app.get("isFallbackPublicClient"):
         return True
-    return bool(redirect_uri) and (redirect_uri in app["spa"]["redirectUris"]
-                                   or redirect_uri in app["publicClient"]["redirectUris"])
+    return registered_on(app, "spa", redirect_uri) or registered_on(app, "publicClient", redirect_uri)
 
 
 def registered_redirect(app: dict[str, Any], uri: str) -> bool:
-    return uri in app["web"]["redirectUris"] + app["spa"]["redirectUris"] + app["publicClient"]["redirectUris"]
+    return any(registered_on(app, platform, uri) for platform in PLATFORMS)
 
 
 class ClientAuthenticator:

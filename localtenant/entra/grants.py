@@ -4,7 +4,10 @@
   service principal's app role assignments on the resource.
 - authorization_code (RFC 6749 4.1) with PKCE (RFC 7636, S256 only); codes live ten minutes and redeem once.
   SPA codes must be redeemed cross-origin, so the request must carry Origin (AADSTS9002327).
-- refresh_token (RFC 6749 6) for confidential clients; each use returns a new refresh token.
+- refresh_token (RFC 6749 6) for every client that asks for offline_access, public ones too ("Refresh tokens in
+  the Microsoft identity platform"): 24 hours for a code redeemed at a `spa` redirect URI (tokens refreshed
+  from it keep that end, and must be redeemed cross-origin too), 90 days otherwise; each use returns a new
+  refresh token and retires the old one.
 Delegated `scp` is what the client asked for and was consented (oauth2PermissionGrants); `.default` means
 every consented scope. Missing consent is AADSTS65001.
 """
@@ -18,7 +21,7 @@ from urllib.parse import urlencode
 
 from ..oauth import client_auth, pkce
 from . import exceptions as ex
-from .clients import ClientAuthenticator, is_public, registered_redirect
+from .clients import ClientAuthenticator, is_public, registered_on, registered_redirect
 from .tokens import TokenIssuer
 
 OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
@@ -27,6 +30,7 @@ _APP_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 GRAPH = "https://graph.microsoft.com"
 CODE_LIFETIME = 600
 REFRESH_LIFETIME = 90 * 24 * 3600
+SPA_REFRESH_LIFETIME = 24 * 3600
 CODES, REFRESH = "authCodes", "refreshTokens"
 
 
@@ -93,7 +97,10 @@ class Grants:
             raise ex.consent_required(app["appId"], app["displayName"])
         return sorted(wanted)
 
-    def _user_tokens(self, app, acr: str, user, scope: str, nonce: str | None, public: bool) -> dict[str, Any]:
+    def _user_tokens(self, app, acr: str, user, scope: str, nonce: str | None, public: bool, *,
+                     spa_until: float | None = None) -> dict[str, Any]:
+        """Tokens for a user. `spa_until`: the code was redeemed at a spa redirect URI and its refresh tokens
+        end then (24 hours after that redemption, carried over by every refresh)."""
         identifier, values, oidc = split_scopes(scope)
         resource, audience, version = self._resource(identifier)
         client_sp = self._client_sp(app)
@@ -107,10 +114,12 @@ class Grants:
         if "openid" in oidc:
             out["id_token"] = self.issuer.id_token(user=user, client_app_id=app["appId"], nonce=nonce)
         out["client_info"] = self.issuer.client_info(user)
-        if "offline_access" in oidc and not public:
+        if "offline_access" in oidc:
             rt = secrets.token_urlsafe(48)
-            self.core.store.put(REFRESH, rt, {"client_id": app["appId"], "user_id": user["id"], "scope": scope,
-                                              "exp": self.directory.now() + REFRESH_LIFETIME})
+            self.core.store.put(REFRESH, rt, {
+                "client_id": app["appId"], "user_id": user["id"], "scope": scope, "public": public,
+                "spa": spa_until is not None,
+                "exp": spa_until if spa_until is not None else self.directory.now() + REFRESH_LIFETIME})
             out["refresh_token"] = rt
         return out
 
@@ -123,7 +132,7 @@ class Grants:
         if grant == "authorization_code":
             return self._authorization_code(form, cred, origin)
         if grant == "refresh_token":
-            return self._refresh(form, cred)
+            return self._refresh(form, cred, origin)
         if not grant:
             raise ex.missing_parameter("grant_type")
         raise ex.EntraError(70003, "unsupported_grant_type", f"The app requested an unsupported grant type "
@@ -170,7 +179,8 @@ class Grants:
         app = self.clients.app(cred.client_id)
         public = is_public(app, record["redirect_uri"])
         acr = self.clients.authenticate(app, cred, public=public)
-        if record["redirect_uri"] in app["spa"]["redirectUris"] and not origin:
+        spa = registered_on(app, "spa", record["redirect_uri"])
+        if spa and not origin:
             raise ex.spa_without_origin()
         if record.get("challenge"):
             if not pkce.verifier_matches(form.get("code_verifier") or "", record["challenge"]):
@@ -179,23 +189,26 @@ class Grants:
         self.core.store.put(CODES, code, record)
         user = self.directory.user(record["user_id"])
         return self._user_tokens(app, acr, user, form.get("scope") or record["scope"], record.get("nonce"),
-                                 public)
+                                 public, spa_until=self.directory.now() + SPA_REFRESH_LIFETIME if spa else None)
 
-    def _refresh(self, form, cred) -> dict[str, Any]:
+    def _refresh(self, form, cred, origin) -> dict[str, Any]:
         rt = form.get("refresh_token")
         if not rt:
             raise ex.missing_parameter("refresh_token")
         app = self.clients.app(cred.client_id)
-        acr = self.clients.authenticate(app, cred, public=False)
         record = self.core.store.get(REFRESH, rt)
         if record is None or record["client_id"] != app["appId"]:
             raise ex.EntraError(9002313, "invalid_grant", "Invalid request. Request is malformed or invalid.")
+        acr = self.clients.authenticate(app, cred, public=bool(record.get("public")))
+        if record.get("spa") and not origin:
+            raise ex.spa_without_origin()
         if record["exp"] <= self.directory.now():
             raise ex.EntraError(70008, "invalid_grant", "The provided authorization code or refresh token has "
                                 "expired due to inactivity.")
         self.core.store.delete(REFRESH, rt)
         user = self.directory.user(record["user_id"])
-        return self._user_tokens(app, acr, user, form.get("scope") or record["scope"], None, False)
+        return self._user_tokens(app, acr, user, form.get("scope") or record["scope"], None,
+                                 bool(record.get("public")), spa_until=record["exp"] if record.get("spa") else None)
 
     # -- authorize endpoint --------------------------------------------------------------------------------
     def authorize(self, params: dict[str, str]) -> str:
@@ -216,7 +229,7 @@ class Grants:
                     raise ex.pkce_method_refused(method)
                 if len(challenge) != 43:
                     raise ex.EntraError(501491, "invalid_request", "Invalid size of Code_Challenge parameter.")
-            elif redirect in app["spa"]["redirectUris"]:
+            elif registered_on(app, "spa", redirect):
                 raise ex.EntraError(9002325, "invalid_request", "Proof Key for Code Exchange is required for "
                                     "cross-origin authorization code redemption.")
             hint = params.get("login_hint")

@@ -47,9 +47,14 @@ def discovery(req: Req) -> JSONResponse:
 
 
 def jwks(req: Req) -> JSONResponse:
+    """Each key names the issuer that signs with it: the tenant's v2 issuer, or for the tenant-independent
+    document the `{tenantid}` template ("Access tokens", validate the signing key issuer)."""
     if "tenant" in req.path_params:
         _tenant(req)
-    return json_response(req.core.signing_keys.jwks())
+        issuer = req.core.issuer.issuer_v2
+    else:
+        issuer = f"{req.core.authority_host}/{{tenantid}}/v2.0"
+    return json_response(req.core.signing_keys.jwks(issuer))
 
 
 def token(req: Req) -> JSONResponse:
@@ -62,6 +67,16 @@ def token(req: Req) -> JSONResponse:
 def authorize(req: Req) -> RedirectResponse:
     _tenant(req)
     return RedirectResponse(req.core.grants.authorize(dict(req.query)), status_code=302)
+
+
+def unknown(req: Req, allowed: list[str]) -> ex.EntraError:
+    """The token endpoint asked with GET answers AADSTS900561 as Entra does; a path Entra does not have (it
+    shows an HTML page there) answers AADSTS9002313 in the JSON shape clients parse."""
+    if allowed:
+        return ex.EntraError(900561, "invalid_request", f"The endpoint only accepts {', '.join(allowed)} "
+                             f"requests. Received a {req.method} request.", status=405)
+    return ex.EntraError(9002313, "invalid_request", "Invalid request. Request is malformed or invalid.",
+                         status=404)
 
 
 def routes(core) -> list:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..runtime import Clock, Faults, Issued
 from ..store import Store
 from .backend_applications import APPS, Applications, public, render_application
+from .policies import Policies
 from .backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, Principals, render_service_principal
 from .exceptions import bad_request, forbidden, not_found
 
@@ -32,6 +33,7 @@ class Caller:
     """The principal behind a Graph token: its object id and the Graph app roles the token carries."""
     oid: str
     roles: set[str] = field(default_factory=set)
+    arrived: float | None = None  # when the request reached the tenant (its clock), before injected latency
 
     def require(self, *any_of: str) -> None:
         if not self.roles & set(any_of):
@@ -66,6 +68,7 @@ class GraphBackend:
         self.issued = issued or Issued()
         self.applications = Applications(self)
         self.principals = Principals(self)
+        self.policies = Policies(self)
 
     # -- time and visibility -------------------------------------------------------------------------------
     def now(self) -> float:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from . import validation
-from .exceptions import bad_request, conflict, not_found
+from .exceptions import bad_request, concurrency_violation, conflict, not_found
 
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
@@ -154,6 +154,16 @@ class Applications:
         caller.require_write(app)
         return app
 
+    def _credential_write(self, caller: Caller, app: dict[str, Any]) -> None:
+        """Credential writes on one application do not overlap: one that arrived while another was still in
+        flight (arrived before that one was answered) is 409 Directory_ConcurrencyViolation and changes
+        nothing. Called before the write; it records this one's span, saved with the app."""
+        now, last = self.backend.now(), app.get("_credentialWrite")
+        arrived = caller.arrived if caller.arrived is not None else now
+        if last and last[0] <= arrived < last[1]:
+            raise concurrency_violation()
+        app["_credentialWrite"] = [arrived, now]
+
     def get(self, caller: Caller, addr: Address) -> dict[str, Any]:
         app = self._app(addr)
         caller.require_read(app)
@@ -190,6 +200,8 @@ class Applications:
     def update(self, caller: Caller, addr: Address, body: dict[str, Any]) -> dict[str, Any]:
         app = self._writable(caller, addr)
         validation.check_application(body, creating=False)
+        if "keyCredentials" in body:
+            self._credential_write(caller, app)
         if "uniqueName" in body and body["uniqueName"] != app["uniqueName"] and app["uniqueName"]:
             raise bad_request("Property 'uniqueName' is immutable once set.")
         self._apply(app, body)
@@ -213,6 +225,10 @@ class Applications:
             existing = {k["keyId"]: k for k in app["keyCredentials"]}
             patch["keyCredentials"] = [new_key_credential(k, existing, visible_at=self.backend.visible_at())
                                        for k in body["keyCredentials"]]
+            for key in patch["keyCredentials"]:
+                if key["keyId"] not in existing:  # a key kept as it was is not written again
+                    self.backend.policies.check_key(app, parse_iso(key["endDateTime"], "endDateTime")
+                                                    - parse_iso(key["startDateTime"], "startDateTime"))
         merge(app, patch)
 
     def delete(self, caller: Caller, addr: Address) -> None:
@@ -231,6 +247,9 @@ class Applications:
         if set(spec) - {"displayName", "startDateTime", "endDateTime", "customKeyIdentifier"}:
             raise bad_request("Property does not exist as a declared property of resource 'PasswordCredential'.")
         cred, secret = new_password(spec, now=self.backend.now(), visible_at=self.backend.visible_at())
+        self.backend.policies.check_password(app, parse_iso(cred["endDateTime"], "endDateTime")
+                                             - parse_iso(cred["startDateTime"], "startDateTime"))
+        self._credential_write(caller, app)
         app["passwordCredentials"].append(cred)
         self.backend.save(APPS, app)
         self.backend.issued.add("passwords", secret)
@@ -241,6 +260,7 @@ class Applications:
         key_id = body.get("keyId") if isinstance(body, dict) else None
         if not key_id:
             raise bad_request("Property 'keyId' is required and cannot be null or empty.")
+        self._credential_write(caller, app)
         kept = [p for p in app["passwordCredentials"] if p["keyId"] != key_id]
         if len(kept) == len(app["passwordCredentials"]):
             raise not_found(key_id)
@@ -251,6 +271,7 @@ class Applications:
     def create_fic(self, caller: Caller, addr: Address, body: Any) -> dict[str, Any]:
         app = self._writable(caller, addr)
         fic = new_fic(body, visible_at=self.backend.visible_at())
+        self._credential_write(caller, app)
         if any(f["name"].lower() == fic["name"].lower() for f in app["_fics"]):
             raise conflict("FederatedIdentityCredential with name " + fic["name"] + " already exists.")
         if any(f["issuer"] == fic["issuer"] and f["subject"] == fic["subject"] for f in app["_fics"]):
@@ -269,6 +290,7 @@ class Applications:
 
     def delete_fic(self, caller: Caller, addr: Address, key: str) -> None:
         app = self._writable(caller, addr)
+        self._credential_write(caller, app)
         kept = [f for f in app["_fics"] if key not in (f["id"], f["name"]) or not self.backend.visible(f)]
         if len(kept) == len(app["_fics"]):
             raise not_found(key)

@@ -62,6 +62,13 @@ def not_a_valid_reference() -> GraphError:
     return bad_request("Not a valid reference update.")
 
 
+def concurrency_violation() -> GraphError:
+    """A credential write on an application while another one on it is still in flight (the message as public
+    client code that retries it matches on; Azure/fhir-server's test scripts retry the code too)."""
+    return GraphError(409, "Directory_ConcurrencyViolation", "Error due to concurrent requests being made to the "
+                      "tenant. Please wait briefly and retry.")
+
+
 def from_fault(fault: InjectedFault) -> GraphError:
     if fault.status == 429:
         # Graph throttling: 429 TooManyRequests with Retry-After in seconds.

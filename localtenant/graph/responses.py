@@ -36,7 +36,7 @@ def _caller(req: Req) -> Caller:
         claims = req.core.issuer.validate(token, AUDIENCES)
     except InvalidToken as e:
         raise unauthenticated(str(e)) from None
-    return Caller(oid=claims["oid"], roles=set(claims.get("roles", [])))
+    return Caller(oid=claims["oid"], roles=set(claims.get("roles", [])), arrived=req.arrived)
 
 
 def _address(req: Req) -> tuple[str, str]:
@@ -241,6 +241,28 @@ def delete_grant(req: Req) -> Response:
     return _no_content(req)
 
 
+def unknown(req: Req, allowed: list[str]) -> GraphError:
+    """Graph routes by OData segment: an unknown one is 400 BadRequest "Resource not found for the segment
+    '..'." (as public reports of v1.0 calls to beta-only segments show); a known resource asked with a
+    method it does not take is 405."""
+    if allowed:
+        return GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
+    segment = req.raw.url.path.rstrip("/").rsplit("/", 1)[-1] or "/"
+    return bad_request(f"Resource not found for the segment '{segment}'.", code="BadRequest")
+
+
+POLICY_READERS = ("Policy.Read.All", "Policy.Read.ApplicationConfiguration",
+                  "Policy.ReadWrite.ApplicationConfiguration")
+
+
+def get_default_app_management_policy(req: Req) -> Response:
+    """Policy.Read.All is the least privileged application permission ("Get tenantAppManagementPolicy")."""
+    _caller(req).require(*POLICY_READERS)
+    policy = req.core.graph.policies.default()
+    odata_id = f"{req.core.graph_endpoint}/v2/{req.core.tenant_id}/defaultAppManagementPolicy/{policy['id']}"
+    return _entity(req, {"@odata.id": odata_id, **policy}, "policies/defaultAppManagementPolicy/$entity")
+
+
 def _rows(table: list[tuple[str, list[str], str | tuple[str, str], Callable]]) -> list:
     """A path with `{ref}` is served both as `/{id}` and as `({key})`, Graph's alternate-key form (the
     operation name may differ between the two). Each is also served with a trailing slash, which Graph
@@ -286,4 +308,6 @@ def routes(core) -> list:
         ("/oauth2PermissionGrants/{grant}", ["GET"], "graph.listOAuth2PermissionGrants", get_grant),
         ("/oauth2PermissionGrants/{grant}", ["PATCH"], "graph.updateOAuth2PermissionGrant", update_grant),
         ("/oauth2PermissionGrants/{grant}", ["DELETE"], "graph.deleteOAuth2PermissionGrant", delete_grant),
+        ("/policies/defaultAppManagementPolicy", ["GET"], "graph.getDefaultAppManagementPolicy",
+         get_default_app_management_policy),
     ]))

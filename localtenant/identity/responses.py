@@ -61,5 +61,11 @@ def token(req: Req) -> JSONResponse:
                           "resource": resource, "token_type": "Bearer", "client_id": product["appId"]})
 
 
+def unknown(req: Req, allowed: list[str]) -> IdentityError:
+    if allowed:
+        return IdentityError(405, f"The requested method {req.method} is not allowed; use {', '.join(allowed)}.")
+    return IdentityError(404, f"The requested path {req.raw.url.path} was not found.")
+
+
 def routes(core) -> list:
     return routes_table(core, SPEC, [("/msi/token", ["GET"], "identity.token", token)])

@@ -186,6 +186,14 @@ def purge(req: Req):
     return Response(status_code=204)
 
 
+def unknown(req: Req, allowed: list[str]) -> KeyVaultError:
+    """A path Key Vault's secrets API does not have, or a method it does not take there."""
+    if allowed:
+        return KeyVaultError(405, "MethodNotAllowed", f"The requested method {req.method} is not allowed; "
+                                f"this path takes {', '.join(allowed)}.")
+    return KeyVaultError(404, "NotFound", f"The requested path {req.raw.url.path} was not found on this vault.")
+
+
 def routes(core) -> list:
     return routes_table(core, SPEC, [
         ("/secrets", ["GET"], "keyvault.listSecrets", list_secrets),

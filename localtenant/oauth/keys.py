@@ -1,5 +1,10 @@
 """RS256 signing keys published as a JWK Set (RFC 7517), kept in the store so tokens survive a restart.
 
+Each key is published as Entra publishes its own ("Access tokens", validate the signing key issuer; the
+keys document of login.microsoftonline.com): `kty`, `use`, `kid`, `x5t` (= kid, the base64url SHA-1
+thumbprint of the key's self-signed certificate), `n`, `e`, `x5c` (that certificate, base64 DER) and
+`issuer`, and no `alg`.
+
 Rotation adds a key and makes it current; earlier keys stay published, as Entra keeps a retired key in its
 JWKS for a while so tokens it already issued still verify.
 """
@@ -9,11 +14,23 @@ import base64
 import hashlib
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..store import Store
+from ..tls import _builder
+
+CERT_NAME = "accounts.accesscontrol.windows.net"  # the subject of Entra's own signing certificates
+CERT_DAYS = 5 * 365
+
+
+def _certificate(key) -> bytes:
+    """A self-signed certificate (DER) for a signing key, as Entra publishes in x5c."""
+    return _builder(CERT_NAME, CERT_NAME, key.public_key(), CERT_DAYS).sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.DER)
 
 
 def b64url(data: bytes) -> str:
@@ -43,14 +60,21 @@ class SigningKeys:
 
     def rotate(self) -> str:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-        kid = b64url(hashlib.sha1(der).digest())  # Entra's kids are base64url SHA-1 thumbprints too
+        cert = _certificate(key)
+        kid = b64url(hashlib.sha1(cert).digest())  # Entra's kid and x5t: the certificate's SHA-1 thumbprint
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
         order = len(self.store.table(self.table))
-        self.store.put(self.table, kid, {"kid": kid, "pem": pem, "order": order})
+        self.store.put(self.table, kid, {"kid": kid, "pem": pem, "order": order,
+                                         "x5c": base64.b64encode(cert).decode()})
         return kid
+
+    def _x5c(self, entry: dict[str, Any]) -> str:
+        """The key's certificate; a key stored before certificates were kept gets one now (its kid stays)."""
+        if not entry.get("x5c"):
+            entry = {**entry, "x5c": base64.b64encode(_certificate(self._private(entry["kid"]))).decode()}
+            self.store.put(self.table, entry["kid"], entry)
+        return entry["x5c"]
 
     def _private(self, kid: str):
         if kid not in self._cache:
@@ -64,12 +88,13 @@ class SigningKeys:
     def current_kid(self) -> str:
         return max(self.store.values(self.table), key=lambda e: e["order"])["kid"]
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self, issuer: str) -> dict[str, Any]:
         keys = []
         for entry in sorted(self.store.values(self.table), key=lambda e: -e["order"]):
             pub = self._private(entry["kid"]).public_key().public_numbers()
-            keys.append({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": entry["kid"], "x5t": entry["kid"],
-                         "n": b64url_uint(pub.n), "e": b64url_uint(pub.e)})
+            keys.append({"kty": "RSA", "use": "sig", "kid": entry["kid"], "x5t": entry["kid"],
+                         "n": b64url_uint(pub.n), "e": b64url_uint(pub.e), "x5c": [self._x5c(entry)],
+                         "issuer": issuer})
         return {"keys": keys}
 
     def sign(self, claims: dict[str, Any]) -> str:

@@ -100,7 +100,49 @@ def test_spa_code_needs_origin(lt, http, client_app):
     assert _redeem(lt, http, client_app, code, SPA).json()["error_codes"] == [9002327]
     code = _authorize(lt, http, client_app, SPA)["code"]
     r = _redeem(lt, http, client_app, code, SPA, headers={"Origin": "https://spa.local.test"})
-    assert r.status_code == 200 and "refresh_token" not in r.json()
+    assert r.status_code == 200 and "refresh_token" in r.json()
+
+
+def _refresh(lt, http, app, rt, **extra):
+    return http.post(f"{lt.authority}/oauth2/v2.0/token", data={
+        "grant_type": "refresh_token", "client_id": app["appId"], "refresh_token": rt}, **extra)
+
+
+def test_spa_refresh_token_lives_24_hours_from_the_code(lt, http, client_app):
+    """Entra gives SPAs refresh tokens that end 24 hours after the code was redeemed; tokens refreshed from
+    one carry that end over, and are redeemed cross-origin too."""
+    origin = {"Origin": "https://spa.local.test"}
+    code = _authorize(lt, http, client_app, SPA)["code"]
+    rt = _redeem(lt, http, client_app, code, SPA, headers=origin).json()["refresh_token"]
+    assert _refresh(lt, http, client_app, rt).json()["error_codes"] == [9002327]
+    lt.advance_clock(23 * 3600)
+    r = _refresh(lt, http, client_app, rt, headers=origin)
+    assert r.status_code == 200, r.text
+    lt.advance_clock(3600 + 5)
+    assert _refresh(lt, http, client_app, r.json()["refresh_token"], headers=origin).json()["error_codes"] == [70008]
+
+
+def test_native_public_client_refreshes_for_90_days(lt, http, client_app):
+    code = _authorize(lt, http, client_app, REDIRECT)["code"]
+    rt = _redeem(lt, http, client_app, code, REDIRECT).json()["refresh_token"]
+    lt.advance_clock(89 * 86400)
+    r = _refresh(lt, http, client_app, rt)
+    assert r.status_code == 200 and claims(r.json()["access_token"])["appidacr"] == "0"
+    assert _refresh(lt, http, client_app, rt).json()["error_codes"] == [9002313]  # a used one is retired
+
+
+def test_localhost_redirect_port_is_ignored(lt, http, client_app):
+    """http://localhost:8400 is registered; Entra ignores a loopback redirect URI's port, not its path or
+    scheme, and not any other host's port."""
+    other = "http://localhost:51234"
+    code = _authorize(lt, http, client_app, other)["code"]
+    r = _redeem(lt, http, client_app, code, other)
+    assert r.status_code == 200 and claims(r.json()["access_token"])["appidacr"] == "0"
+    for wrong in ("http://localhost:51234/other", "https://localhost:51234", "https://web.local.test:8443/callback"):
+        r = http.get(f"{lt.authority}/oauth2/v2.0/authorize", params={
+            "client_id": client_app["appId"], "response_type": "code", "redirect_uri": wrong,
+            "scope": f"{DICOM}/Dicom.ReadWrite"}, allow_redirects=False)
+        assert r.status_code == 400 and r.json()["error_codes"] == [50011], wrong
 
 
 def test_consent_missing(lt, http, graph):

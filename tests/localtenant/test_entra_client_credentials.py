@@ -31,6 +31,29 @@ def test_discovery_document_names_local_endpoints(lt, http):
     assert doc["jwks_uri"] == f"{lt.authority}/discovery/v2.0/keys"
 
 
+def test_keys_are_published_as_entra_publishes_them(lt, http):
+    """kty, use, kid, x5t (the SHA-1 thumbprint of x5c's certificate), n, e, x5c and issuer; no alg."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    for url, issuer in ((f"{lt.authority}/discovery/v2.0/keys", f"{lt.authority}/v2.0"),
+                        (f"{lt.authority_host}/discovery/v2.0/keys", f"{lt.authority_host}/{{tenantid}}/v2.0")):
+        keys = http.get(url).json()["keys"]
+        assert keys
+        for key in keys:
+            assert set(key) == {"kty", "use", "kid", "x5t", "n", "e", "x5c", "issuer"}
+            assert (key["kty"], key["use"], key["issuer"]) == ("RSA", "sig", issuer)
+            der = base64.b64decode(key["x5c"][0])
+            thumb = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
+            assert key["kid"] == key["x5t"] == thumb
+            public = x509.load_der_x509_certificate(der).public_key()
+            assert isinstance(public, rsa.RSAPublicKey)
+            assert jwt.PyJWK(key).key.public_numbers() == public.public_numbers()
+
+
 def test_secret_gives_v2_token_with_roles_for_the_api(lt, http):
     seed = lt.seed
     result = _cca(lt, seed.admin_client.app_id, seed.admin_client.secret).acquire_token_for_client(

@@ -28,7 +28,16 @@ def test_first_party_sp_by_service_principal_name(lt, graph):
     q = "servicePrincipalNames/any(x:x eq 'https://dicom.healthcareapis.azure.com')"
     found = graph("GET", "/servicePrincipals", params={"$filter": q}).json()["value"]
     assert [s["id"] for s in found] == [lt.seed.first_party.dicom.object_id]
-    assert {s["value"] for s in found[0]["oauth2PermissionScopes"]} == {"Dicom.ReadWrite", "user_impersonation"}
+    # "Azure API for DICOM" (not "Azure Healthcare APIs", the FHIR one): one delegated scope, no app roles,
+    # its audience listed with and without a trailing slash.
+    dicom = found[0]
+    assert (dicom["appId"], dicom["displayName"]) == ("75e725bf-66ce-4cea-9b9a-5c4caae57f33", "Azure API for DICOM")
+    assert [s["value"] for s in dicom["oauth2PermissionScopes"]] == ["Dicom.ReadWrite"] and dicom["appRoles"] == []
+    assert {"https://dicom.healthcareapis.azure.com", "https://dicom.healthcareapis.azure.com/"} <= set(
+        dicom["servicePrincipalNames"])
+    slash = "servicePrincipalNames/any(x:x eq 'https://dicom.healthcareapis.azure.com/')"
+    assert [s["id"] for s in graph("GET", "/servicePrincipals", params={"$filter": slash}).json()["value"]] == [
+        dicom["id"]]
 
 
 def test_federated_credential_gets_token(lt, http, graph):

@@ -16,7 +16,7 @@ def test_managed_identity_credential_gets_a_graph_token(lt, monkeypatch):
     assert c["appid"] == lt.seed.product.app_id
     assert set(c["roles"]) == {"Application.ReadWrite.OwnedBy", "Application.Read.All",
                                "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All",
-                               "Directory.Read.All"}
+                               "Directory.Read.All", "Policy.Read.All"}
 
 
 def test_response_shape(lt, http):

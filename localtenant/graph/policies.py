@@ -1,0 +1,153 @@
+"""The tenant default app management policy (Graph v1.0 `tenantAppManagementPolicy`, read at
+`GET /policies/defaultAppManagementPolicy`) and its enforcement on credential writes. No HTTP.
+
+Shape and defaults from the "Get tenantAppManagementPolicy" example and the resource pages
+(`passwordCredentialConfiguration`, `keyCredentialConfiguration`): disabled and empty by default; each
+restriction has a `restrictionType`, a `maxLifetime` (ISO 8601 duration) for the lifetime types, a
+`restrictForAppsCreatedAfterDateTime` (null: every application) and a `state` (`enabled` unless said).
+A refused write is 400 `CredentialInvalidLifetimeAsPerAppPolicy` "Credential lifetime exceeds the max value
+allowed as per assigned policy {id}." (the code: Microsoft's Teams Toolkit matches it; the message: public
+reports, e.g. KelvinTegelaar/CIPP-API PR 1970), or `CredentialTypeNotAllowedAsPerAppPolicy` for a
+`passwordAddition` block. The v1.0 configuration has no restriction for federated identity credentials, so
+those are never refused by it.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from .backend_applications import iso, parse_iso
+from .exceptions import GraphError, bad_request
+
+TABLE = "policies"
+DEFAULT_ID = "00000000-0000-0000-0000-000000000000"
+PASSWORD_TYPES = {"passwordAddition", "passwordLifetime", "symmetricKeyAddition", "symmetricKeyLifetime",
+                  "customPasswordAddition"}
+KEY_TYPES = {"asymmetricKeyLifetime", "trustedCertificateAuthority"}
+LIFETIME_TYPES = {"passwordLifetime", "symmetricKeyLifetime", "asymmetricKeyLifetime"}
+# Days, hours, minutes, seconds (and weeks): years and months have no fixed length, so they are refused.
+_DURATION = re.compile(r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?"
+                       r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
+
+
+def duration_seconds(text: Any) -> float:
+    m = _DURATION.match(text) if isinstance(text, str) else None
+    if m is None or text in ("P", "PT") or text.endswith("T"):
+        raise ValueError(f"maxLifetime must be an ISO 8601 duration in weeks, days, hours, minutes and seconds "
+                         f"(for example P90D), not {text!r}")
+    parts = {k: float(v or 0) for k, v in m.groupdict().items()}
+    return parts["w"] * 604800 + parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+
+
+def default_policy() -> dict[str, Any]:
+    return {"id": DEFAULT_ID, "displayName": "Default app management tenant policy",
+            "description": "Default tenant policy that enforces app management restrictions on applications and "
+                           "service principals. To apply policy to targeted resources, create a new policy under "
+                           "appManagementPolicies collection.",
+            "isEnabled": False,
+            "applicationRestrictions": {"passwordCredentials": [], "keyCredentials": []},
+            "servicePrincipalRestrictions": {"passwordCredentials": [], "keyCredentials": []}}
+
+
+def _restrictions(value: Any, allowed: set[str], where: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list")
+    out, seen = [], set()
+    for r in value:
+        if not isinstance(r, dict) or r.get("restrictionType") not in allowed:
+            raise ValueError(f"{where}: restrictionType must be one of {sorted(allowed)}")
+        unknown = set(r) - {"restrictionType", "maxLifetime", "restrictForAppsCreatedAfterDateTime", "state",
+                            "certificateBasedApplicationConfigurationIds"}
+        if unknown:
+            raise ValueError(f"{where}: unknown properties {sorted(unknown)}")
+        if r["restrictionType"] in seen:
+            raise ValueError(f"{where}: each restrictionType can be used only once per policy")
+        seen.add(r["restrictionType"])
+        if r["restrictionType"] in LIFETIME_TYPES:
+            duration_seconds(r.get("maxLifetime"))
+        if r.get("restrictForAppsCreatedAfterDateTime") is not None:
+            try:
+                r = {**r, "restrictForAppsCreatedAfterDateTime": _normal(r["restrictForAppsCreatedAfterDateTime"])}
+            except GraphError:
+                raise ValueError(f"{where}: restrictForAppsCreatedAfterDateTime must be an ISO 8601 time") from None
+        if r.get("state", "enabled") not in ("enabled", "disabled"):
+            raise ValueError(f"{where}: state must be enabled or disabled")
+        out.append({"restrictionType": r["restrictionType"], "maxLifetime": r.get("maxLifetime"),
+                    "restrictForAppsCreatedAfterDateTime": r.get("restrictForAppsCreatedAfterDateTime"),
+                    "state": r.get("state", "enabled"), **({"certificateBasedApplicationConfigurationIds":
+                    r["certificateBasedApplicationConfigurationIds"]} if "certificateBasedApplicationConfigurationIds"
+                    in r else {})})
+    return out
+
+
+class Policies:
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def default(self) -> dict[str, Any]:
+        stored = self.backend.store.get(TABLE, DEFAULT_ID)
+        return copy.deepcopy(stored) if stored is not None else default_policy()
+
+    def set_default(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The admin endpoint's write: the properties given replace the stored ones (Graph's PATCH of this
+        policy works the same way); checked as strictly as Graph checks them."""
+        if not isinstance(changes, dict):
+            raise ValueError("the policy must be a JSON object")
+        unknown = set(changes) - {"displayName", "description", "isEnabled", "applicationRestrictions",
+                                  "servicePrincipalRestrictions"}
+        if unknown:
+            raise ValueError(f"unknown policy properties {sorted(unknown)}")
+        policy = self.default()
+        for side in ("applicationRestrictions", "servicePrincipalRestrictions"):
+            if side in changes:
+                given = changes[side] or {}
+                if set(given) - {"passwordCredentials", "keyCredentials"}:
+                    raise ValueError(f"{side} takes passwordCredentials and keyCredentials only")
+                policy[side] = {
+                    "passwordCredentials": _restrictions(given.get("passwordCredentials", []), PASSWORD_TYPES,
+                                                         f"{side}.passwordCredentials"),
+                    "keyCredentials": _restrictions(given.get("keyCredentials", []), KEY_TYPES,
+                                                    f"{side}.keyCredentials")}
+        for key in ("displayName", "description", "isEnabled"):
+            if key in changes:
+                policy[key] = changes[key]
+        if not isinstance(policy["isEnabled"], bool):
+            raise ValueError("isEnabled must be true or false")
+        with self.backend.store.lock:
+            self.backend.store.put(TABLE, DEFAULT_ID, policy)
+        return self.default()
+
+    # -- enforcement ---------------------------------------------------------------------------------------
+    def _active(self, app: dict[str, Any], collection: str) -> dict[str, dict[str, Any]]:
+        policy = self.default()
+        if not policy["isEnabled"]:
+            return {}
+        created = app.get("createdDateTime") or ""
+        out = {}
+        for r in policy["applicationRestrictions"][collection]:
+            after = r.get("restrictForAppsCreatedAfterDateTime")
+            if r.get("state", "enabled") == "enabled" and (not after or created >= after):
+                out[r["restrictionType"]] = r
+        return out
+
+    def check_password(self, app: dict[str, Any], lifetime_seconds: float) -> None:
+        active = self._active(app, "passwordCredentials")
+        if "passwordAddition" in active:
+            raise bad_request(f"Password credentials are not allowed as per assigned policy {DEFAULT_ID}.",
+                              code="CredentialTypeNotAllowedAsPerAppPolicy")
+        self._check_lifetime(active.get("passwordLifetime"), lifetime_seconds)
+
+    def check_key(self, app: dict[str, Any], lifetime_seconds: float) -> None:
+        self._check_lifetime(self._active(app, "keyCredentials").get("asymmetricKeyLifetime"), lifetime_seconds)
+
+    @staticmethod
+    def _check_lifetime(restriction: dict[str, Any] | None, lifetime_seconds: float) -> None:
+        if restriction is not None and lifetime_seconds > duration_seconds(restriction["maxLifetime"]):
+            raise bad_request(f"Credential lifetime exceeds the max value allowed as per assigned policy "
+                              f"{DEFAULT_ID}.", code="CredentialInvalidLifetimeAsPerAppPolicy")
+
+
+def _normal(value: str) -> str:
+    """restrictForAppsCreatedAfterDateTime in the form createdDateTime uses (seconds, Z), for comparing."""
+    return iso(parse_iso(value, "restrictForAppsCreatedAfterDateTime"))
