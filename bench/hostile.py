@@ -360,6 +360,20 @@ CASES: list[Hostile] = [
             says="no registration"),
     Hostile("path-overlong-name", method="GET", path="/registrations/" + "a" * 4000, status=(404,),
             says="no registration"),
+    # changes in place: PUT is a create body under the route's name, PATCH a JSON merge patch
+    Hostile("put-rtl-override", method="PUT", path="/registrations/hostile-probe",
+            body=_service(displayName="Invoice \u202egnp.exe"), says="displayName"),
+    Hostile("put-name-differs-from-the-route", method="PUT", path="/registrations/hostile-victim", body=_service(),
+            status=(409,), says="name"),
+    Hostile("put-if-match-not-an-entity-tag", method="PUT", path="/registrations/hostile-probe", body=_service(),
+            headers={"If-Match": "abc, \"def"}, status=(400,), says="If-Match"),
+    Hostile("patch-as-plain-json", method="PATCH", path="/registrations/hostile-probe", body={"access": "admin"},
+            status=(415,), says="merge-patch"),
+    Hostile("patch-duplicate-keys", method="PATCH", path="/registrations/hostile-probe",
+            content=b'{"access": "reader", "access": "admin"}',
+            headers={"Content-Type": "application/merge-patch+json"}, status=(400,), says="duplicate"),
+    Hostile("patch-not-an-object", method="PATCH", path="/registrations/hostile-probe", body=["access"],
+            headers={"Content-Type": "application/merge-patch+json"}, says="object"),
 ]
 
 

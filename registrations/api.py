@@ -17,7 +17,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -26,6 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import sweep as sweeper
 from . import wiring
+from .change import fixed_in, fixed_problem
 from .manifest import ADMIN, READ, REQUEST, Caller
 from .models import IDEMPOTENCY_KEY_PATTERN, NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
 from .problems import (
@@ -36,6 +37,7 @@ from .problems import (
     NotFound,
     PayloadTooLarge,
     Problem,
+    UnsupportedMediaType,
     ValidationProblem,
 )
 from .views import render
@@ -60,9 +62,14 @@ _PLATFORM_QUERY = frozenset({"code"})
 ROLES_FOR = {
     "create": (ADMIN, REQUEST),
     "read": (ADMIN, READ, REQUEST),
+    "change": (ADMIN, REQUEST),
     "delete": (ADMIN, REQUEST),
     "rotate": (ADMIN, REQUEST),
+    "adopt": (ADMIN,),
 }
+MERGE_PATCH = "application/merge-patch+json"
+# If-Match: `*`, or entity tags (RFC 9110 8.8.3), strong or weak, comma-separated.
+_IF_MATCH = re.compile(r'^\s*(\*|(W/)?"[\x21\x23-\x7e]*"(\s*,\s*(W/)?"[\x21\x23-\x7e]*")*)\s*$')
 
 
 Q = TypeVar("Q", bound=BaseModel)
@@ -78,14 +85,13 @@ class Call(Generic[Q]):
     query: Q
     idempotency_key: str | None = None
     body: Request | None = None
+    if_match: str | None = None
+    # What the audit record adds for this call (a change's changedFields).
+    audit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        """The route's registration name; a name no registration can have is simply not found."""
-        name = self.req.route_params.get("name", "")
-        if not _NAME.match(name) or not 3 <= len(name) <= 40:
-            raise NotFound(f"no registration named {name[:60]!r}")
-        return name
+        return _route_name(self.req)
 
     @property
     def base_url(self) -> str:
@@ -99,6 +105,7 @@ class Endpoint:
     query: type[BaseModel] = NoQuery
     idempotency_key: bool = False  # reads the Idempotency-Key header
     body: bool = False  # a RegistrationRequest
+    if_match: bool = False  # reads the If-Match header
 
 
 # ----------------------------------------------------------------------------------- the one way in
@@ -111,16 +118,21 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
         correlation = str(uuid.uuid4())
     instance = urlsplit(req.url).path
     caller: Caller | None = None
+    audit_extra: dict[str, Any] = {}
     subject = req.route_params.get("name")  # what the audit record names: the route's, or the body's name
     try:
         runtime = wiring.runtime()
         caller = runtime.authenticator.caller(req.headers)
         _require(caller, endpoint.needs)
         query = _query(req, endpoint.query)
+        if "name" in req.route_params:
+            _route_name(req)  # before the body: a name no registration can have is not found, whatever is sent
         key = _idempotency_key(req) if endpoint.idempotency_key else None
         body = _parse(_REQUEST, _body(req)) if endpoint.body else None
         subject = body.name if body else subject
-        response = endpoint.run(Call(req, runtime, caller, query, key, body))
+        call = Call(req, runtime, caller, query, key, body, _if_match(req) if endpoint.if_match else None)
+        response = endpoint.run(call)
+        audit_extra = call.audit
     except Problem as problem:
         response = problem_response(problem, instance)
     except Exception:
@@ -128,9 +140,17 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
         response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
                                     instance)
     if endpoint.needs != "read":
-        _audit(req, endpoint.needs, response, correlation, caller, subject)
+        _audit(req, endpoint.needs, response, correlation, caller, subject, audit_extra)
     response.headers["x-correlation-id"] = correlation
     return response
+
+
+def _route_name(req: func.HttpRequest) -> str:
+    """The route's registration name; a name no registration can have is simply not found."""
+    name = req.route_params.get("name", "")
+    if not _NAME.match(name) or not 3 <= len(name) <= 40:
+        raise NotFound(f"no registration named {name[:60]!r}")
+    return name
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -154,10 +174,10 @@ def _require(caller: Caller, needs: str) -> None:
 
 
 def _audit(req: func.HttpRequest, needs: str, response: func.HttpResponse, correlation: str,
-           caller: Caller | None, name: str | None) -> None:
-    """One record per write, whatever its end. ``event`` is registration.create, .rotate or .delete;
-    ``outcome`` is succeeded, replayed (an idempotent replay that changed nothing), refused (4xx) or
-    failed (5xx); ``status`` is the HTTP status."""
+           caller: Caller | None, name: str | None, extra: dict[str, Any]) -> None:
+    """One record per write, whatever its end. ``event`` is registration.create, .change, .rotate, .delete
+    or .adopt; ``outcome`` is succeeded, replayed (an idempotent replay that changed nothing), refused (4xx)
+    or failed (5xx); ``status`` is the HTTP status; a change adds ``changedFields``."""
     status = response.status_code
     if status >= 500:
         outcome = "failed"
@@ -169,7 +189,7 @@ def _audit(req: func.HttpRequest, needs: str, response: func.HttpResponse, corre
         outcome = "succeeded"
     audit.info(json.dumps({
         "event": f"registration.{needs}", "outcome": outcome, "status": status, "method": req.method,
-        "registration": name, "correlationId": correlation,
+        "registration": name, "correlationId": correlation, **extra,
         "caller": None if caller is None else {"oid": caller.object_id, "appid": caller.app_id,
                                                "name": caller.name},
     }))
@@ -200,15 +220,20 @@ def _query(req: func.HttpRequest, model: type[BaseModel]) -> Any:
     return _parse(model, params, "query")
 
 
-def _body(req: func.HttpRequest) -> Any:
+def _body(req: func.HttpRequest, media_type: str = "application/json") -> Any:
     """JSON as RFC 8259 defines it for interchange: UTF-8, unique keys, no NaN or Infinity. A repeated key
     is refused because parsers disagree on which copy wins (the first, the last, an error)."""
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type and content_type != "application/json":
-        raise MalformedRequest("send the body as application/json")
+    if media_type == MERGE_PATCH and content_type != MERGE_PATCH:
+        # RFC 5789 2.2: an unsupported patch document is 415, and Accept-Patch says what is supported.
+        problem = UnsupportedMediaType(f"send the patch as {MERGE_PATCH} (RFC 7396 JSON merge patch)")
+        problem.headers["Accept-Patch"] = MERGE_PATCH
+        raise problem
+    if content_type and content_type != media_type:
+        raise MalformedRequest(f"send the body as {media_type}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -233,6 +258,27 @@ def _no_constant(name: str) -> Any:
     raise MalformedRequest(f"the body contains {name}, which is not JSON; send a number or null")
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 section 2: members of an object patch replace, null removes, objects merge recursively;
+    anything else replaces the target whole."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def _if_match(req: func.HttpRequest) -> str | None:
+    value = req.headers.get("if-match")
+    if value is not None and (len(value) > 1024 or not _IF_MATCH.match(value)):
+        raise MalformedRequest('If-Match must be * or a list of entity tags in double quotes, as ETag gives them')
+    return value
+
+
 def _idempotency_key(req: func.HttpRequest) -> str | None:
     key = req.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
@@ -246,7 +292,22 @@ def _made(body: Any, created: bool, location: str) -> func.HttpResponse:
     headers = {"Location": location}
     if not created:
         headers["Idempotent-Replayed"] = "true"
+    if "etag" in body:  # a registration (a rotation answers with its credentials)
+        headers["ETag"] = body["etag"]
     return json_response(body, 201 if created else 200, headers)
+
+
+def _registration(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """A registration, with its entity tag as ETag (RFC 9110 8.8.3): the If-Match of a later change."""
+    return json_response(body, status, {**(headers or {}), "ETag": body["etag"]})
+
+
+def _converged(call: Call[Any], body: dict, outcome: str) -> func.HttpResponse:
+    """A PUT's or PATCH's answer: 201 when it created, 200 listing what changed, 200 replay when nothing did."""
+    call.audit["changedFields"] = body.get("changed") or []
+    if outcome == "created":
+        return _made(body, True, call.base_url)
+    return _registration(body, 200, {"Idempotent-Replayed": "true"} if outcome == "unchanged" else {})
 
 
 # --------------------------------------------------------------------------------------- operations
@@ -267,7 +328,29 @@ def list_(call: Call[ListQuery]) -> func.HttpResponse:
 
 
 def get(call: Call[NoQuery]) -> func.HttpResponse:
-    return json_response(call.runtime.service.get(call.name, call.caller))
+    return _registration(call.runtime.service.get(call.name, call.caller))
+
+
+def put(call: Call[NoQuery]) -> func.HttpResponse:
+    assert call.body is not None, "serve parsed the body"
+    body, outcome = call.runtime.service.put(call.name, call.body, call.caller, if_match=call.if_match)
+    return _converged(call, body, outcome)
+
+
+def patch(call: Call[NoQuery]) -> func.HttpResponse:
+    document = _body(call.req, MERGE_PATCH)
+    if not isinstance(document, dict):
+        raise ValidationProblem("a merge patch of a registration is a JSON object of the fields to change",
+                                errors=[{"loc": ["body"], "msg": "must be an object"}])
+
+    def merged(current: dict) -> Request:
+        wanted = merge_patch(current, document)
+        if fixed := fixed_in(current, wanted):
+            raise fixed_problem(fixed)
+        return _parse(_REQUEST, wanted)
+
+    body, outcome = call.runtime.service.patch(call.name, call.caller, merged, if_match=call.if_match)
+    return _converged(call, body, outcome)
 
 
 def config(call: Call[ConfigQuery]) -> func.HttpResponse:
@@ -285,7 +368,7 @@ def verification(call: Call[NoQuery]) -> func.HttpResponse:
 
 
 def delete(call: Call[NoQuery]) -> func.HttpResponse:
-    return json_response(call.runtime.service.delete(call.name, call.caller))
+    return json_response(call.runtime.service.delete(call.name, call.caller, if_match=call.if_match))
 
 
 def rotate(call: Call[NoQuery]) -> func.HttpResponse:
@@ -312,7 +395,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "get_registration": Endpoint(get, "read"),
     "get_registration_config": Endpoint(config, "read", ConfigQuery),
     "verify_registration": Endpoint(verification, "read"),
-    "delete_registration": Endpoint(delete, "delete"),
+    "put_registration": Endpoint(put, "change", body=True, if_match=True),
+    "patch_registration": Endpoint(patch, "change", if_match=True),
+    "delete_registration": Endpoint(delete, "delete", if_match=True),
     "rotate_credential": Endpoint(rotate, "rotate", idempotency_key=True),
     "list_credentials": Endpoint(credentials, "read"),
     "expiring_report": Endpoint(expiring, "read", ExpiringQuery),

@@ -41,6 +41,16 @@ def verify_registration(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "verify_registration")
 
 
+@bp.route(route="registrations/{name}", methods=["PUT"], auth_level=func.AuthLevel.FUNCTION)
+def put_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().serve(req, "put_registration")
+
+
+@bp.route(route="registrations/{name}", methods=["PATCH"], auth_level=func.AuthLevel.FUNCTION)
+def patch_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().serve(req, "patch_registration")
+
+
 @bp.route(route="registrations/{name}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "delete_registration")

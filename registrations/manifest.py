@@ -7,6 +7,8 @@ provisioning state) lives on the application object as tags, so a GET never need
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +77,34 @@ def credential_fingerprint(request: Request) -> str | None:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+# What the API last applied to the application's own free-text fields, recorded compactly so that an edit in
+# the portal shows as drift: one tag of 8-hex-digit fingerprints (docs/local-tenant.md, "Drift").
+APPLIED_FIELDS = {"d": "displayName", "r": "redirectUris", "n": "notes"}
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def applied_tag(display_name: str, redirect_uris: Sequence[str], notes: str | None) -> str:
+    values = {"d": display_name, "r": list(redirect_uris), "n": notes}
+    return "dicom-applied:" + ",".join(f"{key}={fingerprint(values[key])}" for key in APPLIED_FIELDS)
+
+
+def applied(app: dict) -> dict[str, str]:
+    """field -> fingerprint of what the API last applied (empty for registrations made before it recorded)."""
+    recorded = dict(part.split("=", 1) for part in tag_values(app).get("applied", "").split(",") if "=" in part)
+    return {field: recorded[key] for key, field in APPLIED_FIELDS.items() if key in recorded}
+
+
+def entity_tag(app: dict) -> str:
+    """A strong entity tag (RFC 9110) of what a registration says: its stored fields and tags, never a lease
+    (a change in progress is not a different registration) nor credentials (rotation has its own handle)."""
+    tags = sorted(t for t in app.get("tags") or [] if not t.startswith("dicom-lease:"))
+    state = {"appId": app.get("appId"), "fields": stored_fields(app), "tags": tags}
+    return '"' + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:20] + '"'
+
+
 def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None = None) -> list[str]:
     tags = [TAG_MARK, f"dicom-type:{request.type}", f"dicom-target:{request.dicomService}",
             f"dicom-requester:{caller.object_id}", f"dicom-state:{state}"]
@@ -94,6 +124,7 @@ def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None 
     tags.extend(f"dicom-reader:{reader}" for reader in request.secretReaders)
     if sp_id:
         tags.append(f"dicom-sp:{sp_id}")
+    tags.append(applied_tag(request.displayName, request.redirectUris, request.notes))
     return tags
 
 

@@ -182,6 +182,27 @@ class ResourceRequest(_RegistrationRequest):
     secretReaders: ClassVar[tuple[str, ...]] = ()
 
 
+class PatchCredential(_Strict):
+    lifetimeDays: int | None = Field(default=None, ge=1, le=730,
+                                     description="Days the next rotated secret or certificate lives.")
+
+
+class RegistrationPatch(_Strict):
+    """A JSON merge patch (RFC 7396) of a registration: members replace, null removes. It is merged into the
+    registration as a create body describes it and the result is checked like a create. type, dicomService,
+    name, platform, identifierUri and the credential's kind cannot change in place (409)."""
+
+    displayName: str | None = Field(default=None, min_length=1, max_length=120)
+    notes: str | None = Field(default=None, max_length=500, description="null removes the notes.")
+    redirectUris: list[str] | None = Field(default=None, min_length=1, max_length=20,
+                                           description="The whole new list (confidential and public clients).")
+    access: Access | None = Field(default=None, description="Service clients: the new role is in place "
+                                                            "before the old one goes (unless access is lowered).")
+    secretReaders: list[Annotated[str, Field(pattern=PRINCIPAL_ID)]] | None = Field(default=None, max_length=10)
+    autoRotate: bool | None = None
+    credential: PatchCredential | None = None
+
+
 # A validated request of any type (for signatures), and the same union as the body parser reads it.
 Request = ConfidentialRequest | PublicRequest | ServiceRequest | ResourceRequest
 RegistrationRequest = Annotated[Request, Field(discriminator="type")]
@@ -209,6 +230,15 @@ class SecretReference(_Response):
     audience: str | None = None
 
 
+class Drift(_Response):
+    """One difference between what this API last applied and what Entra ID or Azure hold now."""
+
+    field: str
+    expected: Any = Field(description="What was applied: the value, or for free text its fingerprint "
+                                      "(sha256: and 8 hex digits).")
+    actual: Any
+
+
 class Registration(_Response):
     name: str
     type: RegistrationType
@@ -228,6 +258,13 @@ class Registration(_Response):
     requestedBy: str | None = None
     notes: str | None = None
     createdDateTime: str | None = None
+    etag: str | None = Field(default=None, description="The registration's entity tag, as the ETag header "
+                                                       "carries it: send it as If-Match to change or delete "
+                                                       "exactly this state.")
+    changed: list[str] | None = Field(default=None, description="What a PUT or PATCH changed (empty: nothing).")
+    drift: list[Drift] | None = Field(default=None, description="Where Entra ID or Azure differ from what this "
+                                                                "API last applied; a PUT of the same body repairs "
+                                                                "it.")
     config: dict[str, Any] | None = Field(
         default=None, description="The client configuration, as GET /registrations/{name}/config answers it; "
                                   "its members depend on the type and the credential kind.")

@@ -45,6 +45,7 @@ from .models import (
     ExpiringReport,
     ListQuery,
     Registration,
+    RegistrationPatch,
     RegistrationList,
     RegistrationRequest,
     VerificationPending,
@@ -119,6 +120,7 @@ class Operation:
     params: tuple[Param, ...] = ()
     body: Any = None  # a pydantic model or an annotated union
     body_name: str | None = None  # definition name for a body that is not a class
+    body_type: str = "application/json"  # the body's media type
     anonymous: bool = False
     visibility: Literal["important", "advanced", "internal"] | None = None
 
@@ -138,9 +140,17 @@ def query_params(model: type[BaseModel]) -> tuple[Param, ...]:
 
 
 IDEMPOTENCY_KEY = {"pattern": IDEMPOTENCY_KEY_PATTERN}
-
 CORRELATION = {"x-correlation-id": "Correlation id of this call (from x-correlation-id or "
                                    "x-ms-client-tracking-id when the caller sent one)."}
+
+IF_MATCH = Param("If-Match", "header", "The registration's ETag as last read: the call is refused with 412 "
+                 "when the registration changed since. Leave it out to apply the call whatever changed.",
+                 "If-Match (ETag)", visibility="advanced")
+ETAG = {"ETag": "The registration's entity tag: send it as If-Match to change exactly this state."}
+CREATED = Reply(201, "Created.", Registration, {"Location": "URL of the registration.", **ETAG, **CORRELATION})
+CONVERGED = Reply(200, "Changed (changed lists what), or already so (Idempotent-Replayed).", Registration,
+                  {"Idempotent-Replayed": "true when nothing changed.", **ETAG, **CORRELATION})
+
 
 # Problems every authenticated call can answer (422: a query parameter the operation does not declare);
 # an operation adds its own.
@@ -160,10 +170,10 @@ OPERATIONS: dict[str, Operation] = {
         "returns the client configuration (a Key Vault reference, never the secret). Idempotent by name: "
         "a replay of the same body answers 200 with Idempotent-Replayed.",
         replies=(
-            Reply(201, "Created.", Registration, {"Location": "URL of the registration.", **CORRELATION}),
+            CREATED,
             Reply(200, "Already existed with this body (a replay).", Registration,
                   {"Location": "URL of the registration.", "Idempotent-Replayed": "true on a replay.",
-                   **CORRELATION}),
+                   **ETAG, **CORRELATION}),
         ),
         problems=(400, 409, 413, 422),
         params=(Param("Idempotency-Key", "header", "Optional, for clients that send one with every POST. A create "
@@ -182,8 +192,28 @@ OPERATIONS: dict[str, Operation] = {
     "get_registration": Operation(
         "get", "/registrations/{name}", "GetRegistration", "Get a registration",
         "One registration with its client configuration.",
-        replies=(Reply(200, "The registration.", Registration, CORRELATION),),
+        replies=(Reply(200, "The registration, with drift when Entra ID or Azure differ from what this API "
+                       "last applied.", Registration, {**ETAG, **CORRELATION}),),
         problems=(404,), visibility="important",
+    ),
+    "put_registration": Operation(
+        "put", "/registrations/{name}", "PutRegistration", "Create or change a registration",
+        "The whole desired state, as a create body. Creates the registration when it is absent (201); "
+        "otherwise changes what differs in place, keeping its client id and secret, and repairs drift (200, "
+        "changed lists the fields); a body equal to what is there changes nothing (200, Idempotent-Replayed). "
+        "type, dicomService, name, platform, identifierUri and the credential's kind cannot change (409).",
+        replies=(CREATED, CONVERGED),
+        problems=(400, 404, 409, 412, 413, 422), params=(IF_MATCH,),
+        body=RegistrationRequest, body_name="RegistrationRequest",
+    ),
+    "patch_registration": Operation(
+        "patch", "/registrations/{name}", "PatchRegistration", "Change a registration",
+        "A JSON merge patch (RFC 7396, application/merge-patch+json) of the changeable fields: displayName, "
+        "notes, redirectUris, access, secretReaders, autoRotate, credential.lifetimeDays. The client id and "
+        "secret stay. A failed step undoes the change and names the step.",
+        replies=(CONVERGED,),
+        problems=(400, 404, 409, 412, 413, 415, 422), params=(IF_MATCH,),
+        body=RegistrationPatch, body_type="application/merge-patch+json",
     ),
     "get_registration_config": Operation(
         "get", "/registrations/{name}/config", "GetRegistrationConfig", "Get a client configuration",
@@ -210,7 +240,7 @@ OPERATIONS: dict[str, Operation] = {
         "Removes the app, its service principal, grants and role assignments, and soft-deletes its secret. "
         "A resource registration that clients still use is refused with 409: delete those clients first.",
         replies=(Reply(200, "What was removed.", DeletionReport, CORRELATION),),
-        problems=(404, 409),
+        problems=(404, 409, 412), params=(IF_MATCH,),
     ),
     "rotate_credential": Operation(
         "post", "/registrations/{name}/credentials", "RotateCredential", "Rotate the secret or certificate",
@@ -561,11 +591,11 @@ class _Builder:
         if op.body is not None:
             body = self.schema_for((function, "body"), op.body_name)
             if self.v2:
-                out["consumes"] = [JSON]
+                out["consumes"] = [op.body_type]
                 out["parameters"].append({"name": "body", "in": "body", "required": True,
                                           "x-ms-summary": "Request", "schema": body})
             else:
-                out["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+                out["requestBody"] = {"required": True, "content": {op.body_type: {"schema": body}}}
         if not out["parameters"]:
             del out["parameters"]
         responses: dict[str, Any] = {}

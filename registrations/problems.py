@@ -80,6 +80,16 @@ class Conflict(Problem):
     status, slug, title = 409, "conflict", "The request conflicts with the current state"
 
 
+class PreconditionFailed(Problem):
+    """If-Match named another state of the registration than the current one (someone changed it since)."""
+
+    status, slug, title = 412, "precondition-failed", "The registration changed since it was read"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "The body's media type is not accepted here"
+
+
 class NotReady(Problem):
     """A dependency the request needs does not exist yet (for example an OSS target's resource app)."""
 
@@ -158,6 +168,8 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     PolicyViolation,
     NotFound,
     Conflict,
+    PreconditionFailed,
+    UnsupportedMediaType,
     NotReady,
     UpstreamFailure,
     UpstreamUnavailable,

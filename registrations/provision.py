@@ -68,7 +68,7 @@ class Provisioner:
             return True, app
         raise InProgress("another request is creating this registration; retry shortly")
 
-    def _lease(self) -> str:
+    def new_lease(self) -> str:
         return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(self._clock().timestamp() + self.lease_seconds)}"
 
     # ------------------------------------------------------------------------------------- the saga
@@ -76,7 +76,7 @@ class Provisioner:
             existing: dict | None) -> tuple[dict, dict, dict | None]:
         """Returns (application with its final tags, service principal, credential reference)."""
         saga = Saga(self._executor)
-        lease = self._lease()
+        lease = self.new_lease()
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         try:
             if existing is None:

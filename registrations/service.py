@@ -17,15 +17,26 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pydantic import TypeAdapter, ValidationError
+
 from . import manifest as mf
 from .adapters.errors import UpstreamError
 from .adapters.graph import GraphClient
 from .adapters.vault import StoredSecret, VaultClient
+from .change import APP_FIELDS, FIXED, Changer, desired_document, fixed_problem
 from .credentials import MANAGED_BY, Credentials
 from .kinds import PLANS
 from .manifest import ADMIN, READ, Caller
-from .models import FederatedCredential, ListQuery, Request
-from .problems import Conflict, NotFound, PolicyViolation, RotationFailed, ValidationProblem, upstream_problem
+from .models import FederatedCredential, ListQuery, RegistrationRequest, Request
+from .problems import (
+    Conflict,
+    NotFound,
+    PolicyViolation,
+    PreconditionFailed,
+    RotationFailed,
+    ValidationProblem,
+    upstream_problem,
+)
 from .provision import Provisioner, step_problem
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
@@ -33,6 +44,7 @@ from .teardown import Teardown, dependents
 from .views import RegistrationViews, config_of, federated_reference
 
 T = TypeVar("T")
+_REQUEST: TypeAdapter[Request] = TypeAdapter(RegistrationRequest)
 
 # The audience Entra expects in a federated credential's tokens for workload identity federation
 # (learn.microsoft.com: "Workload identity federation", federatedIdentityCredential.audiences).
@@ -41,11 +53,12 @@ TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 
 class RegistrationService:
     def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, credentials: Credentials,
-                 provisioner: Provisioner, teardown: Teardown, views: RegistrationViews, executor: Executor,
-                 owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
+                 provisioner: Provisioner, teardown: Teardown, changer: Changer, views: RegistrationViews,
+                 executor: Executor, owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self._graph, self._vault = graph, vault
         self._credentials, self._provisioner, self._teardown, self._views = credentials, provisioner, teardown, views
+        self._changer = changer
         self._executor = executor
         self._owner_id = owner_id
         self._clock = clock
@@ -143,14 +156,81 @@ class RegistrationService:
     # ------------------------------------------------------------------------------------ reading
     def get(self, name: str, caller: Caller) -> dict:
         app = self._visible_app(name, caller)
-        credential = None
-        if mf.tag_values(app).get("credential") == "federated":
-            # What Entra trusts lives on the federated credential, not the app: one more read, GETs only.
-            wanted = f"{self.settings.name_prefix}-{name}"
-            for fic in _upstream(lambda: self._graph.list_federated_credentials(app["id"])):
-                if fic.get("name") == wanted:
-                    credential = federated_reference(fic)
-        return self._views.view(app, credential=credential)
+        fic = self._federated(app, name)
+        view = self._views.view(app, credential=federated_reference(fic) if fic else None)
+        if view["state"] == "ready":
+            view["drift"] = _upstream(lambda: self._changer.drift(app, self._recorded(app, name, fic)))
+        return view
+
+    def _federated(self, app: dict, name: str) -> dict | None:
+        """The app's federated identity credential (what Entra trusts lives there, not on the app): one more
+        read, for federated registrations only."""
+        if mf.tag_values(app).get("credential") != "federated":
+            return None
+        wanted = f"{self.settings.name_prefix}-{name}"
+        return next((fic for fic in _upstream(lambda: self._graph.list_federated_credentials(app["id"]))
+                     if fic.get("name") == wanted), None)
+
+    def _recorded(self, app: dict, name: str, fic: dict | None) -> Request:
+        """The registration as this API keeps it, as a request. An edit in the portal can make the app's own
+        fields (displayName, notes, redirect URIs) invalid as a request: those are compared by fingerprint
+        anyway, so the rest (type, access, readers) is read with neutral values in their place."""
+        doc = desired_document(app, name, fic)
+        try:
+            return _REQUEST.validate_python(doc)
+        except ValidationError:
+            neutral = {"displayName": name, "notes": None,
+                       "redirectUris": ["https://localhost/"] if "redirectUris" in doc else None}
+            return _REQUEST.validate_python({**doc, **{k: v for k, v in neutral.items() if k in doc or k == "displayName"}})
+
+    # ------------------------------------------------------------------------------------ changing
+    def put(self, name: str, request: Request, caller: Caller, *, if_match: str | None) -> tuple[dict, str]:
+        """Converge on the whole desired state. Returns (registration, outcome): created (201), changed or
+        unchanged (200)."""
+        if request.name != name:
+            raise fixed_problem(["name"])
+        existing = _upstream(lambda: self._graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
+        if existing is None or mf.TAG_MARK not in (existing.get("tags") or []) or not self._may_see(existing, caller):
+            # Absent (for this caller): a create, which answers for a name someone else holds as it always does.
+            precondition(None, if_match, name)
+            view, created = self.create(request, caller)
+            return view, "created" if created else "unchanged"
+        return self._change(name, caller, if_match, lambda _current: request)
+
+    def patch(self, name: str, caller: Caller, merged: Callable[[dict], Request], *,
+              if_match: str | None) -> tuple[dict, str]:
+        """Converge on the current desired state with a merge patch applied (`merged` applies and validates)."""
+        return self._change(name, caller, if_match, merged)
+
+    def _change(self, name: str, caller: Caller, if_match: str | None,
+                wanted_of: Callable[[dict], Request]) -> tuple[dict, str]:
+        with self.locked(name):
+            app = self._visible_app(name, caller)
+            precondition(app, if_match, name)
+            if mf.tag_values(app).get("state") != "ready":
+                raise Conflict(f"registration {name!r} is still being provisioned; retry the create first")
+            wanted = wanted_of(desired_document(app, name, self._federated(app, name)))
+            if wanted.name != name:
+                raise fixed_problem(["name"])
+            differing = mf.differing_fields(wanted, app, self.settings.tenant_id)
+            fixed = [field for field in differing if field in FIXED]
+            if fixed:
+                raise fixed_problem(fixed)
+            self._target_for(wanted)
+            check_request(self.settings, wanted)
+            if ADMIN not in caller.roles:
+                check_requester(self.settings, wanted, caller, lambda: 0)  # not a new registration: no count
+            drifted = [d["field"] for d in _upstream(lambda: self._changer.drift(app, wanted))
+                       if d["field"] not in APP_FIELDS]
+            fields = differing + [field for field in drifted if field not in differing]
+            if not fields:
+                view = self._views.view(app)
+                view["changed"] = []
+                return view, "unchanged"
+            changed = _upstream(lambda: self._changer.run(app, wanted, fields, caller))
+        view = self._views.view(changed)
+        view["changed"] = fields
+        return view, "changed"
 
     def config(self, name: str, caller: Caller) -> dict:
         return config_of(self.get(name, caller), name)
@@ -220,9 +300,10 @@ class RegistrationService:
         return {"name": name, "credentials": credentials}, rotated
 
     # ----------------------------------------------------------------------------------- deleting
-    def delete(self, name: str, caller: Caller) -> dict:
+    def delete(self, name: str, caller: Caller, *, if_match: str | None = None) -> dict:
         with self.locked(name):
             app = self._visible_app(name, caller)
+            precondition(app, if_match, name)
             plan = PLANS.get(mf.tag_values(app).get("type", ""))
             if plan is not None and plan.exposes_api:
                 self._refuse_if_in_use(name, app, caller)
@@ -275,6 +356,21 @@ class RegistrationService:
     def delete_orphaned_secret(self, secret_name: str) -> bool:
         """Soft-delete (recoverable) a secret whose application is gone."""
         return self._vault.delete_secret(secret_name)
+
+
+def precondition(app: dict | None, if_match: str | None, name: str) -> None:
+    """If-Match (RFC 9110 13.1.1): `*` matches any current registration, a list of entity tags matches when
+    the current one is among them (strong comparison, so a weak W/ tag never matches). Without the header
+    the caller takes its chances (Logic Apps' HTTP action sends none)."""
+    if if_match is None:
+        return
+    tags = {tag.strip() for tag in if_match.split(",")}
+    if app is None:
+        raise PreconditionFailed(f"If-Match names a state of {name!r}, which does not exist; leave If-Match out "
+                                 "to create it")
+    if "*" not in tags and mf.entity_tag(app) not in tags:
+        raise PreconditionFailed(f"registration {name!r} changed since that ETag was read; GET it again, then "
+                                 "send the change with its new ETag as If-Match")
 
 
 def _upstream(action: Callable[[], T]) -> T:

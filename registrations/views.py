@@ -70,6 +70,7 @@ class RegistrationViews:
             "requestedBy": tags.get("requester"),
             "notes": fields["notes"],
             "createdDateTime": app.get("createdDateTime"),
+            "etag": mf.entity_tag(app),
         }
         if with_config:
             target = self.settings.target(view["dicomService"])

@@ -62,6 +62,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     from .adapters.graph import GraphClient
     from .adapters.rbac import RbacClient
     from .adapters.vault import VaultClient
+    from .change import Changer
     from .credentials import Credentials
     from .provision import Provisioner
     from .teardown import Teardown
@@ -86,6 +87,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
                               executor=executor, clock=clock)
     service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
                                   provisioner=provisioner, teardown=teardown,
+                                  changer=Changer(settings, graph=graph, rbac=rbac, credentials=credentials,
+                                                  provisioner=provisioner),
                                   views=RegistrationViews(settings, secret_uri=vault.secret_uri),
                                   executor=executor, owner_id=owner_id, clock=clock)
     verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac, clock=clock)

@@ -52,7 +52,7 @@ def test_only_health_and_the_documents_are_anonymous():
     """The tests below cover every keyed function; these are the ones that need no caller."""
     anonymous = {function for function in FUNCTIONS if function not in KEYED}
     assert anonymous == {http.health, http.openapi_v2, http.openapi_v3}
-    assert len(KEYED) == 9 and len(NAMED) == 6
+    assert len(KEYED) == 11 and len(NAMED) == 8
 
 
 # ------------------------------------------------------------------------------------------- the body
@@ -258,7 +258,8 @@ def test_an_anonymous_caller_is_refused_before_its_request_is_read(call):
     problem(call(http.rotate_credential, "NOT_A_NAME", body=b"{}"), 401, "unauthenticated")
 
 
-WRITES = [http.create_registration, http.delete_registration, http.rotate_credential]
+WRITES = [http.create_registration, http.put_registration, http.patch_registration, http.delete_registration,
+          http.rotate_credential]
 
 
 @pytest.mark.parametrize("function", WRITES, ids=label)
@@ -267,6 +268,11 @@ def test_a_caller_without_the_needed_app_role_is_403_and_changes_nothing(call, t
     before = credentials(call, tokens["admin"], registered)
     if function is http.create_registration:
         response = call(function, token=tokens["reader"], json_body=service("functions-forbidden"))
+    elif function is http.put_registration:
+        response = call(function, registered, token=tokens["reader"], json_body=service(registered, access="writer"))
+    elif function is http.patch_registration:
+        response = call(function, registered, token=tokens["reader"],
+                        headers={"Content-Type": "application/merge-patch+json"}, body=b'{"access": "writer"}')
     else:
         response = call(function, registered, token=tokens["reader"])
     body = problem(response, 403, "forbidden")

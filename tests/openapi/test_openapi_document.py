@@ -50,7 +50,7 @@ def test_every_model_field_is_in_the_document(version):
             if version == "2.0":
                 body = next(p["schema"] for p in spec_op["parameters"] if p["in"] == "body")
             else:
-                body = spec_op["requestBody"]["content"]["application/json"]["schema"]
+                body = spec_op["requestBody"]["content"][op.body_type]["schema"]
             for path, model, fields in model_fields(op.body):
                 missing = fields - properties_at(doc, body, path)
                 assert not missing, f"{function} body {'.'.join(path) or '(root)'} ({model.__name__}): {missing}"

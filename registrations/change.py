@@ -1,0 +1,316 @@
+"""Changing a registration in place: converge it on a desired state (PUT, or PATCH merged into the current
+state), and tell where Entra ID or Azure drifted from what this API last applied.
+
+A change is a saga like a create (provision.py): it takes the same lease on the application (another instance
+finding it live answers 503 and comes back), and every step has an undo, so a step that fails for good leaves
+the registration as it was and names the step. The steps, in order:
+
+| step | what | undo |
+|---|---|---|
+| take lease | the lease tag on the application | the tags as they were |
+| update application | displayName, notes, redirect URIs (and an open-source client's API permission) | the old values |
+| assign {access} role | the new DICOM role (Azure role or app role), waited for until it is visible | remove it |
+| remove {role} | each role the registration no longer holds | assign it again |
+| grant / revoke secret reader | Key Vault Secrets User on the one secret | the opposite |
+| record desired state | the tags: access, readers, autoRotate, lifetime, applied fingerprints; lease off | — |
+
+Raising access adds the new role before the old one goes, so a client never loses access it keeps; lowering it
+removes the old role first, so a client never holds more than it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import manifest as mf
+from .adapters.errors import UpstreamError, lag_404, lag_new_principal
+from .adapters.graph import GraphClient
+from .adapters.rbac import RbacClient
+from .credentials import Credentials
+from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER, MANAGED_ACCESS_ROLES, PLANS
+from .manifest import Caller
+from .models import FederatedCredential, Request
+from .problems import Conflict, InProgress, Problem, ProvisioningFailed
+from .provision import Provisioner, step_problem
+from .saga import Saga, StepFailed, create_once, eventually
+from .settings import ManagedTarget, OssTarget, Settings
+
+log = logging.getLogger("registrations.change")
+
+# What cannot change in place, and what to do instead.
+FIXED = {
+    "type": "create a new registration of the other type (another name) and delete this one",
+    "dicomService": "create a registration for the other DICOM service (another name) and delete this one",
+    "platform": "a public client's platform decides its redirect URI rules; create a new registration",
+    "identifierUri": "clients and the DICOM server are configured with it; create a new resource registration",
+    "credential.kind": "create a new registration with the other credential kind and delete this one",
+    "credential.federation": "issuer, subject and audience are what Entra trusts; create a new registration",
+}
+FIXED_NAME = "create a registration with the new name and delete this one"
+APP_FIELDS = ("displayName", "notes", "redirectUris")
+ACCESS_RANK = {"reader": 0, "writer": 1, "admin": 2}
+ROLE_NAMES = {DICOM_DATA_READER: "DICOM Data Reader", DICOM_DATA_OWNER: "DICOM Data Owner"}
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The role a service client's access needs, the DICOM roles it holds ({role id: assignment ids}), and
+    how to assign or remove one."""
+
+    wanted: str
+    held: dict[str, list[str]]
+    assign: Callable[[str], str]
+    unassign: Callable[[str], Any]
+
+
+def fixed_problem(fields: list[str]) -> Conflict:
+    what = "; ".join(f"{field}: {FIXED.get(field, FIXED_NAME)}" for field in fields)
+    return Conflict(f"{', '.join(fields)} cannot be changed in place ({what})", fixedFields=fields)
+
+
+def fixed_in(current: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The fixed fields a merge-patched document changes (checked before it is validated as a whole, so the
+    answer names the field rather than what the other type would need)."""
+    changed = [field for field in ("name", "type", "dicomService", "platform", "identifierUri")
+               if field in wanted and wanted[field] != current.get(field)]
+    kind = (wanted.get("credential") or {}).get("kind") if isinstance(wanted.get("credential"), dict) else None
+    if kind is not None and kind != (current.get("credential") or {}).get("kind"):
+        changed.append("credential.kind")
+    return changed
+
+
+def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, Any]:
+    """The create body that describes the registration as this API keeps it (what a PATCH is merged into).
+    `federated` is the app's federated identity credential, when it has one."""
+    fields = mf.stored_fields(app)
+    plan = PLANS[fields["type"]]
+    doc: dict[str, Any] = {"type": fields["type"], "name": name,
+                           "displayName": fields["displayName"], "dicomService": fields["dicomService"]}
+    if fields["notes"] is not None:
+        doc["notes"] = fields["notes"]
+    if fields["type"] == "service":
+        doc["access"] = fields["access"]
+    if fields["type"] == "public":
+        doc["platform"] = fields["platform"]
+    if fields["type"] in ("public", "confidential"):
+        doc["redirectUris"] = fields["redirectUris"]
+    if plan.exposes_api:
+        doc["identifierUri"] = fields["identifierUri"]
+    if plan.has_credential:
+        kind = fields["credential.kind"]
+        if kind == "federated" and federated is not None:
+            doc["credential"] = {"kind": kind, "issuer": federated.get("issuer"), "subject": federated.get("subject"),
+                                 "audience": (federated.get("audiences") or [None])[0]}
+        else:
+            doc["credential"] = {"kind": kind}
+            if fields["credential.lifetimeDays"]:
+                doc["credential"]["lifetimeDays"] = fields["credential.lifetimeDays"]
+            doc["autoRotate"] = fields["autoRotate"]
+            doc["secretReaders"] = fields["secretReaders"]
+    return doc
+
+
+class Changer:
+    def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
+                 provisioner: Provisioner) -> None:
+        self.settings = settings
+        self.graph, self.rbac, self.credentials, self.provisioner = graph, rbac, credentials, provisioner
+
+    # ----------------------------------------------------------------------------------------- drift
+    def drift(self, app: dict, request: Request) -> list[dict]:
+        """Where Entra ID or Azure differ from what this API last applied: the application's own fields (by
+        their recorded fingerprints), the DICOM role and the secret's readers. Reads only."""
+        found = []
+        actual = mf.stored_fields(app)
+        for field, recorded in mf.applied(app).items():
+            if mf.fingerprint(actual[field]) != recorded:
+                found.append({"field": field, "expected": f"sha256:{recorded}", "actual": actual[field]})
+        roles = self._roles(app, request)
+        if roles is not None and set(roles.held) != {roles.wanted}:
+            found.append({"field": "access", "expected": [self._role_name(roles.wanted, request)],
+                          "actual": sorted(self._role_name(r, request) for r in roles.held)})
+        readers = self._readers(request)
+        if readers is not None and set(readers) != set(request.secretReaders):
+            found.append({"field": "secretReaders", "expected": sorted(request.secretReaders),
+                          "actual": sorted(readers)})
+        return found
+
+    def _target(self, request: Request) -> ManagedTarget | OssTarget | None:
+        return self.settings.target(request.dicomService)
+
+    def _roles(self, app: dict, request: Request) -> Roles | None:
+        """The DICOM role a service client's access needs and the ones it holds (None for other types)."""
+        target, sp_id = self._target(request), mf.tag_values(app).get("sp")
+        if request.type != "service" or not request.access or target is None or not sp_id:
+            return None
+        if isinstance(target, ManagedTarget):
+            held: dict[str, list[str]] = {}
+            for assignment in self.rbac.list_for_principal(target.resourceId, sp_id):
+                props = assignment.get("properties") or {}
+                role = (props.get("roleDefinitionId") or "").rsplit("/", 1)[-1]
+                if role in ROLE_NAMES and (props.get("scope") or target.resourceId).lower() == target.resourceId.lower():
+                    held.setdefault(role, []).append(assignment["id"])
+            return Roles(MANAGED_ACCESS_ROLES[request.access], held,
+                         assign=lambda role: eventually(lambda: self.rbac.assign(target.resourceId, role, sp_id),
+                                                        lagging=lag_new_principal),
+                         unassign=self.rbac.delete)
+        resource = self.provisioner.resource_for(request, target)
+        assert resource is not None and resource.role, "an open-source service client is granted an app role"
+        held = {}
+        for assignment in self.graph.list_app_role_assignments(sp_id):
+            if assignment.get("resourceId") == resource.sp_id:
+                held.setdefault(assignment["appRoleId"], []).append(assignment["id"])
+
+        def find(role: str) -> dict | None:
+            return next((a for a in self.graph.list_app_role_assignments(sp_id)
+                         if a.get("resourceId") == resource.sp_id and a.get("appRoleId") == role), None)
+
+        return Roles(resource.role[1], held,
+                     assign=lambda role: create_once(lambda: self.graph.assign_app_role(resource.sp_id, sp_id, role),
+                                                     lambda: find(role), lagging=lag_new_principal)["id"],
+                     unassign=lambda assignment: self.graph.delete_app_role_assignment(resource.sp_id, assignment))
+
+    def _role_name(self, role: str, request: Request) -> str:
+        if role in ROLE_NAMES:
+            return ROLE_NAMES[role]
+        target = self._target(request)
+        if isinstance(target, OssTarget):
+            resource = self.provisioner.resource_for(request, target)
+            if resource is not None and resource.role and resource.role[1] == role:
+                return resource.role[0]
+        return role
+
+    def _reader_scope(self, request: Request) -> str | None:
+        credential = request.credential
+        if credential is None or isinstance(credential, FederatedCredential) \
+                or not self.settings.key_vault_resource_id:
+            return None
+        return self.credentials.reader_scope(self.credentials.secret_name(request.name, credential.kind))
+
+    def _readers(self, request: Request) -> dict[str, str] | None:
+        """{principal id: assignment id} of Key Vault Secrets User on the registration's secret."""
+        scope = self._reader_scope(request)
+        if scope is None:
+            return None
+        return {(a.get("properties") or {}).get("principalId"): a["id"] for a in self.rbac.list_at_scope(scope)
+                if ((a.get("properties") or {}).get("roleDefinitionId") or "").endswith(KEY_VAULT_SECRETS_USER)}
+
+    # ---------------------------------------------------------------------------------------- change
+    def run(self, app: dict, wanted: Request, fields: list[str], caller: Caller) -> dict:
+        """Apply `fields` of `wanted` (the fields that differ from what Entra and Azure hold) as a saga.
+        Returns the application as it now is."""
+        saga = Saga()
+        lease = self.provisioner.new_lease()
+        before = list(app.get("tags") or [])
+        try:
+            self.provisioner.check_lease(app)
+            leased = [t for t in before if not t.startswith("dicom-lease:")] + [lease]
+            saga.run("take lease", lambda: self.graph.update_application(app["id"], {"tags": leased}),
+                     undo=lambda _: self.graph.update_application(app["id"], {"tags": before}))
+            saga.run("confirm lease", lambda: self._confirm(app, lease))
+            changes, undo = self._app_changes(app, wanted, fields)
+            if changes:
+                saga.run("update application", lambda: eventually(
+                    lambda: self.graph.update_application(app["id"], changes), lagging=lag_404),
+                    undo=lambda _: self.graph.update_application(app["id"], undo))
+            if "access" in fields:
+                self._swap_roles(saga, app, mf.tag_values(app).get("access"), wanted)
+            if "secretReaders" in fields:
+                self._readers_to(saga, wanted)
+            owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
+            recorded = mf.tags_for(wanted, owner, state="ready", sp_id=mf.tag_values(app).get("sp"))
+            saga.run("record desired state", lambda: eventually(
+                lambda: self.graph.update_application(app["id"], {"tags": recorded}), lagging=lag_404))
+        except StepFailed as failure:
+            saga.abort(failure)
+            if isinstance(failure.cause, Problem):  # another instance holds the lease
+                raise failure.cause from None
+            raise step_problem(ProvisioningFailed, failure, "change") from failure.cause
+        except BaseException:  # a read between steps failed, or a problem was raised: undo what was done
+            saga.rollback()
+            raise
+        return dict(app, tags=recorded, **{k: v for k, v in changes.items() if k != "requiredResourceAccess"})
+
+    def _confirm(self, app: dict, lease: str) -> None:
+        """Read our lease back: of two instances writing theirs at once, the later write wins and the other
+        backs off (Graph has no conditional write on applications)."""
+        now = eventually(lambda: self._visible(app["id"]), lagging=lag_404)
+        if lease not in (now.get("tags") or []):
+            raise InProgress("another request is changing this registration; retry shortly")
+
+    def _visible(self, object_id: str) -> dict:
+        found = self.graph.get_application_by_id(object_id)
+        if found is None:
+            raise UpstreamError("graph", "getApplication", 404, "Request_ResourceNotFound", "not visible yet")
+        return found
+
+    def _app_changes(self, app: dict, wanted: Request, fields: list[str]) -> tuple[dict, dict]:
+        """The PATCH of the application's own fields, and the PATCH that puts them back."""
+        changes: dict[str, Any] = {}
+        undo: dict[str, Any] = {}
+        if "displayName" in fields:
+            changes["displayName"], undo["displayName"] = wanted.displayName, app.get("displayName")
+        if "notes" in fields:
+            header = (app.get("notes") or "").partition("\n\n")[0] or mf.notes_for(wanted, Caller("", "")).split("\n")[0]
+            changes["notes"] = f"{header}\n\n{wanted.notes}" if wanted.notes else header
+            undo["notes"] = app.get("notes")
+        if "redirectUris" in fields and wanted.platform:
+            field = mf.PLATFORM_FIELD[wanted.platform]
+            changes[field] = {"redirectUris": list(wanted.redirectUris)}
+            undo[field] = {"redirectUris": list((app.get(field) or {}).get("redirectUris") or [])}
+        target = self._target(wanted)
+        if "access" in fields and isinstance(target, OssTarget):
+            resource = self.provisioner.resource_for(wanted, target)
+            if resource is not None:
+                changes["requiredResourceAccess"] = [mf.required_access(resource)]
+                undo["requiredResourceAccess"] = app.get("requiredResourceAccess") or []
+        return changes, undo
+
+    def _swap_roles(self, saga: Saga, app: dict, current: str | None, wanted: Request) -> None:
+        roles = self._roles(app, wanted)
+        if roles is None:
+            return
+        lowering = ACCESS_RANK.get(wanted.access or "", 0) < ACCESS_RANK.get(current or "", 0)
+        if lowering:
+            self._remove_roles(saga, roles)
+        if roles.wanted not in roles.held:
+            saga.run(f"assign {wanted.access} role", lambda: self._assign_visible(app, wanted, roles),
+                     undo=roles.unassign)
+        if not lowering:
+            self._remove_roles(saga, roles)
+
+    def _assign_visible(self, app: dict, wanted: Request, roles: Roles) -> str:
+        """Assign, then wait until the assignment is listed, so the old role goes only once the new one is
+        there."""
+        assignment = roles.assign(roles.wanted)
+
+        def listed() -> None:
+            now = self._roles(app, wanted)
+            if now is None or roles.wanted not in now.held:
+                raise UpstreamError("graph", "listAssignments", 404, None, "not visible yet")
+        eventually(listed, lagging=lag_404)
+        return assignment
+
+    def _remove_roles(self, saga: Saga, roles: Roles) -> None:
+        for role, assignments in roles.held.items():
+            if role == roles.wanted:
+                continue
+            for assignment in assignments:
+                saga.run(f"remove {ROLE_NAMES.get(role, 'app role')}", lambda a=assignment: roles.unassign(a),
+                         undo=lambda _, r=role: roles.assign(r))
+
+    def _readers_to(self, saga: Saga, wanted: Request) -> None:
+        held = self._readers(wanted)
+        if held is None:
+            return
+        credential = wanted.credential
+        assert credential is not None and not isinstance(credential, FederatedCredential)
+        name = self.credentials.secret_name(wanted.name, credential.kind)
+        self.credentials.grant_readers(saga, name, [r for r in wanted.secretReaders if r not in held])
+        for reader, assignment in held.items():
+            if reader not in wanted.secretReaders:
+                saga.run(f"revoke secret reader {reader}", lambda a=assignment: self.rbac.delete(a),
+                         undo=lambda _, r=reader: self.credentials.grant_readers(Saga(), name, [r]))
