@@ -24,6 +24,7 @@ from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
 from .saga import Saga, StepFailed, create_once, eventually
 from .certificates import make_certificate
+from .credential_policy import CredentialPolicy, refused
 from .kinds import KEY_VAULT_SECRETS_USER
 from .models import FederatedCredential, Request
 from .problems import Conflict, Misconfigured
@@ -65,6 +66,7 @@ class Credentials:
         self.settings = settings
         self.graph, self.vault, self.rbac = graph, vault, rbac
         self._clock = clock
+        self.policy = CredentialPolicy(graph)
 
     @property
     def overlap(self) -> timedelta:
@@ -77,9 +79,19 @@ class Credentials:
     def secret_name(self, name: str, kind: str) -> str:
         return mf.secret_name(self.settings.name_prefix, name, kind)
 
-    def lifetime(self, app: dict) -> int:
+    def lifetime(self, app: dict, kind: str) -> int:
+        """A rotation's lifetime: the one the registration was created with, within the tenant's policy now."""
         lifetime = mf.tag_values(app).get("lifetime")
-        return int(lifetime) if lifetime else self.settings.secret_lifetime_days
+        days = int(lifetime) if lifetime else self.settings.secret_lifetime_days
+        return self.policy.allowed(kind, days, created=parse_time(app.get("createdDateTime")))
+
+    def check_policy(self, request: Request) -> None:
+        """Before anything is written: a lifetime asked for beyond the tenant's app management policy is a
+        422 naming the limit."""
+        credential = request.credential
+        if credential is not None and credential.kind in mf.STORED_KINDS and credential.lifetimeDays:
+            self.policy.check_requested(credential.kind, credential.lifetimeDays,
+                                        [request.type, "credential", "lifetimeDays"])
 
     # ------------------------------------------------------------------------------------- at create
     def provision(self, saga: Saga, request: Request, app: dict, fresh: bool) -> dict:
@@ -88,7 +100,9 @@ class Credentials:
         if isinstance(credential, FederatedCredential):
             return self._federated(saga, request.name, credential, app, fresh)
         name = self.secret_name(request.name, credential.kind)
-        days = credential.lifetimeDays or self.settings.secret_lifetime_days
+        # An explicit lifetime was checked against the policy (check_policy); the default is shortened to it.
+        days = credential.lifetimeDays or self.policy.allowed(credential.kind, self.settings.secret_lifetime_days,
+                                                              created=None)
         kept = None if fresh else self._kept(app, name, credential.kind)
         if kept is None:
             add = self._add_password if credential.kind == "secret" else self._add_certificate
@@ -248,7 +262,7 @@ class Credentials:
         saga = Saga()  # steps here run one after another
         add = self._add_password if kind == "secret" else self._add_certificate
         try:
-            made = add(saga, app, name, registration, self.lifetime(app), label, now=now)
+            made = add(saga, app, name, registration, self.lifetime(app, kind), label, now=now)
         except StepFailed as failure:
             raise saga.abort(failure)
         except Exception:

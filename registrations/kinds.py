@@ -21,7 +21,6 @@ class Plan:
     has_credential: bool
     flow: Flow | None
     target_kinds: tuple[str, ...]
-    refresh_tokens: bool = False
     # How the client gets access to the DICOM service, per target kind.
     grants: tuple[tuple[str, Grant], ...] = ()
     # The DICOM server's own API: identifier URI, scope and app roles on the app; its service principal is
@@ -44,16 +43,15 @@ PLANS: dict[str, Plan] = {
     for plan in (
         Plan(
             type="confidential",
-            summary="web app; authorization code with a client secret; refresh tokens",
+            summary="web app; authorization code with a client secret; refresh tokens (90 days)",
             has_credential=True,
             flow="authorization_code",
-            refresh_tokens=True,
             target_kinds=("managed", "oss"),
             grants=(("managed", "delegated"), ("oss", "delegated")),
         ),
         Plan(
             type="public",
-            summary="SPA or native app; authorization code + PKCE (S256); no secret",
+            summary="SPA or native app; authorization code + PKCE (S256); no secret; refresh tokens (SPA 24 h)",
             has_credential=False,
             flow="authorization_code_pkce",
             target_kinds=("managed", "oss"),
@@ -86,8 +84,33 @@ DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 MANAGED_ACCESS_ROLES = {"reader": DICOM_DATA_READER, "writer": DICOM_DATA_OWNER, "admin": DICOM_DATA_OWNER}
 
-# App roles of the open-source DICOM server (its roles.json names them); "admin" maps to globalAdmin ("*").
+# The open-source DICOM server authorizes by its roles.json: each role, matched by name on the token's
+# `roles` claim, grants data actions. The file it ships defines only globalReader (read) and globalAdmin (*);
+# its docs show a globalWriter that a deployment must add itself. So a resource registration returns the
+# whole file the server must run with, and each access level maps to a role that file grants it.
+OSS_ROLES: dict[str, tuple[str, ...]] = {"globalReader": ("read",), "globalWriter": ("read", "write"),
+                                         "globalAdmin": ("*",)}
+OSS_ACCESS_ACTIONS = {"reader": "read", "writer": "write", "admin": "*"}
 OSS_ACCESS_ROLES = {"reader": "globalReader", "writer": "globalWriter", "admin": "globalAdmin"}
+
+
+def oss_role_grants(role: str, access: str) -> bool:
+    """Whether `role`, as the returned roles.json defines it, allows what `access` needs."""
+    actions = OSS_ROLES.get(role, ())
+    return "*" in actions or OSS_ACCESS_ACTIONS[access] in actions
+
+
+def oss_roles_json() -> dict:
+    """The roles.json an open-source DICOM server must run with (its schema: name, dataActions,
+    notDataActions, scopes) so that every access level this API grants works."""
+    return {"roles": [{"name": name, "dataActions": list(actions), "notDataActions": [], "scopes": ["/"]}
+                      for name, actions in OSS_ROLES.items()]}
+
+
+# Platforms whose refresh tokens Entra limits: a SPA's live 24 hours ("Refresh tokens in the Microsoft
+# identity platform"); every other client's 90 days.
+REFRESH_TOKEN_LIFETIMES = {"spa": "P1D"}
+REFRESH_TOKEN_LIFETIME = "P90D"
 OSS_ROLE_DESCRIPTIONS = {
     "globalReader": "Read DICOM studies, series and instances",
     "globalWriter": "Read and store DICOM data",

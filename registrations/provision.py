@@ -23,11 +23,12 @@ from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_ne
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually
+from .credential_policy import refused
 from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
 from .models import Request
-from .problems import InProgress, NotReady, Problem, ProvisioningFailed, retry_later
+from .problems import InProgress, NotReady, Problem, ProvisioningFailed, ValidationProblem, retry_later
 from .settings import ManagedTarget, OssTarget, Settings
 from .teardown import Teardown
 
@@ -204,13 +205,15 @@ class Provisioner:
         return cached
 
 
-def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P:
+def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | ValidationProblem:
     """The problem for a saga that failed at one step and was rolled back (Saga.abort): it names the step,
     what was undone and, when an Azure service failed, its code; a throttled or unavailable one is a 503."""
     cause = failure.cause
     upstream = cause.summary() if isinstance(cause, UpstreamError) else None
     log.warning("%s failed at step %s (%s); undone: %s; left: %s", activity, failure.step,
                 upstream or type(cause).__name__, failure.undone, failure.failed_undo)
+    if (policy := refused(cause)) is not None:  # the tenant's credential policy: the caller's to fix, not a 502
+        return policy
     detail = f"step '{failure.step}' failed"
     if upstream:
         detail += f" ({upstream['service']} {upstream['operation']}: {upstream['status']} {upstream['code']})"

@@ -112,13 +112,14 @@ def _backoff() -> Iterator[float]:
 
 # -------------------------------------------------------------------------------------------- retries
 def eventually(action: Callable[[], T], *, lagging: Callable[[UpstreamError], bool]) -> T:
-    """Repeat an idempotent action while replication lag explains its failure, within the budget."""
+    """Repeat an idempotent action while replication lag explains its failure, or the service did nothing
+    (a concurrency violation), within the budget."""
     _budgeted()
     for delay in _backoff():
         try:
             return action()
         except UpstreamError as exc:
-            if not lagging(exc) or not pause(exc.retry_after or delay):
+            if not (lagging(exc) or exc.not_done) or not pause(exc.retry_after or delay):
                 raise
     raise AssertionError("unreachable")  # _backoff never ends
 
@@ -132,7 +133,10 @@ def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
     before trying again `find` looks for what it made (and may clean up what cannot be used: a password whose
     secret text was lost). A 409 means it exists (`find` returns it), unless `conflict_means_exists` is off:
     then a 409 is simply a failure. Throttling (429) made nothing and just waits; replication lag is waited
-    out. With `look_first` (resuming an earlier attempt) it looks before the first try too.
+    out, except that a 400 lag could also explain is looked for first: Graph answers a duplicate (an app
+    role assignment that already exists) with the same Request_BadRequest as a reference it cannot see yet,
+    and only the message tells them apart. With `look_first` (resuming an earlier attempt) it looks before
+    the first try too.
     """
     _budgeted()
     if look_first and (found := find()) is not None:
@@ -152,6 +156,8 @@ def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
                     raise
             elif not lagging(exc):
                 raise
+            elif exc.status == 400 and (found := find()) is not None:
+                return found
             if not pause(exc.retry_after or delay):
                 raise
     raise AssertionError("unreachable")  # _backoff never ends

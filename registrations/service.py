@@ -37,6 +37,7 @@ from .problems import (
     ValidationProblem,
     upstream_problem,
 )
+from .credential_policy import refused
 from .provision import Provisioner, step_problem
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
@@ -95,6 +96,7 @@ class RegistrationService:
                 check_requester(self.settings, request, caller, lambda: _upstream(own_future.result))
             if found_future is not None:
                 check_principals(named, _upstream(found_future.result))
+            _upstream(lambda: self._credentials.check_policy(request))
             app, sp, credential = self._provisioner.run(request, caller, target, resource, existing)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
 
@@ -294,6 +296,8 @@ class RegistrationService:
                 credentials, rotated = _upstream(
                     lambda: self._credentials.rotate(app, name, idempotency_key=idempotency_key))
             except StepFailed as failure:
+                if (policy := refused(failure.cause)) is not None:
+                    raise policy from failure.cause
                 if isinstance(failure.cause, UpstreamError):
                     raise upstream_problem(failure.cause) from failure.cause
                 raise step_problem(RotationFailed, failure, "rotation") from failure.cause

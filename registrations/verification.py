@@ -40,6 +40,7 @@ from .kinds import (
     OSS_ACCESS_ROLES,
     OSS_DELEGATED_SCOPE,
     PLANS,
+    oss_role_grants,
 )
 from .manifest import Caller
 from .problems import UpstreamUnavailable, VerificationFailed, upstream_problem
@@ -301,11 +302,11 @@ class Verifier:
             role_id = {r.get("value"): r.get("id") for r in resource.get("appRoles") or []}.get(role)
             held = bool(sp_id) and any(a.get("resourceId") == resource["id"] and a.get("appRoleId") == role_id
                                        for a in self.graph.list_app_role_assignments(sp_id))
-        else:
-            held = role in roles
+        else:  # a role the server's roles.json (returned with the resource registration) grants this access
+            held = any(oss_role_grants(r, access) for r in roles)
         where = "the token carries" if roles is not None else "the service principal holds"
         return Check("app role", held,
-                     f"{where} the app role {role}" if held else
+                     f"{where} the app role {role}, which the server's roles.json grants {access} access" if held else
                      f"the app role {role} is missing: the service principal has no assignment of {role} on the "
                      f"DICOM resource app {resource['appId']}", propagating=True)
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import manifest as mf
-from .kinds import MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
+from .kinds import (MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS, REFRESH_TOKEN_LIFETIME,
+                    REFRESH_TOKEN_LIFETIMES, oss_roles_json)
 from .problems import NotReady
 from .settings import ManagedTarget, OssTarget, Settings
 
@@ -139,7 +140,10 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
     if plan.flow != "client_credentials":
         config["authorizeEndpoint"] = f"{authority}/oauth2/v2.0/authorize"
         config["redirectUris"] = reg.get("redirectUris") or []
-        config["refreshTokens"] = plan.refresh_tokens
+        # Entra gives every authorization-code client refresh tokens (with offline_access), public ones too.
+        config["refreshTokens"] = True
+        config["refreshTokenLifetime"] = REFRESH_TOKEN_LIFETIMES.get(reg.get("platform") or "",
+                                                                     REFRESH_TOKEN_LIFETIME)
     if plan.flow == "authorization_code_pkce":
         config["pkce"] = {"codeChallengeMethod": "S256"}
     credential = reg.get("secret") or {}
@@ -196,6 +200,8 @@ def _resource_config(settings: Settings, reg: dict[str, Any], config: dict[str, 
         audience=reg["appId"],
         issuer=issuer_authority,
         appRoles=list(OSS_ACCESS_ROLES.values()),
+        # The server's roles.json must define these roles (the shipped file lacks globalWriter).
+        rolesJson=oss_roles_json(),
         scopes=[f"{reg['appId']}/{OSS_DELEGATED_SCOPE}", f"{reg['appId']}/.default"],
         dicomServerSettings={
             "DicomServer__Security__Enabled": "true",

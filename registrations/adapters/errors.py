@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+CONCURRENCY_VIOLATION = "Directory_ConcurrencyViolation"
+
+
 class UpstreamError(Exception):
     """A remote Azure call failed after the pipeline's own retries."""
 
@@ -20,8 +23,10 @@ class UpstreamError(Exception):
 
     @property
     def not_done(self) -> bool:
-        """Throttled: the service says it did nothing, so the call can simply be repeated later."""
-        return self.status == 429
+        """The service says it did nothing, so the call can simply be repeated later: throttled (429), or a
+        credential write that overlapped another on the same application (409 Directory_ConcurrencyViolation,
+        "wait briefly and retry")."""
+        return self.status == 429 or (self.status == 409 and self.code == CONCURRENCY_VIOLATION)
 
     @property
     def transient(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._rest import RestClient
-from .errors import NotFoundError
+from .errors import NotFoundError, UpstreamError
 
 
 def _key(value: str) -> str:
@@ -189,6 +189,19 @@ class GraphClient:
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     found[item["id"].lower()] = str(item.get("@odata.type", "")).rsplit(".", 1)[-1]
         return found
+
+    # policies -------------------------------------------------------------------------------------
+    def get_default_app_management_policy(self) -> dict | None:
+        """The tenant default app management policy; None when this identity may not read it (403: it lacks
+        Policy.Read.All)."""
+        try:
+            _, body, _ = self._rest.call("getDefaultAppManagementPolicy", "GET",
+                                         "/v1.0/policies/defaultAppManagementPolicy")
+        except UpstreamError as exc:
+            if exc.status == 403:
+                return None
+            raise
+        return body
 
     # paging ---------------------------------------------------------------------------------------
     def _pages(self, operation: str, path: str, params: dict[str, str] | None = None) -> Iterator[Any]:
