@@ -178,7 +178,8 @@ class _AsgiEndpoint:
 
 
 class _AccessLog:
-    """One JSON line per request. The query string is never logged: `code=` may carry a key."""
+    """One JSON line per request: at INFO for what the host answered itself (a missing key, no such route),
+    at DEBUG for what a function answered. The query string is never logged: `code=` may carry a key."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -207,4 +208,6 @@ class _AccessLog:
                 "durationMs": round((time.perf_counter() - started) * 1000, 1),
                 "function": scope.get("devhost.function"),
             }
-            access_log.info(json.dumps(line))
+            # A request a function handled is the function app's to log (the product writes one line per
+            # request); the host's own line then waits for DEBUG, so `make run` shows one line per request.
+            (access_log.debug if line["function"] else access_log.info)(json.dumps(line))

@@ -2,7 +2,7 @@
 
 ``serve`` is the one way in: it authenticates the caller, checks the app role the operation needs, parses
 the query (the same pydantic model the OpenAPI document describes), the route's name and the body, calls the
-operation, turns every Problem into problem+json and writes one audit record per write. The operations below
+operation, turns every Problem into problem+json and logs one record per request (a write's is its audit record). The operations below
 are a few lines each.
 
 Imported on the first request, not at worker start, so the function app's cold start pays for
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from . import logs
 from . import sweep as sweeper
 from . import wiring
 from .change import fixed_in, fixed_problem
@@ -43,7 +45,6 @@ from .problems import (
 from .views import render
 
 log = logging.getLogger("registrations.api")
-audit = logging.getLogger("registrations.audit")
 
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST: TypeAdapter[Request] = TypeAdapter(RegistrationRequest)
@@ -112,6 +113,7 @@ class Endpoint:
 def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
     """Run the operation behind the HTTP function named `function`; the one place errors become
     problem+json."""
+    started = time.perf_counter()
     endpoint = ENDPOINTS[function]
     correlation = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-tracking-id") or ""
     if not _CORRELATION_ID.match(correlation):
@@ -139,8 +141,7 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
         log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
         response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
                                     instance)
-    if endpoint.needs != "read":
-        _audit(req, endpoint.needs, response, correlation, caller, subject, audit_extra)
+    _log_request(req, function, endpoint.needs, response, correlation, caller, subject, started, audit_extra)
     response.headers["x-correlation-id"] = correlation
     return response
 
@@ -173,26 +174,35 @@ def _require(caller: Caller, needs: str) -> None:
                         requiredRoles=list(allowed))
 
 
-def _audit(req: func.HttpRequest, needs: str, response: func.HttpResponse, correlation: str,
-           caller: Caller | None, name: str | None, extra: dict[str, Any]) -> None:
-    """One record per write, whatever its end. ``event`` is registration.create, .change, .rotate, .delete
-    or .adopt; ``outcome`` is succeeded, replayed (an idempotent replay that changed nothing), refused (4xx)
-    or failed (5xx); ``status`` is the HTTP status; a change adds ``changedFields``."""
+def _log_request(req: func.HttpRequest, function: str, needs: str, response: func.HttpResponse,
+                 correlation: str, caller: Caller | None, name: str | None, started: float,
+                 extra: dict[str, Any]) -> None:
+    """The request's one log record: `operation` (the function's name), `method`, `status`, `durationMs`,
+    `correlationId` and the caller's `oid`, `appid` and `name`; never a secret. A write's record is its
+    audit record and also says `event` (registration.create, .change, .rotate, .delete or .adopt),
+    `registration` and `outcome`: succeeded, replayed (an idempotent replay that changed nothing), refused
+    (4xx) or failed (5xx); a change adds `changedFields`."""
     status = response.status_code
-    if status >= 500:
-        outcome = "failed"
-    elif status >= 400:
-        outcome = "refused"
-    elif response.headers.get("Idempotent-Replayed") == "true":
-        outcome = "replayed"
-    else:
-        outcome = "succeeded"
-    audit.info(json.dumps({
-        "event": f"registration.{needs}", "outcome": outcome, "status": status, "method": req.method,
-        "registration": name, "correlationId": correlation, **extra,
+    fields: dict[str, Any] = {
+        "operation": function, "method": req.method, "status": status,
+        "durationMs": round((time.perf_counter() - started) * 1000, 1), "correlationId": correlation,
         "caller": None if caller is None else {"oid": caller.object_id, "appid": caller.app_id,
                                                "name": caller.name},
-    }))
+    }
+    write = needs != "read"
+    if write:
+        if status >= 500:
+            outcome = "failed"
+        elif status >= 400:
+            outcome = "refused"
+        elif response.headers.get("Idempotent-Replayed") == "true":
+            outcome = "replayed"
+        else:
+            outcome = "succeeded"
+        fields.update(event=f"registration.{needs}", registration=name, outcome=outcome, **extra)
+        if needs == "create":
+            logs.count("provisions", outcome=outcome)
+    logs.request_line(fields, write=write)
 
 
 def _parse(model: type[BaseModel] | TypeAdapter, data: Any, where: str | None = None) -> Any:

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from . import logs
 from . import manifest as mf
 from .adapters.vault import StoredSecret
 from .settings import Settings
@@ -94,6 +95,7 @@ def run(service: SweepableService, *, now: datetime | None = None) -> dict[str, 
     current = service.owned_registrations() if changed else apps
     window = timedelta(days=service.settings.expiry_warning_days)
     report["expiring"] = expiring(service, now=now, within=window, apps=current)
+    logs.count("expiring", len(report["expiring"]))
     _orphaned_secrets(service, current, report, now=now)
     for kind, items in report.items():
         for item in items:

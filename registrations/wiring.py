@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from . import logs
 from .auth import Authenticator
 from .service import RegistrationService
 from .settings import ARM_SCOPE, GRAPH_SCOPE, Settings, load
@@ -68,6 +69,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     from .teardown import Teardown
     from .views import RegistrationViews
 
+    logs.configure()
     credential = _credential(settings)
     verify = settings.connection_verify
     graph = GraphClient(RestClient("graph", settings.graph_endpoint, credential, GRAPH_SCOPE, verify=verify))

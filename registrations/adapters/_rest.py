@@ -25,7 +25,7 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
-from .. import saga
+from .. import logs, saga
 from .errors import ConflictError, NotFoundError, UpstreamError
 
 log = logging.getLogger("registrations.upstream")
@@ -46,7 +46,13 @@ class BudgetedRetryPolicy(RetryPolicy):
         delay = super().get_retry_after(response)
         return None if delay is None else min(delay, RETRY_AFTER_CAP_SECONDS)
 
+    def __init__(self, service: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
     def is_retry(self, settings, response):  # type: ignore[override]
+        if response.http_response.status_code == 429:
+            logs.count("throttled", service=self.service)
         if not super().is_retry(settings, response):
             return False
         left = saga.remaining()
@@ -64,12 +70,12 @@ class BudgetedRetryPolicy(RetryPolicy):
         return (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
 
 
-def make_retry_policy(*, total: int = 10, timeout: float = 45.0) -> BudgetedRetryPolicy:
+def make_retry_policy(service: str, *, total: int = 10, timeout: float = 45.0) -> BudgetedRetryPolicy:
     # azure-core stops at whichever of retry_total and retry_status runs out first, and retry_status
     # defaults to 3: under Graph throttling that gives up after a few seconds. The time budget (timeout, or
     # the request's budget) is what really ends the retries.
     return BudgetedRetryPolicy(
-        retry_total=total, retry_status=total, retry_backoff_factor=0.5, retry_backoff_max=16, timeout=timeout
+        service, retry_total=total, retry_status=total, retry_backoff_factor=0.5, retry_backoff_max=16, timeout=timeout
     )
 
 
@@ -136,7 +142,7 @@ class RestClient:
             policies=[
                 HeadersPolicy({"Accept": "application/json"}),
                 UserAgentPolicy(base_user_agent="dicom-registrations/0.1"),
-                make_retry_policy(),
+                make_retry_policy(service),
                 BearerTokenCredentialPolicy(credential, scope),
             ],
         )

@@ -73,7 +73,7 @@ class VaultClient:
             credential,
             transport=transport_for(vault_url, verify),
             connection_verify=verify,
-            retry_policy=make_retry_policy(),
+            retry_policy=make_retry_policy("keyvault"),
             # The local tenant's vault is not at *.vault.azure.net; in Azure the check stays on.
             verify_challenge_resource=not development,
         )

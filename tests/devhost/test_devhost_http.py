@@ -85,9 +85,12 @@ def test_a_failing_function_is_500_without_its_exception_text(client, caplog):
 
 
 def test_the_access_log_has_one_structured_line_per_request(client, caplog):
-    caplog.set_level("INFO", logger="devhost.access")
+    """At DEBUG for a request a function answered (the function app logs its own line), at INFO for one the
+    host refused itself."""
+    caplog.set_level("DEBUG", logger="devhost.access")
     client.get("/api/registrations/x", params={"top": "1"}, headers=KEY)
     lines = access_lines(caplog, count=1)
+    assert [r.levelname for r in caplog.records if r.name == "devhost.access"] == ["DEBUG"]
     assert lines == [
         {
             "event": "request",
@@ -98,6 +101,11 @@ def test_the_access_log_has_one_structured_line_per_request(client, caplog):
             "function": "get_registration",
         }
     ]
+    caplog.clear()
+    client.get("/api/registrations/x")  # no key: the host answers 401 itself
+    [refused] = access_lines(caplog, count=1)
+    assert refused["status"] == 401 and refused["function"] is None
+    assert [r.levelname for r in caplog.records if r.name == "devhost.access"] == ["INFO"]
 
 
 def access_lines(caplog, count):

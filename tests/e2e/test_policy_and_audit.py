@@ -153,7 +153,7 @@ def test_every_write_leaves_one_audit_record(as_, tenant, caplog):
             assert record["caller"]["oid"] == tenant.seed.requester_client.object_id
             assert record["registration"] == ("audit-other" if outcome == "refused" else "audit-me")
             assert set(record) == {"event", "outcome", "status", "method", "registration", "correlationId",
-                                   "caller"}
+                                   "caller", "operation", "durationMs"}
             assert set(record["caller"]) == {"oid", "appid", "name"}
 
 
