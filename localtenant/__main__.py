@@ -15,11 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", default=".local/tenant.sqlite", help="SQLite state file")
     parser.add_argument("--base-port", type=int, default=47400, help="origins use base+1 .. base+5")
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    parser.add_argument("--bare", action="store_true",
+                        help="grant the product nothing and make no API registration (for registrations.setup)")
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    lt = LocalTenant.start(args.state, base_port=args.base_port, host=args.host)
+    lt = LocalTenant.start(args.state, base_port=args.base_port, host=args.host, bare=args.bare)
     try:
         endpoints = [lt.authority_host, lt.graph_endpoint, lt.vault_url, lt.arm_endpoint, lt.identity_endpoint]
         for name, url in zip(ORIGINS, endpoints):

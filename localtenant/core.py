@@ -37,7 +37,7 @@ class AttrDict(dict):
 
 
 class TenantCore:
-    def __init__(self, state_path=None) -> None:
+    def __init__(self, state_path=None, *, bare: bool = False) -> None:
         self.store = Store(state_path)
         self.clock, self.faults, self.stats, self.issued = Clock(), Faults(), Stats(), Issued()
         self.tenant_id = seeding.TENANT_ID
@@ -52,19 +52,30 @@ class TenantCore:
             self.signing_keys.ensure()
             self.external_keys.ensure()
             if self.store.get(META, "seed") is None:
+                self.store.put(META, "bare", {"value": bare})
                 self._seed()
+            elif bool((self.store.get(META, "bare") or {}).get("value")) != bare:
+                raise ValueError("this state file holds a tenant started with bare="
+                                 f"{not bare}; start it the same way or use another file")
             self.seed = AttrDict(self.store.get(META, "seed")["value"])
             self.identity_header = self.store.get(META, "identity")["value"]
 
     def _seed(self) -> None:
         if self.store.get(META, "identity") is None:
             self.store.put(META, "identity", {"value": secrets.token_urlsafe(24)})
-        data = seeding.build(self.store, self.clock.now())
-        product = data["product"]["object_id"]
-        self.arm.put(None, seeding.VAULT_RESOURCE_ID, seeding._id("ra/product/vault"), {"properties": {
-            "roleDefinitionId": roles.SECRETS_OFFICER, "principalId": product, "principalType": "ServicePrincipal"}})
-        self.arm.put(None, seeding.RG_ID, seeding._id("ra/product/rg"), {"properties": {
-            "roleDefinitionId": roles.RBAC_ADMIN, "principalId": product, "principalType": "ServicePrincipal"}})
+        bare = bool(self.store.get(META, "bare")["value"])
+        data = seeding.build(self.store, self.clock.now(), bare=bare)
+        if bare:
+            self.arm.put(None, seeding.RG_ID, seeding._id("ra/operator/rg"), {"properties": {
+                "roleDefinitionId": roles.OWNER, "principalId": data["operator"]["object_id"],
+                "principalType": "ServicePrincipal"}})
+        else:
+            product = data["product"]["object_id"]
+            self.arm.put(None, seeding.VAULT_RESOURCE_ID, seeding._id("ra/product/vault"), {"properties": {
+                "roleDefinitionId": roles.SECRETS_OFFICER, "principalId": product,
+                "principalType": "ServicePrincipal"}})
+            self.arm.put(None, seeding.RG_ID, seeding._id("ra/product/rg"), {"properties": {
+                "roleDefinitionId": roles.RBAC_ADMIN, "principalId": product, "principalType": "ServicePrincipal"}})
         self.store.put(META, "seed", {"value": data})
 
     @property
@@ -138,5 +149,7 @@ class TenantCore:
                 "ARM_ENDPOINT": self.arm_endpoint, "KEY_VAULT_URL": self.vault_url,
                 "KEY_VAULT_RESOURCE_ID": seeding.VAULT_RESOURCE_ID, "IDENTITY_ENDPOINT": self.identity_endpoint,
                 "IDENTITY_HEADER": self.identity_header, "TLS_CA_FILE": ca_file,
-                "API_CLIENT_ID": self.seed["api"]["app_id"], "API_AUDIENCE": self.seed["api"]["identifier_uri"],
-                "DICOM_SERVICES": json.dumps(dicom)}
+                "DICOM_SERVICES": json.dumps(dicom),
+                # A bare tenant has no API registration until setup makes one (and prints these two).
+                **({"API_CLIENT_ID": self.seed["api"]["app_id"], "API_AUDIENCE": self.seed["api"]["identifier_uri"]}
+                   if "api" in self.seed else {})}

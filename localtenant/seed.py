@@ -95,8 +95,21 @@ def _secret_for(name: str) -> str:
     return f"{name[:3]}8Q~local-{name.replace('_', '-')}-secret-do-not-use-in-azure"
 
 
-def build(store, now: float) -> dict[str, Any]:
-    """Writes the seed into the store and returns what `lt.seed` shows."""
+def _client(store, now: float, name: str, display: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """An app with a client secret and its service principal: (app, sp, secret)."""
+    app = _app(store, now, f"local-{name.replace('_', '-')}", display)
+    secret = _secret_for(name)
+    cred, _ = new_password({"displayName": "seed"}, now=now, visible_at=0)
+    cred.update(hint=secret[:3], _hash=password_hash(cred["_salt"], secret))
+    app["passwordCredentials"].append(cred)
+    store.put(APPS, app["id"], app)
+    return app, _sp_for(store, now, name, app), secret
+
+
+def build(store, now: float, *, bare: bool = False) -> dict[str, Any]:
+    """Writes the seed into the store and returns what `lt.seed` shows. A bare seed grants the product
+    nothing and has no API registration: `python -m registrations.setup`, run as `seed.operator`, makes them
+    (docs/local-tenant.md, "Bare start")."""
     seed: dict[str, Any] = {"tenant_id": TENANT_ID, "subscription_id": SUBSCRIPTION_ID,
                             "resource_group": RESOURCE_GROUP, "resource_group_id": RG_ID,
                             "vault_resource_id": VAULT_RESOURCE_ID, "dicom_resource_id": DICOM_RESOURCE_ID,
@@ -118,9 +131,32 @@ def build(store, now: float) -> dict[str, Any]:
                                            "servicePrincipalType": "ManagedIdentity",
                                            "alternativeNames": ["isExplicit=False", PRODUCT_MI_ID]})
     store.put(SPS, product["id"], product)
+    seed["product"] = {"app_id": product["appId"], "object_id": product["id"], "resource_id": PRODUCT_MI_ID}
+    user = {"id": _id("user"), "userPrincipalName": "dicom.user@local.test", "displayName": "DICOM User",
+            "mail": "dicom.user@local.test", "_visibleAt": 0}
+    store.put(USERS, user["id"], user)
+    seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"]}
+    # A security group with the user as its one member: what a delegated client's sign-in can be limited to.
+    group = {"id": _id("group"), "displayName": "DICOM viewers", "mailEnabled": False, "securityEnabled": True,
+             "mailNickname": "dicom-viewers", "_members": [user["id"]], "_visibleAt": 0}
+    store.put(GROUPS, group["id"], group)
+    seed["group"] = {"object_id": group["id"], "display_name": group["displayName"], "members": [user["id"]]}
+    if bare:
+        # The administrator who runs setup: a pipeline's service principal holding Graph's
+        # Application.ReadWrite.All and AppRoleAssignment.ReadWrite.All (Owner on the resource group is
+        # given by core.py, with the other ARM seeds).
+        app, sp, secret = _client(store, now, "operator", "Local operator")
+        for role in ("Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"):
+            _assign(store, now, sp, first["graph"], GRAPH_ROLES[role])
+        seed["operator"] = {"app_id": app["appId"], "object_id": sp["id"], "app_object_id": app["id"],
+                            "secret": secret}
+        for name in CLIENTS:  # callers with no role yet: setup gives them one
+            app, sp, secret = _client(store, now, name, f"Local {name.replace('_', ' ')}")
+            seed[name] = {"app_id": app["appId"], "object_id": sp["id"], "app_object_id": app["id"],
+                          "secret": secret, "role": None}
+        return seed
     for role in PRODUCT_GRAPH_ROLES:
         _assign(store, now, product, first["graph"], GRAPH_ROLES[role])
-    seed["product"] = {"app_id": product["appId"], "object_id": product["id"], "resource_id": PRODUCT_MI_ID}
 
     api_app = _app(store, now, "dicom-registrations-api", "DICOM Registrations API",
                    identifierUris=["api://dicom-registrations"],
@@ -132,26 +168,10 @@ def build(store, now: float) -> dict[str, Any]:
                    "identifier_uri": "api://dicom-registrations", "roles": dict(API_ROLES)}
 
     for name, role in CLIENTS.items():
-        app = _app(store, now, f"local-{name.replace('_', '-')}", f"Local {name.replace('_', ' ')}")
-        secret = _secret_for(name)
-        cred, _ = new_password({"displayName": "seed"}, now=now, visible_at=0)
-        cred.update(hint=secret[:3], _hash=password_hash(cred["_salt"], secret))
-        app["passwordCredentials"].append(cred)
-        store.put(APPS, app["id"], app)
-        sp = _sp_for(store, now, name, app)
+        app, sp, secret = _client(store, now, name, f"Local {name.replace('_', ' ')}")
         _assign(store, now, sp, api_sp, API_ROLES[role])
         seed[name] = {"app_id": app["appId"], "object_id": sp["id"], "app_object_id": app["id"],
                       "secret": secret, "role": role}
-
-    user = {"id": _id("user"), "userPrincipalName": "dicom.user@local.test", "displayName": "DICOM User",
-            "mail": "dicom.user@local.test", "_visibleAt": 0}
-    store.put(USERS, user["id"], user)
-    seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"]}
-    # A security group with the user as its one member: what a delegated client's sign-in can be limited to.
-    group = {"id": _id("group"), "displayName": "DICOM viewers", "mailEnabled": False, "securityEnabled": True,
-             "mailNickname": "dicom-viewers", "_members": [user["id"]], "_visibleAt": 0}
-    store.put(GROUPS, group["id"], group)
-    seed["group"] = {"object_id": group["id"], "display_name": group["displayName"], "members": [user["id"]]}
 
     # A person calling the API through a portal: a native client with consent for the API's delegated
     # scope, and the user holding Registrations.Request on the API.

@@ -42,15 +42,17 @@ class LocalTenant:
     # -- lifecycle -----------------------------------------------------------------------------------------
     @classmethod
     def start(cls, state_path: str | Path | None = None, *, base_port: int | None = None,
-              host: str = "127.0.0.1", faults: dict[str, Any] | None = None) -> "LocalTenant":
+              host: str = "127.0.0.1", faults: dict[str, Any] | None = None,
+              bare: bool = False) -> "LocalTenant":
         """Starts every origin in a background thread and returns once all accept connections. With
         `state_path` state lives in that SQLite file and ca.pem/tenant.json are written beside it; with
-        `base_port` the origins use base_port+1..+5, else ephemeral ports."""
+        `base_port` the origins use base_port+1..+5, else ephemeral ports. `bare` seeds no grant for the
+        product and no API registration, for `python -m registrations.setup` to make (docs/local-tenant.md)."""
         require_loopback(host)
         temporary = state_path is None
         files = Path(tempfile.mkdtemp(prefix="localtenant-")) if temporary else Path(state_path).resolve().parent
         files.mkdir(parents=True, exist_ok=True)
-        core = TenantCore(state_path)
+        core = TenantCore(state_path, bare=bare)
         tls = core.store.get("meta", "tls")
         if tls is None:
             ca_pem, ca_key = make_ca()

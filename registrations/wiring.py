@@ -43,9 +43,19 @@ def _credential(settings: Settings):
         from azure.identity import ManagedIdentityCredential
 
         return ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+    return default_credential(settings)
+
+
+def default_credential(settings: Settings):
+    """DefaultAzureCredential for the settings' authority: a developer's `az login`, a pipeline's service
+    principal (AZURE_CLIENT_ID and AZURE_CLIENT_SECRET), and `python -m registrations.setup`. Against the
+    local tenant (Development with TLS_CA_FILE) it trusts that CA and skips Microsoft's instance discovery,
+    which only knows Microsoft's authorities."""
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(authority=settings.authority_host)
+    local = {"connection_verify": settings.tls_ca_file, "disable_instance_discovery": True} \
+        if settings.development and settings.tls_ca_file else {}
+    return DefaultAzureCredential(authority=settings.authority_host, **local)
 
 
 def _own_object_id(credential) -> str:

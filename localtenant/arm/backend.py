@@ -12,7 +12,7 @@ from typing import Any
 from ..graph.backend import GraphBackend
 from ..graph.backend_applications import iso
 from ..graph.backend_principals import SPS, USERS
-from . import roles
+from . import conditions, roles
 from .exceptions import ArmError, authorization_failed
 
 TABLE = "roleAssignments"
@@ -32,9 +32,16 @@ class ArmBackend:
                    and predicate(roles.ROLES.get(roles.role_guid(a["properties"]["roleDefinitionId"]), {}))
                    for a in self.assignments_for(principal_id))
 
-    def require_assign(self, oid: str, scope: str) -> None:
-        if not self.has(oid, scope, lambda r: r.get("assign")):
-            raise authorization_failed(oid, "Microsoft.Authorization/roleAssignments/write", scope)
+    def require_assign(self, oid: str, scope: str, action: str, role_guid: str | None) -> None:
+        """`action` (write or delete) an assignment of `role_guid` at `scope`: a role that may assign, at or
+        above the scope, whose condition (if any) allows that role (conditions.py)."""
+        for a in self.assignments_for(oid):
+            p = a["properties"]
+            if (roles.covers(p["scope"], scope)
+                    and roles.ROLES.get(roles.role_guid(p["roleDefinitionId"]), {}).get("assign")
+                    and conditions.permits(p.get("condition"), action, role_guid)):
+                return
+        raise authorization_failed(oid, f"Microsoft.Authorization/roleAssignments/{action}", scope)
 
     def require_read(self, oid: str, scope: str) -> None:
         if not self.has(oid, scope, lambda r: bool(r)):
@@ -42,7 +49,9 @@ class ArmBackend:
 
     def put(self, oid: str | None, scope: str, name: str, body: Any) -> dict[str, Any]:
         if oid is not None:
-            self.require_assign(oid, scope)
+            requested = ((body.get("properties") if isinstance(body, dict) else None) or {}).get("roleDefinitionId")
+            self.require_assign(oid, scope, "write", roles.role_guid(requested) if isinstance(requested, str)
+                                else "")
         try:
             name = str(uuid.UUID(name))
         except ValueError:
@@ -97,10 +106,12 @@ class ArmBackend:
         return a
 
     def delete(self, oid: str, scope: str, name: str) -> dict[str, Any] | None:
-        self.require_assign(oid, scope)
         key = f"{scope.rstrip('/').lower()}{PROVIDER.lower()}{name.lower()}"
         a = self.store.get(TABLE, key)
-        if a is None or not self.directory.visible(a):
+        found = a is not None and self.directory.visible(a)
+        self.require_assign(oid, scope, "delete", roles.role_guid(a["properties"]["roleDefinitionId"]) if found
+                            else None)
+        if not found:
             return None
         return self.store.delete(TABLE, key)
 

@@ -94,9 +94,13 @@ class GraphClient:
                                 f"/v1.0/applications/{object_id}/federatedIdentityCredentials"))
 
     # service principals ---------------------------------------------------------------------------
-    def create_service_principal(self, app_id: str, tags: list[str]) -> dict:
+    def create_service_principal(self, app_id: str, tags: list[str], *, assignment_required: bool = False) -> dict:
+        """With `assignment_required` only principals holding one of its app roles get tokens for it."""
+        fields: dict = {"appId": app_id, "tags": tags}
+        if assignment_required:
+            fields["appRoleAssignmentRequired"] = True
         _, body, _ = self._rest.call(
-            "createServicePrincipal", "POST", "/v1.0/servicePrincipals", body={"appId": app_id, "tags": tags}, retry=False
+            "createServicePrincipal", "POST", "/v1.0/servicePrincipals", body=fields, retry=False
         )
         return body
 
@@ -140,6 +144,11 @@ class GraphClient:
     def list_app_role_assignments(self, sp_id: str) -> list[dict]:
         """App roles granted to this service principal."""
         return list(self._pages("listAppRoleAssignments", f"/v1.0/servicePrincipals/{sp_id}/appRoleAssignments"))
+
+    def list_app_role_assigned_to(self, resource_sp_id: str) -> list[dict]:
+        """App roles of this resource granted to anyone (users, groups, service principals)."""
+        return list(self._pages("listAppRoleAssignments",
+                                f"/v1.0/servicePrincipals/{resource_sp_id}/appRoleAssignedTo"))
 
     def delete_app_role_assignment(self, resource_sp_id: str, assignment_id: str) -> None:
         self._rest.call(

@@ -27,8 +27,9 @@ class RbacClient:
         return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role_id}"
 
     def assign(self, scope: str, role_id: str, principal_id: str, *,
-               principal_type: str | None = "ServicePrincipal") -> str:
-        """Give a principal a role at a scope; returns the assignment's id. Existing is success."""
+               principal_type: str | None = "ServicePrincipal", condition: str | None = None) -> str:
+        """Give a principal a role at a scope; returns the assignment's id. Existing is success. A
+        `condition` (ABAC, version 2.0) narrows what the role allows."""
         name = assignment_name(scope, role_id, principal_id)
         path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
         body = {
@@ -41,6 +42,8 @@ class RbacClient:
             # Saying what the principal is lets ARM skip its directory look-up, which fails while a new
             # service principal is still replicating.
             body["properties"]["principalType"] = principal_type
+        if condition:
+            body["properties"].update(condition=condition, conditionVersion="2.0")
         try:
             self._rest.call("createRoleAssignment", "PUT", quote(path), body=body,
                             params={"api-version": API_VERSION})

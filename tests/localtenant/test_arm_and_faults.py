@@ -49,6 +49,51 @@ def test_role_assignment_needs_write_permission(lt, http):
     assert r.status_code == 403 and r.json()["error"]["code"] == "AuthorizationFailed"
 
 
+RBAC_ADMIN, SECRETS_USER = "f58310d9-a9f6-439a-9e8d-f62e7b41a168", "4633458b-17de-408a-b874-0445c86b69e6"
+# Microsoft's "Constrain roles" example (Azure RBAC, "Examples to delegate Azure role assignment management
+# with conditions"), for Key Vault Secrets User.
+CONSTRAIN_TO_SECRETS_USER = (
+    "((!(ActionMatches{'Microsoft.Authorization/roleAssignments/write'})) OR "
+    f"(@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{SECRETS_USER}}}))"
+    " AND ((!(ActionMatches{'Microsoft.Authorization/roleAssignments/delete'})) OR "
+    f"(@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{SECRETS_USER}}}))")
+
+
+def _delegate(lt, http, client, condition):
+    """Give `client` Role Based Access Control Administrator on the vault with `condition`; its ARM token."""
+    token = mi_token(lt, http, "https://management.azure.com/")
+    body = {"properties": {"roleDefinitionId": f"/subscriptions/{lt.seed.subscription_id}/providers/"
+                           f"Microsoft.Authorization/roleDefinitions/{RBAC_ADMIN}", "principalId": client.object_id,
+                           "principalType": "ServicePrincipal", "condition": condition, "conditionVersion": "2.0"}}
+    r = http.put(f"{lt.arm_endpoint}{lt.seed.vault_resource_id}/providers/Microsoft.Authorization/roleAssignments/"
+                 f"{uuid.uuid4()}", params={"api-version": "2022-04-01"}, json=body,
+                 headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201 and r.json()["properties"]["condition"] == condition
+    return client_token(lt, http, client.app_id, client.secret, "https://management.azure.com/.default").json()[
+        "access_token"]
+
+
+def test_a_condition_limits_which_roles_a_delegate_may_assign_and_remove(lt, http):
+    token = _delegate(lt, http, lt.seed.requester_client, CONSTRAIN_TO_SECRETS_USER)
+    scope, who = lt.seed.vault_resource_id + "/secrets/y", lt.seed.reader_client.object_id
+    allowed = str(uuid.uuid4())
+    assert _ra(lt, http, scope, allowed, who, token=token, role=SECRETS_USER).status_code == 201
+    refused = _ra(lt, http, scope, str(uuid.uuid4()), who, token=token, role=OFFICER)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "AuthorizationFailed"
+    officer = str(uuid.uuid4())
+    assert _ra(lt, http, scope, officer, who, role=OFFICER).status_code == 201  # made by the product
+    assert _ra(lt, http, scope, officer, who, token=token, method="DELETE").status_code == 403
+    assert _ra(lt, http, scope, allowed, who, token=token, method="DELETE").status_code == 200
+
+
+def test_a_condition_the_tenant_does_not_understand_allows_nothing(lt, http):
+    token = _delegate(lt, http, lt.seed.requester_client,
+                      "@Request[Microsoft.Authorization/roleAssignments:PrincipalType] StringEqualsIgnoreCase 'User'")
+    r = _ra(lt, http, lt.seed.vault_resource_id, str(uuid.uuid4()), lt.seed.reader_client.object_id, token=token,
+            role=SECRETS_USER)
+    assert r.status_code == 403
+
+
 def test_fail_nth_call_then_recover(lt, graph):
     lt.set_faults({"failures": [{"operation": "graph.addPassword", "nth": 2, "status": 503, "times": 1}]})
     app = graph.upsert("flaky").json()
