@@ -49,16 +49,24 @@ def configure(env: Mapping[str, str] | None = None) -> None:
     connection = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
     with _lock:
         if connection and not _counters:
-            _export(connection)
+            _export(connection, env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or "")
 
 
-def _export(connection_string: str) -> None:
+def _export(connection_string: str, authentication: str) -> None:
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import metrics
 
+    options: dict[str, Any] = {}
+    # `Authorization=AAD` (optionally `;ClientId=…`): the resource refuses instrumentation keys
+    # (infra/ turns local authentication off), so telemetry is sent with the app's managed identity.
+    parts = dict(p.split("=", 1) for p in authentication.split(";") if "=" in p)
+    if parts.get("Authorization", "").upper() == "AAD":
+        from azure.identity import ManagedIdentityCredential
+
+        options["credential"] = ManagedIdentityCredential(client_id=parts.get("ClientId") or None)
     # Only this product's records are exported (not the SDKs' nor the host's), and no live metrics stream.
     configure_azure_monitor(connection_string=connection_string, logger_name=PRODUCT_LOGGER,
-                            enable_live_metrics=False)
+                            enable_live_metrics=False, **options)
     meter = metrics.get_meter(PRODUCT_LOGGER)
     _counters.update(
         provisions=meter.create_counter("registrations.provisions", description="creates, by outcome"),
