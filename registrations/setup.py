@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -291,8 +292,8 @@ def _covers(assignment_scope: str, scope: str) -> bool:
 
 # ---------------------------------------------------------------------------------------- command line
 def _read_settings(path: Path | None) -> dict[str, str]:
-    import os
-
+    """The environment, overlaid with a local.settings.json (its Values), a flat JSON object, or the list
+    `az functionapp config appsettings list` prints."""
     env = dict(os.environ)
     if path is None:
         return env
@@ -311,7 +312,7 @@ def build(settings: Settings) -> tuple[GraphClient, RbacClient]:
             RbacClient(RestClient("arm", settings.arm_endpoint, credential, ARM_SCOPE, verify=verify)))
 
 
-def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, env: Mapping[str, str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m registrations.setup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--principal-id", required=True,
                         help="object id of the function app's managed identity (infra output FUNCTION_PRINCIPAL_ID)")
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, env: Mappin
         except ValueError:
             parser.error(f"{value!r} is not an object id (a GUID)")
     try:
-        settings = load(_read_settings(args.settings) if env is None else env)
+        settings = load(_read_settings(args.settings))
         graph, rbac = build(settings)
         setup = Setup(settings, graph, rbac, args.principal_id, api_name=args.api_name, requesters=args.requester,
                       admins=args.admin, what_if=args.what_if, out=out)

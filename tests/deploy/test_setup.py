@@ -3,6 +3,7 @@ run as an administrator's service principal through DefaultAzureCredential, exac
 then the whole product end to end with nothing but what setup prepared."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import runpy
@@ -36,11 +37,16 @@ def bare():
         yield lt
 
 
-def run_setup(lt: LocalTenant, *extra: str) -> subprocess.CompletedProcess:
-    """The command line, in a clean environment: the app settings the administrator exported and the
-    administrator's own sign-in (a service principal with a secret, read by DefaultAzureCredential)."""
+def run_setup(lt: LocalTenant, *extra: str, settings_file: Path | None = None) -> subprocess.CompletedProcess:
+    """The command line, in a clean environment: the app settings the administrator exported (or, with
+    `settings_file`, a local.settings.json holding them) and the administrator's own sign-in (a service
+    principal with a secret, read by DefaultAzureCredential)."""
     settings = {k: v for k, v in lt.app_settings().items() if not k.startswith("IDENTITY_")}
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **settings,
+    if settings_file:
+        settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": settings}))
+        extra = ("--settings", str(settings_file), *extra)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+           **({"AZURE_TENANT_ID": lt.tenant_id} if settings_file else settings),
            "AZURE_CLIENT_ID": lt.seed.operator.app_id, "AZURE_CLIENT_SECRET": lt.seed.operator.secret}
     args = ["--principal-id", lt.seed.product.object_id, "--requester", lt.seed.requester_client.object_id,
             "--admin", lt.seed.admin_client.object_id, *extra]
@@ -59,7 +65,7 @@ def printed_settings(output: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def prepared(bare):
+def prepared(bare, tmp_path_factory):
     """What-if first (changes nothing), then setup for real, then again (changes nothing)."""
     before, writes_before = bare.state(), writes(bare)
     plan = run_setup(bare, "--what-if")
@@ -80,7 +86,7 @@ def prepared(bare):
                                                if line.startswith("would ")}
 
     after, writes_after = bare.state(), writes(bare)
-    again = run_setup(bare)
+    again = run_setup(bare, settings_file=tmp_path_factory.mktemp("setup") / "local.settings.json")
     assert "no changes needed" in again.stdout and "would" not in again.stdout
     assert printed_settings(again.stdout) == settings
     assert writes(bare) == writes_after and bare.state() == after

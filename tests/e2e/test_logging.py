@@ -2,11 +2,14 @@
 HTTP dumps only with LOG_LEVEL=DEBUG, and telemetry's import paid only when it is switched on."""
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import uuid
 from pathlib import Path
 
@@ -96,3 +99,57 @@ def test_telemetry_is_not_imported_at_start_nor_without_a_connection_string():
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+class _Ingestion(BaseHTTPRequestHandler):
+    """Application Insights' ingestion endpoint on loopback: keeps every telemetry batch posted to it."""
+    received: list[str] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        type(self).received.append(body.decode("utf-8", "replace"))
+        answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_with_a_connection_string_the_counters_and_log_lines_reach_application_insights():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ingestion)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/"
+    probe = (
+        "import logging\n"
+        "from registrations import logs\n"
+        "logs.configure()\n"
+        "logs.count('provisions', outcome='succeeded')\n"
+        "logs.count('throttled', service='graph')\n"
+        "logs.count('expiring', 2)\n"
+        "logging.getLogger('registrations.request').info('{\"operation\": \"probe-line\"}')\n"
+        "from opentelemetry import _logs, metrics\n"
+        "metrics.get_meter_provider().force_flush()\n"
+        "_logs.get_logger_provider().force_flush()\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp",
+           "APPLICATIONINSIGHTS_CONNECTION_STRING":
+               f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
+           # Nothing but loopback: no statsbeat to Microsoft, no Azure VM metadata probe.
+           "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+           "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel"}
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
+    sent = "\n".join(_Ingestion.received)
+    for name in ("registrations.provisions", "registrations.throttled", "registrations.credentials.expiring",
+                 "probe-line"):
+        assert name in sent, f"{name} was not exported"
