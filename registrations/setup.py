@@ -8,7 +8,8 @@ principal) and makes what the app needs, looking first and changing only what is
    the app roles Registrations.Admin, .Request and .Read, the delegated scope `user_impersonation`, v2
    tokens; and its service principal, which only principals holding one of its roles may get tokens for;
 2. the Graph application permissions the settings need, on the function app's managed identity
-   (`--principal-id`): Application.ReadWrite.OwnedBy, Application.Read.All and Directory.Read.All always;
+   (`--principal-id`): Application.ReadWrite.OwnedBy, Application.Read.All, Directory.Read.All and
+   Policy.Read.All (the tenant's credential policy) always;
    AppRoleAssignment.ReadWrite.All only when an open-source DICOM target is configured (its service clients
    get app roles); DelegatedPermissionGrant.ReadWrite.All only with GRANT_ADMIN_CONSENT. A permission the
    identity holds beyond these is reported, never removed;
@@ -49,6 +50,7 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph's appId
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 RBAC_ADMINISTRATOR = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
 OWNED_BY, READ_ALL, DIRECTORY = "Application.ReadWrite.OwnedBy", "Application.Read.All", "Directory.Read.All"
+POLICY = "Policy.Read.All"
 ASSIGN_ROLES, GRANT_CONSENT = "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All"
 SETUP_SECONDS = 300.0
 API_ROLES = {
@@ -61,7 +63,7 @@ _NS = uuid.UUID("5c0f1e7a-2b6d-4c1e-9f3a-7d8e6b5a4c3f")
 
 def graph_permissions(settings: Settings) -> list[str]:
     """The Graph application permissions these settings need, and no more."""
-    needed = [OWNED_BY, READ_ALL, DIRECTORY]
+    needed = [OWNED_BY, READ_ALL, DIRECTORY, POLICY]
     if any(isinstance(t, OssTarget) for t in settings.dicom_services.values()):
         needed.append(ASSIGN_ROLES)
     if settings.grant_admin_consent:

@@ -73,6 +73,7 @@ def prepared(bare, tmp_path_factory):
     for line in ("would create the app registration dicom-registrations-api",
                  "would create the service principal of dicom-registrations-api",
                  "Graph permission Application.ReadWrite.OwnedBy", "Graph permission Directory.Read.All",
+                 "Graph permission Policy.Read.All",
                  "Graph permission AppRoleAssignment.ReadWrite.All",  # the local settings have an OSS target
                  "Graph permission DelegatedPermissionGrant.ReadWrite.All",  # GRANT_ADMIN_CONSENT defaults on
                  "would assign Key Vault Secrets Officer", "app role Registrations.Request",
@@ -112,7 +113,7 @@ def test_setup_makes_the_api_registration_and_grants_only_what_the_settings_need
     held = sorted(graph_roles[a["appRoleId"]] for a in state["appRoleAssignments"]
                   if a["principalId"] == product and a["resourceId"] == graph_sp["id"])
     assert held == ["AppRoleAssignment.ReadWrite.All", "Application.Read.All", "Application.ReadWrite.OwnedBy",
-                    "DelegatedPermissionGrant.ReadWrite.All", "Directory.Read.All"]
+                    "DelegatedPermissionGrant.ReadWrite.All", "Directory.Read.All", "Policy.Read.All"]
     assigned = {(a["principalId"], roles_by_id(api)[a["appRoleId"]]) for a in state["appRoleAssignments"]
                 if a["resourceId"] == api_sp["id"]}
     assert assigned == {(bare.seed.requester_client.object_id, "Registrations.Request"),
