@@ -4,17 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean orthanc
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
-run: $(STAMP)
+# Orthanc (Debian: orthanc, orthanc-dicomweb) serves the local DICOM services; installed when missing.
+orthanc:
+	./.ci/install-orthanc
+
+run: $(STAMP) orthanc
 	$(PY) -m devhost run
 
-test: $(STAMP)
+test: $(STAMP) orthanc
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

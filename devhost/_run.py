@@ -23,7 +23,7 @@ from devhost._server import RunningServer, bind_socket, import_function_app, soc
 from devhost._settings import apply_settings, write_settings
 
 FUNCTIONS_PORT = 7071  # the port `func start` uses, so docs and tools written for it still apply
-TENANT_BASE_PORT = 47400  # docs/local-tenant.md: fixed ports base+1 … base+5
+TENANT_BASE_PORT = 47400  # docs/local-tenant.md: fixed ports base+1 … base+7
 # Entra takes seconds to show a new app, service principal or secret everywhere; `make run` shows that (the
 # 202 path of verification, the retries) rather than a tenant kinder than Azure. Tests choose their own.
 REPLICATION_DELAY_MS = 3000

@@ -13,7 +13,7 @@ from .tenant import ORIGINS, LocalTenant
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localtenant", description=__doc__)
     parser.add_argument("--state", default=".local/tenant.sqlite", help="SQLite state file")
-    parser.add_argument("--base-port", type=int, default=47400, help="origins use base+1 .. base+5")
+    parser.add_argument("--base-port", type=int, default=47400, help="origins use base+1 .. base+7")
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
     parser.add_argument("--bare", action="store_true",
                         help="grant the product nothing and make no API registration (for registrations.setup)")
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     lt = LocalTenant.start(args.state, base_port=args.base_port, host=args.host, bare=args.bare)
     try:
-        endpoints = [lt.authority_host, lt.graph_endpoint, lt.vault_url, lt.arm_endpoint, lt.identity_endpoint]
+        endpoints = [lt.authority_host, lt.graph_endpoint, lt.vault_url, lt.arm_endpoint, lt.identity_endpoint,
+                     lt.dicom_url, lt.dicom_oss_url]
         for name, url in zip(ORIGINS, endpoints):
             print(f"{name:9} {url}", flush=True)
         print(f"tenant    {lt.tenant_id}\nCA file   {lt.ca_file}\nready; Ctrl-C stops", flush=True)

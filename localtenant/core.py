@@ -10,6 +10,8 @@ from typing import Any
 from . import seed as seeding
 from .arm import roles
 from .arm.backend import TABLE as ROLE_ASSIGNMENTS, ArmBackend
+from .arm.dicomservices import DicomServices
+from .dicom.access import validate_roles
 from .entra.clients import FEDERATED_ISSUER, ClientAuthenticator
 from .entra.grants import Grants
 from .entra.tokens import TokenIssuer
@@ -45,9 +47,11 @@ class TenantCore:
         self.external_keys = SigningKeys(self.store, "externalKeys")
         self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id, self.issued)
         self.arm = ArmBackend(self.graph, seeding.SUBSCRIPTION_ID)
+        self.dicom_services = DicomServices(self.arm)
+        self.orthanc: Any = None  # set by LocalTenant.start: the Orthanc process the DICOM fronts forward to
         self.keyvault = KeyVaultBackend(self.store, self.clock, self.issued)
         self.authority_host = self.graph_endpoint = self.vault_url = self.arm_endpoint = ""
-        self.identity_endpoint = ""
+        self.identity_endpoint = self.dicom_url = self.dicom_oss_url = ""
         with self.store.lock:
             self.signing_keys.ensure()
             self.external_keys.ensure()
@@ -76,19 +80,29 @@ class TenantCore:
                 "principalType": "ServicePrincipal"}})
             self.arm.put(None, seeding.RG_ID, seeding._id("ra/product/rg"), {"properties": {
                 "roleDefinitionId": roles.RBAC_ADMIN, "principalId": product, "principalType": "ServicePrincipal"}})
+        # The DICOM service resource: no CORS origins until someone configures them. The product may edit its
+        # CORS configuration (the least role that can). Nobody holds a DICOM data role on it yet.
+        self.dicom_services.put(None, seeding.DICOM_RESOURCE_ID, {"location": "local", "properties": {}})
+        if not bare:
+            self.arm.put(None, seeding.DICOM_RESOURCE_ID, seeding._id("ra/product/dicom-cors"), {"properties": {
+                "roleDefinitionId": roles.CORS_EDITOR, "principalId": data["product"]["object_id"],
+                "principalType": "ServicePrincipal"}})
         self.store.put(META, "seed", {"value": data})
 
     @property
     def seed_user_id(self) -> str:
         return self.seed["user"]["object_id"]
 
-    def bind(self, *, login: int, graph: int, vault: int, arm: int, identity: int) -> None:
+    def bind(self, *, login: int, graph: int, vault: int, arm: int, identity: int, dicom: int,
+             dicom_oss: int) -> None:
         """Endpoints are known once sockets are bound; tokens and ids embed them."""
         self.authority_host = f"https://127.0.0.1:{login}"
         self.graph_endpoint = f"https://127.0.0.1:{graph}"
         self.vault_url = f"https://127.0.0.1:{vault}"
         self.arm_endpoint = f"https://127.0.0.1:{arm}"
         self.identity_endpoint = f"http://127.0.0.1:{identity}/msi/token"
+        self.dicom_url = f"https://127.0.0.1:{dicom}"
+        self.dicom_oss_url = f"https://127.0.0.1:{dicom_oss}"
         self.issuer = TokenIssuer(self.signing_keys, self.clock, self.tenant_id, self.authority_host, self.issued)
         self.grants = Grants(self, ClientAuthenticator(self.graph, self.external_keys, self.authority_host),
                              self.issuer)
@@ -103,6 +117,27 @@ class TenantCore:
             self.faults.set({})
             self.stats.clear()
             self.clock.offset = 0.0
+
+    def oss_dicom(self) -> dict[str, Any] | None:
+        """The open-source DICOM server's configuration (audience, authority, roles, cors), or None."""
+        found = self.store.get(META, "dicomOss")
+        return found["value"] if found else None
+
+    def configure_oss_dicom(self, config: dict[str, Any]) -> None:
+        from .arm.dicomservices import cors_configuration
+        from .arm.exceptions import ArmError
+        if not isinstance(config.get("audience"), str) or not config["audience"]:
+            raise ValueError("audience is the resource app's appId or identifier URI")
+        if not isinstance(config.get("authority"), str) or not config["authority"].startswith("https://"):
+            raise ValueError("authority is the issuer tokens must carry, an https URL")
+        try:
+            cors = cors_configuration(config.get("cors"))
+        except ArmError as e:
+            raise ValueError(e.message) from None
+        value = {"audience": config["audience"], "authority": config["authority"],
+                 "roles": validate_roles(config.get("roles")), "cors": cors}
+        with self.store.lock:
+            self.store.put(META, "dicomOss", {"value": value})
 
     def rotate_signing_key(self) -> str:
         with self.store.lock:
@@ -140,9 +175,8 @@ class TenantCore:
             }))
 
     def app_settings(self, ca_file: str) -> dict[str, str]:
-        dicom = {"managed": {"kind": "managed", "url": "https://localws-dicom.dicom.azurehealthcareapis.com",
-                             "resourceId": seeding.DICOM_RESOURCE_ID},
-                 "oss": {"kind": "oss", "url": "https://dicom-oss.local.test",
+        dicom = {"managed": {"kind": "managed", "url": self.dicom_url, "resourceId": seeding.DICOM_RESOURCE_ID},
+                 "oss": {"kind": "oss", "url": self.dicom_oss_url,
                          "resourceRegistration": "dicom-oss-api"}}
         return {"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "AZURE_TENANT_ID": self.tenant_id,
                 "AZURE_AUTHORITY_HOST": self.authority_host, "GRAPH_ENDPOINT": self.graph_endpoint,

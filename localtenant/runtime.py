@@ -11,7 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-SERVICES = ("entra", "identity", "graph", "keyvault", "arm")
+SERVICES = ("entra", "identity", "graph", "keyvault", "arm", "dicom")
 
 
 class Clock:

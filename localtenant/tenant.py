@@ -13,6 +13,8 @@ from . import seed as seeding
 from .admin import responses as admin
 from .arm import responses as arm
 from .core import AttrDict, TenantCore
+from .dicom import responses as dicom
+from .dicom.orthanc import Orthanc
 from .entra import responses as entra
 from .entra.clients import FEDERATED_ISSUER
 from .graph import responses as graph
@@ -22,7 +24,7 @@ from .server import Servers, bind, require_loopback
 from .web import fallback
 from .tls import make_ca, make_server_cert
 
-ORIGINS = ("login", "graph", "vault", "arm", "identity")  # base_port + 1 ... + 5, in this order
+ORIGINS = ("login", "graph", "vault", "arm", "identity", "dicom", "dicom_oss")  # base_port + 1 ... + 7, in order
 
 
 class LocalTenant:
@@ -38,6 +40,8 @@ class LocalTenant:
         self.identity_endpoint = core.identity_endpoint
         self.identity_header = core.identity_header
         self.federated_issuer = FEDERATED_ISSUER
+        self.dicom_url = core.dicom_url
+        self.dicom_oss_url = core.dicom_oss_url
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     @classmethod
@@ -53,6 +57,7 @@ class LocalTenant:
         files = Path(tempfile.mkdtemp(prefix="localtenant-")) if temporary else Path(state_path).resolve().parent
         files.mkdir(parents=True, exist_ok=True)
         core = TenantCore(state_path, bare=bare)
+        core.orthanc = Orthanc(files / "orthanc")
         tls = core.store.get("meta", "tls")
         if tls is None:
             ca_pem, ca_key = make_ca()
@@ -70,7 +75,8 @@ class LocalTenant:
         servers = Servers()
         route_sets = {"login": admin.routes(core) + entra.routes(core),
                       "graph": graph.routes(core),
-                      "vault": keyvault.routes(core), "arm": arm.routes(core), "identity": identity.routes(core)}
+                      "vault": keyvault.routes(core), "arm": arm.routes(core), "identity": identity.routes(core),
+                      "dicom": dicom.routes(core, "managed"), "dicom_oss": dicom.routes(core, "oss")}
         # Whatever no route takes answers in that origin's service's own JSON error shape.
         for name, module in (("login", entra), ("graph", graph), ("vault", keyvault), ("arm", arm),
                              ("identity", identity)):
@@ -85,6 +91,7 @@ class LocalTenant:
 
     def stop(self) -> None:
         self._servers.stop()
+        self._core.orthanc.stop()
         self._core.store.close()
         if self._temporary:
             shutil.rmtree(self._files, ignore_errors=True)
@@ -108,6 +115,7 @@ class LocalTenant:
         return {"tenant_id": self.tenant_id, "ca_file": self.ca_file, "authority_host": self.authority_host,
                 "authority": self.authority, "graph_endpoint": self.graph_endpoint, "vault_url": self.vault_url,
                 "arm_endpoint": self.arm_endpoint, "identity_endpoint": self.identity_endpoint,
+                "dicom_url": self.dicom_url, "dicom_oss_url": self.dicom_oss_url,
                 "identity_header": self.identity_header, "federated_issuer": self.federated_issuer,
                 "subscription_id": seeding.SUBSCRIPTION_ID, "seed": dict(self.seed),
                 "app_settings": self.app_settings()}
@@ -147,6 +155,13 @@ class LocalTenant:
 
     def rotate_signing_key(self) -> str:
         return self._core.rotate_signing_key()
+
+    def configure_oss_dicom(self, *, audience: str, authority: str, roles: dict[str, Any],
+                            cors: dict[str, Any] | None = None) -> None:
+        """Configure the open-source DICOM server as its operator would: DicomServer:Security:Authentication
+        Audience and Authority, and its roles.json (checked as the server checks it at start)."""
+        self._core.configure_oss_dicom({"audience": audience, "authority": authority, "roles": roles,
+                                        "cors": cors})
 
     def sign_token(self, claims: dict[str, Any]) -> str:
         """A JWT with exactly these claims, signed with the tenant's current key: for tests of a token

@@ -288,3 +288,38 @@ def follow_authorize(tenant: Any, auth_uri: str) -> dict[str, str]:
 
 def claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
+
+
+# ------------------------------------------------------------------------------------- DICOMweb clients
+def dicom_instance(patient: str = "LOCAL^TEST", **uids: str) -> Any:
+    """A small, valid Secondary Capture instance made with pydicom (4x4 pixels, 8 bits), with fresh UIDs
+    unless given (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID). It is a Part 10 file (preamble, DICM
+    prefix): pydicom writes a dataset made in memory without them unless it has a preamble."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = FileDataset(None, {}, file_meta=FileMetaDataset(), preamble=b"\0" * 128)
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.StudyInstanceUID = uids.get("StudyInstanceUID") or generate_uid()
+    ds.SeriesInstanceUID = uids.get("SeriesInstanceUID") or generate_uid()
+    ds.SOPInstanceUID = uids.get("SOPInstanceUID") or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = patient, patient.split("^")[0], "OT"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "120000", "", "1"
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.Rows = ds.Columns = 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(range(16))
+    return ds
+
+
+def dicomweb(base_url: str, token: str, ca_file: str, **headers: str) -> Any:
+    """dicomweb-client as a user would build it from a registration's configuration: the DICOM base URL
+    and a requests session carrying the bearer token (and trusting the local CA, environment ignored)."""
+    from dicomweb_client.api import DICOMwebClient
+
+    session = ca_session(ca_file, {"Authorization": f"Bearer {token}", **headers})
+    return DICOMwebClient(url=base_url, session=session)

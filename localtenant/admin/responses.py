@@ -1,5 +1,5 @@
-"""`/_admin/*`: state, reset, faults, stats, clock, federated assertion, signing key. Not subject to injected
-faults or latency, so a test can always repair what it broke."""
+"""`/_admin/*`: state, reset, faults, stats, clock, federated assertion, signing key, the open-source DICOM
+server's configuration. Not subject to injected faults or latency, so a test can always repair what it broke."""
 from __future__ import annotations
 
 import json
@@ -37,6 +37,10 @@ def _assertion(core, body):
                                                   body.get("audience") or "api://AzureADTokenExchange")}
 
 
+def _dicom_oss(core, body):
+    core.configure_oss_dicom(body)
+
+
 def routes(core) -> list[Route]:
     table = [
         ("/_admin/state", ["GET"], lambda c, b: c.state()),
@@ -49,5 +53,7 @@ def routes(core) -> list[Route]:
         ("/_admin/signing-key", ["POST"], lambda c, b: {"kid": c.rotate_signing_key()}),
         ("/_admin/app-management-policy", ["GET"], lambda c, b: c.graph.policies.default()),
         ("/_admin/app-management-policy", ["PUT"], lambda c, b: c.graph.policies.set_default(b)),
+        ("/_admin/dicom-oss", ["GET"], lambda c, b: c.oss_dicom() or {}),
+        ("/_admin/dicom-oss", ["PUT"], _dicom_oss),
     ]
     return [Route(path, _admin(core, fn), methods=methods) for path, methods, fn in table]

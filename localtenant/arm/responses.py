@@ -47,14 +47,17 @@ def _view(a: dict) -> dict:
     return public(a)
 
 
-def put(req: Req) -> JSONResponse:
-    oid = _caller(req)
+def _body(req: Req):
     try:
-        body = req.json()
+        return req.json()
     except ValueError:
         raise ax.ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
                           "deserialized.") from None
-    a = req.core.arm.put(oid, _scope(req), req.path_params["name"], body)
+
+
+def put(req: Req) -> JSONResponse:
+    oid = _caller(req)
+    a = req.core.arm.put(oid, _scope(req), req.path_params["name"], _body(req))
     return json_response(_view(a), 201)
 
 
@@ -98,6 +101,29 @@ def unknown(req: Req, allowed: list[str]) -> ax.ArmError:
     return ax.ArmError(404, "NotFound", f"The requested path '{req.raw.url.path}' was not found.")
 
 
+DICOM_SERVICE = ("/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.HealthcareApis/"
+                 "workspaces/{workspace}/dicomservices/{name}")
+
+
+def _dicom_view(req: Req, resource: dict) -> dict:
+    seeded = resource["id"].lower() == req.core.seed.dicom_resource_id.lower()
+    return req.core.dicom_services.view(resource, authority=f"{req.core.authority_host}/{req.core.tenant_id}",
+                                        service_url=req.core.dicom_url if seeded else None)
+
+
+def get_dicom_service(req: Req) -> JSONResponse:
+    """DICOM Services - Get."""
+    resource = req.core.dicom_services.get(_caller(req), req.raw.url.path)
+    return json_response(_dicom_view(req, resource), headers={"ETag": resource["etag"]})
+
+
+def put_dicom_service(req: Req) -> JSONResponse:
+    """DICOM Services - Create Or Update (a full replacement; If-Match guards a read-merge-write)."""
+    oid = _caller(req)
+    resource, created = req.core.dicom_services.put(oid, req.raw.url.path, _body(req), req.headers.get("if-match"))
+    return json_response(_dicom_view(req, resource), 201 if created else 200, headers={"ETag": resource["etag"]})
+
+
 def routes(core) -> list:
     definitions = "/{scope:path}/providers/Microsoft.Authorization/roleDefinitions"
     return routes_table(core, SPEC, [
@@ -109,4 +135,6 @@ def routes(core) -> list:
         (BASE + "/{name}", ["GET"], "arm.getRoleAssignment", get),
         (BASE + "/{name}", ["DELETE"], "arm.deleteRoleAssignment", delete),
         (BASE, ["GET"], "arm.listRoleAssignments", list_),
+        (DICOM_SERVICE, ["GET"], "arm.getDicomService", get_dicom_service),
+        (DICOM_SERVICE, ["PUT"], "arm.putDicomService", put_dicom_service),
     ])

@@ -24,7 +24,7 @@ def test_service_client_on_managed_dicom_gets_a_token_and_an_azure_role(api, ten
     config = reg["config"]
     assert config["flow"] == "client_credentials"
     assert config["scopes"] == [f"{MANAGED_AUDIENCE}/.default"]
-    assert config["dicomService"]["baseUrl"] == "https://localws-dicom.dicom.azurehealthcareapis.com/v2"
+    assert config["dicomService"]["baseUrl"] == f"{tenant.dicom_url}/v2"
     assert config["tokenEndpoint"] == f"{tenant.authority}/oauth2/v2.0/token"
 
     secret = read_secret(tenant, config)

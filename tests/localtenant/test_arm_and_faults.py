@@ -126,14 +126,14 @@ def test_refuses_non_loopback_host():
 
 
 def free_base_port() -> int:
-    """A base port whose five origins (base+1 .. base+5) are free now, so parallel runs do not collide."""
+    """A base port whose seven origins (base+1 .. base+7) are free now, so parallel runs do not collide."""
     import random
     import socket
 
     for _ in range(50):
         base = random.randrange(20000, 60000)
         try:
-            for offset in range(1, 6):
+            for offset in range(1, 8):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
         except OSError:
