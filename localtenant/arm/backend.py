@@ -161,7 +161,8 @@ class ArmBackend:
 
     def _definition_view(self, guid: str) -> dict[str, Any]:
         role = roles.ROLES[guid]
-        return {"properties": {"roleName": role["name"], "type": "BuiltInRole", "description": role["name"],
+        kind = "CustomRole" if role.get("custom") else "BuiltInRole"
+        return {"properties": {"roleName": role["name"], "type": kind, "description": role["name"],
                                "assignableScopes": ["/"], "permissions": [], "createdOn": None, "updatedOn": None,
                                "createdBy": None, "updatedBy": None},
                 "id": roles.definition_id(self.subscription_id, guid),
@@ -171,13 +172,15 @@ class ArmBackend:
         """`$filter`: `roleName eq '..'` (exact, case-insensitive) or `type eq 'BuiltInRole'`; anything else is
         refused rather than ignored."""
         self.require_read(oid, scope)
-        text, name = (filter_text or "").strip(), None
+        text, name, built_in = (filter_text or "").strip(), None, False
         if text.lower().startswith("rolename eq '") and text.endswith("'"):
             name = text[len("roleName eq '"):-1].replace("''", "'")
         elif text and text.replace('"', "'").lower() != "type eq 'builtinrole'":
             raise ArmError(400, "UnsupportedQuery", f"The filter '{filter_text}' is not supported.")
+        else:
+            built_in = bool(text)
         return [self._definition_view(g) for g, r in roles.ROLES.items()
-                if name is None or r["name"].lower() == name.lower()]
+                if (name is None or r["name"].lower() == name.lower()) and not (built_in and r.get("custom"))]
 
     def role_definition(self, oid: str, scope: str, name: str) -> dict[str, Any]:
         self.require_read(oid, scope)

@@ -36,7 +36,7 @@ ROLES: dict[str, dict] = {
     # A custom role (its id is local), the least a principal needs to edit a DICOM service's CORS
     # configuration: Microsoft.HealthcareApis/workspaces/dicomservices/read and /write.
     CORS_EDITOR: {"name": "DICOM service CORS editor (custom)", "assign": False, "secrets": set(),
-                  "resources": {"read", "write"}},
+                  "resources": {"read", "write"}, "custom": True},
 }
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 RBAC_ADMIN = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
