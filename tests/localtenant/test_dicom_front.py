@@ -12,8 +12,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.support import (MANAGED_AUDIENCE, ca_session, client_credentials_token, confidential_app, dicom_instance,
-                           dicomweb)
+from tests.support import (MANAGED_AUDIENCE, ca_session, client_credentials_token, dicom_instance, dicomweb,
+                           settings_override)
 
 DICOM_DATA_OWNER = "58a3b984-7adf-4c20-983a-32417c86fbc8"
 DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
@@ -32,9 +32,8 @@ def arm(lt, method: str, path: str, **kwargs) -> requests.Response:
     """ARM as the product's managed identity (RBAC Administrator on the group, CORS editor on the service)."""
     from azure.identity import ManagedIdentityCredential
 
-    import os
-    os.environ.update(IDENTITY_ENDPOINT=lt.identity_endpoint, IDENTITY_HEADER=lt.identity_header)
-    token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
+    with settings_override(IDENTITY_ENDPOINT=lt.identity_endpoint, IDENTITY_HEADER=lt.identity_header):
+        token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
     session = ca_session(lt.ca_file, {"Authorization": f"Bearer {token}"})
     return session.request(method, f"{lt.arm_endpoint}{path}", params={"api-version": API_VERSION}, **kwargs)
 
