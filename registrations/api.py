@@ -30,7 +30,7 @@ from . import sweep as sweeper
 from . import wiring
 from .change import fixed_in, fixed_problem
 from .manifest import ADMIN, READ, REQUEST, Caller
-from .models import IDEMPOTENCY_KEY_PATTERN, NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
+from .models import IDEMPOTENCY_KEY_PATTERN, AdoptRequest, NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
 from .problems import (
     PROBLEM_CONTENT_TYPE,
     Forbidden,
@@ -377,6 +377,13 @@ def verification(call: Call[NoQuery]) -> func.HttpResponse:
     return json_response(result.body)
 
 
+def adopt(call: Call[NoQuery]) -> func.HttpResponse:
+    request = _parse(AdoptRequest, _body(call.req))
+    body, adopted = call.runtime.service.adopt(call.name, request, call.caller,
+                                               lambda doc: _parse(_REQUEST, doc, "adopted"))
+    return _made(body, adopted, call.base_url.removesuffix("/adopt"))
+
+
 def delete(call: Call[NoQuery]) -> func.HttpResponse:
     return json_response(call.runtime.service.delete(call.name, call.caller, if_match=call.if_match))
 
@@ -408,6 +415,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "put_registration": Endpoint(put, "change", body=True, if_match=True),
     "patch_registration": Endpoint(patch, "change", if_match=True),
     "delete_registration": Endpoint(delete, "delete", if_match=True),
+    "adopt_registration": Endpoint(adopt, "adopt"),
     "rotate_credential": Endpoint(rotate, "rotate", idempotency_key=True),
     "list_credentials": Endpoint(credentials, "read"),
     "expiring_report": Endpoint(expiring, "read", ExpiringQuery),

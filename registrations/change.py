@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import manifest as mf
-from .adapters.errors import UpstreamError, lag_404, lag_new_principal
+from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_new_principal
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .credentials import Credentials
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER, MANAGED_ACCESS_ROLES, PLANS
 from .manifest import Caller
 from .models import FederatedCredential, Request
-from .problems import Conflict, InProgress, Problem, ProvisioningFailed
+from .problems import Conflict, Forbidden, InProgress, Problem, ProvisioningFailed
 from .provision import Provisioner, step_problem
 from .saga import Saga, StepFailed, create_once, eventually
 from .settings import ManagedTarget, OssTarget, Settings
@@ -71,6 +71,28 @@ def fixed_problem(fields: list[str]) -> Conflict:
     return Conflict(f"{', '.join(fields)} cannot be changed in place ({what})", fixedFields=fields)
 
 
+def foreign_tags(tags: list[str]) -> list[str]:
+    """Tags someone else put on the application (an adopted one has its own): kept through every change."""
+    return [tag for tag in tags if not tag.startswith("dicom-")]
+
+
+def adopted_document(app: dict, name: str, type_: str, dicom_service: str, access: str | None) -> dict[str, Any]:
+    """The desired state of an application made elsewhere, as a create body, read from what is there."""
+    doc: dict[str, Any] = {"type": type_, "name": name, "displayName": app.get("displayName") or name,
+                           "dicomService": dicom_service}
+    if type_ == "service":
+        doc["access"] = access
+    if type_ == "public":
+        doc["platform"] = "spa" if (app.get("spa") or {}).get("redirectUris") else "mobile"
+    if type_ in ("public", "confidential"):
+        field = mf.PLATFORM_FIELD["web" if type_ == "confidential" else doc["platform"]]
+        doc["redirectUris"] = list((app.get(field) or {}).get("redirectUris") or [])
+    if PLANS[type_].has_credential:
+        certificates_only = app.get("keyCredentials") and not app.get("passwordCredentials")
+        doc["credential"] = {"kind": "certificate" if certificates_only else "secret"}
+    return doc
+
+
 def fixed_in(current: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """The fixed fields a merge-patched document changes (checked before it is validated as a whole, so the
     answer names the field rather than what the other type would need)."""
@@ -99,6 +121,8 @@ def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, 
         doc["redirectUris"] = fields["redirectUris"]
     if plan.exposes_api:
         doc["identifierUri"] = fields["identifierUri"]
+    if fields["owners"]:
+        doc["owners"] = fields["owners"]
     if plan.has_credential:
         kind = fields["credential.kind"]
         if kind == "federated" and federated is not None:
@@ -115,8 +139,9 @@ def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, 
 
 class Changer:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
-                 provisioner: Provisioner) -> None:
+                 provisioner: Provisioner, owner_id: Callable[[], str]) -> None:
         self.settings = settings
+        self.owner_id = owner_id  # the API's own service principal
         self.graph, self.rbac, self.credentials, self.provisioner = graph, rbac, credentials, provisioner
 
     # ----------------------------------------------------------------------------------------- drift
@@ -136,7 +161,36 @@ class Changer:
         if readers is not None and set(readers) != set(request.secretReaders):
             found.append({"field": "secretReaders", "expected": sorted(request.secretReaders),
                           "actual": sorted(readers)})
+        if self.settings.manage_owners:
+            for collection, object_id in self._owned(app):
+                owners = self._owners(collection, object_id)
+                if set(owners) != set(request.owners):
+                    found.append({"field": "owners", "expected": sorted(request.owners), "actual": sorted(owners)})
+                    break
         return found
+
+    def _owned(self, app: dict) -> list[tuple[str, str]]:
+        """The application and its service principal, as Graph's collections name them."""
+        sp_id = mf.tag_values(app).get("sp")
+        return [("applications", app["id"])] + ([("servicePrincipals", sp_id)] if sp_id else [])
+
+    def _owners(self, collection: str, object_id: str) -> list[str]:
+        """Owners other than the API's own identity (which always stays one)."""
+        me = self.owner_id().lower()
+        return [o.lower() for o in self.graph.list_owners(collection, object_id) if o.lower() != me]
+
+    def _owners_to(self, saga: Saga, app: dict, wanted: Request) -> None:
+        for collection, object_id in self._owned(app):
+            held = self._owners(collection, object_id)
+            for owner in wanted.owners:
+                if owner not in held:
+                    saga.run(f"add owner {owner}", lambda c=collection, i=object_id, o=owner: self.graph.add_owner(c, i, o),
+                             undo=lambda _, c=collection, i=object_id, o=owner: self.graph.remove_owner(c, i, o))
+            for owner in held:
+                if owner not in wanted.owners:
+                    saga.run(f"remove owner {owner}",
+                             lambda c=collection, i=object_id, o=owner: self.graph.remove_owner(c, i, o),
+                             undo=lambda _, c=collection, i=object_id, o=owner: self.graph.add_owner(c, i, o))
 
     def _target(self, request: Request) -> ManagedTarget | OssTarget | None:
         return self.settings.target(request.dicomService)
@@ -220,8 +274,11 @@ class Changer:
                 self._swap_roles(saga, app, mf.tag_values(app).get("access"), wanted)
             if "secretReaders" in fields:
                 self._readers_to(saga, wanted)
+            if "owners" in fields:
+                self._owners_to(saga, app, wanted)
             owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
-            recorded = mf.tags_for(wanted, owner, state="ready", sp_id=mf.tag_values(app).get("sp"))
+            recorded = foreign_tags(before) + mf.tags_for(wanted, owner, state="ready",
+                                                          sp_id=mf.tag_values(app).get("sp"))
             saga.run("record desired state", lambda: eventually(
                 lambda: self.graph.update_application(app["id"], {"tags": recorded}), lagging=lag_404))
         except StepFailed as failure:
@@ -233,6 +290,47 @@ class Changer:
             saga.rollback()
             raise
         return dict(app, tags=recorded, **{k: v for k, v in changes.items() if k != "requiredResourceAccess"})
+
+    # ----------------------------------------------------------------------------------------- adopt
+    def adopt(self, app: dict, wanted: Request, caller: Caller) -> dict:
+        """Bring an application made elsewhere under management: the API's identity becomes an owner (Graph
+        decides whether it may), a service principal is made if there is none, and the uniqueName (when it
+        has none) and the desired state are recorded. Its client id and credentials do not change."""
+        saga = Saga()
+        unique = mf.unique_name(self.settings.name_prefix, wanted.name)
+        me = self.owner_id()
+        try:
+            saga.run("add the API as owner", lambda: self.graph.add_owner("applications", app["id"], me),
+                     undo=lambda _: self.graph.remove_owner("applications", app["id"], me))
+            sp = self.graph.get_service_principal(app["appId"])
+            if sp is None:
+                sp = saga.run("create service principal", lambda: create_once(
+                    lambda: self.graph.create_service_principal(app["appId"], [mf.TAG_MARK]),
+                    lambda: self.graph.get_service_principal(app["appId"]), lagging=lag_new_application),
+                    undo=lambda made: self.graph.delete_service_principal(made["id"]))
+            else:
+                saga.run("add the API as owner of the service principal",
+                         lambda: self.graph.add_owner("servicePrincipals", sp["id"], me),
+                         undo=lambda _: self.graph.remove_owner("servicePrincipals", sp["id"], me))
+            tags = foreign_tags(app.get("tags") or []) + mf.tags_for(wanted, caller, state="ready", sp_id=sp["id"])
+            changes: dict[str, Any] = {"tags": tags}
+            if not app.get("uniqueName"):
+                changes["uniqueName"] = unique
+            saga.run("record desired state", lambda: eventually(
+                lambda: self.graph.update_application(app["id"], changes), lagging=lag_404))
+        except StepFailed as failure:
+            saga.abort(failure)
+            cause = failure.cause
+            if isinstance(cause, UpstreamError) and cause.status == 403:
+                raise Forbidden(f"Graph refused step '{failure.step}' (403): the API's identity may not manage this "
+                                "application; grant it Application.ReadWrite.All (MANAGE_OWNERS) or add it as an "
+                                "owner of the application first", failedStep=failure.step,
+                                undoneSteps=failure.undone) from cause
+            raise step_problem(ProvisioningFailed, failure, "adoption") from cause
+        except BaseException:
+            saga.rollback()
+            raise
+        return dict(app, **changes)
 
     def _confirm(self, app: dict, lease: str) -> None:
         """Read our lease back: of two instances writing theirs at once, the later write wins and the other

@@ -56,6 +56,11 @@ def delete_registration(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "delete_registration")
 
 
+@bp.route(route="registrations/{name}/adopt", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def adopt_registration(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().serve(req, "adopt_registration")
+
+
 @bp.route(route="registrations/{name}/credentials", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def rotate_credential(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "rotate_credential")

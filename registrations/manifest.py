@@ -122,6 +122,7 @@ def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None 
     if request.autoRotate:
         tags.append("dicom-autorotate:true")
     tags.extend(f"dicom-reader:{reader}" for reader in request.secretReaders)
+    tags.extend(f"dicom-owner:{owner}" for owner in request.owners)
     if sp_id:
         tags.append(f"dicom-sp:{sp_id}")
     tags.append(applied_tag(request.displayName, request.redirectUris, request.notes))
@@ -217,6 +218,7 @@ def requested_fields(request: Request, tenant_id: str) -> dict[str, Any]:
         "credential.federation": credential_fingerprint(request),
         "autoRotate": request.autoRotate,
         "secretReaders": sorted(request.secretReaders),
+        "owners": sorted(request.owners),
         "notes": request.notes,
     }
 
@@ -242,6 +244,7 @@ def stored_fields(app: dict) -> dict[str, Any]:
         "credential.federation": tags.get("credhash"),
         "autoRotate": tags.get("autorotate") == "true",
         "secretReaders": sorted(tag_list(app, "reader")),
+        "owners": sorted(tag_list(app, "owner")),
         "notes": user_notes(app),
     }
 

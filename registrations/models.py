@@ -89,6 +89,18 @@ class _RegistrationRequest(_Strict):
     displayName: str = Field(min_length=1, max_length=120)
     dicomService: str = Field(pattern=TARGET_PATTERN, description="A DICOM service named in the settings.")
     notes: str | None = Field(default=None, max_length=500)
+    owners: list[Annotated[str, Field(pattern=PRINCIPAL_ID)]] = Field(
+        default_factory=list, max_length=10,
+        description="Object ids of users or service principals who become owners of the application and its "
+                    "service principal (the API's own identity stays one). Needs MANAGE_OWNERS.",
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _unique_owners(cls, value: list[str]) -> list[str]:
+        if len({v.lower() for v in value}) != len(value):
+            raise ValueError("owners must be unique")
+        return [v.lower() for v in value]
 
     @field_validator("displayName", "notes")
     @classmethod
@@ -182,6 +194,22 @@ class ResourceRequest(_RegistrationRequest):
     secretReaders: ClassVar[tuple[str, ...]] = ()
 
 
+class AdoptRequest(_Strict):
+    """An application made elsewhere, to bring under management under the route's name. Its client id,
+    redirect URIs and credentials stay as they are; what is there becomes the recorded desired state."""
+
+    appId: str = Field(pattern=PRINCIPAL_ID, description="The application (client) id of the app to adopt.")
+    type: Literal["confidential", "public", "service"]
+    dicomService: str = Field(pattern=TARGET_PATTERN, description="A DICOM service named in the settings.")
+    access: Access | None = Field(default=None, description="Service clients: the access it should have.")
+
+    @model_validator(mode="after")
+    def _access_for_services(self) -> AdoptRequest:
+        if (self.type == "service") != (self.access is not None):
+            raise ValueError("access is given for service clients, and only for them")
+        return self
+
+
 class PatchCredential(_Strict):
     lifetimeDays: int | None = Field(default=None, ge=1, le=730,
                                      description="Days the next rotated secret or certificate lives.")
@@ -201,6 +229,7 @@ class RegistrationPatch(_Strict):
     secretReaders: list[Annotated[str, Field(pattern=PRINCIPAL_ID)]] | None = Field(default=None, max_length=10)
     autoRotate: bool | None = None
     credential: PatchCredential | None = None
+    owners: list[Annotated[str, Field(pattern=PRINCIPAL_ID)]] | None = Field(default=None, max_length=10)
 
 
 # A validated request of any type (for signatures), and the same union as the body parser reads it.
@@ -255,6 +284,7 @@ class Registration(_Response):
     credential: SecretReference | None = None
     autoRotate: bool | None = None
     secretReaders: list[str] = []
+    owners: list[str] = []
     requestedBy: str | None = None
     notes: str | None = None
     createdDateTime: str | None = None

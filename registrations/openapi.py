@@ -44,6 +44,7 @@ from .models import (
     ExpiringQuery,
     ExpiringReport,
     ListQuery,
+    AdoptRequest,
     Registration,
     RegistrationPatch,
     RegistrationList,
@@ -241,6 +242,16 @@ OPERATIONS: dict[str, Operation] = {
         "A resource registration that clients still use is refused with 409: delete those clients first.",
         replies=(Reply(200, "What was removed.", DeletionReport, CORRELATION),),
         problems=(404, 409, 412), params=(IF_MATCH,),
+    ),
+    "adopt_registration": Operation(
+        "post", "/registrations/{name}/adopt", "AdoptRegistration", "Adopt an application made elsewhere",
+        "Administrators only. Brings an existing application (by appId) under management as this name without "
+        "changing its client id: its uniqueName is set when it has none, what is there becomes the desired "
+        "state, the API's identity is added as an owner (Graph decides whether it may: 403 otherwise), and "
+        "no credential changes until the first rotation.",
+        replies=(CREATED, Reply(200, "Already adopted under this name (a replay).", Registration,
+                                {"Idempotent-Replayed": "true on a replay.", **ETAG, **CORRELATION})),
+        problems=(400, 404, 409, 413, 422), body=AdoptRequest,
     ),
     "rotate_credential": Operation(
         "post", "/registrations/{name}/credentials", "RotateCredential", "Rotate the secret or certificate",

@@ -23,11 +23,11 @@ from . import manifest as mf
 from .adapters.errors import UpstreamError
 from .adapters.graph import GraphClient
 from .adapters.vault import StoredSecret, VaultClient
-from .change import APP_FIELDS, FIXED, Changer, desired_document, fixed_problem
+from .change import APP_FIELDS, FIXED, Changer, adopted_document, desired_document, fixed_problem
 from .credentials import MANAGED_BY, Credentials
 from .kinds import PLANS
 from .manifest import ADMIN, READ, Caller
-from .models import FederatedCredential, ListQuery, RegistrationRequest, Request
+from .models import AdoptRequest, FederatedCredential, ListQuery, RegistrationRequest, Request
 from .problems import (
     Conflict,
     NotFound,
@@ -98,7 +98,17 @@ class RegistrationService:
                 check_principals(named, _upstream(found_future.result))
             _upstream(lambda: self._credentials.check_policy(request))
             app, sp, credential = self._provisioner.run(request, caller, target, resource, existing)
+            if request.owners:
+                app = self._owners_after_create(request, caller, app)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
+
+    def _owners_after_create(self, request: Request, caller: Caller, app: dict) -> dict:
+        """Owners are a change of the registration just made; if that fails, the create is undone too."""
+        try:
+            return self._changer.run(app, request, ["owners"], caller)
+        except Exception:
+            _upstream(lambda: self._teardown.remove(request.name, app))
+            raise
 
     @contextmanager
     def locked(self, name: str) -> Iterator[None]:
@@ -204,6 +214,33 @@ class RegistrationService:
         """Converge on the current desired state with a merge patch applied (`merged` applies and validates)."""
         return self._change(name, caller, if_match, merged)
 
+    def adopt(self, name: str, adopt: AdoptRequest, caller: Caller,
+              parse: Callable[[dict], Request]) -> tuple[dict, bool]:
+        """Bring the application `adopt.appId` (made elsewhere) under management as `name`. Returns
+        (registration, adopted); adopting the same application under the same name again is a replay."""
+        unique = mf.unique_name(self.settings.name_prefix, name)
+        with self.locked(name):
+            existing = _upstream(lambda: self._graph.get_application(unique))
+            app = _upstream(lambda: self._graph.get_application_by_app_id(adopt.appId))
+            if app is None:
+                raise NotFound(f"no application with appId {adopt.appId} in this tenant")
+            if existing is not None:
+                if existing["appId"] == app["appId"] and mf.TAG_MARK in (existing.get("tags") or []):
+                    return self._views.view(existing), False
+                raise Conflict(f"the name {name!r} is taken by another application; adopt under another name")
+            if mf.TAG_MARK in (app.get("tags") or []):
+                raise Conflict(f"application {adopt.appId} is already a registration of this API "
+                               f"({self.registration_name(app)!r})")
+            if app.get("uniqueName"):  # immutable once set, and not ours (that lookup found nothing)
+                raise Conflict(f"application {adopt.appId} has the uniqueName {app['uniqueName']!r}, which cannot "
+                               f"change; adopt it under the name {app['uniqueName'].removeprefix(self.settings.name_prefix + '-')!r} "
+                               "if that is one, or leave it unmanaged")
+            wanted = parse(adopted_document(app, name, adopt.type, adopt.dicomService, adopt.access))
+            self._target_for(wanted)
+            check_request(self.settings, wanted)
+            adopted = self._changer.adopt(app, wanted, caller)
+        return self._views.view(adopted), True
+
     def _change(self, name: str, caller: Caller, if_match: str | None,
                 wanted_of: Callable[[dict], Request]) -> tuple[dict, str]:
         with self.locked(name):
@@ -222,6 +259,11 @@ class RegistrationService:
             check_request(self.settings, wanted)
             if ADMIN not in caller.roles:
                 check_requester(self.settings, wanted, caller, lambda: 0)  # not a new registration: no count
+            stored = mf.stored_fields(app)
+            named = [(loc, oid, types) for loc, oid, types in named_principals(wanted)
+                     if oid not in stored[str(loc[1])]]  # only the principals this change adds
+            if named:
+                check_principals(named, _upstream(lambda: self._graph.object_types([oid for _, oid, _ in named])))
             drifted = [d["field"] for d in _upstream(lambda: self._changer.drift(app, wanted))
                        if d["field"] not in APP_FIELDS]
             fields = differing + [field for field in drifted if field not in differing]
@@ -416,6 +458,13 @@ def check_request(settings: Settings, request: Request) -> None:
             "leave secretReaders out or ask an administrator",
             errors=[{"loc": [request.type, "secretReaders"], "msg": "not available on this deployment"}],
         )
+    if request.owners and not settings.manage_owners:
+        raise ValidationProblem(
+            "owners needs MANAGE_OWNERS, which is not set: adding an owner needs Application.ReadWrite.All on "
+            "the API's identity (Application.ReadWrite.OwnedBy is not enough); leave owners out or ask an "
+            "administrator",
+            errors=[{"loc": [request.type, "owners"], "msg": "not available on this deployment"}],
+        )
     # Entra's app ID URI policy also accepts api://{appId} and verified domains; neither can be checked
     # before the application exists, so a custom URI must use the tenant form.
     if request.identifierUri and not request.identifierUri.startswith(f"api://{settings.tenant_id}/"):
@@ -444,13 +493,16 @@ def check_request(settings: Settings, request: Request) -> None:
 # takes, before anything is written (an unknown id would otherwise look like replication lag until the time
 # budget ran out). Types as Graph's getByIds gives them.
 SECRET_READER_TYPES = frozenset({"user", "group", "servicePrincipal"})
+# Graph: "owners ... users or service principals" (not groups) of an application or service principal.
+OWNER_TYPES = frozenset({"user", "servicePrincipal"})
 NamedPrincipal = tuple[list[str | int], str, frozenset[str]]
 
 
 def named_principals(request: Request) -> list[NamedPrincipal]:
     """(location in the request, object id, the types it may be) for every principal the request names."""
     return [([request.type, "secretReaders", index], oid, SECRET_READER_TYPES)
-            for index, oid in enumerate(request.secretReaders)]
+            for index, oid in enumerate(request.secretReaders)] + \
+        [([request.type, "owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)]
 
 
 def check_principals(named: list[NamedPrincipal], found: dict[str, str]) -> None:

@@ -71,6 +71,8 @@ class Settings:
     secret_lifetime_days: int = 180
     secret_max_lifetime_days: int = 365
     grant_admin_consent: bool = True
+    # The identity holds Application.ReadWrite.All, which adding owners needs (OwnedBy is not enough).
+    manage_owners: bool = False
     name_prefix: str = "dicomreg"
     provisioning_deadline_seconds: float = 60.0
     # Policy for callers holding only Registrations.Request (admins are not limited by the first two).
@@ -178,6 +180,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         secret_lifetime_days=_int(env, "SECRET_LIFETIME_DAYS", 180, 1, 730),
         secret_max_lifetime_days=_int(env, "SECRET_MAX_LIFETIME_DAYS", 365, 1, 730),
         grant_admin_consent=_bool(env, "GRANT_ADMIN_CONSENT", True),
+        manage_owners=_bool(env, "MANAGE_OWNERS", False),
         name_prefix=env.get("REGISTRATION_NAME_PREFIX") or "dicomreg",
         requester_access={k: tuple(v) for k, v in requester_access.items()},
         max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),

@@ -68,6 +68,7 @@ class RegistrationViews:
             "credential": {k: v for k, v in (credential or {}).items() if k != "keyVaultSecretVersion"} or None,
             "autoRotate": (tags.get("autorotate") == "true") if kind else None,
             "secretReaders": mf.tag_list(app, "reader"),
+            "owners": fields["owners"],
             "requestedBy": tags.get("requester"),
             "notes": fields["notes"],
             "createdDateTime": app.get("createdDateTime"),

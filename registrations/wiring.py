@@ -100,7 +100,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
                                   provisioner=provisioner, teardown=teardown,
                                   changer=Changer(settings, graph=graph, rbac=rbac, credentials=credentials,
-                                                  provisioner=provisioner),
+                                                  provisioner=provisioner, owner_id=owner_id),
                                   views=RegistrationViews(settings, secret_uri=vault.secret_uri),
                                   executor=executor, owner_id=owner_id, clock=clock)
     verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac, clock=clock)

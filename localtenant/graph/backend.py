@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..runtime import Clock, Faults, Issued
 from ..store import Store
 from .backend_applications import APPS, Applications, public, render_application
+from .backend_owners import Owners
 from .policies import Policies
 from .backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, Principals, render_service_principal
 from .exceptions import bad_request, forbidden, not_found
@@ -67,6 +68,7 @@ class GraphBackend:
         self.store, self.clock, self.faults, self.tenant_id = store, clock, faults, tenant_id
         self.issued = issued or Issued()
         self.applications = Applications(self)
+        self.owners = Owners(self)
         self.principals = Principals(self)
         self.policies = Policies(self)
 

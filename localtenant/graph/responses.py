@@ -19,7 +19,7 @@ from ..entra.tokens import InvalidToken
 from ..web import Req, ServiceSpec, routes as routes_table
 from . import odata
 from .backend import Caller
-from .backend_applications import render_application
+from .backend_applications import APPS, render_application
 from .backend_principals import SPS
 from .exceptions import GraphError, bad_request, from_fault, render, unauthenticated
 
@@ -213,6 +213,25 @@ def get_by_ids(req: Req) -> Response:
                         headers=_headers(req))
 
 
+def _owner_routes(collection: str, table: str) -> list:
+    """GET owners, POST owners/$ref, DELETE owners/{id}/$ref of an application or a service principal."""
+    def list_owners(req: Req) -> Response:
+        return _collection(req, req.core.graph.owners.list(_caller(req), table, _address(req)), "directoryObjects")
+
+    def add_owner(req: Req) -> Response:
+        req.core.graph.owners.add(_caller(req), table, _address(req), _body(req))
+        return _no_content(req)
+
+    def remove_owner(req: Req) -> Response:
+        req.core.graph.owners.remove(_caller(req), table, _address(req), req.path_params["owner"])
+        return _no_content(req)
+
+    owners = f"/{collection}/{{ref}}/owners"
+    return [(owners, ["GET"], "graph.listOwners", list_owners),
+            (owners + "/$ref", ["POST"], "graph.addOwner", add_owner),
+            (owners + "/{owner}/$ref", ["DELETE"], "graph.removeOwner", remove_owner)]
+
+
 def owned_objects(req: Req) -> Response:
     return _collection(req, req.core.graph.principals.owned_objects(_caller(req), _sp_id(req)), "directoryObjects")
 
@@ -302,6 +321,8 @@ def routes(core) -> list:
         ("/servicePrincipals/{ref}/appRoleAssignments", ["GET"], "graph.listAppRoleAssignments",
          list_assignments_of),
         ("/servicePrincipals/{ref}/ownedObjects", ["GET"], "graph.listOwnedObjects", owned_objects),
+        *_owner_routes("applications", APPS),
+        *_owner_routes("servicePrincipals", SPS),
         ("/directoryObjects/getByIds", ["POST"], "graph.getByIds", get_by_ids),
         ("/oauth2PermissionGrants", ["POST"], "graph.createOAuth2PermissionGrant", create_grant),
         ("/oauth2PermissionGrants", ["GET"], "graph.listOAuth2PermissionGrants", list_grants),

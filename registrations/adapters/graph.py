@@ -9,6 +9,9 @@ from urllib.parse import quote
 from ._rest import RestClient
 from .errors import NotFoundError, UpstreamError
 
+# What Graph's $ref bodies name an object by (the documented form, whatever the endpoint's host).
+GRAPH_DIRECTORY_OBJECTS = "https://graph.microsoft.com/v1.0/directoryObjects"
+
 
 def _key(value: str) -> str:
     """An OData key literal: single quotes doubled, then URL-escaped."""
@@ -24,6 +27,11 @@ class GraphClient:
         _, body, _ = self._rest.call(
             "getApplication", "GET", f"/v1.0/applications(uniqueName='{_key(unique_name)}')", ok_missing=True
         )
+        return body
+
+    def get_application_by_app_id(self, app_id: str) -> dict | None:
+        _, body, _ = self._rest.call("getApplication", "GET", f"/v1.0/applications(appId='{_key(app_id)}')",
+                                     ok_missing=True)
         return body
 
     def get_application_by_id(self, object_id: str, *, select: str | None = None) -> dict | None:
@@ -179,6 +187,27 @@ class GraphClient:
         self._rest.call(
             "deleteOAuth2PermissionGrant", "DELETE", f"/v1.0/oauth2PermissionGrants/{grant_id}", ok_missing=True
         )
+
+    # owners (applications and service principals) -----------------------------------------------------
+    def list_owners(self, collection: str, object_id: str) -> list[str]:
+        """Object ids of the owners of an application or service principal (`collection`: applications,
+        servicePrincipals)."""
+        return [o["id"] for o in self._pages("listOwners", f"/v1.0/{collection}/{object_id}/owners")
+                if isinstance(o, dict) and "id" in o]
+
+    def add_owner(self, collection: str, object_id: str, owner_id: str) -> None:
+        """POST .../owners/$ref (needs Application.ReadWrite.All). An owner already there is done."""
+        try:
+            self._rest.call("addOwner", "POST", f"/v1.0/{collection}/{object_id}/owners/$ref",
+                            body={"@odata.id": f"{GRAPH_DIRECTORY_OBJECTS}/{owner_id}"})
+        except UpstreamError as exc:
+            if exc.status != 400 or owner_id.lower() not in {o.lower() for o in self.list_owners(collection,
+                                                                                                 object_id)}:
+                raise
+
+    def remove_owner(self, collection: str, object_id: str, owner_id: str) -> None:
+        self._rest.call("removeOwner", "DELETE", f"/v1.0/{collection}/{object_id}/owners/{owner_id}/$ref",
+                        ok_missing=True)
 
     # directory ----------------------------------------------------------------------------------------
     def object_types(self, object_ids: Sequence[str], *, types: Sequence[str] = ()) -> dict[str, str]:

@@ -171,6 +171,14 @@ def test_secret_readers_added_and_removed_change_who_can_read_the_secret(api, te
     assert denied_again.value.status_code == 403
 
 
+def test_owners_are_refused_clearly_where_the_deployment_cannot_add_them(api):
+    refused = api.post("/registrations", json=service("own-off", owners=["00000000-0000-0000-0000-000000000001"]))
+    assert refused.status_code == 422 and "MANAGE_OWNERS" in refused.json()["detail"]
+    create(api, service("own-off"))
+    patched = patch(api, "own-off", {"owners": ["00000000-0000-0000-0000-000000000001"]})
+    assert patched.status_code == 422 and "MANAGE_OWNERS" in patched.json()["detail"]
+
+
 # ----------------------------------------------------------------------------------------------- PUT
 def test_put_creates_converges_and_replays(api, tenant):
     absent = api.put("/registrations/chg-put", json=service("chg-put"))
