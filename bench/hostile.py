@@ -372,6 +372,12 @@ CASES: list[Hostile] = [
     Hostile("patch-duplicate-keys", method="PATCH", path="/registrations/hostile-probe",
             content=b'{"access": "reader", "access": "admin"}',
             headers={"Content-Type": "application/merge-patch+json"}, status=(400,), says="duplicate"),
+    Hostile("adopt-appid-not-a-guid", path="/registrations/hostile-probe/adopt",
+            body={"appId": "00000000-0000-0000-0000-00000000000Z'", "type": "service", "dicomService": "managed",
+                  "access": "reader"}, says="appId"),
+    Hostile("adopt-with-a-credential", path="/registrations/hostile-probe/adopt",
+            body={"appId": "00000000-0000-0000-0000-000000000001", "type": "confidential", "dicomService": "managed",
+                  "credential": {"kind": "secret"}}, says="credential"),
     Hostile("patch-not-an-object", method="PATCH", path="/registrations/hostile-probe", body=["access"],
             headers={"Content-Type": "application/merge-patch+json"}, says="object"),
 ]

@@ -179,11 +179,11 @@ class Changer:
         me = self.owner_id().lower()
         return [o.lower() for o in self.graph.list_owners(collection, object_id) if o.lower() != me]
 
-    def _owners_to(self, saga: Saga, app: dict, wanted: Request) -> None:
+    def _owners_to(self, saga: Saga, app: dict, wanted: Request, only_remove: bool = False) -> None:
         for collection, object_id in self._owned(app):
             held = self._owners(collection, object_id)
             for owner in wanted.owners:
-                if owner not in held:
+                if owner not in held and not only_remove:
                     saga.run(f"add owner {owner}", lambda c=collection, i=object_id, o=owner: self.graph.add_owner(c, i, o),
                              undo=lambda _, c=collection, i=object_id, o=owner: self.graph.remove_owner(c, i, o))
             for owner in held:
@@ -253,9 +253,10 @@ class Changer:
                 if ((a.get("properties") or {}).get("roleDefinitionId") or "").endswith(KEY_VAULT_SECRETS_USER)}
 
     # ---------------------------------------------------------------------------------------- change
-    def run(self, app: dict, wanted: Request, fields: list[str], caller: Caller) -> dict:
+    def run(self, app: dict, wanted: Request, fields: list[str], caller: Caller, *, only_remove: bool = False) -> dict:
         """Apply `fields` of `wanted` (the fields that differ from what Entra and Azure hold) as a saga.
-        Returns the application as it now is."""
+        Returns the application as it now is. `only_remove` (the sweep's repair) only takes away roles,
+        readers and owners this API did not grant, and grants nothing."""
         saga = Saga()
         lease = self.provisioner.new_lease()
         before = list(app.get("tags") or [])
@@ -265,17 +266,17 @@ class Changer:
             saga.run("take lease", lambda: self.graph.update_application(app["id"], {"tags": leased}),
                      undo=lambda _: self.graph.update_application(app["id"], {"tags": before}))
             saga.run("confirm lease", lambda: self._confirm(app, lease))
-            changes, undo = self._app_changes(app, wanted, fields)
+            changes, undo = self._app_changes(app, wanted, [] if only_remove else fields)
             if changes:
                 saga.run("update application", lambda: eventually(
                     lambda: self.graph.update_application(app["id"], changes), lagging=lag_404),
                     undo=lambda _: self.graph.update_application(app["id"], undo))
             if "access" in fields:
-                self._swap_roles(saga, app, mf.tag_values(app).get("access"), wanted)
+                self._swap_roles(saga, app, mf.tag_values(app).get("access"), wanted, only_remove)
             if "secretReaders" in fields:
-                self._readers_to(saga, wanted)
+                self._readers_to(saga, wanted, only_remove)
             if "owners" in fields:
-                self._owners_to(saga, app, wanted)
+                self._owners_to(saga, app, wanted, only_remove)
             owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
             recorded = foreign_tags(before) + mf.tags_for(wanted, owner, state="ready",
                                                           sp_id=mf.tag_values(app).get("sp"))
@@ -367,14 +368,14 @@ class Changer:
                 undo["requiredResourceAccess"] = app.get("requiredResourceAccess") or []
         return changes, undo
 
-    def _swap_roles(self, saga: Saga, app: dict, current: str | None, wanted: Request) -> None:
+    def _swap_roles(self, saga: Saga, app: dict, current: str | None, wanted: Request, only_remove: bool) -> None:
         roles = self._roles(app, wanted)
         if roles is None:
             return
-        lowering = ACCESS_RANK.get(wanted.access or "", 0) < ACCESS_RANK.get(current or "", 0)
+        lowering = only_remove or ACCESS_RANK.get(wanted.access or "", 0) < ACCESS_RANK.get(current or "", 0)
         if lowering:
             self._remove_roles(saga, roles)
-        if roles.wanted not in roles.held:
+        if roles.wanted not in roles.held and not only_remove:
             saga.run(f"assign {wanted.access} role", lambda: self._assign_visible(app, wanted, roles),
                      undo=roles.unassign)
         if not lowering:
@@ -400,14 +401,15 @@ class Changer:
                 saga.run(f"remove {ROLE_NAMES.get(role, 'app role')}", lambda a=assignment: roles.unassign(a),
                          undo=lambda _, r=role: roles.assign(r))
 
-    def _readers_to(self, saga: Saga, wanted: Request) -> None:
+    def _readers_to(self, saga: Saga, wanted: Request, only_remove: bool = False) -> None:
         held = self._readers(wanted)
         if held is None:
             return
         credential = wanted.credential
         assert credential is not None and not isinstance(credential, FederatedCredential)
         name = self.credentials.secret_name(wanted.name, credential.kind)
-        self.credentials.grant_readers(saga, name, [r for r in wanted.secretReaders if r not in held])
+        if not only_remove:
+            self.credentials.grant_readers(saga, name, [r for r in wanted.secretReaders if r not in held])
         for reader, assignment in held.items():
             if reader not in wanted.secretReaders:
                 saga.run(f"revoke secret reader {reader}", lambda a=assignment: self.rbac.delete(a),

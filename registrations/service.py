@@ -395,6 +395,16 @@ class RegistrationService:
         """Tear down what an interrupted create left behind (call it within locked())."""
         return self._teardown.remove(name, app)
 
+    def drift(self, app: dict, name: str) -> list[dict]:
+        """Where Entra ID or Azure differ from what this API last applied (as GET shows it)."""
+        return self._changer.drift(app, self._recorded(app, name, self._federated(app, name)))
+
+    def remove_ungranted(self, app: dict, name: str, fields: list[str]) -> None:
+        """The sweep's repair: take away DICOM roles, secret readers and owners this API did not grant, as a
+        change saga that grants nothing (call it within locked())."""
+        recorded = self._recorded(app, name, self._federated(app, name))
+        self._changer.run(app, recorded, fields, Caller(object_id="", name="sweep"), only_remove=True)
+
     def managed_secrets(self) -> list[StoredSecret]:
         """Every Key Vault secret this API wrote (newest version's properties, no values)."""
         return self._vault.list_managed(MANAGED_BY)

@@ -10,6 +10,8 @@ expires soon. Then look for drift between Entra and Key Vault and repair only wh
 | a credential on an app whose value is not in Key Vault (nobody can use it) | remove it (retire) |
 | a Key Vault secret of this API whose application is gone | soft-delete it (recoverable) |
 | an app with a secret or certificate credential but no Key Vault secret | report only: rotating is the fix, and that is the owner's call |
+| a DICOM role, a secret reader or an owner this API did not grant (added behind its back) | remove it: the sweep never grants, it only takes away what nobody asked the API for |
+| a role, reader or owner missing, or displayName, notes, redirect URIs edited in the portal | report only (`drift`, as GET shows it): a PUT of the desired state repairs it, and that is the owner's call |
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class SweepableService(Protocol):
     def refreshed(self, app: dict) -> dict: ...
     def retire_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]: ...
     def remove_remains(self, name: str, app: dict) -> list[dict]: ...
+    def drift(self, app: dict, name: str) -> list[dict]: ...
+    def remove_ungranted(self, app: dict, name: str, fields: list[str]) -> None: ...
     def managed_secrets(self) -> list[StoredSecret]: ...
     def delete_orphaned_secret(self, secret_name: str) -> bool: ...
 
@@ -113,6 +117,7 @@ def _sweep_one(service: SweepableService, app: dict, name: str, now: datetime,
             service.remove_remains(name, app)
             report["repaired"].append({"kind": "staleProvisioning", "registration": name})
         return
+    _drift(service, app, name, report)
     if tags.get("credential") not in mf.STORED_KINDS:
         return
     states = service.describe_credentials(app, name, now=now)
@@ -132,6 +137,21 @@ def _sweep_one(service: SweepableService, app: dict, name: str, now: datetime,
             report["removed"].append(removed)
         else:
             report["repaired"].append({"kind": "unreachableCredential", **removed})
+
+
+# Grants whose extras the sweep takes away.
+REMOVABLE = ("access", "secretReaders", "owners")
+
+
+def _drift(service: SweepableService, app: dict, name: str, report: dict[str, list]) -> None:
+    found = service.drift(app, name)
+    if not found:
+        return
+    report["drift"].append({"kind": "changed", "registration": name, "drift": found})
+    extra = [d["field"] for d in found if d["field"] in REMOVABLE and set(d["actual"]) - set(d["expected"])]
+    if extra:
+        service.remove_ungranted(app, name, extra)
+        report["repaired"].append({"kind": "ungrantedRemoved", "registration": name, "fields": extra})
 
 
 def _leased(app: dict, now: datetime) -> bool:

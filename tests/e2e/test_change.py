@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 
 import httpx
 import pytest
@@ -201,11 +202,7 @@ def test_a_role_assignment_removed_behind_the_apis_back_is_drift_and_put_repairs
     reg = create(api, service("chg-drift"))
     [assignment] = [a for a in tenant.state()["roleAssignments"]
                     if a["properties"]["principalId"] == reg["servicePrincipalId"]]
-    # Behind the API's back: an operator with RBAC rights deletes it through ARM.
-    token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
-    with httpx.Client(verify=tenant.ca_file, trust_env=False) as arm:
-        gone = arm.delete(f"{tenant.arm_endpoint}{assignment['id']}", params={"api-version": "2022-04-01"},
-                          headers={"Authorization": f"Bearer {token}"})
+    gone = arm(tenant, "DELETE", assignment["id"])  # behind the API's back
     assert gone.status_code == 200, gone.text
     drift = api.get("/registrations/chg-drift").json()["drift"]
     assert drift == [{"field": "access", "expected": ["DICOM Data Reader"], "actual": []}]
@@ -213,6 +210,42 @@ def test_a_role_assignment_removed_behind_the_apis_back_is_drift_and_put_repairs
     assert repaired.status_code == 200 and repaired.json()["changed"] == ["access"]
     assert dicom_roles(tenant, reg["servicePrincipalId"]) == [READER]
     assert api.get("/registrations/chg-drift").json()["drift"] == []
+
+
+def arm(tenant, method: str, path: str, **kwargs) -> httpx.Response:
+    """ARM as an operator with RBAC rights (the API's identity) calls it: behind the API's back."""
+    token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
+    with httpx.Client(verify=tenant.ca_file, trust_env=False) as client:
+        return client.request(method, f"{tenant.arm_endpoint}{path}", params={"api-version": "2022-04-01"},
+                              headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+
+def test_the_sweep_takes_away_a_role_it_did_not_grant_and_reports_a_missing_one(api, tenant):
+    from registrations import sweep as sweeper
+    from registrations import wiring
+
+    extra = create(api, service("chg-sweep-extra"))
+    missing = create(api, service("chg-sweep-missing"))
+    scope = tenant.seed.dicom_resource_id
+    subscription = scope.split("/")[2]
+    added = arm(tenant, "PUT", f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}", json={
+        "properties": {"roleDefinitionId": f"/subscriptions/{subscription}/providers/Microsoft.Authorization/"
+                                           f"roleDefinitions/{OWNER}",
+                       "principalId": extra["servicePrincipalId"], "principalType": "ServicePrincipal"}})
+    assert added.status_code in (200, 201), added.text
+    [assignment] = [a for a in tenant.state()["roleAssignments"]
+                    if a["properties"]["principalId"] == missing["servicePrincipalId"]]
+    assert arm(tenant, "DELETE", assignment["id"]).status_code == 200
+
+    report = sweeper.run(wiring.runtime().service)
+    drift = {item["registration"]: item["drift"] for item in report["drift"] if item["kind"] == "changed"}
+    assert drift["chg-sweep-extra"] == [{"field": "access", "expected": ["DICOM Data Reader"],
+                                         "actual": ["DICOM Data Owner", "DICOM Data Reader"]}]
+    assert drift["chg-sweep-missing"] == [{"field": "access", "expected": ["DICOM Data Reader"], "actual": []}]
+    assert {"kind": "ungrantedRemoved", "registration": "chg-sweep-extra", "fields": ["access"]} in report["repaired"]
+    assert dicom_roles(tenant, extra["servicePrincipalId"]) == [READER]
+    assert dicom_roles(tenant, missing["servicePrincipalId"]) == []  # granting is the owner's call: a PUT
+    assert api.get("/registrations/chg-sweep-extra").json()["drift"] == []
 
 
 # ------------------------------------------------------------------------------------------- rollback

@@ -36,8 +36,8 @@ TRIGGERS = {
 }
 
 
-def workflow() -> dict[str, Any]:
-    return json.loads((SAMPLE / "workflow.json").read_text())
+def workflow(file: str = "workflow.json") -> dict[str, Any]:
+    return json.loads((SAMPLE / file).read_text())
 
 
 def all_actions(actions: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -49,8 +49,8 @@ def all_actions(actions: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def http_actions() -> dict[str, dict[str, Any]]:
-    return {n: a for n, a in all_actions(workflow()["definition"]["actions"]).items() if a["type"] == "Http"}
+def http_actions(file: str = "workflow.json") -> dict[str, dict[str, Any]]:
+    return {n: a for n, a in all_actions(workflow(file)["definition"]["actions"]).items() if a["type"] == "Http"}
 
 
 def operation_for(doc: dict[str, Any], method: str, uri_template: str) -> tuple[str, dict[str, Any]] | None:
@@ -259,3 +259,46 @@ def test_engine_follows_202_location_and_retry_after_to_the_final_answer():
     assert response.status_code == 200 and response.json() == {"verified": True}
     assert waits == [3.0, 7.0, 2.0]
     assert seen[1:] == ["GET https://api.test/op/1 Bearer t"] * 3
+
+
+# ------------------------------------------------------------------- the "change redirect URIs" sample
+CHANGE = "change-redirect-uris.json"
+
+
+@pytest.mark.parametrize("action_name", sorted(http_actions(CHANGE)))
+def test_change_sample_calls_real_operations_with_declared_headers_and_fields(action_name):
+    doc = build_document("2.0", CONNECTOR)
+    inputs = http_actions(CHANGE)[action_name]["inputs"]
+    found = operation_for(doc, inputs["method"], inputs["uri"])
+    assert found is not None, f"{action_name}: {inputs['method']} {inputs['uri']} is no operation of the API"
+    _template, op = found
+    parameters = {p["name"].lower(): p for p in op.get("parameters", [])}
+    for header, value in inputs.get("headers", {}).items():
+        if header.lower() == "content-type":
+            assert value in op.get("consumes", doc["consumes"]), (action_name, value)
+        else:
+            assert header.lower() == "x-functions-key" or parameters[header.lower()]["in"] == "header"
+    if "body" in inputs:
+        schema = resolve(doc, next(p["schema"] for p in op["parameters"] if p["in"] == "body"))
+        assert set(inputs["body"]) <= set(schema["properties"]), action_name
+
+
+def test_simulated_change_run_reads_the_etag_and_keeps_the_client_id(host, tenant):
+    requester = {"Authorization": f"Bearer {api_token(tenant, tenant.seed.requester_client)}",
+                 "x-functions-key": FUNCTION_KEY}
+    made = httpx.post(f"{host.url}/api/registrations", headers=requester, trust_env=False, timeout=120, json={
+        "type": "confidential", "name": "la-change", "displayName": "Portal", "dicomService": "managed",
+        "redirectUris": ["https://portal.contoso.org/signin-oidc"]})
+    assert made.status_code == 201, made.text
+    new = ["https://portal-next.contoso.org/signin-oidc"]
+    engine = engine_for(host, tenant)
+    run = engine.run(workflow(CHANGE)["definition"], Run(
+        trigger_body={"requesterEmail": "ben@contoso.org", "name": "la-change", "redirectUris": new},
+        parameters=parameters_for(host, tenant)))
+    assert [(name, method, status) for name, method, _url, status in engine.sent] == [
+        ("Read_registration", "GET", 200), ("Change_redirect_URIs", "PATCH", 200)]
+    changed = run.outputs["Change_redirect_URIs"]["body"]
+    assert changed["changed"] == ["redirectUris"] and changed["redirectUris"] == new
+    assert changed["appId"] == made.json()["appId"]
+    (_, mail), = [c for c in engine.connector_calls if c[0] == "Send_confirmation"]
+    assert new[0] in mail["body"]["Body"]

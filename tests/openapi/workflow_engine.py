@@ -126,6 +126,7 @@ class Run:
             "listCallbackUrl": lambda: "https://logic.example/callback",
             "coalesce": lambda *values: next((v for v in values if v is not None), None),
             "concat": lambda *values: "".join(_string(v) for v in values),
+            "join": lambda values, delimiter: delimiter.join(_string(v) for v in values or []),
             "equals": lambda a, b: a == b,
             "setProperty": _set,
             "removeProperty": _remove,
