@@ -26,6 +26,9 @@ param apiAudience string = ''
 @description('GRANT_ADMIN_CONSENT: consent to the delegated DICOM scope for each new client.')
 param grantAdminConsent bool = true
 
+@description('MANAGE_OWNERS: allow owners in requests; the identity then needs Application.ReadWrite.All.')
+param manageOwners bool = false
+
 @description('REQUESTER_ACCESS: JSON of the access levels Registrations.Request callers may ask for.')
 param requesterAccess string = '{}'
 
@@ -64,6 +67,7 @@ module api 'app/api.bicep' = {
     apiClientId: apiClientId
     apiAudience: apiAudience
     grantAdminConsent: grantAdminConsent
+    manageOwners: manageOwners
     requesterAccess: requesterAccess
     allowedRedirectHosts: allowedRedirectHosts
     allowedFederatedIssuers: allowedFederatedIssuers

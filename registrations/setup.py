@@ -11,7 +11,8 @@ principal) and makes what the app needs, looking first and changing only what is
    (`--principal-id`): Application.ReadWrite.OwnedBy, Application.Read.All, Directory.Read.All and
    Policy.Read.All (the tenant's credential policy) always;
    AppRoleAssignment.ReadWrite.All only when an open-source DICOM target is configured (its service clients
-   get app roles); DelegatedPermissionGrant.ReadWrite.All only with GRANT_ADMIN_CONSENT. A permission the
+   get app roles); DelegatedPermissionGrant.ReadWrite.All only with GRANT_ADMIN_CONSENT;
+   Application.ReadWrite.All only with MANAGE_OWNERS (adding owners needs it). A permission the
    identity holds beyond these is reported, never removed;
 3. Azure roles for the identity: Key Vault Secrets Officer on the vault; Role Based Access Control
    Administrator on the vault and on each managed DICOM service, each with a condition that lets it assign
@@ -52,6 +53,7 @@ RBAC_ADMINISTRATOR = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
 OWNED_BY, READ_ALL, DIRECTORY = "Application.ReadWrite.OwnedBy", "Application.Read.All", "Directory.Read.All"
 POLICY = "Policy.Read.All"
 ASSIGN_ROLES, GRANT_CONSENT = "AppRoleAssignment.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All"
+READ_WRITE_ALL = "Application.ReadWrite.All"
 SETUP_SECONDS = 300.0
 API_ROLES = {
     ADMIN: "Create, read, rotate and delete every DICOM registration.",
@@ -68,6 +70,8 @@ def graph_permissions(settings: Settings) -> list[str]:
         needed.append(ASSIGN_ROLES)
     if settings.grant_admin_consent:
         needed.append(GRANT_CONSENT)
+    if settings.manage_owners:
+        needed.append(READ_WRITE_ALL)
     return needed
 
 

@@ -9,6 +9,7 @@ param dicomServices string
 param apiClientId string
 param apiAudience string
 param grantAdminConsent bool
+param manageOwners bool
 param requesterAccess string
 param allowedRedirectHosts string
 param allowedFederatedIssuers string
@@ -136,6 +137,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       API_AUDIENCE: apiAudience
       DICOM_SERVICES: dicomServices
       GRANT_ADMIN_CONSENT: string(grantAdminConsent)
+      MANAGE_OWNERS: string(manageOwners)
       REQUESTER_ACCESS: requesterAccess
       ALLOWED_REDIRECT_HOSTS: allowedRedirectHosts
       ALLOWED_FEDERATED_ISSUERS: allowedFederatedIssuers
