@@ -21,6 +21,21 @@ READER, OWNER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a", "58a3b984-7adf-4c20-983a
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 
 
+@pytest.fixture(autouse=True)
+def leave_nothing_behind(api):
+    """Every registration a test here made is deleted afterwards, so the session's other suites (a list's
+    first page among them) see what they made themselves."""
+    yield
+    url, params = "/registrations", {"top": "100"}
+    names = []
+    while url:
+        page = api.get(url, params=params).json()
+        names += [r["name"] for r in page["value"] if r["name"].startswith(("chg-", "own-"))]
+        url, params = page.get("nextLink"), None
+    for name in names:
+        assert api.delete(f"/registrations/{name}").status_code == 200
+
+
 def patch(api, name: str, body: dict, **headers: str) -> httpx.Response:
     return api.patch(f"/registrations/{name}", content=json.dumps(body), headers={**MERGE_PATCH, **headers})
 

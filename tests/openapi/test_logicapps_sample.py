@@ -302,3 +302,5 @@ def test_simulated_change_run_reads_the_etag_and_keeps_the_client_id(host, tenan
     assert changed["appId"] == made.json()["appId"]
     (_, mail), = [c for c in engine.connector_calls if c[0] == "Send_confirmation"]
     assert new[0] in mail["body"]["Body"]
+    gone = httpx.delete(f"{host.url}/api/registrations/la-change", headers=requester, trust_env=False, timeout=120)
+    assert gone.status_code == 200
