@@ -9,9 +9,11 @@ the registration as it was and names the step. The steps, in order:
 |---|---|---|
 | take lease | the lease tag on the application | the tags as they were |
 | update application | displayName, notes, redirect URIs (and an open-source client's API permission) | the old values |
-| assign {access} role | the new DICOM role (Azure role or app role), waited for until it is visible | remove it |
+| assign {access} role | the new DICOM role (Azure role or app role) | remove it |
+| wait until the role is listed | the new assignment is read back before anything is taken away | — |
 | remove {role} | each role the registration no longer holds | assign it again |
 | grant / revoke secret reader | Key Vault Secrets User on the one secret | the opposite |
+| add / remove owner | on the application and on its service principal (never the API's own identity) | the opposite |
 | record desired state | the tags: access, readers, autoRotate, lifetime, applied fingerprints; lease off | — |
 
 Raising access adds the new role before the old one goes, so a client never loses access it keeps; lowering it
@@ -376,22 +378,18 @@ class Changer:
         if lowering:
             self._remove_roles(saga, roles)
         if roles.wanted not in roles.held and not only_remove:
-            saga.run(f"assign {wanted.access} role", lambda: self._assign_visible(app, wanted, roles),
-                     undo=roles.unassign)
+            saga.run(f"assign {wanted.access} role", lambda: roles.assign(roles.wanted), undo=roles.unassign)
+            saga.run(f"wait until the {wanted.access} role is listed", lambda: self._listed(app, wanted, roles))
         if not lowering:
             self._remove_roles(saga, roles)
 
-    def _assign_visible(self, app: dict, wanted: Request, roles: Roles) -> str:
-        """Assign, then wait until the assignment is listed, so the old role goes only once the new one is
-        there."""
-        assignment = roles.assign(roles.wanted)
-
+    def _listed(self, app: dict, wanted: Request, roles: Roles) -> None:
+        """Wait until the new assignment is listed, so the old role goes only once the new one is there."""
         def listed() -> None:
             now = self._roles(app, wanted)
             if now is None or roles.wanted not in now.held:
                 raise UpstreamError("graph", "listAssignments", 404, None, "not visible yet")
         eventually(listed, lagging=lag_404)
-        return assignment
 
     def _remove_roles(self, saga: Saga, roles: Roles) -> None:
         for role, assignments in roles.held.items():

@@ -77,6 +77,23 @@ def test_owners_become_owners_of_the_app_and_its_service_principal_and_the_api_s
     assert owners_of(lt, "applications", reg["objectId"]) == {team, product}
 
 
+def test_an_owner_change_that_fails_half_way_is_undone(owned):
+    lt, api = owned
+    user, product = lt.seed.user.object_id, lt.seed.product.object_id
+    reg = api.post("/registrations", json=service("own-undo")).json()
+    # The second addOwner (the service principal's) fails for good: the application's owner is taken off again.
+    lt.set_faults({"failures": [{"operation": "graph.addOwner", "nth": 2, "status": 403, "times": 1}]})
+    try:
+        failed = api.patch("/registrations/own-undo", content=json.dumps({"owners": [user]}),
+                           headers={"Content-Type": "application/merge-patch+json"})
+    finally:
+        lt.set_faults({})
+    assert failed.status_code == 502, failed.text
+    assert failed.json()["failedStep"] == f"add owner {user}" and "add owner" in failed.json()["undoneSteps"][0]
+    assert owners_of(lt, "applications", reg["objectId"]) == {product}
+    assert api.get("/registrations/own-undo").json()["owners"] == []
+
+
 def test_an_owner_that_does_not_exist_is_refused_before_anything_is_written(owned):
     lt, api = owned
     before = len(lt.state()["applications"])
