@@ -16,22 +16,30 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from . import manifest as mf
 from .adapters.errors import UpstreamError, lag_404, lag_new_reader
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
-from .saga import Saga, StepFailed, create_once, eventually
+from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually, pause
 from .certificates import make_certificate
 from .credential_policy import CredentialPolicy, refused
 from .kinds import KEY_VAULT_SECRETS_USER
 from .models import FederatedCredential, Request
-from .problems import Conflict, Misconfigured
+from .problems import Conflict, InProgress, Misconfigured, retry_later
 from .settings import Settings
 from .times import iso, parse_time
 
 MANAGED_BY = "dicom-registrations"
+TWIN_POLL_SECONDS = 1.0
+T = TypeVar("T")
+
+
+class TwinInFlight(Exception):
+    """Another attempt of the same rotation (same Idempotency-Key, another instance) added its credential
+    while this one was being refused or waiting: this one must not add a second."""
 UNREACHABLE_GRACE = timedelta(hours=1)
 CONTENT_TYPES = {"secret": "text/plain; kind=client-secret", "certificate": "application/x-pem-file"}
 
@@ -156,18 +164,24 @@ class Credentials:
             self.vault.delete_secret(name, purge=not recovered)
 
     def _add_password(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
-                      now: datetime | None = None) -> dict:
+                      now: datetime | None = None, twins: bool = False) -> dict:
         end = (now or self._clock()) + timedelta(days=days)
         # addPassword is not idempotent and its answer is the only copy of the secret text: after an ambiguous
         # failure, a password the failed call may have added anyway is removed (nobody could use it) and
-        # another is minted.
+        # another is minted. With `twins` (a rotation under an Idempotency-Key) a repeat first looks for a
+        # twin attempt's password.
+        def add() -> dict:
+            return self.graph.add_password(app["id"], label, iso(end))
+
         password = saga.run("add password", lambda: create_once(
-            lambda: self.graph.add_password(app["id"], label, iso(end)),
+            self._twin_guard(add, app, "secret", label) if twins else add,
             lambda: self._discard_password(app, label), lagging=lag_404, conflict_means_exists=False),
             undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
         # The secret text goes straight from Graph's answer into Key Vault and is then dropped. Key Vault's
         # expiry is the end Entra gave the password (a tenant's lifetime policy may have shortened it).
         secret_text = password.pop("secretText")
+        if twins:
+            self._yield_to_twin(app, "secret", label, password["keyId"])
         end = parse_time(password.get("endDateTime")) or end
         stored = self._store(saga, app, name, registration, "secret", secret_text, end, password["keyId"], label,
                              now=now)
@@ -181,7 +195,7 @@ class Credentials:
                 self.graph.remove_password(app["id"], password["keyId"])
 
     def _add_certificate(self, saga: Saga, app: dict, name: str, registration: str, days: int, label: str,
-                         now: datetime | None = None) -> dict:
+                         now: datetime | None = None, twins: bool = False) -> dict:
         cert = make_certificate(f"{mf.CERT_NAME.removeprefix('CN=')} {registration}", start=now or self._clock(),
                                 days=days)
         key_id = str(uuid.uuid4())
@@ -190,9 +204,14 @@ class Credentials:
             "displayName": f"{mf.CERT_NAME} {label.removeprefix(mf.PASSWORD_NAME).strip()}".strip(),
             "startDateTime": iso(cert.start), "endDateTime": iso(cert.end),
         }
+        def add() -> None:
+            self._set_certificates(app, keep=lambda _: True, add=key_credential)
+
         saga.run("add certificate", lambda: eventually(
-            lambda: self._set_certificates(app, keep=lambda _: True, add=key_credential), lagging=lag_404),
+            self._twin_guard(add, app, "certificate", label) if twins else add, lagging=lag_404),
             undo=lambda _: self._set_certificates(app, keep=lambda c: c["keyId"] != key_id, add=None))
+        if twins:
+            self._yield_to_twin(app, "certificate", label, key_id)
         stored = self._store(saga, app, name, registration, "certificate", cert.pem, cert.end, key_id, label,
                              {"thumbprint": cert.thumbprint}, now=now)
         return self._reference("certificate", name, key_id, iso(cert.end), stored, cert.thumbprint)
@@ -257,31 +276,93 @@ class Credentials:
                            + (" (its federated credential is secretless)" if kind == "federated" else ""))
         name = self.secret_name(registration, kind)
         label = rotation_label(idempotency_key)
-        if idempotency_key and self._replayed(app, name, kind, label):
-            return self.describe(app, registration), False
+        if idempotency_key:
+            state = self._replay_state(app, name, kind, label)
+            if state == "replayed":
+                return self.describe(app, registration), False
+            if state == "in-flight":
+                return self._await_twin(app, registration, name, kind, label)
         saga = Saga()  # steps here run one after another
         add = self._add_password if kind == "secret" else self._add_certificate
         try:
-            made = add(saga, app, name, registration, self.lifetime(app, kind), label, now=now)
+            made = add(saga, app, name, registration, self.lifetime(app, kind), label, now=now,
+                       twins=bool(idempotency_key))
         except StepFailed as failure:
+            if isinstance(failure.cause, TwinInFlight):
+                saga.rollback()
+                return self._await_twin(app, registration, name, kind, label)
             raise saga.abort(failure)
+        except TwinInFlight:
+            saga.rollback()  # removes the credential this attempt added
+            return self._await_twin(app, registration, name, kind, label)
         except Exception:
             saga.rollback()
             raise
         fresh = self.graph.get_application_by_id(app["id"]) or app
         return self.describe(_with(fresh, kind, made, label, now or self._clock()), registration, now=now), True
 
-    def _replayed(self, app: dict, name: str, kind: str, label: str) -> bool:
-        ours = mf.our_credentials(app, kind)
-        matching = [c for c in ours if (c.get("displayName") or "").endswith(label.split(" ")[-1])]
+    @staticmethod
+    def _matching(app: dict, kind: str, label: str) -> list[dict]:
+        """This API's credentials on the app made under `label` (a rotation's Idempotency-Key)."""
+        return [c for c in mf.our_credentials(app, kind)
+                if (c.get("displayName") or "").endswith(label.split(" ")[-1])]
+
+    def _replay_state(self, app: dict, name: str, kind: str, label: str) -> str | None:
+        """"replayed": an attempt under this Idempotency-Key finished (its value is in Key Vault);
+        "in-flight": another attempt (a retry landing on another instance) added its credential and may still
+        be storing it; None: nothing of one, or only what an attempt that can no longer be running left."""
+        matching = self._matching(app, kind, label)
         if not matching:
-            return False
+            return None
         stored = {v.tags.get("keyId") for v in self.vault.list_versions(name)}
         if any(c["keyId"] in stored for c in matching):
-            return True
-        # The first attempt added the credential but its value never reached Key Vault: unusable, remove it.
+            return "replayed"
+        now = self._clock()
+        if any((parse_time(c.get("startDateTime")) or now) > now - self.in_flight_for for c in matching):
+            return "in-flight"
+        # An attempt added the credential but its value never reached Key Vault: unusable, remove it.
         self._remove(app, kind, {c["keyId"] for c in matching})
-        return False
+        return None
+
+    @property
+    def in_flight_for(self) -> timedelta:
+        """How long another attempt may still be working: its time budget and its rollback's."""
+        return timedelta(seconds=self.settings.provisioning_deadline_seconds + ROLLBACK_SECONDS)
+
+    def _await_twin(self, app: dict, registration: str, name: str, kind: str, label: str) -> tuple[list[dict], bool]:
+        """Another attempt of this rotation (same Idempotency-Key) made its credential first: wait, within the
+        budget, until its value is in Key Vault and answer as a replay; never add a second one."""
+        while pause(TWIN_POLL_SECONDS):
+            fresh = self.graph.get_application_by_id(app["id"]) or app
+            state = self._replay_state(fresh, name, kind, label)
+            if state == "replayed":
+                return self.describe(fresh, registration), False
+            if state is None:  # it gave up and undid its credential: a retry of this request adds one
+                break
+        raise retry_later(InProgress("a rotation with this Idempotency-Key is under way on another instance; "
+                                     "retry after Retry-After to get its result"), TWIN_POLL_SECONDS * 2)
+
+    def _yield_to_twin(self, app: dict, kind: str, label: str, key_id: str) -> None:
+        """After adding a rotation's credential, before its value is stored: if a twin attempt (same
+        Idempotency-Key, another instance) added one too, the first in the app's collection keeps going and
+        the other yields (raises TwinInFlight; its own is undone). A certificate write that replaced the
+        collection over a twin's (keyCredentials are written whole) finds its own gone and yields too."""
+        matching = self._matching(self.graph.get_application_by_id(app["id"]) or {}, kind, label)
+        if matching and matching[0]["keyId"] != key_id:
+            raise TwinInFlight()
+
+    def _twin_guard(self, action: Callable[[], T], app: dict, kind: str, label: str) -> Callable[[], T]:
+        """`action`, except that when it is repeated (after a concurrency violation or lag: its own attempt
+        did nothing) it first looks for the credential a twin attempt of this rotation made meanwhile."""
+        attempts = 0
+
+        def guarded() -> T:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and self._matching(self.graph.get_application_by_id(app["id"]) or {}, kind, label):
+                raise TwinInFlight()
+            return action()
+        return guarded
 
     def _remove(self, app: dict, kind: str, key_ids: set[str]) -> None:
         """Take credentials off the app: passwords one by one, certificates in one write of the rest."""
