@@ -150,17 +150,27 @@ def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
             elif exc.status == 409 and not conflict_means_exists:
                 raise
             elif exc.transient or exc.status == 409:
-                if (found := find()) is not None:
+                if (found := _look(find, lagging)) is not None:
                     return found
                 if exc.status == 409:
                     raise
             elif not lagging(exc):
                 raise
-            elif exc.status == 400 and (found := find()) is not None:
+            elif exc.status == 400 and (found := _look(find, lagging)) is not None:
                 return found
             if not pause(exc.retry_after or delay):
                 raise
     raise AssertionError("unreachable")  # _backoff never ends
+
+
+def _look(find: Callable[[], T | None], lagging: Callable[[UpstreamError], bool]) -> T | None:
+    """`find`, where a lookup that lag explains (what it reads has not replicated yet) finds nothing yet."""
+    try:
+        return find()
+    except UpstreamError as exc:
+        if lagging(exc):
+            return None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- sagas

@@ -70,6 +70,42 @@ class BudgetedRetryPolicy(RetryPolicy):
         return (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
 
 
+# Codes of a 401 that refuses the bearer token itself (Graph: InvalidAuthenticationToken; ARM: that or
+# ExpiredAuthenticationToken), e.g. one the service sees as expired or revoked while our cache still holds it.
+REFUSED_TOKEN_CODES = ("InvalidAuthenticationToken", "ExpiredAuthenticationToken")
+
+
+class RefreshingBearerPolicy(BearerTokenCredentialPolicy):
+    """azure-core's bearer policy, plus: when the service refuses the token (401 with one of
+    REFUSED_TOKEN_CODES), a fresh token is fetched once and the call repeated.
+
+    azure-core drops its own cached token on a 401 but asks again only for a claims challenge in
+    WWW-Authenticate, and the credential would hand back the token it caches (msal serves a cached token
+    until five minutes before its expiry). Asking with a claims request is what makes msal fetch a new one,
+    as it does for a continuous access evaluation challenge."""
+
+    def send(self, request):  # type: ignore[override]
+        response = super().send(request)
+        http = response.http_response
+        if http.status_code != 401 or request.context.get("token_refreshed"):
+            return response
+        try:
+            code, _, _ = error_code(json.loads(http.text() or "null"))
+        except ValueError:
+            code = None
+        if code not in REFUSED_TOKEN_CODES:
+            return response
+        request.context["token_refreshed"] = True
+        log.info("the service refused the cached token (%s): fetching a fresh one and repeating the call once", code)
+        self.authorize_request(request, *self._scopes, claims=_FRESH_TOKEN_CLAIMS)
+        return self.next.send(request)
+
+
+# A claims request any token issued now satisfies (OpenID Connect claims parameter, as Entra's own claims
+# challenges are written): it only makes the credential bypass its cache.
+_FRESH_TOKEN_CLAIMS = json.dumps({"access_token": {"nbf": {"essential": True, "value": "1"}}})
+
+
 def make_retry_policy(service: str, *, total: int = 10, timeout: float = 45.0) -> BudgetedRetryPolicy:
     # azure-core stops at whichever of retry_total and retry_status runs out first, and retry_status
     # defaults to 3: under Graph throttling that gives up after a few seconds. The time budget (timeout, or
@@ -143,7 +179,7 @@ class RestClient:
                 HeadersPolicy({"Accept": "application/json"}),
                 UserAgentPolicy(base_user_agent="dicom-registrations/0.1"),
                 make_retry_policy(service),
-                BearerTokenCredentialPolicy(credential, scope),
+                RefreshingBearerPolicy(credential, scope),
             ],
         )
 
