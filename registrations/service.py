@@ -267,6 +267,8 @@ class RegistrationService:
             drifted = [d["field"] for d in _upstream(lambda: self._changer.drift(app, wanted))
                        if d["field"] not in APP_FIELDS]
             fields = differing + [field for field in drifted if field not in differing]
+            if "credential.lifetimeDays" in fields:  # the lifetime of rotations to come: within the tenant's policy
+                _upstream(lambda: self._credentials.check_policy(wanted))
             if not fields:
                 view = self._views.view(app)
                 view["changed"] = []

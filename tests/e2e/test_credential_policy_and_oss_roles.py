@@ -58,6 +58,49 @@ def test_rotation_respects_a_policy_set_after_the_create(api, tenant):
         assert _days_left(value.properties.expires_on.isoformat()) <= 30
 
 
+def test_changing_the_lifetime_beyond_the_tenant_policy_is_a_422(api, tenant):
+    import json
+
+    create(api, service("policy-change", credential={"kind": "secret", "lifetimeDays": 60}))
+    with password_policy(tenant, 90):
+        r = api.patch("/registrations/policy-change", content=json.dumps({"credential": {"lifetimeDays": 180}}),
+                      headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 422 and r.json()["maxLifetimeDays"] == 90, r.text
+        r = api.patch("/registrations/policy-change", content=json.dumps({"credential": {"lifetimeDays": 80}}),
+                      headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
+
+
+def test_without_policy_read_all_graphs_refusal_is_the_422(host):
+    """An identity that may not read the policy: Graph's own refusal of the credential becomes the 422 (it
+    cannot name the limit), the create is undone, and nothing of it is left."""
+    import requests
+    from azure.identity import ManagedIdentityCredential
+
+    from localtenant import LocalTenant
+    from tests.support import api_client, api_token, settings_override
+
+    with LocalTenant.start() as other, settings_override(**other.app_settings()):
+        # Take Policy.Read.All away from the product's identity before it asks for its first token.
+        graph = requests.Session()
+        graph.trust_env, graph.verify = False, other.ca_file
+        graph.headers["Authorization"] = "Bearer " + ManagedIdentityCredential().get_token(
+            "https://graph.microsoft.com/.default").token
+        first_party = other.seed.first_party.graph.object_id
+        url = f"{other.graph_endpoint}/v1.0/servicePrincipals/{first_party}/appRoleAssignedTo"
+        held = [a for a in graph.get(url).json()["value"] if a["principalId"] == other.seed.product.object_id
+                and a["appRoleId"] == "246dd0d5-5bd0-4def-940b-0421030a5b68"]
+        assert len(held) == 1 and graph.delete(f"{url}/{held[0]['id']}").status_code == 204
+        with password_policy(other, 90), settings_override(), \
+                api_client(host, api_token(other, other.seed.admin_client)) as api:
+            r = api.post("/registrations", json=service("no-policy-read",
+                                                        credential={"kind": "secret", "lifetimeDays": 180}))
+            assert r.status_code == 422, r.text
+            assert "Policy.Read.All" in r.json()["detail"] and "maxLifetimeDays" not in r.json()
+            assert r.json()["upstream"]["code"] == "CredentialInvalidLifetimeAsPerAppPolicy"
+            assert not [a for a in other.state()["applications"] if a.get("uniqueName") == "dicomreg-no-policy-read"]
+
+
 def test_an_oss_writer_token_carries_a_role_the_returned_roles_json_grants_write(api, tenant):
     made = api.post("/registrations", json={"type": "resource", "name": "dicom-oss-api",
                                             "displayName": "DICOM OSS API", "dicomService": "oss"})
