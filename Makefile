@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean orthanc
+.PHONY: run test bench reset clean orthanc
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP) orthanc
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The local tenant's state, CA and the host keys go; the virtual environment stays.
+reset: $(STAMP)
+	$(PY) -m devhost reset
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache

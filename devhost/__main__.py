@@ -1,14 +1,16 @@
-"""Command line: `python -m devhost serve` (like `func start`) and `python -m devhost run` (`make run`)."""
+"""Command line: `python -m devhost serve` (like `func start`), `python -m devhost run` (`make run`) and
+`python -m devhost reset` (`make reset`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from devhost._keys import HostKeys
-from devhost._run import FUNCTIONS_PORT, TENANT_BASE_PORT, RunOptions, run
+from devhost._run import FUNCTIONS_PORT, TENANT_BASE_PORT, RunOptions, StillRunning, client_environment, reset, run
 from devhost._server import LoopbackOnlyError, ensure_loopback, serve
 
 
@@ -28,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     run_command.add_argument("--port", type=int, default=FUNCTIONS_PORT)
     run_command.add_argument("--base-port", type=int, default=TENANT_BASE_PORT)
     run_command.add_argument("--local-dir", type=Path, default=RunOptions.local_dir)
+    reset_command = commands.add_parser(
+        "reset", help="forget the local tenant's state, its CA and the host keys (make reset); keeps .venv")
+    reset_command.add_argument("--port", type=int, default=FUNCTIONS_PORT)
+    reset_command.add_argument("--base-port", type=int, default=TENANT_BASE_PORT)
+    reset_command.add_argument("--local-dir", type=Path, default=RunOptions.local_dir)
+    env_command = commands.add_parser(
+        "env", help="export lines for README's client scripts against a running make run (eval them)")
+    env_command.add_argument("--local-dir", type=Path, default=RunOptions.local_dir)
     for command in (serve_command, run_command):
         command.add_argument("--app-module", default="function_app", help=argparse.SUPPRESS)
     return parser
@@ -44,6 +54,19 @@ def main(argv: list[str] | None = None) -> int:
             serve(host=arguments.host, port=arguments.port, settings_path=arguments.settings,
                   keys=keys, module_name=arguments.app_module)
             return 0
+        if arguments.command == "env":
+            try:
+                environment = client_environment(RunOptions(local_dir=arguments.local_dir))
+            except FileNotFoundError:
+                print(f"error: no local tenant in {arguments.local_dir}; start `make run` first", file=sys.stderr)
+                return 1
+            print("".join(f"export {key}={shlex.quote(value)}\n" for key, value in environment.items()), end="")
+            return 0
+        if arguments.command == "reset":
+            options = RunOptions(local_dir=arguments.local_dir, port=arguments.port, base_port=arguments.base_port)
+            removed = reset(options)
+            print(f"removed {len(removed)} files from {options.local_dir}; the next make run starts from the seed")
+            return 0
         options = RunOptions(
             local_dir=arguments.local_dir,
             port=arguments.port,
@@ -52,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             check=arguments.check,
         )
         return run(options)
-    except LoopbackOnlyError as error:
+    except (LoopbackOnlyError, StillRunning) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

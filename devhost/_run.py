@@ -7,6 +7,9 @@ Functions host runs on the main thread, so one Ctrl-C stops uvicorn first and th
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import socket
 import ssl
 import threading
 import time
@@ -27,13 +30,15 @@ TENANT_BASE_PORT = 47400  # docs/local-tenant.md: fixed ports base+1 … base+7
 # Entra takes seconds to show a new app, service principal or secret everywhere; `make run` shows that (the
 # 202 path of verification, the retries) rather than a tenant kinder than Azure. Tests choose their own.
 REPLICATION_DELAY_MS = 3000
+# Where `run` keeps the tenant's state, its CA and the host's keys; `env` and `reset` read the same place.
+DEFAULT_LOCAL_DIR = Path(os.environ.get("DEVHOST_LOCAL_DIR") or PROJECT_ROOT / ".local")
 
 StartTenant = Callable[[Path, int], ContextManager[Any]]
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    local_dir: Path = PROJECT_ROOT / ".local"
+    local_dir: Path = DEFAULT_LOCAL_DIR
     port: int = FUNCTIONS_PORT
     base_port: int = TENANT_BASE_PORT
     module_name: str = "function_app"
@@ -88,6 +93,50 @@ def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
     public = Path(certifi.where()).read_text()
     bundle.write_text(public.rstrip("\n") + "\n" + Path(tenant.ca_file).read_text())
     return {"REQUESTS_CA_BUNDLE": str(bundle)}
+
+
+# What `run` leaves in its directory: the tenant's state, CA and server certificate, tenant.json, and the
+# host's settings, keys and CA bundle (docs/local-tenant.md; RunOptions).
+LOCAL_FILES = ("tenant.sqlite", "tenant.sqlite-wal", "tenant.sqlite-shm", "tenant.json", "ca.pem", "server.pem",
+               "server-key.pem", "local.settings.json", "host-keys.json", "ca-bundle.pem")
+
+
+class StillRunning(RuntimeError):
+    """`reset` found the host or the tenant still listening."""
+
+
+def reset(options: RunOptions) -> list[Path]:
+    """Forget the local tenant and the host's keys (the virtual environment stays): the next `run` starts
+    from the seed. Refused while a run still serves on the options' ports, whose state it would pull away."""
+    for port in (options.port, options.base_port + 1):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            raise StillRunning(f"something still listens on 127.0.0.1:{port}: stop `make run` (Ctrl-C) first")
+    removed = []
+    for name in LOCAL_FILES:
+        path = options.local_dir / name
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    with contextlib.suppress(OSError):
+        options.local_dir.rmdir()  # only when nothing else is in it
+    return removed
+
+
+def client_environment(options: RunOptions) -> dict[str, str]:
+    """What README's "Use the registration" scripts need locally, from the running tenant's tenant.json: the
+    CA bundle, and a principal of the local tenant to read secrets as. The seeded reader client stands in for
+    a workload's own identity (name its object id in secretReaders); DefaultAzureCredential reads it from
+    AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID, at AZURE_AUTHORITY_HOST."""
+    described = json.loads((options.local_dir / "tenant.json").read_text())
+    workload = described["seed"]["reader_client"]
+    return {
+        "REQUESTS_CA_BUNDLE": str(options.local_dir.resolve() / "ca-bundle.pem"),
+        "AZURE_TENANT_ID": described["tenant_id"],
+        "AZURE_AUTHORITY_HOST": described["authority_host"],
+        "AZURE_CLIENT_ID": workload["app_id"],
+        "AZURE_CLIENT_SECRET": workload["secret"],
+        "WORKLOAD_OBJECT_ID": workload["object_id"],
+    }
 
 
 def _check_health(server: RunningServer, keys: HostKeys, prefix: str) -> int:
@@ -166,6 +215,11 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
             "       -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\",
             f"       -d '{create_body}'",
             "",
-            "Ctrl-C stops the host and the local tenant.",
+            "Run the daily credential sweep now (the host's admin API takes the master key only):",
+            f"  curl -s -X POST {base_url.rstrip('/')}/admin/functions/sweep_credentials \\",
+            f"       -H 'x-functions-key: {keys.master}' -H 'Content-Type: application/json' -d '{{}}'",
+            "",
+            "Ctrl-C stops the host and the local tenant; `make reset` (python -m devhost reset) then starts",
+            f"the next run from the seed (it clears {options.local_dir}: tenant state, CA and keys).",
         ]
     )

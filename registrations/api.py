@@ -30,7 +30,19 @@ from . import sweep as sweeper
 from . import wiring
 from .change import fixed_in, fixed_problem
 from .manifest import ADMIN, READ, REQUEST, Caller
-from .models import IDEMPOTENCY_KEY_PATTERN, AdoptRequest, NAME_PATTERN, ConfigQuery, ExpiringQuery, ListQuery, NoQuery, RegistrationRequest, Request
+from .models import (
+    IDEMPOTENCY_KEY_PATTERN,
+    AdoptRequest,
+    NAME_PATTERN,
+    UNION_TAGS,
+    ConfigQuery,
+    ExpiringQuery,
+    ListQuery,
+    NoQuery,
+    RegistrationRequest,
+    Request,
+    where_it_goes,
+)
 from .problems import (
     PROBLEM_CONTENT_TYPE,
     Forbidden,
@@ -212,11 +224,39 @@ def _parse(model: type[BaseModel] | TypeAdapter, data: Any, where: str | None = 
             return model.validate_python(data)
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": ([where] if where else []) + [str(p) for p in err["loc"]], "msg": err["msg"],
-                   "type": err["type"]} for err in exc.errors(include_url=False, include_input=False)]
+        errors = [_error(err, data, where) for err in exc.errors(include_url=False, include_input=False)]
         first = ".".join(errors[0]["loc"]) or "body"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ValidationProblem(f"{first}: {errors[0]['msg']}{more}", errors=errors) from None
+
+
+def _error(err: Any, data: Any, where: str | None) -> dict[str, Any]:
+    """One pydantic error as the API reports it: the field's path in the body, the same for every type (no
+    union tag in it), and, for a field sent where it does not belong, where it goes."""
+    path = _field_path(err["loc"], data)
+    message = err["msg"]
+    if err["type"] == "extra_forbidden" and isinstance(data, dict) and len(path) <= 2:
+        hint = where_it_goes(path[-1], data.get("type"), in_credential=path[:-1] == ["credential"])
+        if hint:
+            message = f"{message}: {hint}"
+    return {"loc": ([where] if where else []) + path, "msg": message, "type": err["type"]}
+
+
+def _field_path(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """pydantic's loc without the tags that picked a union member, read against the data it describes."""
+    path: list[str] = []
+    node = data
+    for element in loc:
+        if element in UNION_TAGS and not (isinstance(node, dict) and element in node):
+            continue
+        path.append(str(element))
+        if isinstance(node, dict):
+            node = node.get(element)
+        elif isinstance(node, list) and isinstance(element, int) and 0 <= element < len(node):
+            node = node[element]
+        else:
+            node = None
+    return path
 
 
 def _query(req: func.HttpRequest, model: type[BaseModel]) -> Any:

@@ -99,7 +99,7 @@ class Credentials:
         credential = request.credential
         if credential is not None and credential.kind in mf.STORED_KINDS and credential.lifetimeDays:
             self.policy.check_requested(credential.kind, credential.lifetimeDays,
-                                        [request.type, "credential", "lifetimeDays"])
+                                        ["credential", "lifetimeDays"])
 
     # ------------------------------------------------------------------------------------- at create
     def provision(self, saga: Saga, request: Request, app: dict, fresh: bool) -> dict:

@@ -28,6 +28,9 @@ class Plan:
     exposes_api: bool = False
     # Only Registrations.Admin may create it (it decides who may call a DICOM server).
     admin_only: bool = False
+    # The formats GET /registrations/{name}/config renders for it (models.ConfigQuery names every format);
+    # any other is a 422 that lists these.
+    formats: tuple[str, ...] = ("json", "env", "msal")
 
     def grant_for(self, target_kind: str) -> Grant | None:
         return dict(self.grants).get(target_kind)
@@ -73,6 +76,7 @@ PLANS: dict[str, Plan] = {
             target_kinds=("oss",),
             exposes_api=True,
             admin_only=True,
+            formats=("json", "env"),  # a DICOM server validates tokens: it has no msal client to configure
         ),
     )
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .redirects import check_redirect_uris
@@ -116,6 +116,14 @@ class _WithCredential(_RegistrationRequest):
         description="Object ids of principals that may read this one secret (Key Vault Secrets User on it).",
     )
 
+    @field_validator("credential", mode="before")
+    @classmethod
+    def _secret_by_default(cls, value: Any) -> Any:
+        """README: `secret` is the default kind, so a credential that names no kind is a secret."""
+        if isinstance(value, dict) and "kind" not in value:
+            return {**value, "kind": "secret"}
+        return value
+
     @model_validator(mode="after")
     def _secretless_has_nothing_to_share(self) -> _WithCredential:
         if self.credential.kind == "federated" and (self.autoRotate or self.secretReaders):
@@ -153,18 +161,12 @@ class PublicRequest(_RegistrationRequest):
     secretReaders: ClassVar[tuple[str, ...]] = ()
     identifierUri: ClassVar[None] = None
 
-    @model_validator(mode="before")
+    @field_validator("redirectUris")
     @classmethod
-    def _no_credential(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "credential" in data:
-            raise ValueError("a public client cannot keep a credential; remove 'credential' or use type "
-                             "'confidential'")
-        return data
-
-    @model_validator(mode="after")
-    def _uris(self) -> PublicRequest:
-        check_redirect_uris(self.redirectUris, "spa" if self.platform == "spa" else "publicClient")
-        return self
+    def _uris(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # A field validator (platform is declared first, so it is read already): an error's loc is
+        # redirectUris here as on a confidential client.
+        return check_redirect_uris(value, "publicClient" if info.data.get("platform") == "mobile" else "spa")
 
 
 class ServiceRequest(_WithCredential):
@@ -235,6 +237,41 @@ class RegistrationPatch(_Strict):
 # A validated request of any type (for signatures), and the same union as the body parser reads it.
 Request = ConfidentialRequest | PublicRequest | ServiceRequest | ResourceRequest
 RegistrationRequest = Annotated[Request, Field(discriminator="type")]
+
+
+REQUEST_MODELS: tuple[type[_RegistrationRequest], ...] = (ConfidentialRequest, PublicRequest, ServiceRequest,
+                                                         ResourceRequest)
+CREDENTIAL_MODELS: tuple[type[_Strict], ...] = (SecretCredential, CertificateCredential, FederatedCredential)
+
+
+def _tag(model: type[BaseModel], field: str) -> str:
+    return model.model_fields[field].annotation.__args__[0]  # type: ignore[union-attr]
+
+
+# The values that pick a union's member. pydantic names the member in an error's loc
+# (["service", "credential", "secret", "lifetimeDays"]); the API's errors leave them out, so one field has
+# one path whatever the type ("credential.lifetimeDays", "redirectUris").
+UNION_TAGS = frozenset([_tag(m, "type") for m in REQUEST_MODELS] + [_tag(m, "kind") for m in CREDENTIAL_MODELS])
+
+
+def where_it_goes(field: str, request_type: Any, *, in_credential: bool) -> str | None:
+    """A hint for a field sent where it does not belong: inside or outside `credential`, or on another type.
+    Read off the models, so a field added to one of them is placed by the hint too."""
+    request_fields = {f: [_tag(m, "type") for m in REQUEST_MODELS if f in m.model_fields]
+                      for m in REQUEST_MODELS for f in m.model_fields}
+    credential_kinds = {f: [_tag(m, "kind") for m in CREDENTIAL_MODELS if f in m.model_fields]
+                        for m in CREDENTIAL_MODELS for f in m.model_fields}
+    if in_credential:
+        if field in request_fields:
+            return f"{field} is a field of the registration itself: send it beside credential, not inside it"
+        return None
+    if field in credential_kinds and field not in request_fields:
+        return (f"{field} belongs inside credential: {{\"credential\": {{\"{field}\": …}}}} "
+                f"(credential kinds {', '.join(credential_kinds[field])})")
+    owners = request_fields.get(field)
+    if owners and request_type not in owners:
+        return f"{field} applies to type {', '.join(owners)} only, not to {request_type}"
+    return None
 
 
 class _Response(BaseModel):

@@ -75,13 +75,16 @@ class RegistrationService:
     def create(self, request: Request, caller: Caller) -> tuple[dict, bool]:
         """Provision a registration. Returns (registration, created); a replay of the same request returns
         the existing registration with created=False and changes nothing."""
+        requester = ADMIN not in caller.roles
+        if requester:  # README: a request outside the policy is refused before anything else is looked at
+            check_requester(self.settings, request)
         target = self._target_for(request)
         check_request(self.settings, request)
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self.locked(request.name):
             existing_future = submit(self._executor, self._graph.get_application, unique)
-            own_future = None if ADMIN in caller.roles else submit(self._executor, self._count_own, caller)
+            own_future = submit(self._executor, self._count_own, caller) if requester else None
             named = named_principals(request)
             found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
                 if named else None
@@ -93,7 +96,7 @@ class RegistrationService:
                     return self._views.view(existing), False
                 self._provisioner.check_lease(existing)
             elif own_future is not None:
-                check_requester(self.settings, request, caller, lambda: _upstream(own_future.result))
+                check_requester_count(self.settings, _upstream(own_future.result))
             if found_future is not None:
                 check_principals(named, _upstream(found_future.result))
             _upstream(lambda: self._credentials.check_policy(request))
@@ -258,10 +261,10 @@ class RegistrationService:
             self._target_for(wanted)
             check_request(self.settings, wanted)
             if ADMIN not in caller.roles:
-                check_requester(self.settings, wanted, caller, lambda: 0)  # not a new registration: no count
+                check_requester(self.settings, wanted)  # not a new registration: no count
             stored = mf.stored_fields(app)
             named = [(loc, oid, types) for loc, oid, types in named_principals(wanted)
-                     if oid not in stored[str(loc[1])]]  # only the principals this change adds
+                     if oid not in stored[str(loc[0])]]  # only the principals this change adds
             if named:
                 check_principals(named, _upstream(lambda: self._graph.object_types([oid for _, oid, _ in named])))
             drifted = [d["field"] for d in _upstream(lambda: self._changer.drift(app, wanted))
@@ -468,27 +471,27 @@ def check_request(settings: Settings, request: Request) -> None:
         raise ValidationProblem(
             "secretReaders needs KEY_VAULT_RESOURCE_ID (the ARM id of the vault), which is not set; "
             "leave secretReaders out or ask an administrator",
-            errors=[{"loc": [request.type, "secretReaders"], "msg": "not available on this deployment"}],
+            errors=[{"loc": ["secretReaders"], "msg": "not available on this deployment"}],
         )
     if request.owners and not settings.manage_owners:
         raise ValidationProblem(
             "owners needs MANAGE_OWNERS, which is not set: adding an owner needs Application.ReadWrite.All on "
             "the API's identity (Application.ReadWrite.OwnedBy is not enough); leave owners out or ask an "
             "administrator",
-            errors=[{"loc": [request.type, "owners"], "msg": "not available on this deployment"}],
+            errors=[{"loc": ["owners"], "msg": "not available on this deployment"}],
         )
     # Entra's app ID URI policy also accepts api://{appId} and verified domains; neither can be checked
     # before the application exists, so a custom URI must use the tenant form.
     if request.identifierUri and not request.identifierUri.startswith(f"api://{settings.tenant_id}/"):
         raise ValidationProblem(
             f"identifierUri must start with api://{settings.tenant_id}/ (or be left out for the default)",
-            errors=[{"loc": [request.type, "identifierUri"], "msg": "not in this tenant's api:// form"}],
+            errors=[{"loc": ["identifierUri"], "msg": "not in this tenant's api:// form"}],
         )
     lifetime = credential.lifetimeDays if credential else None
     if lifetime and lifetime > settings.secret_max_lifetime_days:
         raise ValidationProblem(
             f"credential.lifetimeDays is {lifetime}; the longest allowed is {settings.secret_max_lifetime_days}",
-            errors=[{"loc": [request.type, "credential", "lifetimeDays"], "msg": "longer than allowed"}],
+            errors=[{"loc": ["credential", "lifetimeDays"], "msg": "longer than allowed"}],
         )
     if settings.allowed_redirect_hosts:
         for index, uri in enumerate(request.redirectUris):
@@ -512,9 +515,9 @@ NamedPrincipal = tuple[list[str | int], str, frozenset[str]]
 
 def named_principals(request: Request) -> list[NamedPrincipal]:
     """(location in the request, object id, the types it may be) for every principal the request names."""
-    return [([request.type, "secretReaders", index], oid, SECRET_READER_TYPES)
+    return [(["secretReaders", index], oid, SECRET_READER_TYPES)
             for index, oid in enumerate(request.secretReaders)] + \
-        [([request.type, "owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)]
+        [(["owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)]
 
 
 def check_principals(named: list[NamedPrincipal], found: dict[str, str]) -> None:
@@ -535,8 +538,8 @@ def check_principals(named: list[NamedPrincipal], found: dict[str, str]) -> None
             errors=errors)
 
 
-def check_requester(settings: Settings, request: Request, caller: Caller, count_own: Callable[[], int]) -> None:
-    """Rules for callers that hold Registrations.Request and not Registrations.Admin."""
+def check_requester(settings: Settings, request: Request) -> None:
+    """What callers that hold Registrations.Request and not Registrations.Admin may ask for."""
     plan = PLANS[request.type]
     if plan.admin_only:
         raise PolicyViolation(f"{request.type} registrations ({plan.summary}) are created by administrators "
@@ -556,7 +559,11 @@ def check_requester(settings: Settings, request: Request, caller: Caller, count_
             f"not {request.access!r}; ask an administrator",
             allowedAccess=list(allowed),
         )
-    if count_own() >= settings.max_registrations_per_requester:
+
+
+def check_requester_count(settings: Settings, count: int) -> None:
+    """How many registrations such a caller may hold (checked for a new one only)."""
+    if count >= settings.max_registrations_per_requester:
         raise PolicyViolation(
             f"this requester already holds {settings.max_registrations_per_requester} registrations, the most "
             "allowed; delete one first",

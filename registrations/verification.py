@@ -183,7 +183,7 @@ class Verifier:
         if failed and young and all(check.propagating for check in failed):
             return Verification({
                 "status": "pending",
-                "reason": f"Entra ID or Azure is still propagating this registration ({int(age)} s old): "
+                "reason": f"Entra ID or Azure is still propagating this registration ({self._how_old(app)}): "
                           + "; ".join(check.detail for check in failed),
             }, retry_after=self.retry_after)
         if failed:
@@ -376,12 +376,22 @@ class Verifier:
         return f"the DICOM service's resource registration {target.resourceRegistration or target.resourceAppId!r} " \
                "does not exist"
 
+    def _how_old(self, app: dict) -> str:
+        """The registration's own age, and the newest credential's when that is what propagates now."""
+        created = self._seconds_since([parse_time(app.get("createdDateTime"))])
+        newest = self._seconds_since([parse_time(c.get("startDateTime"))
+                                      for c in mf.our_passwords(app) + mf.our_certificates(app)])
+        said = f"created {max(int(created), 0)} s ago" if created != float("inf") else "created at an unknown time"
+        if newest < created:
+            said += f"; its newest secret or certificate is {max(int(newest), 0)} s old"
+        return said
+
+    def _seconds_since(self, moments: list[datetime | None]) -> float:
+        known = [moment for moment in moments if moment is not None]
+        return (self._clock() - max(known)).total_seconds() if known else float("inf")
+
     def _age(self, app: dict) -> float:
         """Seconds since the newest change that Entra ID must propagate: the app's creation or its newest
         password or certificate. Unknown times count as old, so they never turn a failure into "not yet"."""
-        times = [parse_time(app.get("createdDateTime"))]
-        times += [parse_time(c.get("startDateTime")) for c in mf.our_passwords(app) + mf.our_certificates(app)]
-        known = [moment for moment in times if moment is not None]
-        if not known:
-            return float("inf")
-        return (self._clock() - max(known)).total_seconds()
+        return self._seconds_since([parse_time(app.get("createdDateTime"))] + [
+            parse_time(c.get("startDateTime")) for c in mf.our_passwords(app) + mf.our_certificates(app)])

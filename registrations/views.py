@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+from urllib.parse import urlsplit
 from collections.abc import Callable
 from typing import Any
 
 from . import manifest as mf
 from .kinds import (MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS, REFRESH_TOKEN_LIFETIME,
                     REFRESH_TOKEN_LIFETIMES, oss_roles_json)
-from .problems import NotReady
+from .problems import NotReady, ValidationProblem
 from .settings import ManagedTarget, OssTarget, Settings
 
 
@@ -177,12 +178,27 @@ _MSAL_CREDENTIAL: dict[str, Any] = {
 }
 
 
+# Entra ID's sign-in hosts in Microsoft's clouds (the national clouds page of the identity platform docs; msal
+# keeps the same list as its well-known authority hosts). msal checks any other host with "instance
+# discovery" at login.microsoftonline.com unless told not to (its `instance_discovery` parameter).
+MICROSOFT_LOGIN_HOSTS = frozenset({
+    "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net",
+    "login.microsoftonline.us", "login.usgovcloudapi.net", "login-us.microsoftonline.com",
+    "login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.microsoftonline.de",
+})
+
+
 def _msal(flow: str | None, client_id: str, authority: str, scopes: list[str], kind: str | None,
           thumbprint: str | None = None) -> dict[str, Any]:
     confidential = flow != "authorization_code_pkce"
+    kwargs: dict[str, Any] = {"client_id": client_id, "authority": authority}
+    if urlsplit(authority).hostname not in MICROSOFT_LOGIN_HOSTS:
+        # Another host (the local tenant, say) is not one Microsoft's discovery endpoint knows, and may not
+        # reach it at all: msal must use the authority as given.
+        kwargs["instance_discovery"] = False
     msal: dict[str, Any] = {
         "application": "ConfidentialClientApplication" if confidential else "PublicClientApplication",
-        "kwargs": {"client_id": client_id, "authority": authority},
+        "kwargs": kwargs,
         "scopes": scopes,
         "acquire": "acquire_token_for_client" if flow == "client_credentials" else "initiate_auth_code_flow",
     }
@@ -215,11 +231,18 @@ def _resource_config(settings: Settings, reg: dict[str, Any], config: dict[str, 
 
 
 def render(config: dict[str, Any], fmt: str) -> tuple[str, str]:
-    """Return (body, content type) in the asked-for format."""
+    """Return (body, content type) in the asked-for format; a format that does not apply to the registration's
+    type is a 422 naming the ones that do."""
+    formats = PLANS[config["type"]].formats
+    if fmt not in formats:
+        raise ValidationProblem(
+            f"format {fmt!r} does not apply to a {config['type']} registration; use {', '.join(formats)}",
+            errors=[{"loc": ["query", "format"], "msg": f"must be one of {', '.join(formats)} for this type"}],
+            allowedFormats=list(formats))
     if fmt == "json":
         return json.dumps(config, indent=2), "application/json"
     if fmt == "msal":
-        return json.dumps(config.get("msal") or {}, indent=2), "application/json"
+        return json.dumps(config["msal"], indent=2), "application/json"
     return _env_lines(config), "text/plain; charset=utf-8"
 
 

@@ -167,6 +167,73 @@ def test_banner_says_how_to_call_the_host(tmp_path):
     assert "Ctrl-C" in banner
 
 
+def test_banner_says_how_to_run_the_sweep_and_reset(tmp_path):
+    start, _ = fake_tenant({}, tmp_path)
+    keys = devhost.HostKeys.from_mapping({"function": "the-function-key", "master": "the-master-key"})
+    with start(None, None) as tenant:
+        banner = _banner(RunOptions(local_dir=tmp_path), tenant, keys, "http://127.0.0.1:7071", "api")
+    assert "curl -s -X POST http://127.0.0.1:7071/admin/functions/sweep_credentials" in banner
+    assert "x-functions-key: the-master-key" in banner
+    assert "make reset" in banner
+
+
+def test_reset_forgets_the_tenant_and_keys_and_nothing_else(tmp_path, sample_module):
+    """After a run, `python -m devhost reset` removes what the run left; a new run starts from new keys."""
+    local = tmp_path / ".local"
+    options = RunOptions(local_dir=local, port=0, module_name=sample_module, check=True)
+    os.environ["DEVHOST_SAMPLE_SETTING"] = "x"
+    assert run(options, start_tenant=lambda state, base: LocalTenant.start(state_path=state)) == 0
+    first_key = devhost.HostKeys.load_or_create(options.keys_path).function
+    left = {path.name for path in local.iterdir()}
+    assert {"tenant.sqlite", "tenant.json", "ca.pem", "host-keys.json", "local.settings.json"} <= left
+    (tmp_path / "mine.txt").write_text("not the tenant's")
+    free = [free_port(), free_port()]
+    command = [sys.executable, "-m", "devhost", "reset", "--local-dir", str(local), "--port", str(free[0]),
+               "--base-port", str(free[1] - 1)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path.cwd(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not local.exists() and (tmp_path / "mine.txt").exists()
+    assert devhost.HostKeys.load_or_create(options.keys_path).function != first_key
+
+
+def test_reset_refuses_while_a_run_is_serving(tmp_path):
+    local = tmp_path / ".local"
+    local.mkdir()
+    (local / "tenant.sqlite").write_text("state")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        command = [sys.executable, "-m", "devhost", "reset", "--local-dir", str(local), "--port", str(port),
+                   "--base-port", str(free_port())]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "stop `make run`" in done.stderr
+    assert (local / "tenant.sqlite").exists()
+
+
+def test_make_reset_keeps_the_virtual_environment():
+    dry = subprocess.run(["make", "-n", "reset"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+                         timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    commands = [line for line in dry.stdout.splitlines() if "devhost reset" in line or "rm " in line]
+    assert commands and all("devhost reset" in line for line in commands), dry.stdout
+
+
+def test_env_prints_what_the_readme_scripts_need(tmp_path):
+    with LocalTenant.start(state_path=tmp_path / ".local" / "tenant.sqlite") as tenant:
+        command = [sys.executable, "-m", "devhost", "env", "--local-dir", str(tmp_path / ".local")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.splitlines())
+    assert exported["AZURE_AUTHORITY_HOST"] == tenant.authority_host
+    assert exported["AZURE_CLIENT_ID"] == tenant.seed.reader_client.app_id
+    assert exported["WORKLOAD_OBJECT_ID"] == tenant.seed.reader_client.object_id
+    assert exported["REQUESTS_CA_BUNDLE"].endswith("ca-bundle.pem")
+    missing = subprocess.run([sys.executable, "-m", "devhost", "env", "--local-dir", str(tmp_path / "none")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "start `make run` first" in missing.stderr
+
+
 def test_run_check_against_the_real_local_tenant(tmp_path, sample_module, capsys):
     """The same wiring with the real tenant, on ephemeral ports so a running `make run` is left alone."""
     tokens = []

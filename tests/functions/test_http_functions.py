@@ -103,28 +103,25 @@ def test_json_with_a_charset_or_no_content_type_is_read(call, admin_token, conte
     raw = json.dumps({**BASE, "type": "service"}).encode()  # read, then refused for what it says
     body = problem(call(http.create_registration, token=admin_token, headers=headers, body=raw), 422,
                    "validation")
-    assert any(err["loc"] == ["service", "access"] for err in body["errors"]), body["errors"]
+    assert any(err["loc"] == ["access"] for err in body["errors"]), body["errors"]
 
 
 @pytest.mark.parametrize("body,where", [
-    ({**BASE, "type": "service"}, ["service", "access"]),
-    ({**BASE, "type": "service", "access": "root"}, ["service", "access"]),
-    ({**BASE, "type": "service", "access": "reader", "extra": 1}, ["service", "extra"]),
+    ({**BASE, "type": "service"}, ["access"]),
+    ({**BASE, "type": "service", "access": "root"}, ["access"]),
+    ({**BASE, "type": "service", "access": "reader", "extra": 1}, ["extra"]),
     ({**BASE, "type": "public", "redirectUris": ["https://a.example.org/"], "credential": {"kind": "secret"}},
-     ["public"]),
-    ({**BASE, "type": "confidential", "redirectUris": ["https://*.example.org/cb"]},
-     ["confidential", "redirectUris"]),
-    ({**BASE, "type": "confidential", "redirectUris": ["http://app.example.org/cb"]},
-     ["confidential", "redirectUris"]),
-    ({**BASE, "type": "confidential", "redirectUris": ["https://app.example.org/cb#frag"]},
-     ["confidential", "redirectUris"]),
+     ["credential"]),
+    ({**BASE, "type": "confidential", "redirectUris": ["https://*.example.org/cb"]}, ["redirectUris"]),
+    ({**BASE, "type": "confidential", "redirectUris": ["http://app.example.org/cb"]}, ["redirectUris"]),
+    ({**BASE, "type": "confidential", "redirectUris": ["https://app.example.org/cb#frag"]}, ["redirectUris"]),
     ({**BASE, "type": "confidential", "redirectUris": [f"https://app.example.org/{i}" for i in range(21)]},
-     ["confidential", "redirectUris"]),
-    ({**BASE, "type": "public", "platform": "spa", "redirectUris": ["javascript://alert(1)"]}, ["public"]),
-    ({**BASE, "type": "service", "access": "reader", "name": "Bad_Name"}, ["service", "name"]),
-    ({**BASE, "type": "service", "access": "reader", "name": "dicom--x"}, ["service", "name"]),
+     ["redirectUris"]),
+    ({**BASE, "type": "public", "platform": "spa", "redirectUris": ["javascript://alert(1)"]}, ["redirectUris"]),
+    ({**BASE, "type": "service", "access": "reader", "name": "Bad_Name"}, ["name"]),
+    ({**BASE, "type": "service", "access": "reader", "name": "dicom--x"}, ["name"]),
     ({**BASE, "type": "service", "access": "reader", "credential": {"kind": "secret", "lifetimeDays": 0}},
-     ["service", "credential", "secret", "lifetimeDays"]),
+     ["credential", "lifetimeDays"]),
     ({**BASE, "type": "nonsense"}, []),
 ])
 def test_invalid_bodies_are_422_with_locations(call, admin_token, tenant, body, where):

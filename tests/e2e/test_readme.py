@@ -1,0 +1,243 @@
+"""README's shell tour and its "Use the registration" scripts, run literally against `make run`'s stack.
+
+The commands are read out of README.md (the ```sh blocks of the two sections, and each ```python block under
+the file name its first line gives), so the README cannot drift from what works. `python -m devhost run`
+runs in a subprocess as `make run` starts it, on free ports and with its state in a temporary directory
+(`DEVHOST_LOCAL_DIR`, and `API` for the host's address, are the only things set from outside); KEY and TOKEN
+are read off its banner, as a newcomer pastes them. The public client's script asks for the address the
+browser lands on: the test plays the browser (the local tenant signs its user in without a page).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registrations.kinds import PLANS
+from tests.support import service, settings_override
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBLEM = "urn:dicom-registrations:problem:"
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else None]
+
+
+def code_blocks(section: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", section, re.S | re.M)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_base_port() -> int:
+    """A base whose next five ports (the tenant's origins) are free now."""
+    for _ in range(50):
+        base = free_port()
+        probes = [socket.socket() for _ in range(5)]
+        try:
+            for offset, probe in enumerate(probes, start=1):
+                probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise AssertionError("no five free ports in a row")
+
+
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory):
+    """`python -m devhost run` (what `make run` runs) until its banner is out; yields the banner and its env."""
+    for tool in ("bash", "curl"):
+        assert shutil.which(tool), f"README's commands need {tool}"
+    local = tmp_path_factory.mktemp("make-run") / ".local"
+    port, base = free_port(), free_base_port()
+    environment = {**os.environ, "DEVHOST_LOCAL_DIR": str(local), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "devhost", "run", "--port", str(port), "--base-port", str(base)],
+                               cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    banner = read_until(process, "Ctrl-C stops", timeout=120)
+    try:
+        yield {"banner": banner, "local": local, "api": f"http://127.0.0.1:{port}/api"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def read_until(process: subprocess.Popen, marker: str, *, timeout: float) -> str:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError("make run stopped:\n" + "".join(seen[-40:]))
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError("make run printed no banner:\n" + "".join(seen[-40:]))
+
+
+def pasted(banner: str, name: str) -> str:
+    """What `export NAME='…'` in the banner sets, as a shell would."""
+    match = re.search(rf"^\s*export {name}='([^']*)'$", banner, re.M)
+    assert match, f"the banner has no export {name} line:\n{banner}"
+    return match.group(1)
+
+
+def run_shell(script: str, workdir: Path, stack: dict, *, browser_ca: Path | None = None,
+              timeout: float = 240) -> str:
+    """Run a README shell block with bash in `workdir`, with KEY and TOKEN from the banner. A line of output
+    holding an authorize URL is answered on stdin with the address the browser would land on."""
+    environment = {**os.environ, "KEY": pasted(stack["banner"], "KEY"), "TOKEN": pasted(stack["banner"], "TOKEN"),
+                   "API": stack["api"], "DEVHOST_LOCAL_DIR": str(stack["local"]),
+                   "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(["bash", "-e", "-c", script], cwd=workdir, env=environment, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[str] = []
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if "/oauth2/v2.0/authorize?" in line and browser_ca is not None:
+                process.stdin.write(landing_address(line.strip(), browser_ca) + "\n")
+                process.stdin.flush()
+        process.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+    text = "".join(output)
+    assert process.returncode == 0, text
+    return text
+
+
+def landing_address(auth_uri: str, ca_file: Path) -> str:
+    """The browser: the local tenant signs its user in and redirects to the app's redirect URI."""
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca_file)), trust_env=False) as browser:
+        response = browser.get(auth_uri, follow_redirects=False)
+    assert response.status_code in (302, 303), response.text
+    return response.headers["location"]
+
+
+def test_the_tour_runs_as_written(make_run, tmp_path):
+    (blocks,) = [code_blocks(readme_section("A tour (after `make run`)"), "sh")]
+    assert len(blocks) == 1
+    output = run_shell(blocks[0], tmp_path, make_run)
+    assert output.count('"state": "ready"') == 5, output
+    assert PROBLEM not in output, output
+    assert "DICOM_CLIENT_ID=" in output  # the env config
+    assert '"kind": "application"' in output  # the delete's report
+
+
+def test_use_the_registration_scripts_get_dicom_tokens(make_run, tmp_path):
+    section = readme_section("Use the registration")
+    (shell,) = code_blocks(section, "sh")
+    scripts = {block.splitlines()[0].removeprefix("# ").split(":")[0]: block for block in code_blocks(section, "python")}
+    assert set(scripts) == {"use_secret.py", "use_certificate.py", "use_public.py"}
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    output = run_shell(shell, tmp_path, make_run, browser_ca=make_run["local"] / "ca.pem")
+    assert PROBLEM not in output, output
+    assert "nightly-export: a token for https://dicom.healthcareapis.azure.com/.default" in output, output
+    assert "ai-inference: a token for https://dicom.healthcareapis.azure.com/.default" in output, output
+    assert "desktop-viewer: a token for dicom.user@local.test" in output, output
+
+
+# ------------------------------------------------------------------------------ README's policy table
+POLICY_INTRO = "Policy, checked before anything is written."
+REQUESTER, EVERYONE = "`Registrations.Request` callers", "everyone"
+
+
+def policy_rows() -> list[tuple[str, str, str]]:
+    """(the rule's first `name`, the rule, whom it applies to) for each row of README's policy table."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index(POLICY_INTRO):].split("\n\n")[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    return [(re.search(r"`([^`]+)`", rule).group(1), rule, whom) for rule, whom in rows]
+
+
+def federated_service(name: str, issuer: str, **extra) -> dict:
+    return service(name, credential={"kind": "federated", "issuer": issuer, "subject": f"repo:{name}", **extra})
+
+
+# For each rule the README states, requests that break it and the settings they are sent under. A row
+# without cases here fails the test: a documented refusal must be shown to happen.
+def policy_cases(tenant, requester_holds: int) -> dict[str, list[tuple[dict[str, str | None], dict]]]:
+    web = {"displayName": "Policy", "dicomService": "managed"}
+    return {
+        "REQUESTER_ACCESS": [({"REQUESTER_ACCESS": '{"managed": ["reader"]}'},
+                              service("readme-pol-access", access="writer"))],
+        "MAX_REGISTRATIONS_PER_REQUESTER": [({"MAX_REGISTRATIONS_PER_REQUESTER": str(requester_holds)},
+                                             service("readme-pol-max"))],
+        "type: resource": [
+            ({}, {"type": "resource", "name": "dicom-oss-api", "displayName": "API", "dicomService": "oss"}),
+            ({}, {"type": "resource", "name": "readme-pol-api", "displayName": "API", "dicomService": "oss"}),
+        ],
+        "ALLOWED_FEDERATED_ISSUERS": [
+            ({"ALLOWED_FEDERATED_ISSUERS": None}, federated_service("readme-pol-fed", tenant.federated_issuer)),
+            ({"ALLOWED_FEDERATED_ISSUERS": tenant.federated_issuer},
+             federated_service("readme-pol-fed", tenant.federated_issuer, audience="api://elsewhere")),
+        ],
+        "issuer": [({"ALLOWED_FEDERATED_ISSUERS": "https://issuer.allowed.example.org"},
+                    federated_service("readme-pol-iss", tenant.federated_issuer))],
+        "ALLOWED_REDIRECT_HOSTS": [
+            ({"ALLOWED_REDIRECT_HOSTS": "portal.example.org"},
+             {"type": "confidential", "name": "readme-pol-redirect", **web,
+              "redirectUris": ["https://elsewhere.example.net/cb"]}),
+            ({"ALLOWED_REDIRECT_HOSTS": "portal.example.org"},
+             {"type": "public", "name": "readme-pol-redirect", **web, "redirectUris": ["https://elsewhere.example.net/"]}),
+        ],
+        "secretReaders": [({"KEY_VAULT_RESOURCE_ID": None},
+                           service("readme-pol-readers", secretReaders=[tenant.seed.reader_client.object_id]))],
+        "identifierUri": [({}, {"type": "resource", "name": "dicom-oss-api", "displayName": "API",
+                                "dicomService": "oss", "identifierUri": "api://elsewhere/dicom"})],
+    }
+
+
+def test_every_refusal_in_the_readme_policy_table_happens_as_documented(as_, tenant):
+    mine = as_["requester"].post("/registrations", json=service("readme-pol-mine"))
+    assert mine.status_code in (200, 201), mine.text
+    listed = as_["requester"].get("/registrations", params={"top": "100"}).json()
+    assert "nextLink" not in listed
+    cases = policy_cases(tenant, requester_holds=len(listed["value"]))
+    rows = policy_rows()
+    assert rows, "README has no policy table"
+    for key, rule, whom in rows:
+        assert key in cases, f"README's policy rule {rule!r} has no case in this test"
+        expected = (422, "validation") if "otherwise `422`" in rule else (403, "policy")
+        callers = ["requester"] if whom == REQUESTER else ["admin", "requester"]
+        assert whom in (REQUESTER, EVERYONE), f"unknown 'applies to' {whom!r}"
+        for overrides, body in cases[key]:
+            # A requester asking for a type only admins create meets that rule first.
+            for caller in [c for c in callers if c == "admin" or not PLANS[body["type"]].admin_only
+                           or key == "type: resource"]:
+                before = {app.get("uniqueName") for app in tenant.state()["applications"]}
+                with settings_override(**overrides):
+                    response = as_[caller].post("/registrations", json=body)
+                assert (response.status_code, response.json().get("type", "").rsplit(":", 1)[-1]) == expected, \
+                    (rule, caller, response.text)
+                assert {app.get("uniqueName") for app in tenant.state()["applications"]} == before, rule
