@@ -175,7 +175,8 @@ class Provisioner:
         if sp is None:
             raise NotReady(
                 f"DICOM service {request.dicomService!r} needs its resource registration "
-                f"{target.resourceRegistration or target.resourceAppId!r}; create it first with type 'resource'")
+                f"{target.resourceRegistration or target.resourceAppId!r}; create it first with type 'resource' (one "
+                "created just now takes Entra ID a few seconds to show: retry when its verification answers 200)")
         if grant == "app-role":
             assert request.access, "clients granted an app role ask for access"
             value = OSS_ACCESS_ROLES[request.access]
