@@ -169,3 +169,14 @@ def test_the_pending_reason_gives_the_registrations_real_age(api, tenant):
     created = int(reason.split("created ")[1].split(" s ago")[0])
     assert created >= 3, reason
     assert "newest secret or certificate is" in reason, reason
+
+
+def test_an_open_source_client_is_made_under_make_runs_replication_delay(api, tenant, one_of_each):
+    """make run's tenant hides new objects for 3 s; the app role assignment's look for a lost write listed
+    the new service principal's assignments, got 404 and failed the create (the tour's ingest-job)."""
+    tenant.set_faults({"replicationDelayMs": 3000})
+    try:
+        response = api.post("/registrations", json=service("newcomer-oss-writer", "oss", access="writer"))
+    finally:
+        tenant.set_faults({})
+    assert response.status_code == 201, response.text
