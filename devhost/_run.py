@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import ssl
 import threading
@@ -95,10 +96,11 @@ def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
     return {"REQUESTS_CA_BUNDLE": str(bundle)}
 
 
-# What `run` leaves in its directory: the tenant's state, CA and server certificate, tenant.json, and the
-# host's settings, keys and CA bundle (docs/local-tenant.md; RunOptions).
+# What `run` leaves in its directory: the tenant's state, CA and server certificate, tenant.json, the local
+# DICOM services' storage, and the host's settings, keys and CA bundle (docs/local-tenant.md; RunOptions).
 LOCAL_FILES = ("tenant.sqlite", "tenant.sqlite-wal", "tenant.sqlite-shm", "tenant.json", "ca.pem", "server.pem",
                "server-key.pem", "local.settings.json", "host-keys.json", "ca-bundle.pem")
+LOCAL_DIRS = ("orthanc",)  # the local DICOM services' storage
 
 
 class StillRunning(RuntimeError):
@@ -116,6 +118,11 @@ def reset(options: RunOptions) -> list[Path]:
         path = options.local_dir / name
         if path.exists():
             path.unlink()
+            removed.append(path)
+    for name in LOCAL_DIRS:
+        path = options.local_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
             removed.append(path)
     with contextlib.suppress(OSError):
         options.local_dir.rmdir()  # only when nothing else is in it
