@@ -241,3 +241,4 @@ def test_every_refusal_in_the_readme_policy_table_happens_as_documented(as_, ten
                 assert (response.status_code, response.json().get("type", "").rsplit(":", 1)[-1]) == expected, \
                     (rule, caller, response.text)
                 assert {app.get("uniqueName") for app in tenant.state()["applications"]} == before, rule
+    as_["admin"].delete("/registrations/readme-pol-mine")
