@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    lt = LocalTenant.start(args.state, base_port=args.base_port, host=args.host, bare=args.bare)
+    try:
+        lt = LocalTenant.start(args.state, base_port=args.base_port, host=args.host, bare=args.bare)
+    except ValueError as error:  # a non-loopback host, or a state file started the other way
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         endpoints = [lt.authority_host, lt.graph_endpoint, lt.vault_url, lt.arm_endpoint, lt.identity_endpoint,
                      lt.dicom_url, lt.dicom_oss_url]

@@ -179,3 +179,16 @@ def test_cli_keeps_state_across_restart(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_bare_state_file_is_reopened_bare_or_not_at_all(tmp_path: Path):
+    state = tmp_path / "tenant.sqlite"
+    with LocalTenant.start(state, bare=True) as lt:
+        assert "operator" in lt.seed and "api" not in lt.seed and "API_CLIENT_ID" not in lt.app_settings()
+    with LocalTenant.start(state, bare=True) as lt:  # the same way: fine, and still bare after a reset
+        lt.reset()
+        assert "api" not in lt.seed
+    done = subprocess.run([sys.executable, "-m", "localtenant", "--state", str(state), "--base-port",
+                           str(free_base_port())], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "started with bare=True" in done.stderr
