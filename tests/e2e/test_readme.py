@@ -173,49 +173,57 @@ POLICY_INTRO = "Policy, checked before anything is written."
 REQUESTER, EVERYONE = "`Registrations.Request` callers", "everyone"
 
 
-def policy_rows() -> list[tuple[str, str, str]]:
-    """(the rule's first `name`, the rule, whom it applies to) for each row of README's policy table."""
+def policy_rows() -> list[tuple[str, str]]:
+    """(the rule, whom it applies to) for each row of README's policy table."""
     text = (ROOT / "README.md").read_text()
     table = text[text.index(POLICY_INTRO):].split("\n\n")[1]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    return [(re.search(r"`([^`]+)`", rule).group(1), rule, whom) for rule, whom in rows]
+    return [(rule, whom) for rule, whom in rows]
 
 
 def federated_service(name: str, issuer: str, **extra) -> dict:
     return service(name, credential={"kind": "federated", "issuer": issuer, "subject": f"repo:{name}", **extra})
 
 
-# For each rule the README states, requests that break it and the settings they are sent under. A row
-# without cases here fails the test: a documented refusal must be shown to happen.
-def policy_cases(tenant, requester_holds: int) -> dict[str, list[tuple[dict[str, str | None], dict]]]:
+Case = tuple[dict[str, "str | None"], dict]  # settings to send it under, a request that breaks the rule
+
+
+def policy_cases(tenant, requester_holds: int) -> dict[str, list[Case]]:
+    """For each rule README states, keyed by words of its row that name it and no other row, requests that
+    break it. A row that no key names fails the test, and so does a key that names no row or several: a
+    documented refusal must be shown to happen. How it is refused comes from the README: a `422` where the row
+    says "otherwise `422`", else the table's `403` `policy`."""
     web = {"displayName": "Policy", "dicomService": "managed"}
     return {
-        "REQUESTER_ACCESS": [({"REQUESTER_ACCESS": '{"managed": ["reader"]}'},
-                              service("readme-pol-access", access="writer"))],
-        "MAX_REGISTRATIONS_PER_REQUESTER": [({"MAX_REGISTRATIONS_PER_REQUESTER": str(requester_holds)},
-                                             service("readme-pol-max"))],
-        "type: resource": [
+        "`REQUESTER_ACCESS`: the access levels": [
+            ({"REQUESTER_ACCESS": '{"managed": ["reader"]}'}, service("readme-pol-access", access="writer"))],
+        "`MAX_REGISTRATIONS_PER_REQUESTER`: how many": [
+            ({"MAX_REGISTRATIONS_PER_REQUESTER": str(requester_holds)}, service("readme-pol-max"))],
+        "`type: resource` registrations": [
             ({}, {"type": "resource", "name": "dicom-oss-api", "displayName": "API", "dicomService": "oss"}),
             ({}, {"type": "resource", "name": "readme-pol-api", "displayName": "API", "dicomService": "oss"}),
         ],
-        "ALLOWED_FEDERATED_ISSUERS": [
+        "federated credentials need `ALLOWED_FEDERATED_ISSUERS`": [
             ({"ALLOWED_FEDERATED_ISSUERS": None}, federated_service("readme-pol-fed", tenant.federated_issuer)),
             ({"ALLOWED_FEDERATED_ISSUERS": tenant.federated_issuer},
              federated_service("readme-pol-fed", tenant.federated_issuer, audience="api://elsewhere")),
         ],
-        "issuer": [({"ALLOWED_FEDERATED_ISSUERS": "https://issuer.allowed.example.org"},
-                    federated_service("readme-pol-iss", tenant.federated_issuer))],
-        "ALLOWED_REDIRECT_HOSTS": [
+        "a federated credential's `issuer`": [
+            ({"ALLOWED_FEDERATED_ISSUERS": "https://issuer.allowed.example.org"},
+             federated_service("readme-pol-iss", tenant.federated_issuer))],
+        "redirect URIs must use a host in `ALLOWED_REDIRECT_HOSTS`": [
             ({"ALLOWED_REDIRECT_HOSTS": "portal.example.org"},
              {"type": "confidential", "name": "readme-pol-redirect", **web,
               "redirectUris": ["https://elsewhere.example.net/cb"]}),
             ({"ALLOWED_REDIRECT_HOSTS": "portal.example.org"},
              {"type": "public", "name": "readme-pol-redirect", **web, "redirectUris": ["https://elsewhere.example.net/"]}),
         ],
-        "secretReaders": [({"KEY_VAULT_RESOURCE_ID": None},
-                           service("readme-pol-readers", secretReaders=[tenant.seed.reader_client.object_id]))],
-        "identifierUri": [({}, {"type": "resource", "name": "dicom-oss-api", "displayName": "API",
-                                "dicomService": "oss", "identifierUri": "api://elsewhere/dicom"})],
+        "`secretReaders` needs `KEY_VAULT_RESOURCE_ID`": [
+            ({"KEY_VAULT_RESOURCE_ID": None},
+             service("readme-pol-readers", secretReaders=[tenant.seed.reader_client.object_id]))],
+        "a custom `identifierUri`": [
+            ({}, {"type": "resource", "name": "dicom-oss-api", "displayName": "API", "dicomService": "oss",
+                  "identifierUri": "api://elsewhere/dicom"})],
     }
 
 
@@ -227,15 +235,19 @@ def test_every_refusal_in_the_readme_policy_table_happens_as_documented(as_, ten
     cases = policy_cases(tenant, requester_holds=len(listed["value"]))
     rows = policy_rows()
     assert rows, "README has no policy table"
-    for key, rule, whom in rows:
-        assert key in cases, f"README's policy rule {rule!r} has no case in this test"
+    for key in cases:
+        assert sum(key in rule for rule, _ in rows) == 1, f"{key!r} names {sum(key in r for r, _ in rows)} rows"
+    for rule, whom in rows:
+        keys = [key for key in cases if key in rule]
+        assert keys, f"README's policy rule {rule!r} has no case in this test"
         expected = (422, "validation") if "otherwise `422`" in rule else (403, "policy")
-        callers = ["requester"] if whom == REQUESTER else ["admin", "requester"]
         assert whom in (REQUESTER, EVERYONE), f"unknown 'applies to' {whom!r}"
-        for overrides, body in cases[key]:
-            # A requester asking for a type only admins create meets that rule first.
-            for caller in [c for c in callers if c == "admin" or not PLANS[body["type"]].admin_only
-                           or key == "type: resource"]:
+        for overrides, body in cases[keys[0]]:
+            # Everyone's rules bind admins too; a requester asking for a type only admins create meets that
+            # rule first, so only admins show the others on such a type.
+            callers = ["requester"] if whom == REQUESTER else ["admin"] + (
+                [] if PLANS[body["type"]].admin_only else ["requester"])
+            for caller in callers:
                 before = {app.get("uniqueName") for app in tenant.state()["applications"]}
                 with settings_override(**overrides):
                     response = as_[caller].post("/registrations", json=body)
