@@ -17,10 +17,11 @@ from .entra.grants import Grants
 from .entra.tokens import TokenIssuer
 from .graph.backend import GraphBackend
 from .graph.backend_applications import APPS, public, render_application
+from .graph.backend_deleted import DELETED
 from .graph.backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS
 from .keyvault.backend import TABLE as SECRETS, KeyVaultBackend
 from .oauth.keys import SigningKeys
-from .runtime import Clock, Faults, Issued, Stats
+from .runtime import Clock, DirectorySettings, Faults, Issued, Stats
 from .store import Store
 
 META = "meta"
@@ -42,10 +43,11 @@ class TenantCore:
     def __init__(self, state_path=None, *, bare: bool = False) -> None:
         self.store = Store(state_path)
         self.clock, self.faults, self.stats, self.issued = Clock(), Faults(), Stats(), Issued()
+        self.settings = DirectorySettings()
         self.tenant_id = seeding.TENANT_ID
         self.signing_keys = SigningKeys(self.store, "signingKeys")
         self.external_keys = SigningKeys(self.store, "externalKeys")
-        self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id, self.issued)
+        self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id, self.issued, self.settings)
         self.arm = ArmBackend(self.graph, seeding.SUBSCRIPTION_ID)
         self.dicom_services = DicomServices(self.arm)
         self.orthanc: Any = None  # set by LocalTenant.start: the Orthanc process the DICOM fronts forward to
@@ -115,6 +117,7 @@ class TenantCore:
             self._seed()
             self.seed = AttrDict(self.store.get(META, "seed")["value"])
             self.faults.set({})
+            self.settings.set({})
             self.stats.clear()
             self.clock.offset = 0.0
 
@@ -161,6 +164,7 @@ class TenantCore:
                 view["federatedIdentityCredentials"] = [public(f) for f in a["_fics"]]
                 apps.append(view)
             sps = [{**self.graph.sp_view(s), "owners": list(s["_owners"])} for s in self.store.values(SPS)]
+            deleted = [self.graph.deleted.render(d) for d in self.store.values(DELETED)]
             secrets_ = [{"name": e["name"], "deleted": e["deleted"],
                          "versions": [public(v) for v in e["versions"]]}
                         for e in self.store.values(SECRETS)]
@@ -171,6 +175,7 @@ class TenantCore:
                 "appRoleAssignments": [public(x) for x in self.store.values(ASSIGNMENTS)],
                 "oauth2PermissionGrants": [public(x) for x in self.store.values(GRANTS)],
                 "roleAssignments": [public(x) for x in self.store.values(ROLE_ASSIGNMENTS)],
+                "deletedItems": deleted,
                 "secrets": secrets_, "clockOffsetSeconds": self.clock.offset,
             }))
 

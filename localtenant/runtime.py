@@ -48,6 +48,39 @@ class Stats:
             self._calls.clear()
 
 
+class DirectorySettings:
+    """How the directory behaves where Entra has a setting a test may want to change (`PUT /_admin/settings`,
+    `lt.set_settings`). Omitted keys take Entra's defaults; `reset()` restores them all.
+
+    - `directoryObjectQuota`: how many directory objects one principal without a directory role may create
+      (Entra's service limits: 250); `null` lifts it, as a role with `microsoft.directory/applications/create`
+      does.
+    """
+
+    DEFAULTS: dict[str, Any] = {"directoryObjectQuota": 250}
+
+    def __init__(self) -> None:
+        self.set({})
+
+    def set(self, config: dict[str, Any]) -> dict[str, Any]:
+        config = dict(config or {})
+        unknown = set(config) - set(self.DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown directory settings: {sorted(unknown)}")
+        quota = config.get("directoryObjectQuota", self.DEFAULTS["directoryObjectQuota"])
+        if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
+            raise ValueError("directoryObjectQuota must be a whole number >= 0, or null for no limit")
+        self._values = {"directoryObjectQuota": quota}
+        return self.get()
+
+    def get(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def object_quota(self) -> int | None:
+        return self._values["directoryObjectQuota"]
+
+
 WHEN = ("before", "after")
 FAILURE_KEYS = {"operation", "nth", "status", "times", "when"}
 

@@ -127,6 +127,13 @@ class LocalTenant:
     def faults(self) -> dict[str, Any]:
         return self._core.faults.get()
 
+    def set_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Directory settings (runtime.DirectorySettings), same shape as PUT /_admin/settings."""
+        return self._core.settings.set(settings)
+
+    def settings(self) -> dict[str, Any]:
+        return self._core.settings.get()
+
     def state(self) -> dict[str, Any]:
         return self._core.state()
 
@@ -139,7 +146,7 @@ class LocalTenant:
         return self._core.issued.snapshot()
 
     def reset(self) -> None:
-        """Back to the seed: state, faults, stats and clock."""
+        """Back to the seed: state, faults, directory settings, stats and clock."""
         self._core.reset()
 
     def set_app_management_policy(self, changes: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
 from . import manifest as mf
-from .adapters.errors import UpstreamError, lag_404, lag_new_reader
+from .adapters.errors import UpstreamError, lag_404, lag_new_reader, never
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
@@ -175,7 +175,7 @@ class Credentials:
 
         password = saga.run("add password", lambda: create_once(
             self._twin_guard(add, app, "secret", label) if twins else add,
-            lambda: self._discard_password(app, label), lagging=lag_404, conflict_means_exists=False),
+            lambda: self._discard_password(app, label), lagging=lag_404, exists=never),
             undo=lambda pw: self.graph.remove_password(app["id"], pw["keyId"]))
         # The secret text goes straight from Graph's answer into Key Vault and is then dropped. Key Vault's
         # expiry is the end Entra gave the password (a tenant's lifetime policy may have shortened it).

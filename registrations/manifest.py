@@ -164,8 +164,9 @@ def identifier_uri_for(request: Request, tenant_id: str) -> str | None:
 
 def build_manifest(request: Request, caller: Caller, *, tenant_id: str, unique: str,
                    resource: Resource | None) -> dict:
-    """The application object this request asks for (the body of the uniqueName upsert)."""
+    """The application object this request asks for (the body of the create-only POST /applications)."""
     manifest: dict[str, Any] = {
+        "uniqueName": unique,
         "displayName": request.displayName,
         "signInAudience": "AzureADMyOrg",
         "tags": tags_for(request, caller, state="provisioning"),

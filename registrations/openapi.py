@@ -79,6 +79,8 @@ class ProblemDetails(BaseModel):
     upstream: dict[str, Any] | None = None
     checks: list[dict[str, Any]] | None = None
     aadsts: int | None = None
+    quota: dict[str, Any] | None = None
+    needed: int | None = None
 
 
 class HealthReport(BaseModel):

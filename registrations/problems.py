@@ -90,6 +90,13 @@ class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "The body's media type is not accepted here"
 
 
+class QuotaExceeded(Problem):
+    """The API's identity cannot create the directory objects a registration needs (quota.py). Nothing was
+    written; the detail says what frees room."""
+
+    status, slug, title = 409, "quota-exceeded", "The API's identity has used up its directory object quota"
+
+
 class NotReady(Problem):
     """A dependency the request needs does not exist yet (for example an OSS target's resource app)."""
 
@@ -170,6 +177,7 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     Conflict,
     PreconditionFailed,
     UnsupportedMediaType,
+    QuotaExceeded,
     NotReady,
     UpstreamFailure,
     UpstreamUnavailable,

@@ -1,8 +1,8 @@
 """The create path: resolve the DICOM resource, then make the application, its service principal, its grant
 and its credential as a saga, and mark the application ready.
 
-The application object is the intent record. It is created first, by uniqueName, tagged `provisioning` and
-with a lease (`dicom-lease:{attempt}:{expiry}`) naming the attempt that works on it. Another attempt (a Logic
+The application object is the intent record. It is created first, create-only (POST with its uniqueName, so a
+create never writes to an application it did not make), tagged `provisioning` and with a lease (`dicom-lease:{attempt}:{expiry}`) naming the attempt that works on it. Another attempt (a Logic
 Apps retry landing on another instance while the first still runs) finds a live lease and is told to come
 back later (503 + Retry-After) instead of working on the same objects; once the lease has expired, the first
 attempt has certainly ended (its remote calls stop within the request's budget and its undo within its own,
@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import TypeVar
 
 from . import manifest as mf
-from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_new_principal
+from .adapters.errors import (UpstreamError, lag_404, lag_new_application, lag_new_principal, name_taken, never,
+                              quota_exceeded)
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually
@@ -28,7 +29,9 @@ from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
 from .manifest import Caller, Resource
 from .models import Request
-from .problems import InProgress, NotReady, Problem, ProvisioningFailed, ValidationProblem, retry_later
+from . import quota
+from .problems import (Conflict, InProgress, NotReady, Problem, ProvisioningFailed, QuotaExceeded, ValidationProblem,
+                       retry_later)
 from .settings import ManagedTarget, OssTarget, Settings
 from .teardown import Teardown
 
@@ -60,14 +63,38 @@ class Provisioner:
             raise retry_later(InProgress(f"another request is provisioning this registration; retry in "
                                          f"{int(left) + 1} s"), left)
 
-    def _ours(self, unique: str, lease: str) -> tuple[bool, dict] | None:
-        """After a failed create whose answer may have been lost: the app, if it is there with our lease."""
-        app = self.graph.get_application(unique)
-        if app is None:
-            return None
-        if lease in (app.get("tags") or []):
-            return True, app
-        raise InProgress("another request is creating this registration; retry shortly")
+    def _create_application(self, unique: str, manifest: dict, lease: str) -> dict:
+        """Create-only: POST /applications with the uniqueName, never a write to an application that is there.
+        A taken name is the answer "it exists" (Graph says so with 400 Request_BadRequest), so read who holds
+        it: our own lost 201 (it carries our lease) is ours; another live application means another attempt
+        got there first (retry later: it is replayed or adopted then); an application this API made that sits
+        in deleted items is purged and the name taken again; anything else holding it is a 409."""
+        holder: dict = {}
+
+        def find() -> dict | None:
+            holder["app"] = self.graph.get_application(unique)
+            return holder["app"]
+
+        for _ in range(2):
+            try:
+                app = create_once(lambda: self.graph.create_application(manifest), find, lagging=never,
+                                  exists=name_taken)
+            except UpstreamError as exc:
+                if not name_taken(exc) or holder.get("app") is not None:
+                    raise
+                deleted = self.graph.find_deleted_application(unique)
+                if deleted is None:
+                    raise  # a bad request of another kind: nobody holds the name
+                if mf.TAG_MARK not in (deleted.get("tags") or []):
+                    raise Conflict(f"the name is held by a deleted application this API did not create "
+                                   f"(object id {deleted['id']}); an administrator can restore or permanently "
+                                   "delete it, or use another name") from exc
+                self.graph.purge_deleted(deleted["id"])
+                continue
+            if lease not in (app.get("tags") or []):
+                raise InProgress("another request created this registration a moment ago; retry shortly")
+            return app
+        raise InProgress("another request took this name a moment ago; retry shortly")
 
     def new_lease(self) -> str:
         return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(self._clock().timestamp() + self.lease_seconds)}"
@@ -84,15 +111,9 @@ class Provisioner:
                 manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
                                              resource=resource)
                 manifest["tags"].append(lease)
-                created, made = saga.run("create application", lambda: create_once(
-                    lambda: self.graph.upsert_application(unique, manifest),
-                    lambda: self._ours(unique, lease), lagging=lag_404),
-                    undo=lambda result: result[0] and result[1] and self.graph.delete_application(result[1]["id"]))
-                if not created or made is None:
-                    # Another attempt created it between our read and our write, and owns it: back off. Our
-                    # write changed nothing that attempt does not write again when it marks the app ready.
-                    raise InProgress("another request created this registration a moment ago; retry shortly")
-                app, fresh, owner = made, True, caller
+                app = saga.run("create application", lambda: self._create_application(unique, manifest, lease),
+                               undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
+                fresh, owner = True, caller
             else:
                 app = existing
                 owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
@@ -109,12 +130,12 @@ class Provisioner:
             results = saga.run_parallel(*chains)
             sp, credential = results[0], (results[1] if len(results) > 1 else None)
             ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
-            # The creator writes its whole manifest again, which also repairs a racing attempt's overwrite.
-            final = dict(manifest, tags=ready) if fresh else {"tags": ready}
-            saga.run("mark ready", lambda: eventually(lambda: self.graph.update_application(app["id"], final),
-                                                     lagging=lag_404))
+            saga.run("mark ready", lambda: eventually(
+                lambda: self.graph.update_application(app["id"], {"tags": ready}), lagging=lag_404))
         except StepFailed as failure:
             saga.abort(failure)
+            if isinstance(failure.cause, Problem):  # a step that decided the request cannot go on says why
+                raise failure.cause from failure
             raise step_problem(ProvisioningFailed, failure, "provisioning") from failure.cause
         return dict(app, tags=ready), sp, credential
 
@@ -126,7 +147,7 @@ class Provisioner:
         sp = saga.run("create service principal", lambda: create_once(
             lambda: self.graph.create_service_principal(app["appId"], tags),
             lambda: self.graph.get_service_principal(app["appId"]), lagging=lag_new_application, look_first=not fresh),
-            undo=lambda made: self.graph.delete_service_principal(made["id"]))
+            undo=lambda made: self.teardown.delete_for_good("servicePrincipal", made["id"]))
         grant = plan.grant_for(target.kind)
         if grant == "azure-role":
             assert isinstance(target, ManagedTarget) and request.access, "an Azure role is for managed services"
@@ -206,7 +227,7 @@ class Provisioner:
         return cached
 
 
-def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | ValidationProblem:
+def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | ValidationProblem | QuotaExceeded:
     """The problem for a saga that failed at one step and was rolled back (Saga.abort): it names the step,
     what was undone and, when an Azure service failed, its code; a throttled or unavailable one is a 503."""
     cause = failure.cause
@@ -215,6 +236,8 @@ def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | Valida
                 upstream or type(cause).__name__, failure.undone, failure.failed_undo)
     if (policy := refused(cause)) is not None:  # the tenant's credential policy: the caller's to fix, not a 502
         return policy
+    if isinstance(cause, UpstreamError) and quota_exceeded(cause):  # Graph counts what this API cannot see
+        return quota.exceeded(None, f"Graph refused step '{failure.step}'")
     detail = f"step '{failure.step}' failed"
     if upstream:
         detail += f" ({upstream['service']} {upstream['operation']}: {upstream['status']} {upstream['code']})"

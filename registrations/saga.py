@@ -31,7 +31,7 @@ from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
-from .adapters.errors import UpstreamError
+from .adapters.errors import UpstreamError, conflict
 
 log = logging.getLogger("registrations.saga")
 T = TypeVar("T")
@@ -126,17 +126,17 @@ def eventually(action: Callable[[], T], *, lagging: Callable[[UpstreamError], bo
 
 def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
                 lagging: Callable[[UpstreamError], bool], look_first: bool = False,
-                conflict_means_exists: bool = True) -> T:
+                exists: Callable[[UpstreamError], bool] = conflict) -> T:
     """Make an object with a call that is not idempotent (one the pipeline does not retry).
 
     An ambiguous failure (a gateway error, a lost answer) may come after the service committed the write, so
     before trying again `find` looks for what it made (and may clean up what cannot be used: a password whose
-    secret text was lost). A 409 means it exists (`find` returns it), unless `conflict_means_exists` is off:
-    then a 409 is simply a failure. Throttling (429) made nothing and just waits; replication lag is waited
-    out, except that a 400 lag could also explain is looked for first: Graph answers a duplicate (an app
-    role assignment that already exists) with the same Request_BadRequest as a reference it cannot see yet,
-    and only the message tells them apart. With `look_first` (resuming an earlier attempt) it looks before
-    the first try too.
+    secret text was lost). A failure that `exists` recognises (by default a 409) means it is there: `find`
+    returns it, or the failure is raised. Throttling (429) made nothing and just waits; replication lag is
+    waited out, except that a 400 lag could also explain is looked for first: Graph answers a duplicate (an
+    app role assignment that already exists) with the same Request_BadRequest as a reference it cannot see
+    yet, and only the message tells them apart. With `look_first` (resuming an earlier attempt) it looks
+    before the first try too.
     """
     _budgeted()
     if look_first and (found := find()) is not None:
@@ -147,12 +147,10 @@ def create_once(create: Callable[[], T], find: Callable[[], T | None], *,
         except UpstreamError as exc:
             if exc.not_done:
                 pass
-            elif exc.status == 409 and not conflict_means_exists:
-                raise
-            elif exc.transient or exc.status == 409:
+            elif exc.transient or exists(exc):
                 if (found := _look(find, lagging)) is not None:
                     return found
-                if exc.status == 409:
+                if exists(exc):
                     raise
             elif not lagging(exc):
                 raise

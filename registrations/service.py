@@ -39,6 +39,7 @@ from .problems import (
 )
 from .credential_policy import refused
 from .provision import Provisioner, step_problem
+from .quota import ObjectQuota
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
 from .teardown import Teardown, dependents
@@ -54,12 +55,14 @@ TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 
 class RegistrationService:
     def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, credentials: Credentials,
-                 provisioner: Provisioner, teardown: Teardown, changer: Changer, views: RegistrationViews,
+                 provisioner: Provisioner, teardown: Teardown, changer: Changer, quota: ObjectQuota,
+                 views: RegistrationViews,
                  executor: Executor, owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self._graph, self._vault = graph, vault
         self._credentials, self._provisioner, self._teardown, self._views = credentials, provisioner, teardown, views
         self._changer = changer
+        self._quota = quota
         self._executor = executor
         self._owner_id = owner_id
         self._clock = clock
@@ -84,7 +87,8 @@ class RegistrationService:
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self.locked(request.name):
             existing_future = submit(self._executor, self._graph.get_application, unique)
-            own_future = submit(self._executor, self._count_own, caller) if requester else None
+            # What the identity owns, read beside the lookup: the quota's count and a requester's own count.
+            owned_future = submit(self._executor, self._quota.owned) if requester or self._quota.limited else None
             named = named_principals(request)
             found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
                 if named else None
@@ -95,11 +99,13 @@ class RegistrationService:
                 if mf.tag_values(existing).get("state") == "ready":
                     return self._views.view(existing), False
                 self._provisioner.check_lease(existing)
-            elif own_future is not None:
-                check_requester_count(self.settings, _upstream(own_future.result))
+            elif requester and owned_future is not None:
+                check_requester_count(self.settings, _count_own(_upstream(owned_future.result), caller))
             if found_future is not None:
                 check_principals(named, _upstream(found_future.result))
             _upstream(lambda: self._credentials.check_policy(request))
+            if existing is None and owned_future is not None:
+                _upstream(lambda: self._quota.check(owned_future.result()))
             app, sp, credential = self._provisioner.run(request, caller, target, resource, existing)
             if request.owners:
                 app = self._owners_after_create(request, caller, app)
@@ -125,10 +131,6 @@ class RegistrationService:
                 lock = self._locks[unique] = threading.Lock()
         with budget(self.settings.provisioning_deadline_seconds), lock:
             yield
-
-    def _count_own(self, caller: Caller) -> int:
-        mark = f"dicom-requester:{caller.object_id}"
-        return sum(1 for app in self.owned_registrations() if mark in (app.get("tags") or []))
 
     def _target_for(self, request: Request) -> ManagedTarget | OssTarget:
         target = self.settings.target(request.dicomService)
@@ -432,6 +434,13 @@ def precondition(app: dict | None, if_match: str | None, name: str) -> None:
     if "*" not in tags and mf.entity_tag(app) not in tags:
         raise PreconditionFailed(f"registration {name!r} changed since that ETag was read; GET it again, then "
                                  "send the change with its new ETag as If-Match")
+
+
+def _count_own(owned: list[dict], caller: Caller) -> int:
+    """The registrations among the identity's owned objects that this requester asked for."""
+    mark = f"dicom-requester:{caller.object_id}"
+    return sum(1 for o in owned if o.get("@odata.type") == "#microsoft.graph.application"
+               and mf.TAG_MARK in (o.get("tags") or []) and mark in (o.get("tags") or []))
 
 
 def _upstream(action: Callable[[], T]) -> T:

@@ -78,6 +78,8 @@ class Settings:
     # Policy for callers holding only Registrations.Request (admins are not limited by the first two).
     requester_access: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_registrations_per_requester: int = 50
+    # Directory objects this API's identity may create (Entra: 250 without a directory role); 0: no limit.
+    directory_object_quota: int = 250
     allowed_redirect_hosts: tuple[str, ...] = ()
     # Issuers federated credentials may trust; empty: only admins may create federated credentials.
     allowed_federated_issuers: tuple[str, ...] = ()
@@ -184,6 +186,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         name_prefix=env.get("REGISTRATION_NAME_PREFIX") or "dicomreg",
         requester_access={k: tuple(v) for k, v in requester_access.items()},
         max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),
+        directory_object_quota=_int(env, "DIRECTORY_OBJECT_QUOTA", 250, 0, 300_000),
         allowed_redirect_hosts=hosts,
         allowed_federated_issuers=issuers,
         provisioning_deadline_seconds=float(_int(env, "PROVISIONING_DEADLINE_SECONDS", 60, 10, 200)),

@@ -2,7 +2,8 @@
 
 Used by DELETE, by a create that adopts an abandoned attempt and fails again (its undo), and by the sweep's
 repair of creates that never finished. Every removal treats "already gone" as done, so a teardown that was
-interrupted can simply run again.
+interrupted can simply run again. Applications and service principals go for good (delete, then purge from
+deleted items), so their names and their places in the identity's object quota come back at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from . import manifest as mf
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
-from .saga import map_concurrently
+from .adapters.errors import lag_404
+from .saga import eventually, map_concurrently
 from .credentials import Credentials
 from .kinds import PLANS
 from .settings import ManagedTarget, Settings
@@ -57,11 +59,23 @@ class Teardown:
             jobs.append(lambda: self._remove_secret(secret))
         for found in map_concurrently(self._executor, lambda job: job(), jobs):
             removed.extend(found)
-        if sp_id and self._graph.delete_service_principal(sp_id):
+        if sp_id and self.delete_for_good("servicePrincipal", sp_id):
             removed.append({"kind": "servicePrincipal", "id": sp_id})
-        if self._graph.delete_application(app["id"]):
+        if self.delete_for_good("application", app["id"]):
             removed.append({"kind": "application", "id": app["appId"]})
         return removed
+
+    def delete_for_good(self, kind: str, object_id: str) -> bool:
+        """Delete an application or service principal, then permanently delete it from deleted items, where
+        Entra would keep it 30 days with its uniqueName taken and counting against this identity's object
+        quota. True when it was there (live or deleted)."""
+        delete = self._graph.delete_application if kind == "application" else self._graph.delete_service_principal
+        if not delete(object_id):
+            # Gone already: purged, or in deleted items because an earlier teardown stopped in between.
+            return self._graph.purge_deleted(object_id)
+        # Just deleted: until its deleted item has replicated, the purge does not find it.
+        eventually(lambda: self._graph.purge_deleted(object_id, missing_ok=False), lagging=lag_404)
+        return True
 
     def _remove_secret(self, secret: str) -> Removed:
         removed = self._credentials.revoke_readers(secret)

@@ -76,6 +76,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     from .change import Changer
     from .credentials import Credentials
     from .provision import Provisioner
+    from .quota import ObjectQuota
     from .teardown import Teardown
     from .views import RegistrationViews
 
@@ -95,10 +96,11 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
 
     credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock)
     teardown = Teardown(settings, graph=graph, rbac=rbac, vault=vault, credentials=credentials, executor=executor)
+    quota = ObjectQuota(settings, graph=graph, owner_id=owner_id)
     provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=credentials, teardown=teardown,
                               executor=executor, clock=clock)
     service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
-                                  provisioner=provisioner, teardown=teardown,
+                                  provisioner=provisioner, teardown=teardown, quota=quota,
                                   changer=Changer(settings, graph=graph, rbac=rbac, credentials=credentials,
                                                   provisioner=provisioner, owner_id=owner_id),
                                   views=RegistrationViews(settings, secret_uri=vault.secret_uri),

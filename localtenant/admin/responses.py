@@ -1,5 +1,6 @@
-"""`/_admin/*`: state, reset, faults, stats, clock, federated assertion, signing key, the open-source DICOM
-server's configuration. Not subject to injected faults or latency, so a test can always repair what it broke."""
+"""`/_admin/*`: state, reset, faults, directory settings, stats, clock, federated assertion, signing key, the
+open-source DICOM server's configuration. Not subject to injected faults or latency, so a test can always
+repair what it broke."""
 from __future__ import annotations
 
 import json
@@ -47,6 +48,8 @@ def routes(core) -> list[Route]:
         ("/_admin/reset", ["POST"], lambda c, b: c.reset()),
         ("/_admin/faults", ["GET"], lambda c, b: c.faults.get()),
         ("/_admin/faults", ["PUT"], lambda c, b: c.faults.set(b)),
+        ("/_admin/settings", ["GET"], lambda c, b: c.settings.get()),
+        ("/_admin/settings", ["PUT"], lambda c, b: c.settings.set(b)),
         ("/_admin/stats", ["GET"], lambda c, b: c.stats.snapshot()),
         ("/_admin/clock", ["POST"], _clock),
         ("/_admin/federated-assertion", ["POST"], _assertion),

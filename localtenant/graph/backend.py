@@ -1,8 +1,9 @@
 """The directory behind Microsoft Graph, and the lookups the token endpoint, the managed identity endpoint
 and ARM share with it. No HTTP.
 
-`GraphBackend` holds time, visibility and lookups; the operations on applications (backend_applications.py)
-and on service principals, assignments and grants (backend_principals.py) are parts it composes.
+`GraphBackend` holds time, visibility and lookups; the operations on applications (backend_applications.py),
+on service principals, assignments and grants (backend_principals.py) and on deleted items, with the
+per-principal object quota (backend_deleted.py), are parts it composes.
 
 Replication delay (docs/local-tenant.md): a new object is invisible to reads, to writes by object id and to
 the token endpoint until its `_visibleAt` on the tenant clock; writes by uniqueName see it at once.
@@ -13,9 +14,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from ..runtime import Clock, Faults, Issued
+from ..runtime import Clock, DirectorySettings, Faults, Issued
 from ..store import Store
 from .backend_applications import APPS, Applications, public, render_application
+from .backend_deleted import DeletedItems
 from .backend_owners import Owners
 from .policies import Policies
 from .backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, Principals, render_service_principal
@@ -64,13 +66,15 @@ class Caller:
 
 class GraphBackend:
     def __init__(self, store: Store, clock: Clock, faults: Faults, tenant_id: str,
-                 issued: Issued | None = None) -> None:
+                 issued: Issued | None = None, settings: DirectorySettings | None = None) -> None:
         self.store, self.clock, self.faults, self.tenant_id = store, clock, faults, tenant_id
         self.issued = issued or Issued()
+        self.settings = settings or DirectorySettings()
         self.applications = Applications(self)
         self.owners = Owners(self)
         self.principals = Principals(self)
         self.policies = Policies(self)
+        self.deleted = DeletedItems(self)
 
     # -- time and visibility -------------------------------------------------------------------------------
     def now(self) -> float:

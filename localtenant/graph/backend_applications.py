@@ -71,7 +71,8 @@ def new_application(*, now: float, visible_at: float, owner: str | None, tenant_
         "publicClient": {"redirectUris": []}, "spa": {"redirectUris": []},
         "web": {"homePageUrl": None, "logoutUrl": None, "redirectUris": [], "redirectUriSettings": [],
                 "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False}},
-        "_owners": [owner] if owner else [], "_visibleAt": visible_at, "_fics": [], "_tenant": tenant_id,
+        "_owners": [owner] if owner else [], "_createdBy": owner, "_visibleAt": visible_at, "_fics": [],
+        "_tenant": tenant_id,
     }
 
 
@@ -176,9 +177,12 @@ class Applications:
         caller.require_create()
         validation.check_application(body, creating=True)
         b = self.backend
-        if body.get("uniqueName") and b.find(APPS, "uniqueName", body["uniqueName"], any_visibility=True):
-            raise conflict("Another object with the same value for property uniqueName already exists.",
-                           status=400)
+        # A name is taken by a live application or by one in deleted items (for its 30 days): Graph answers
+        # 400 Request_BadRequest, not 409 (msgraph-bicep-types issue 137, byte5ai/omadia issue 916).
+        name = body.get("uniqueName")
+        if name and (b.find(APPS, "uniqueName", name, any_visibility=True) or b.deleted.holding("uniqueName", name)):
+            raise bad_request("Another object with the same value for property uniqueName already exists.")
+        b.deleted.require_quota(caller)
         app = new_application(now=b.now(), visible_at=b.visible_at(), owner=caller.oid, tenant_id=b.tenant_id)
         self._apply(app, body)
         return b.save(APPS, app)
@@ -217,9 +221,8 @@ class Applications:
         for uri in body.get("identifierUris") or []:
             other = next((a for a in self.backend.store.values(APPS) if a["id"] != app["id"]
                           and uri.lower() in (u.lower() for u in a["identifierUris"])), None)
-            if other is not None:
-                raise conflict("Another object with the same value for property identifierUris already exists.",
-                               status=400)
+            if other is not None or self.backend.deleted.holding("identifierUris", uri):
+                raise bad_request("Another object with the same value for property identifierUris already exists.")
         patch = dict(body)
         if "keyCredentials" in patch:
             existing = {k["keyId"]: k for k in app["keyCredentials"]}
@@ -232,8 +235,9 @@ class Applications:
         merge(app, patch)
 
     def delete(self, caller: Caller, addr: Address) -> None:
+        """Into deleted items for 30 days (backend_deleted.py), with its service principal."""
         app = self._writable(caller, addr)
-        self.backend.store.delete(APPS, app["id"])
+        self.backend.deleted.soft_delete("application", app)
         sp = self.backend.sp_by_app_id(app["appId"], any_visibility=True)
         if sp is not None:  # deleting an application deletes its service principal
             self.backend.principals.remove(sp)

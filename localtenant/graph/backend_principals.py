@@ -40,7 +40,7 @@ def new_service_principal(app: dict[str, Any] | None, *, app_id: str, now: float
           "servicePrincipalType": "Application", "servicePrincipalNames": [app_id], "tags": [],
           "appRoles": [], "oauth2PermissionScopes": [], "appRoleAssignmentRequired": False,
           "createdDateTime": iso(now), "deletedDateTime": None, "notes": None, "description": None,
-          "_owners": [owner] if owner else [], "_visibleAt": visible_at}
+          "_owners": [owner] if owner else [], "_createdBy": owner, "_visibleAt": visible_at}
     sp.update(extra or {})
     return sp
 
@@ -109,6 +109,7 @@ class Principals:
                            f"principal name {body['appId']} is already in use.")
         extra = {k: body[k] for k in ("tags", "notes", "description", "appRoleAssignmentRequired",
                                       "accountEnabled") if k in body}
+        b.deleted.require_quota(caller)
         sp = new_service_principal(app, app_id=app["appId"], now=b.now(), visible_at=b.visible_at(),
                                    owner=caller.oid, extra=extra)
         return b.sp_view(b.save(SPS, sp))
@@ -132,9 +133,10 @@ class Principals:
         self.remove(sp)
 
     def remove(self, sp: dict[str, Any]) -> None:
-        """A service principal goes with its app role assignments (either side) and grants (either side)."""
+        """A service principal goes to deleted items; its app role assignments (either side) and grants (either
+        side) go for good (a restore does not bring them back: no source says it would)."""
         store = self.backend.store
-        store.delete(SPS, sp["id"])
+        self.backend.deleted.soft_delete("servicePrincipal", sp)
         for a in store.values(ASSIGNMENTS):
             if sp["id"] in (a["principalId"], a["resourceId"]):
                 store.delete(ASSIGNMENTS, a["id"])

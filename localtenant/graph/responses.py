@@ -1,5 +1,6 @@
 """Graph v1.0 routes for applications (with their passwords and federated identity credentials), service
-principals, app role assignments, delegated permission grants, owned objects and directoryObjects/getByIds.
+principals, app role assignments, delegated permission grants, owned objects, directoryObjects/getByIds and
+deleted items.
 
 - The caller is the bearer token's principal with the Graph app roles it carries; the token's audience must
   be Graph.
@@ -160,6 +161,28 @@ def delete_fic(req: Req) -> Response:
     return _no_content(req)
 
 
+# -- deleted items ---------------------------------------------------------------------------------------------
+def _deleted_list(kind: str) -> Callable[[Req], Response]:
+    def handler(req: Req) -> Response:
+        items = req.core.graph.deleted.list(_caller(req), kind)
+        return _collection(req, items, f"directory/deletedItems/microsoft.graph.{kind}")
+    return handler
+
+
+def get_deleted(req: Req) -> Response:
+    return _entity(req, req.core.graph.deleted.get(_caller(req), req.path_params["id"]), "directoryObjects/$entity")
+
+
+def purge_deleted(req: Req) -> Response:
+    req.core.graph.deleted.purge(_caller(req), req.path_params["id"])
+    return _no_content(req)
+
+
+def restore_deleted(req: Req) -> Response:
+    return _entity(req, req.core.graph.deleted.restore(_caller(req), req.path_params["id"]),
+                   "directoryObjects/$entity")
+
+
 # -- service principals, assignments, grants ---------------------------------------------------------------
 def create_sp(req: Req) -> Response:
     return _entity(req, req.core.graph.principals.create(_caller(req), _body(req)), "servicePrincipals/$entity",
@@ -299,6 +322,7 @@ def _rows(table: list[tuple[str, list[str], str | tuple[str, str], Callable]]) -
 def routes(core) -> list:
     fics = "/applications/{ref}/federatedIdentityCredentials"
     assigned = "/servicePrincipals/{ref}/appRoleAssignedTo"
+    deleted = "/directory/deletedItems"
     return routes_table(core, SPEC, _rows([
         ("/applications", ["GET"], "graph.listApplications", list_applications),
         ("/applications", ["POST"], "graph.createApplication", create_application),
@@ -311,6 +335,13 @@ def routes(core) -> list:
         (fics, ["POST"], "graph.createFederatedIdentityCredential", create_fic),
         (fics, ["GET"], "graph.listFederatedIdentityCredentials", list_fics),
         (fics + "/{fic}", ["DELETE"], "graph.deleteFederatedIdentityCredential", delete_fic),
+        # The OData cast is part of the list route ("List deletedItems"); it must come before /{id}.
+        (deleted + "/microsoft.graph.application", ["GET"], "graph.listDeletedItems", _deleted_list("application")),
+        (deleted + "/microsoft.graph.servicePrincipal", ["GET"], "graph.listDeletedItems",
+         _deleted_list("servicePrincipal")),
+        (deleted + "/{id}", ["GET"], "graph.getDeletedItem", get_deleted),
+        (deleted + "/{id}", ["DELETE"], "graph.permanentlyDeleteItem", purge_deleted),
+        (deleted + "/{id}/restore", ["POST"], "graph.restoreDeletedItem", restore_deleted),
         ("/servicePrincipals", ["GET"], "graph.listServicePrincipals", list_sps),
         ("/servicePrincipals", ["POST"], "graph.createServicePrincipal", create_sp),
         ("/servicePrincipals/{ref}", ["GET"], "graph.getServicePrincipal", get_sp),

@@ -73,6 +73,24 @@ def lag_new_reader(exc: UpstreamError) -> bool:
     return exc.status in (400, 404) and exc.code in ("PrincipalNotFound", None)
 
 
+# ------------------------------------------------------------------------------- "it is there already"
+def conflict(exc: UpstreamError) -> bool:
+    """The object (or one with its key) exists: what most create calls answer with 409."""
+    return exc.status == 409
+
+
+def name_taken(exc: UpstreamError) -> bool:
+    """POST /applications with a uniqueName that a live or deleted application holds: Graph answers 400
+    Request_BadRequest, not 409, with no finer code (msgraph-bicep-types issue 137, byte5ai/omadia issue
+    916). Other bad requests share that code, so whoever handles this reads who holds the name."""
+    return exc.status == 400 and exc.code == "Request_BadRequest"
+
+
+def quota_exceeded(exc: UpstreamError) -> bool:
+    """The creating principal's directory object quota is used up (Directory_QuotaExceeded, 400)."""
+    return exc.code == "Directory_QuotaExceeded"
+
+
 def never(exc: UpstreamError) -> bool:
     """No failure of this call is replication lag."""
     return False

@@ -42,19 +42,15 @@ class GraphClient:
                                      ok_missing=True)
         return body
 
-    def upsert_application(self, unique_name: str, manifest: dict) -> tuple[bool, dict | None]:
-        """Create or update by uniqueName (doc: application-upsert). Returns (created, body-if-created)."""
-        status, body, _ = self._rest.call(
-            "upsertApplication",
-            "PATCH",
-            f"/v1.0/applications(uniqueName='{_key(unique_name)}')",
-            body=manifest,
-            headers={"Prefer": "create-if-missing"},
-            # A retry after a lost 201 would answer 204 and look like someone else's app: the service
-            # retries instead, after reading what is there.
+    def create_application(self, manifest: dict) -> dict:
+        """POST /applications with the manifest's uniqueName: create-only. A name another application holds,
+        live or in deleted items, answers 400 Request_BadRequest (not 409) and changes nothing."""
+        _, body, _ = self._rest.call(
+            "createApplication", "POST", "/v1.0/applications", body=manifest,
+            # Not idempotent: a retry after a lost 201 would meet its own name. The service looks first.
             retry=False,
         )
-        return status == 201, body
+        return body
 
     def update_application(self, object_id: str, changes: dict) -> None:
         self._rest.call("updateApplication", "PATCH", f"/v1.0/applications/{object_id}", body=changes)
@@ -65,12 +61,41 @@ class GraphClient:
         )
         return status != 404
 
-    def list_owned_applications(self, owner_sp_id: str, *, page_size: int = 100) -> Iterator[dict]:
-        """Applications the product's own service principal owns (all it can manage with OwnedBy)."""
-        path = f"/v1.0/servicePrincipals/{owner_sp_id}/ownedObjects"
-        for item in self._pages("listOwnedObjects", path, {"$top": str(page_size)}):
-            if item.get("@odata.type") == "#microsoft.graph.application":
-                yield item
+    def list_owned_objects(self, owner_sp_id: str, *, page_size: int = 999) -> Iterator[dict]:
+        """Applications and service principals the product's own service principal owns (all it can manage
+        with OwnedBy). One page holds them all: a principal may create 250 objects (999 is Graph's largest
+        page)."""
+        return self._pages("listOwnedObjects", f"/v1.0/servicePrincipals/{owner_sp_id}/ownedObjects",
+                           {"$top": str(page_size)})
+
+    def list_owned_applications(self, owner_sp_id: str) -> Iterator[dict]:
+        return (item for item in self.list_owned_objects(owner_sp_id)
+                if item.get("@odata.type") == "#microsoft.graph.application")
+
+    # deleted items --------------------------------------------------------------------------------
+    def find_deleted_application(self, unique_name: str) -> dict | None:
+        """The application in deleted items that keeps this uniqueName taken (doc: directory-deleteditems-list,
+        which filters as the cast type does: uniqueName supports eq)."""
+        flt = f"uniqueName eq '{unique_name.replace(chr(39), chr(39) * 2)}'"
+        for item in self._pages("listDeletedItems", "/v1.0/directory/deletedItems/microsoft.graph.application",
+                                {"$filter": flt}):
+            return item
+        return None
+
+    def list_deleted(self, kind: str, tag: str) -> list[dict]:
+        """Applications or service principals (`kind`) in deleted items that carry `tag`."""
+        flt = f"tags/any(t:t eq '{tag.replace(chr(39), chr(39) * 2)}')"
+        return list(self._pages("listDeletedItems", f"/v1.0/directory/deletedItems/microsoft.graph.{kind}",
+                                {"$filter": flt, "$top": "999"}))
+
+    def purge_deleted(self, object_id: str, *, missing_ok: bool = True) -> bool:
+        """Permanently delete an application or service principal from deleted items (doc:
+        directory-deleteditems-delete; Application.ReadWrite.OwnedBy may, for what it owns): its name and its
+        place in the identity's object quota come back at once. False when it was not there."""
+        status, _, _ = self._rest.call(
+            "permanentlyDeleteItem", "DELETE", f"/v1.0/directory/deletedItems/{object_id}", ok_missing=missing_ok
+        )
+        return status != 404
 
     def add_password(self, object_id: str, display_name: str, end: str) -> dict:
         _, body, _ = self._rest.call(

@@ -28,13 +28,14 @@ def throttled_create(api, tenant, name: str, *, burst: int):
 
 
 def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry_after(api, tenant):
-    # The create's first read takes the only token; its upsert (not retried by the transport) is throttled.
-    response, took = throttled_create(api, tenant, "budget-throttled", burst=1)
+    # The create's two first reads (the name, and what the identity owns for its object quota) take the two
+    # tokens; its create (not retried by the transport) is throttled.
+    response, took = throttled_create(api, tenant, "budget-throttled", burst=2)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["failedStep"] == "create application"
-    assert problem["upstream"] == {"service": "graph", "operation": "upsertApplication", "status": 429,
+    assert problem["upstream"] == {"service": "graph", "operation": "createApplication", "status": 429,
                                    "code": problem["upstream"]["code"]}
     assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]
     assert took < 5, f"gave up after {took:.1f} s instead of at once"

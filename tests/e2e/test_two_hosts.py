@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
 from bench._harness import HostProcess, admin_token
 from localtenant import LocalTenant
+from tests.support import settings_override
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +65,42 @@ def test_the_same_create_on_two_instances_makes_one_registration(two_hosts):
         assert len(versions) == 1
         roles = [r for r in state["roleAssignments"] if r["properties"]["principalId"] == sps[0]["id"]]
         assert len(roles) == 1
+
+
+def test_a_throttled_duplicate_never_undoes_a_finished_create(two_hosts):
+    """The same create on both instances; whichever application write comes second is throttled (429) four
+    times. The first answers 201; the second's late write must not touch the finished registration (a blind
+    upsert used to set its tags back to `provisioning` with its own lease), so it ends replaying it, and the
+    sweep, standing two hours later, finds nothing to repair."""
+    lt, first, second = two_hosts
+    token = admin_token(lt)
+    name = "two-hosts-throttled"
+    body = {"type": "service", "name": name, "displayName": "Two hosts", "dicomService": "managed",
+            "access": "reader"}
+    for host in (first, second):  # warm: each instance has its runtime and tokens before the race
+        with httpx.Client(base_url=host.api, trust_env=False, timeout=60, headers={
+                "x-functions-key": host.function_key, "Authorization": f"Bearer {token}"}) as c:
+            assert c.get("/registrations").status_code == 200
+    # Every call slow enough that both instances read "no such application" before either creates it.
+    lt.set_faults({"latencyMs": 300, "failures": [
+        {"operation": "graph.createApplication", "nth": 2, "status": 429, "times": 4}]})
+    creates_before = lt.stats()["calls"].get("graph.createApplication", 0)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(lambda host: create_until_done(host, token, body), [first, second]))
+    finally:
+        lt.set_faults({"latencyMs": 80})
+    assert sorted(statuses[-1] for statuses in outcomes) == [200, 201], outcomes
+    # Both wrote (the second through its four 429s): the race happened.
+    assert lt.stats()["calls"]["graph.createApplication"] - creates_before == 6
+
+    [app] = [a for a in lt.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
+    assert "dicom-state:ready" in app["tags"]
+    assert not [t for t in app["tags"] if t.startswith("dicom-lease:")]
+    with settings_override(**lt.app_settings()):
+        from registrations import sweep, wiring
+
+        report = sweep.run(wiring.runtime().service, now=datetime.now(timezone.utc) + timedelta(hours=2))
+    assert report["repaired"] == [] and report["removed"] == [], report
+    [still] = [a for a in lt.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
+    assert still["id"] == app["id"] and "dicom-state:ready" in still["tags"]

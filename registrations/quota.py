@@ -1,0 +1,98 @@
+"""The directory object quota of this API's own identity: how much of it is used, and the refusal of a create
+that cannot fit, before its first write.
+
+Entra lets a principal without a directory role create at most 250 directory objects; its live objects and
+those in deleted items count, and for 30 days after a permanent delete a quarter of each (Microsoft Entra
+service limits and restrictions; "Deletion and recovery of applications FAQ", which names the error
+Directory_QuotaExceeded). A registration costs two objects: its application and its service principal. This
+API deletes for good (teardown.py), so what counts is what its identity owns plus what of its own sits in
+deleted items after an interrupted teardown. The quarter weight of purged objects is invisible to it, so
+Graph's own refusal gets the same problem (provision.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import manifest as mf
+from .adapters.graph import GraphClient
+from .problems import QuotaExceeded
+from .settings import Settings
+
+log = logging.getLogger("registrations.quota")
+
+OBJECTS_PER_REGISTRATION = 2  # application and service principal
+WARN_SHARE = 0.8
+ADVICE = ("delete registrations that are no longer needed (this API deletes for good, which frees their places "
+          "at once); have an administrator permanently delete this identity's applications and service "
+          "principals from deleted items; or assign the identity a directory role that lifts the limit, one "
+          "with microsoft.directory/applications/create such as Application Administrator (Microsoft Entra "
+          "docs: 'Remove limits on creating app registrations') and then set DIRECTORY_OBJECT_QUOTA to 0")
+
+
+@dataclass(frozen=True)
+class Usage:
+    limit: int
+    owned: int
+    deleted: int | None = None  # None: not counted (far from the limit)
+
+    @property
+    def used(self) -> int:
+        return self.owned + (self.deleted or 0)
+
+    def fits(self) -> bool:
+        return self.used + OBJECTS_PER_REGISTRATION <= self.limit
+
+    def report(self) -> dict:
+        free = max(self.limit - self.used, 0)
+        return {"limit": self.limit, "used": self.used, "owned": self.owned, "deleted": self.deleted or 0,
+                "free": free, "registrationsThatFit": free // OBJECTS_PER_REGISTRATION}
+
+
+class ObjectQuota:
+    def __init__(self, settings: Settings, *, graph: GraphClient, owner_id: Callable[[], str]) -> None:
+        self.settings = settings
+        self._graph = graph
+        self._owner_id = owner_id
+
+    @property
+    def limited(self) -> bool:
+        return self.settings.directory_object_quota > 0
+
+    def owned(self) -> list[dict]:
+        """Every application and service principal this API's identity owns (the count's live part)."""
+        return list(self._graph.list_owned_objects(self._owner_id()))
+
+    def usage(self, owned: list[dict] | None = None) -> Usage:
+        """Owned objects plus this API's applications and service principals in deleted items."""
+        owned = self.owned() if owned is None else owned
+        deleted = sum(len(self._graph.list_deleted(kind, mf.TAG_MARK)) for kind in ("application", "servicePrincipal"))
+        return Usage(self.settings.directory_object_quota, len(owned), deleted)
+
+    def check(self, owned: list[dict]) -> None:
+        """Before a create's first write: refuse when a registration cannot fit; warn from 80 %. Deleted items
+        are counted only near the limit (this API purges what it deletes, so they are rare)."""
+        if not self.limited:
+            return
+        usage = Usage(self.settings.directory_object_quota, len(owned))
+        if usage.used >= WARN_SHARE * usage.limit or not usage.fits():
+            usage = self.usage(owned)
+            log.warning("directory object quota: %d of %d used (%d owned, %d in deleted items)", usage.used,
+                        usage.limit, usage.owned, usage.deleted or 0)
+        if not usage.fits():
+            raise exceeded(usage)
+
+
+def exceeded(usage: Usage | None, cause: str | None = None) -> QuotaExceeded:
+    """The problem for a create that cannot fit: counted here (`usage`), or refused by Graph (`cause`)."""
+    if usage is None:
+        said = f"{cause}: " if cause else ""
+        detail = (f"{said}the API's identity has used up its directory object quota (Entra allows a principal "
+                  "without a directory role 250, deleted objects included)")
+        return QuotaExceeded(f"{detail}; {ADVICE}", needed=OBJECTS_PER_REGISTRATION)
+    detail = (f"the API's identity has created {usage.used} of the {usage.limit} directory objects Entra allows "
+              f"a principal without a directory role (objects in deleted items count); a registration needs "
+              f"{OBJECTS_PER_REGISTRATION}")
+    return QuotaExceeded(f"{detail}; {ADVICE}", quota=usage.report(), needed=OBJECTS_PER_REGISTRATION)
