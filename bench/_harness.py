@@ -84,6 +84,14 @@ def local_tenant(**faults: Any) -> Iterator[Any]:
         yield lt
 
 
+def lift_object_quota(lt: Any) -> dict[str, str]:
+    """Load runs make more registrations than Entra lets a principal without a directory role create (250
+    objects, two per registration, and a quarter of each for 30 days after a permanent delete): they run as
+    if the identity held a directory role that lifts the limit. Returns the function app's setting for it."""
+    lt.set_settings({"directoryObjectQuota": None})
+    return {"DIRECTORY_OBJECT_QUOTA": "0"}
+
+
 class CallLog:
     """Every remote call the tenant accepts or throttles, with the time it was decided.
 
@@ -158,9 +166,10 @@ def host_env(lt: Any, workdir: Path) -> dict[str, str]:
 
 
 class HostProcess:
-    """`python -m devhost serve` for function_app in a subprocess, with the tenant's settings."""
+    """`python -m devhost serve` for function_app in a subprocess, with the tenant's settings (and `settings`
+    on top)."""
 
-    def __init__(self, lt: Any, *, ready_timeout: float = 60.0) -> None:
+    def __init__(self, lt: Any, *, ready_timeout: float = 60.0, settings: dict[str, str] | None = None) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="bench-host-"))
         keys_path = self._dir / "host-keys.json"
         keys_path.write_text(json.dumps({"master": "bench-master-key", "function": "bench-function-key"}))
@@ -171,7 +180,8 @@ class HostProcess:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [PY, "-m", "devhost", "serve", "--port", str(self.port), "--keys", str(keys_path)],
-            cwd=ROOT, env=host_env(lt, self._dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env={**host_env(lt, self._dir), **(settings or {})}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         threading.Thread(target=self._drain, daemon=True).start()  # a full stderr pipe would stall it
         self.ready_after = self._wait_ready(ready_timeout)

@@ -19,8 +19,8 @@ import threading
 import time
 from collections import Counter
 
-from bench._harness import (BODIES, CallLog, HostProcess, Result, admin_token, api_client, audit, local_tenant,
-                            standalone)
+from bench._harness import (BODIES, CallLog, HostProcess, Result, admin_token, api_client, audit, lift_object_quota,
+                            local_tenant, standalone)
 
 GOAL_MB_PER_MIN = 1.0
 SAMPLE_SECONDS = 2.0
@@ -94,7 +94,8 @@ def run(options: argparse.Namespace) -> list[Result]:
     seconds = options.soak_seconds
     warm_up = min(120.0, seconds / 4)
     samples: list[tuple[float, float]] = []
-    with local_tenant() as lt, HostProcess(lt) as host, api_client(host, admin_token(lt)) as client:
+    with local_tenant() as lt, HostProcess(lt, settings=lift_object_quota(lt)) as host, \
+            api_client(host, admin_token(lt)) as client:
         lt.set_faults(BASE_FAULTS)
         log = CallLog(lt)
         start = time.monotonic()

@@ -22,6 +22,7 @@ from bench._harness import (
     admin_token,
     api_client,
     audit,
+    lift_object_quota,
     local_tenant,
     median,
     run_threads,
@@ -37,7 +38,8 @@ def run(options: argparse.Namespace) -> list[Result]:
     errors: list[str] = []
     latencies: list[float] = []
     lock = threading.Lock()
-    with local_tenant() as lt, HostProcess(lt) as host, api_client(host, admin_token(lt)) as client:
+    with local_tenant() as lt, HostProcess(lt, settings=lift_object_quota(lt)) as host, \
+            api_client(host, admin_token(lt)) as client:
         client.post("/registrations", json=BODIES["service/managed"]("tp-warm-0")).raise_for_status()
         log = CallLog(lt)
         # What one warm provision needs from Graph when nothing is throttled: the useful work per provision.

@@ -444,6 +444,10 @@ def expiring(call: Call[ExpiringQuery]) -> func.HttpResponse:
     return json_response({"days": days, "value": call.runtime.service.expiring(call.caller, days)})
 
 
+def capacity(call: Call[NoQuery]) -> func.HttpResponse:
+    return json_response(call.runtime.service.capacity(call.caller))
+
+
 # Keyed by the HTTP function's name in http.py, as openapi.OPERATIONS is; the query models are the ones the
 # document declares.
 ENDPOINTS: dict[str, Endpoint] = {
@@ -459,6 +463,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "rotate_credential": Endpoint(rotate, "rotate", idempotency_key=True),
     "list_credentials": Endpoint(credentials, "read"),
     "expiring_report": Endpoint(expiring, "read", ExpiringQuery),
+    "capacity_report": Endpoint(capacity, "read"),
 }
 
 

@@ -76,6 +76,11 @@ def expiring_report(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "expiring_report")
 
 
+@bp.route(route="reports/capacity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def capacity_report(req: func.HttpRequest) -> func.HttpResponse:
+    return _api().serve(req, "capacity_report")
+
+
 @bp.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def sweep_credentials(timer: func.TimerRequest) -> None:
     _api().sweep()

@@ -388,6 +388,19 @@ class ExpiringReport(_Response):
     value: list[ExpiringCredential]
 
 
+class CapacityReport(_Response):
+    """The API identity's directory object quota (each registration takes two objects). Without a limit
+    (DIRECTORY_OBJECT_QUOTA=0) limit, free and registrationsThatFit are null."""
+
+    limit: int | None
+    used: int = Field(description="Objects the identity owns plus its applications and service principals in "
+                                  "deleted items.")
+    owned: int
+    deleted: int
+    free: int | None
+    registrationsThatFit: int | None
+
+
 class VerificationCheck(_Response):
     name: str = Field(description="What was checked, e.g. token, Azure role assignment, admin consent.")
     ok: bool

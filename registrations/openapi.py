@@ -42,6 +42,7 @@ from .models import (
     CredentialList,
     DeletionReport,
     ExpiringQuery,
+    CapacityReport,
     ExpiringReport,
     ListQuery,
     AdoptRequest,
@@ -281,6 +282,13 @@ OPERATIONS: dict[str, Operation] = {
         "Current credentials that end within the given number of days, soonest first.",
         replies=(Reply(200, "The report.", ExpiringReport, CORRELATION),),
         problems=(422,), params=query_params(ExpiringQuery),
+    ),
+    "capacity_report": Operation(
+        "get", "/reports/capacity", "GetCapacityReport", "Directory object quota",
+        "How much of Entra's directory object quota the API's identity has used (250 for a principal without a "
+        "directory role; each registration takes two). Administrators only.",
+        replies=(Reply(200, "The report.", CapacityReport, CORRELATION),),
+        problems=(),
     ),
     "health": Operation(
         "get", "/health", "GetHealth", "Health", "Settings check; never calls Azure.",

@@ -46,9 +46,10 @@ class Usage:
         return self.used + OBJECTS_PER_REGISTRATION <= self.limit
 
     def report(self) -> dict:
-        free = max(self.limit - self.used, 0)
-        return {"limit": self.limit, "used": self.used, "owned": self.owned, "deleted": self.deleted or 0,
-                "free": free, "registrationsThatFit": free // OBJECTS_PER_REGISTRATION}
+        """What the capacity report and the quota-exceeded problem say; limit 0 is no limit."""
+        free = max(self.limit - self.used, 0) if self.limit else None
+        return {"limit": self.limit or None, "used": self.used, "owned": self.owned, "deleted": self.deleted or 0,
+                "free": free, "registrationsThatFit": None if free is None else free // OBJECTS_PER_REGISTRATION}
 
 
 class ObjectQuota:

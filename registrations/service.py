@@ -30,6 +30,7 @@ from .manifest import ADMIN, READ, Caller
 from .models import AdoptRequest, FederatedCredential, ListQuery, RegistrationRequest, Request
 from .problems import (
     Conflict,
+    Forbidden,
     NotFound,
     PolicyViolation,
     PreconditionFailed,
@@ -313,6 +314,13 @@ class RegistrationService:
 
         found = _upstream(lambda: sweep.expiring(self, now=self.now(), within=timedelta(days=days)))
         return [item for item in found if self.may_see_requester(item["requestedBy"], caller)]
+
+    def capacity(self, caller: Caller) -> dict:
+        """How much of the identity's directory object quota is used (quota.py); administrators only."""
+        if ADMIN not in caller.roles:
+            raise Forbidden(f"the capacity report is for {ADMIN}", requiredRoles=[ADMIN])
+        usage = _upstream(self._quota.usage)
+        return usage.report()
 
     def owned_registrations(self) -> list[dict]:
         """Every application this API made (what its identity owns and tagged)."""

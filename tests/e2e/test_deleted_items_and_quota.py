@@ -127,6 +127,7 @@ def test_a_create_past_the_quota_answers_the_documented_problem_without_a_graph_
         before = lt.stats()["calls"]
         refused = api.post("/registrations", json=body("does-not-fit"))
         after = lt.stats()["calls"]
+        report = api.get("/reports/capacity").json()
     assert refused.status_code == 409, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     problem = refused.json()
@@ -135,6 +136,8 @@ def test_a_create_past_the_quota_answers_the_documented_problem_without_a_graph_
     for advice in ("delete registrations", "permanently delete", "Application Administrator",
                    "DIRECTORY_OBJECT_QUOTA"):
         assert advice in problem["detail"]
+    assert report == problem["quota"] == {
+        "limit": 4, "used": 4, "owned": 4, "deleted": 0, "free": 0, "registrationsThatFit": 0}
     called = {op for op in after if after[op] != before.get(op)}
     assert called and all(op.split(".")[1].startswith(("get", "list")) for op in called if op.startswith("graph")), \
         called
@@ -150,3 +153,20 @@ def test_graphs_own_quota_refusal_answers_the_same_problem(tenant_api):
     assert refused.status_code == 409, refused.text
     assert refused.json()["type"] == PROBLEM_TYPE_BASE + "quota-exceeded"
     assert held(lt, "graph-says-no") == [] and lt.state()["deletedItems"] == []
+
+
+def test_the_capacity_report_counts_owned_and_deleted_objects_for_admins_only(tenant_api, host):
+    lt, api = tenant_api
+    assert api.post("/registrations", json=body("counted")).status_code == 201
+    # A teardown that stopped before its permanent deletes leaves both objects in deleted items.
+    lt.set_faults({"failures": [{"operation": "graph.permanentlyDeleteItem", "nth": 1, "status": 403}]})
+    assert api.delete("/registrations/counted").status_code == 502
+    lt.set_faults({})
+    report = api.get("/reports/capacity")
+    assert report.status_code == 200, report.text
+    assert report.json() == {"limit": 250, "used": 2, "owned": 1, "deleted": 1, "free": 248,
+                             "registrationsThatFit": 124}
+    reader = api_token(lt, lt.seed.reader_client)
+    with api_client(host, reader) as as_reader:
+        refused = as_reader.get("/reports/capacity")
+    assert refused.status_code == 403 and refused.json()["requiredRoles"] == ["Registrations.Admin"]

@@ -25,7 +25,7 @@ BASE_PATH = "/api"
 MAIN = {("CreateRegistration", 201), ("CreateRegistration", 200), ("GetRegistration", 200),
         ("ListRegistrations", 200), ("DeleteRegistration", 200), ("RotateCredential", 201),
         ("RotateCredential", 200), ("ListCredentials", 200), ("GetExpiringReport", 200),
-        ("VerifyRegistration", 200), ("VerifyRegistration", 202)}
+        ("VerifyRegistration", 200), ("VerifyRegistration", 202), ("GetCapacityReport", 200)}
 _ROUTES = [(op.method.upper(), path_regex(BASE_PATH + op.path), op) for op in OPERATIONS.values()]
 _ADAPTERS: dict[Any, TypeAdapter] = {}
 
@@ -89,6 +89,7 @@ def _drive_main_operations(api, tenant) -> None:
         assert rotate().status_code == 201 and rotate().status_code == 200  # rotated, then a replay
         api.get(f"/registrations/{name}/credentials")
     api.get("/reports/expiring", params={"days": 730})
+    api.get("/reports/capacity")
     api.get("/registrations/no-such-registration")  # a problem
     for body in bodies:
         assert api.delete(f"/registrations/{body['name']}").status_code == 200
