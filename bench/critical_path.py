@@ -29,8 +29,8 @@ from bench._harness import (
 )
 
 GOAL = 1.05  # issue 10: the create path adds at most 5 % to its round trips
-# Read off registrations/service.py and provision.py: (GET app ‖ resource lookup), upsert, (service principal → grant ‖
-# addPassword → Key Vault), mark ready. A resource has no lookup and no grant; a public client no secret.
+# Read off registrations/service.py and provision.py: (GET app ‖ owned objects, for the quota ‖ resource lookup),
+# create, (service principal → grant ‖ addPassword → Key Vault), mark ready. A resource has no lookup and no grant; a public client no secret.
 EXPECTED_DEPTH = {"service/managed": 5, "service/oss": 5, "confidential": 5, "public": 5, "resource": 4}
 
 

@@ -49,7 +49,7 @@ def test_same_name_different_body_is_a_conflict_naming_the_fields(api, tenant):
 
 # Each remote call of a managed service-client create, failed once (a transient 503) or for good (a 403).
 CREATE_STEPS = [
-    "graph.getApplication", "graph.listServicePrincipals", "graph.upsertApplication",
+    "graph.getApplication", "graph.listOwnedObjects", "graph.listServicePrincipals", "graph.createApplication",
     "graph.createServicePrincipal", "graph.addPassword", "keyvault.setSecret", "arm.createRoleAssignment",
     "graph.updateApplication",
 ]
