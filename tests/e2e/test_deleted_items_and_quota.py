@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from localtenant import LocalTenant
-from tests.support import PROBLEM_TYPE_BASE, api_client, api_token, settings_override
+from tests.support import CAPTURED, PROBLEM_TYPE_BASE, api_client, api_token, settings_override
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,8 @@ def test_a_create_past_the_quota_answers_the_documented_problem_without_a_graph_
         called
     assert not {op for op in called if op.startswith(("keyvault", "arm"))}
     assert held(lt, "does-not-fit") == []
+    # From 80 % on, every create logs where the quota stands.
+    assert any("WARNING directory object quota: 4 of 4 used" in line for line in CAPTURED)
 
 
 def test_graphs_own_quota_refusal_answers_the_same_problem(tenant_api):
