@@ -160,7 +160,7 @@ class Setup:
             manifest = {"displayName": "DICOM Registrations API", "signInAudience": "AzureADMyOrg",
                         **self._api_manifest({})}
             created = self.change(f"create the app registration {self.api_name} ({self.identifier_uri})",
-                                  lambda: self.graph.upsert_application(self.api_name, manifest)[1])
+                                  lambda: self.graph.create_application({**manifest, "uniqueName": self.api_name}))
             return created
         patch = self._api_manifest(app)
         if patch:

@@ -142,6 +142,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ALLOWED_REDIRECT_HOSTS: allowedRedirectHosts
       ALLOWED_FEDERATED_ISSUERS: allowedFederatedIssuers
       MAX_REGISTRATIONS_PER_REQUESTER: '50'
+      DIRECTORY_OBJECT_QUOTA: '250'
       REGISTRATION_NAME_PREFIX: 'dicomreg'
       SECRET_LIFETIME_DAYS: '180'
       SECRET_MAX_LIFETIME_DAYS: '365'
