@@ -82,7 +82,7 @@ class DirectorySettings:
 
 
 WHEN = ("before", "after")
-FAILURE_KEYS = {"operation", "nth", "status", "times", "when"}
+FAILURE_KEYS = {"operation", "nth", "status", "times", "when", "code"}
 
 
 class Issued:
@@ -113,6 +113,7 @@ class InjectedFault(Exception):
     status: int
     retry_after: int | None = None
     when: str = "before"
+    code: str | None = None  # the service's error code to answer with, instead of the one for the status
 
 
 class _Bucket:
@@ -152,9 +153,11 @@ class Faults:
             when = f.get("when") or "before"
             if when not in WHEN:
                 raise ValueError(f"a failure's when must be one of {WHEN}")
+            if f.get("code") is not None and not isinstance(f["code"], str):
+                raise ValueError("a failure's code must be a string")
             failures.append({"operation": f["operation"], "nth": int(f["nth"]), "status": int(f["status"]),
                              "times": None if f.get("times", 1) is None else int(f.get("times", 1)),
-                             "when": when, "seen": 0})
+                             "when": when, "code": f.get("code"), "seen": 0})
         throttle = config.get("throttle")
         with self._lock:
             self._config = {
@@ -201,7 +204,8 @@ class Faults:
                 f["seen"] += 1
                 last = None if f["times"] is None else f["nth"] + f["times"] - 1
                 if f["seen"] >= f["nth"] and (last is None or f["seen"] <= last):
-                    fault = InjectedFault(f["status"], 1 if f["status"] in (429, 503) else None, f["when"])
+                    fault = InjectedFault(f["status"], 1 if f["status"] in (429, 503) else None, f["when"],
+                                          f["code"])
                     if fault.when == "before":
                         raise fault
                     return fault

@@ -70,6 +70,10 @@ def concurrency_violation() -> GraphError:
 
 
 def from_fault(fault: InjectedFault) -> GraphError:
+    if fault.code == "Directory_ConcurrencyViolation":
+        return concurrency_violation()
+    if fault.code:
+        return GraphError(fault.status, fault.code, "Injected failure.")
     if fault.status == 429:
         # Graph throttling: 429 TooManyRequests with Retry-After in seconds.
         return GraphError(429, "TooManyRequests", "Too many requests.",

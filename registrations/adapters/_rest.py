@@ -26,7 +26,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
 from .. import logs, saga
-from .errors import ConflictError, NotFoundError, UpstreamError
+from .errors import CONCURRENCY_VIOLATION, ConflictError, NotFoundError, UpstreamError
 
 log = logging.getLogger("registrations.upstream")
 
@@ -53,7 +53,7 @@ class BudgetedRetryPolicy(RetryPolicy):
     def is_retry(self, settings, response):  # type: ignore[override]
         if response.http_response.status_code == 429:
             logs.count("throttled", service=self.service)
-        if not super().is_retry(settings, response):
+        if not (super().is_retry(settings, response) or settings["total"] and _concurrency_violation(response)):
             return False
         left = saga.remaining()
         # The wait sleep() will take once increment() has added this answer to the history.
@@ -68,6 +68,18 @@ class BudgetedRetryPolicy(RetryPolicy):
     def _wait(self, settings: dict[str, Any], response: Any) -> float:
         """What azure-core would wait: the answer's Retry-After (capped), else its exponential backoff."""
         return (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
+
+
+def _concurrency_violation(response: Any) -> bool:
+    """409 Directory_ConcurrencyViolation: another write on the same object was in flight and this one did
+    nothing ("wait briefly and retry"), so a call the pipeline may repeat is repeated, as for 429."""
+    http = response.http_response
+    if http.status_code != 409:
+        return False
+    try:
+        return error_code(json.loads(http.text() or "null"))[0] == CONCURRENCY_VIOLATION
+    except ValueError:
+        return False
 
 
 # Codes of a 401 that refuses the bearer token itself (Graph: InvalidAuthenticationToken; ARM: that or

@@ -47,3 +47,42 @@ def test_a_duplicate_app_role_assignment_is_found_not_waited_out(api, tenant):
     assert calls["graph.createAppRoleAssignment"] >= 2  # the lost one and the duplicate
     assignments = [a for a in tenant.state()["appRoleAssignments"] if a["principalId"] == reg["servicePrincipalId"]]
     assert len(assignments) == 1
+
+
+CONCURRENCY = {"status": 409, "code": "Directory_ConcurrencyViolation"}
+
+
+def test_a_concurrency_violation_is_retried_and_adds_one_credential(api, tenant):
+    """addPassword refused with 409 Directory_ConcurrencyViolation (another credential write on the app was in
+    flight) did nothing: it is repeated after a pause, and the registration ends with one password."""
+    tenant.set_faults({"failures": [{"operation": "graph.addPassword", "nth": 1, **CONCURRENCY}]})
+    try:
+        reg = create(api, service("busy-app"))
+        calls = tenant.stats()["calls"]
+    finally:
+        tenant.set_faults({})
+    assert reg["state"] == "ready" and calls["graph.addPassword"] >= 2
+    app = next(a for a in tenant.state()["applications"] if a.get("uniqueName") == "dicomreg-busy-app")
+    assert len(app["passwordCredentials"]) == 1
+
+
+def test_the_sweep_retries_a_concurrency_violation_when_it_removes_a_credential(api, tenant):
+    """removePassword refused with the concurrency violation is repeated by the pipeline like throttling."""
+    from datetime import datetime, timedelta, timezone
+
+    from registrations import sweep as sweeper
+    from registrations import wiring
+
+    create(api, service("busy-retire"))
+    rotated = api.post("/registrations/busy-retire/credentials", headers={"Idempotency-Key": "busy-retire-1"})
+    assert rotated.status_code == 201, rotated.text
+    superseded = next(c for c in rotated.json()["credentials"] if c["state"] == "superseded")
+    later = datetime.fromisoformat(superseded["removeAfter"].replace("Z", "+00:00")) + timedelta(days=1)
+    tenant.set_faults({"failures": [{"operation": "graph.removePassword", "nth": 1, **CONCURRENCY}]})
+    try:
+        report = sweeper.run(wiring.runtime().service, now=later.astimezone(timezone.utc))
+    finally:
+        tenant.set_faults({})
+    assert [r["keyId"] for r in report["removed"] if r["registration"] == "busy-retire"] == [superseded["keyId"]]
+    app = next(a for a in tenant.state()["applications"] if a.get("uniqueName") == "dicomreg-busy-retire")
+    assert superseded["keyId"] not in {p["keyId"] for p in app["passwordCredentials"]}

@@ -88,3 +88,14 @@ def test_overlapping_credential_writes_conflict(lt, graph):
     # One after the other is fine.
     graph.secret(app["id"])
     graph.secret(app["id"])
+
+
+def test_an_injected_failure_can_carry_the_service_error_code(lt, graph):
+    app, _ = graph.app_with_sp("coded")
+    lt.set_faults({"failures": [{"operation": "graph.addPassword", "nth": 1, "status": 409,
+                                 "code": "Directory_ConcurrencyViolation"}]})
+    r = graph("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {}})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "Directory_ConcurrencyViolation"
+    assert r.json()["error"]["message"].startswith("Error due to concurrent requests")
+    assert graph("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {}}).status_code == 200
+    assert lt.faults()["failures"][0]["code"] == "Directory_ConcurrencyViolation"
