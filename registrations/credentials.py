@@ -214,6 +214,10 @@ class Credentials:
             self._yield_to_twin(app, "certificate", label, key_id)
         stored = self._store(saga, app, name, registration, "certificate", cert.pem, cert.end, key_id, label,
                              {"thumbprint": cert.thumbprint}, now=now)
+        if twins:
+            # keyCredentials are written whole: a twin's write that read the collection before ours landed
+            # replaces ours. Then ours is gone, the twin's stays, and this attempt yields (its version undone).
+            self._yield_to_twin(app, "certificate", label, key_id)
         return self._reference("certificate", name, key_id, iso(cert.end), stored, cert.thumbprint)
 
     def _set_certificates(self, app: dict, *, keep: Callable[[dict], bool], add: dict | None) -> None:
