@@ -261,12 +261,10 @@ class Changer:
         readers and owners this API did not grant, and grants nothing."""
         saga = Saga()
         lease = self.provisioner.new_lease()
-        before = list(app.get("tags") or [])
         try:
             self.provisioner.check_lease(app)
-            leased = [t for t in before if not t.startswith("dicom-lease:")] + [lease]
-            saga.run("take lease", lambda: self.graph.update_application(app["id"], {"tags": leased}),
-                     undo=lambda _: self.graph.update_application(app["id"], {"tags": before}))
+            before = saga.run("take lease", lambda: self._take(app, lease),
+                              undo=lambda tags: self._release(app, lease, tags))
             saga.run("confirm lease", lambda: self._confirm(app, lease))
             changes, undo = self._app_changes(app, wanted, [] if only_remove else fields)
             if changes:
@@ -334,6 +332,23 @@ class Changer:
             saga.rollback()
             raise
         return dict(app, **changes)
+
+    def _take(self, app: dict, lease: str) -> list[str]:
+        """Read the application afresh (the request's first read is some calls old by now), refuse while
+        another attempt's lease is live, and write ours. Returns the tags as they were."""
+        fresh = eventually(lambda: self._visible(app["id"]), lagging=lag_404)
+        self.provisioner.check_lease(fresh)
+        before = list(fresh.get("tags") or [])
+        leased = [t for t in before if not t.startswith("dicom-lease:")] + [lease]
+        self.graph.update_application(app["id"], {"tags": leased})
+        return before
+
+    def _release(self, app: dict, lease: str, before: list[str]) -> None:
+        """Undo the lease: put the tags back, unless another attempt's lease has replaced ours (then the
+        application is that attempt's to write)."""
+        now = self.graph.get_application_by_id(app["id"]) or {}
+        if lease in (now.get("tags") or []):
+            self.graph.update_application(app["id"], {"tags": before})
 
     def _confirm(self, app: dict, lease: str) -> None:
         """Read our lease back: of two instances writing theirs at once, the later write wins and the other

@@ -279,7 +279,8 @@ def test_the_sweep_takes_away_a_role_it_did_not_grant_and_reports_a_missing_one(
 
 # ------------------------------------------------------------------------------------------- rollback
 # Every remote call of a change that raises access, renames and adds a secret reader, failed for good once.
-CHANGE_CALLS = [("graph.updateApplication", 1), ("graph.getApplication", 2), ("graph.updateApplication", 2),
+CHANGE_CALLS = [("graph.getApplication", 2), ("graph.updateApplication", 1), ("graph.getApplication", 3),
+                ("graph.updateApplication", 2),
                 ("arm.createRoleAssignment", 1), ("arm.listRoleAssignments", 4), ("arm.deleteRoleAssignment", 1),
                 ("arm.listRoleAssignments", 5), ("arm.createRoleAssignment", 2), ("graph.updateApplication", 3)]
 

@@ -3,6 +3,7 @@ to both at once converges on one registration, and neither undoes the other's wo
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -24,12 +25,16 @@ def two_hosts():
 
 
 def create_until_done(host: HostProcess, token: str, body: dict) -> list[int]:
+    return until_done(host, token, "POST", "/registrations", json=body)
+
+
+def until_done(host: HostProcess, token: str, method: str, path: str, **request) -> list[int]:
     """Like a Logic Apps HTTP action: retry a 503 after its Retry-After, until an answer that is not 503."""
     statuses = []
     with httpx.Client(base_url=host.api, trust_env=False, timeout=120,
                       headers={"x-functions-key": host.function_key, "Authorization": f"Bearer {token}"}) as c:
         for _ in range(20):
-            response = c.post("/registrations", json=body)
+            response = c.request(method, path, **request)
             statuses.append(response.status_code)
             if response.status_code != 503:
                 return statuses
@@ -104,3 +109,32 @@ def test_a_throttled_duplicate_never_undoes_a_finished_create(two_hosts):
     assert report["repaired"] == [] and report["removed"] == [], report
     [still] = [a for a in lt.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
     assert still["id"] == app["id"] and "dicom-state:ready" in still["tags"]
+
+
+def test_one_registration_changed_on_two_instances_at_once_ends_consistent(two_hosts):
+    """The change's lease: one instance changes, the other backs off (503) and then changes what is left."""
+    lt, first, second = two_hosts
+    token = admin_token(lt)
+    body = {"type": "service", "name": "two-hosts-change", "displayName": "Two hosts", "dicomService": "managed",
+            "access": "reader"}
+    assert create_until_done(first, token, body)[-1] == 201
+    assert until_done(second, token, "GET", "/registrations/two-hosts-change")[-1] == 200  # both warm
+
+    def change(host: HostProcess, display_name: str) -> list[int]:
+        return until_done(host, token, "PATCH", "/registrations/two-hosts-change",
+                          content=json.dumps({"displayName": display_name, "access": "writer"}),
+                          headers={"Content-Type": "application/merge-patch+json"})
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(change, [first, second], ["From first", "From second"]))
+    assert [statuses[-1] for statuses in outcomes] == [200, 200], outcomes
+    [app] = [a for a in lt.state()["applications"] if a.get("uniqueName") == "dicomreg-two-hosts-change"]
+    assert not [t for t in app["tags"] if t.startswith("dicom-lease:")]
+    assert "dicom-access:writer" in app["tags"] and app["displayName"] in ("From first", "From second")
+    sp_id = next(t.split(":", 1)[1] for t in app["tags"] if t.startswith("dicom-sp:"))
+    roles = [r["properties"]["roleDefinitionId"].rsplit("/", 1)[-1] for r in lt.state()["roleAssignments"]
+             if r["properties"]["principalId"] == sp_id]
+    assert roles == ["58a3b984-7adf-4c20-983a-32417c86fbc8"]  # DICOM Data Owner, and nothing else
+    with httpx.Client(base_url=first.api, trust_env=False, timeout=120,
+                      headers={"x-functions-key": first.function_key, "Authorization": f"Bearer {token}"}) as c:
+        assert c.get("/registrations/two-hosts-change").json()["drift"] == []
