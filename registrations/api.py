@@ -35,7 +35,6 @@ from .models import (
     AdoptRequest,
     NAME_PATTERN,
     UNION_TAGS,
-    ConfigQuery,
     ExpiringQuery,
     ListQuery,
     NoQuery,
@@ -54,7 +53,7 @@ from .problems import (
     UnsupportedMediaType,
     ValidationProblem,
 )
-from .views import render
+from .views import FORMATS, render
 
 log = logging.getLogger("registrations.api")
 
@@ -374,6 +373,7 @@ def list_(call: Call[ListQuery]) -> func.HttpResponse:
     if more:
         following = query.model_copy(update={"after": page[-1]["name"]}).model_dump(exclude_none=True)
         body["nextLink"] = f"{call.base_url}?{urlencode(following)}"
+        body["nextAfter"] = following["after"]
     return json_response(body)
 
 
@@ -403,8 +403,12 @@ def patch(call: Call[NoQuery]) -> func.HttpResponse:
     return _converged(call, body, outcome)
 
 
-def config(call: Call[ConfigQuery]) -> func.HttpResponse:
-    body, content_type = render(call.runtime.service.config(call.name, call.caller), call.query.format)
+def config(call: Call[NoQuery]) -> func.HttpResponse:
+    fmt = call.req.route_params.get("format", "")
+    if fmt not in FORMATS:
+        raise ValidationProblem(f"no configuration format {fmt[:40]!r}; the formats are {', '.join(FORMATS)}",
+                                errors=[{"loc": ["path", "format"], "msg": f"one of {', '.join(FORMATS)}"}])
+    body, content_type = render(call.runtime.service.config(call.name, call.caller), fmt)
     return func.HttpResponse(body, status_code=200, mimetype=content_type.split(";")[0], charset="utf-8")
 
 
@@ -454,7 +458,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "create_registration": Endpoint(create, "create", idempotency_key=True, body=True),
     "list_registrations": Endpoint(list_, "read", ListQuery),
     "get_registration": Endpoint(get, "read"),
-    "get_registration_config": Endpoint(config, "read", ConfigQuery),
+    "get_registration_config": Endpoint(config, "read"),
     "verify_registration": Endpoint(verification, "read"),
     "put_registration": Endpoint(put, "change", body=True, if_match=True),
     "patch_registration": Endpoint(patch, "change", if_match=True),

@@ -31,7 +31,7 @@ def get_registration(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "get_registration")
 
 
-@bp.route(route="registrations/{name}/config", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="registrations/{name}/config/{format}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_registration_config(req: func.HttpRequest) -> func.HttpResponse:
     return _api().serve(req, "get_registration_config")
 

@@ -28,7 +28,7 @@ class Plan:
     exposes_api: bool = False
     # Only Registrations.Admin may create it (it decides who may call a DICOM server).
     admin_only: bool = False
-    # The formats GET /registrations/{name}/config renders for it (models.ConfigQuery names every format);
+    # The formats GET /registrations/{name}/config/{format} renders for it (views.FORMATS names every format);
     # any other is a 422 that lists these.
     formats: tuple[str, ...] = ("json", "env", "msal")
 

@@ -339,7 +339,9 @@ class Registration(_Response):
 
 class RegistrationList(_Response):
     value: list[Registration]
-    nextLink: str | None = None
+    nextLink: str | None = Field(default=None, description="The URL of the next page; absent on the last page.")
+    nextAfter: str | None = Field(default=None, description="The cursor of the next page: send it as the after "
+                                                            "parameter. Absent on the last page.")
 
 
 class RemovedObject(_Response):
@@ -454,13 +456,8 @@ class ListQuery(_Query):
     top: WholeNumber = Field(default=50, ge=1, le=100, title="Page size", description="Page size.",
                              json_schema_extra={"visibility": "advanced"})
     after: str | None = Field(default=None, title="After",
-                              description="Continue after this name (nextLink carries it).",
-                              json_schema_extra={"visibility": "internal"})
-
-
-class ConfigQuery(_Query):
-    format: Literal["json", "env", "msal"] = Field(default="json", title="Format",
-                                                   description="json, env (KEY=value lines) or msal.")
+                              description="Continue after this name (a page's nextAfter; nextLink carries it too).",
+                              json_schema_extra={"visibility": "advanced"})
 
 
 class ExpiringQuery(_Query):

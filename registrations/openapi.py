@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from .models import (
     IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
-    ConfigQuery,
     CredentialList,
     DeletionReport,
     ExpiringQuery,
@@ -54,10 +53,16 @@ from .models import (
     VerificationReport,
 )
 from .problems import ALL_PROBLEMS, PROBLEM_BASE, PROBLEM_CONTENT_TYPE
+from .views import FORMATS
 
 TITLE = "DICOM registrations"
 API_VERSION = "1.0"
+CONTACT = {"name": "Imaging platform team"}
 JSON = "application/json"
+# RFC 7807 section 4.2: the type of a problem that has no more meaning than its HTTP status. The host (the
+# Functions runtime, or devhost locally) answers a missing function key, an unknown route or a too large body
+# itself, with this type.
+HOST_PROBLEM_TYPE = "about:blank"
 _REF = "#/$defs-placeholder/"
 
 
@@ -67,7 +72,7 @@ class ProblemDetails(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal[tuple(PROBLEM_BASE + p.slug for p in ALL_PROBLEMS)]  # type: ignore[valid-type]
+    type: Literal[(*(PROBLEM_BASE + p.slug for p in ALL_PROBLEMS), HOST_PROBLEM_TYPE)]  # type: ignore[valid-type]
     title: str
     status: int
     detail: str
@@ -109,7 +114,6 @@ class Reply:
     description: str
     model: Any = None  # a pydantic model, or None for a free-form JSON object
     headers: dict[str, str] = field(default_factory=dict)  # name -> description
-    text: bool = False  # also answers text/plain (no schema)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,11 @@ class Operation:
     body_name: str | None = None  # definition name for a body that is not a class
     body_type: str = "application/json"  # the body's media type
     anonymous: bool = False
-    visibility: Literal["important", "advanced", "internal"] | None = None
+    # What the Logic Apps designer does with the action; every operation says it (a connector rule).
+    visibility: Literal["important", "advanced", "internal"] = field(kw_only=True)
+    # The path has a {format} segment: the documents list one operation per views.FORMATS entry, each with the
+    # one content type it answers (the 2.0 document only the JSON ones).
+    per_format: bool = False
 
 
 def query_params(model: type[BaseModel]) -> tuple[Param, ...]:
@@ -191,7 +199,7 @@ OPERATIONS: dict[str, Operation] = {
         "Registrations the caller may see (a Registrations.Request caller sees its own), by name, paged.",
         replies=(Reply(200, "A page of registrations; nextLink when there are more.", RegistrationList,
                        CORRELATION),),
-        problems=(422,), params=query_params(ListQuery),
+        problems=(422,), params=query_params(ListQuery), visibility="important",
     ),
     "get_registration": Operation(
         "get", "/registrations/{name}", "GetRegistration", "Get a registration",
@@ -208,7 +216,7 @@ OPERATIONS: dict[str, Operation] = {
         "type, dicomService, name, platform, identifierUri and the credential's kind cannot change (409).",
         replies=(CREATED, CONVERGED),
         problems=(400, 404, 409, 412, 413, 422), params=(IF_MATCH,),
-        body=RegistrationRequest, body_name="RegistrationRequest",
+        body=RegistrationRequest, body_name="RegistrationRequest", visibility="advanced",
     ),
     "patch_registration": Operation(
         "patch", "/registrations/{name}", "PatchRegistration", "Change a registration",
@@ -217,13 +225,13 @@ OPERATIONS: dict[str, Operation] = {
         "secret stay. A failed step undoes the change and names the step.",
         replies=(CONVERGED,),
         problems=(400, 404, 409, 412, 413, 415, 422), params=(IF_MATCH,),
-        body=RegistrationPatch, body_type="application/merge-patch+json",
+        body=RegistrationPatch, body_type="application/merge-patch+json", visibility="advanced",
     ),
     "get_registration_config": Operation(
-        "get", "/registrations/{name}/config", "GetRegistrationConfig", "Get a client configuration",
-        "What a client needs to call its DICOM service: JSON, environment lines or MSAL arguments.",
-        replies=(Reply(200, "The configuration in the asked-for format.", None, CORRELATION, text=True),),
-        problems=(404, 409, 422), params=query_params(ConfigQuery),
+        "get", "/registrations/{name}/config/{format}", "GetRegistrationConfig", "Get the client configuration",
+        "What a client needs to call its DICOM service; the secret stays in Key Vault, named by its URI.",
+        replies=(Reply(200, "The configuration.", None, CORRELATION),),
+        problems=(404, 409), visibility="advanced", per_format=True,
     ),
     "verify_registration": Operation(
         "get", "/registrations/{name}/verification", "VerifyRegistration", "Verify a registration",
@@ -237,14 +245,14 @@ OPERATIONS: dict[str, Operation] = {
                   {"Location": "This same URL, to poll.", "Retry-After": "Seconds to wait before polling.",
                    **CORRELATION}),
         ),
-        problems=(404, 409),
+        problems=(404, 409), visibility="important",
     ),
     "delete_registration": Operation(
         "delete", "/registrations/{name}", "DeleteRegistration", "Delete a registration",
         "Removes the app, its service principal, grants and role assignments, and soft-deletes its secret. "
         "A resource registration that clients still use is refused with 409: delete those clients first.",
         replies=(Reply(200, "What was removed.", DeletionReport, CORRELATION),),
-        problems=(404, 409, 412), params=(IF_MATCH,),
+        problems=(404, 409, 412), params=(IF_MATCH,), visibility="advanced",
     ),
     "adopt_registration": Operation(
         "post", "/registrations/{name}/adopt", "AdoptRegistration", "Adopt an application made elsewhere",
@@ -254,7 +262,7 @@ OPERATIONS: dict[str, Operation] = {
         "no credential changes until the first rotation.",
         replies=(CREATED, Reply(200, "Already adopted under this name (a replay).", Registration,
                                 {"Idempotent-Replayed": "true on a replay.", **ETAG, **CORRELATION})),
-        problems=(400, 404, 409, 413, 422), body=AdoptRequest,
+        problems=(400, 404, 409, 413, 422), body=AdoptRequest, visibility="advanced",
     ),
     "rotate_credential": Operation(
         "post", "/registrations/{name}/credentials", "RotateCredential", "Rotate the secret or certificate",
@@ -269,39 +277,41 @@ OPERATIONS: dict[str, Operation] = {
         problems=(404, 409, 422),
         params=(Param("Idempotency-Key", "header", "Makes a retried rotation rotate once.", "Idempotency key",
                       visibility="advanced", schema=IDEMPOTENCY_KEY),),
+        visibility="advanced",
     ),
     "list_credentials": Operation(
         "get", "/registrations/{name}/credentials", "ListCredentials", "List credentials",
         "The registration's secrets or certificates with their state (active, expiring, superseded); never "
         "a value.",
         replies=(Reply(200, "The credentials.", CredentialList, CORRELATION),),
-        problems=(404,),
+        problems=(404,), visibility="advanced",
     ),
     "expiring_report": Operation(
         "get", "/reports/expiring", "GetExpiringReport", "Credentials expiring soon",
         "Current credentials that end within the given number of days, soonest first.",
         replies=(Reply(200, "The report.", ExpiringReport, CORRELATION),),
-        problems=(422,), params=query_params(ExpiringQuery),
+        problems=(422,), params=query_params(ExpiringQuery), visibility="advanced",
     ),
     "capacity_report": Operation(
         "get", "/reports/capacity", "GetCapacityReport", "Directory object quota",
         "How much of Entra's directory object quota the API's identity has used (250 for a principal without a "
         "directory role; each registration takes two). Administrators only.",
         replies=(Reply(200, "The report.", CapacityReport, CORRELATION),),
-        problems=(),
+        problems=(), visibility="advanced",
     ),
     "health": Operation(
-        "get", "/health", "GetHealth", "Health", "Settings check; never calls Azure.",
+        "get", "/health", "GetHealth", "Check health", "Settings check; never calls Azure.",
         replies=(Reply(200, "Healthy.", HealthReport),), problems=(500,), anonymous=True,
         visibility="internal",
     ),
     "openapi_v2": Operation(
-        "get", "/openapi.json", "GetOpenApiDocument", "OpenAPI 2.0 document", "This document.",
+        "get", "/openapi.json", "GetOpenApiDocument", "Get the OpenAPI document",
+        "This API described as OpenAPI 2.0 (Swagger), the version custom connectors import.",
         replies=(Reply(200, "The OpenAPI 2.0 document.", None),), anonymous=True, visibility="internal",
     ),
     "openapi_v3": Operation(
-        "get", "/openapi3.json", "GetOpenApi3Document", "OpenAPI 3.0 document",
-        "The same API as OpenAPI 3.0.", replies=(Reply(200, "The OpenAPI 3.0 document.", None),),
+        "get", "/openapi3.json", "GetOpenApi3Document", "Get the OpenAPI 3 document",
+        "The same API as OpenAPI 3.0, for client generators.", replies=(Reply(200, "The OpenAPI 3.0 document.", None),),
         anonymous=True, visibility="internal",
     ),
 }
@@ -435,8 +445,18 @@ class _Converter:
                 merged["discriminator"] = discriminator
         else:
             merged = {**self.flatten(members, discriminator), **schema}
-        if nullable:
-            merged["x-nullable" if self.v2 else "nullable"] = True
+        if nullable and self.v2:
+            merged["x-nullable"] = True
+        elif nullable:
+            merged["nullable"] = True
+            # OpenAPI 3.0.3 (section 4.7.25.1 as clarified by the "nullable" proposal): an enum must list null
+            # itself for null to be valid, and generated clients parse the value against the enum. An enum
+            # reached through $ref is inlined so that its copy can list null.
+            target = self.resolve(merged) if "$ref" in merged else merged
+            if "enum" in target:
+                merged = {**{k: v for k, v in target.items() if k != "title"},
+                          **{k: v for k, v in merged.items() if k != "$ref"},
+                          "enum": [*target["enum"], None]}
         return merged
 
     def flatten(self, members: list[dict[str, Any]], discriminator: dict[str, Any] | None) -> dict[str, Any]:
@@ -571,6 +591,8 @@ def _param(param: Param, v2: bool) -> dict[str, Any]:
         out["x-ms-visibility"] = param.visibility
     if v2:
         out.update(type=param.type, **param.schema)
+        if param.location == "path":
+            out["x-ms-url-encoding"] = "single"  # a connector encodes the value once, as the API decodes it
     else:
         out["schema"] = {"type": param.type, **param.schema}
     return out
@@ -578,6 +600,31 @@ def _param(param: Param, v2: bool) -> dict[str, Any]:
 
 def _route_params(path: str) -> list[str]:
     return re.findall(r"{([^}:]+)", path)
+
+
+def _pascal(text: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", text) if part)
+
+
+def expanded(function: str, op: Operation, version: str) -> list[tuple[Operation, str | None]]:
+    """The documented operations of one table entry: itself, or one per configuration format (with the
+    format's content type) when its path has a {format} segment. OpenAPI 2.0 (connectors, which take
+    application/json only) gets the JSON formats only, and no operation whose body is another media type."""
+    if version == "2.0" and op.body is not None and op.body_type != JSON:
+        return []
+    if not op.per_format:
+        return [(op, None)]
+    found = []
+    for name, fmt in FORMATS.items():
+        if version == "2.0" and not fmt.is_json:
+            continue
+        found.append((replace(op, path=op.path.replace("{format}", name),
+                              operation_id=op.operation_id + "As" + _pascal(name),
+                              summary=f"{op.summary} as {fmt.title}",
+                              description=f"{op.description} This one answers {fmt.title} "
+                                          f"({fmt.content_type.split(';')[0]})."),
+                      fmt.content_type.split(";")[0]))
+    return found
 
 
 class _Builder:
@@ -602,11 +649,10 @@ class _Builder:
         self.defs[name] = converted
         return self.ref(name)
 
-    def operation(self, function: str, op: Operation) -> dict[str, Any]:
+    def operation(self, function: str, op: Operation, content_type: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
-                               "description": op.description, "tags": ["Registrations"]}
-        if op.visibility:
-            out["x-ms-visibility"] = op.visibility
+                               "description": op.description, "tags": ["Registrations"],
+                               "x-ms-visibility": op.visibility}
         params = [PATH_PARAMS[name] for name in _route_params(op.path)] + list(op.params)
         out["parameters"] = [_param(p, self.v2) for p in params]
         if op.body is not None:
@@ -620,48 +666,63 @@ class _Builder:
         if not out["parameters"]:
             del out["parameters"]
         responses: dict[str, Any] = {}
-        text = False
+        content_type = content_type or JSON
         for reply in op.replies:
-            schema = self.schema_for((function, reply.status)) if reply.model is not None \
-                else {"type": "object", "additionalProperties": True}
-            responses[str(reply.status)] = self.response(reply.description, schema, JSON, reply.headers,
-                                                         text=reply.text)
-            text = text or reply.text
+            if content_type != JSON:
+                schema = {"type": "string"}
+            elif reply.model is not None:
+                schema = self.schema_for((function, reply.status))
+            else:
+                schema = {"type": "object", "additionalProperties": True}
+            # A connector takes an action's outputs from one response schema: in 2.0 the first success answer
+            # has it and the others say they carry the same body or none the designer needs.
+            if self.v2 and responses:
+                schema = None
+            responses[str(reply.status)] = self.response(reply.description, schema, content_type, reply.headers)
         problems = op.problems + (() if op.anonymous else _AUTHENTICATED)
         for status in sorted(set(problems)):
-            responses[str(status)] = self.response(_problem_text(status), self.ref("ProblemDetails"),
+            # 2.0 (connectors): a description only, no schema on an error answer and application/json as the
+            # only produced type; 3.0: the problem+json body.
+            responses[str(status)] = self.response(_problem_text(status), None if self.v2 else self.ref("ProblemDetails"),
                                                    PROBLEM_CONTENT_TYPE, _problem_headers(status))
         out["responses"] = responses
         if self.v2:
-            out["produces"] = [JSON] + (["text/plain"] if text else []) + ([PROBLEM_CONTENT_TYPE] if problems else [])
+            out["produces"] = [JSON]
         if op.anonymous:
             out["security"] = []
+        elif not self.v2:
+            out["security"] = self.requirement()  # generators apply an operation's own requirement
         return out
 
-    def response(self, description: str, schema: dict[str, Any], content_type: str, headers: dict[str, str],
-                 *, text: bool = False) -> dict[str, Any]:
+    def response(self, description: str, schema: dict[str, Any] | None, content_type: str,
+                 headers: dict[str, str]) -> dict[str, Any]:
         out: dict[str, Any] = {"description": description}
         if self.v2:
-            out["schema"] = schema
+            if schema is not None:
+                out["schema"] = schema
             if headers:
                 out["headers"] = {name: {"type": "string", "description": text_}
                                   for name, text_ in headers.items()}
             return out
         out["content"] = {content_type: {"schema": schema}}
-        if text:
-            out["content"]["text/plain"] = {"schema": {"type": "string"}}
         if headers:
             out["headers"] = {name: {"description": text_, "schema": {"type": "string"}}
                               for name, text_ in headers.items()}
         return out
 
+    def requirement(self) -> list[dict[str, list[str]]]:
+        scopes = list(self.deployment.scopes)
+        return [{"entraUser" if self.v2 else "entra": scopes, "functionKey": []}]
+
     def build(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
         self.schema_for(("problem", 0))
         for function, op in OPERATIONS.items():
-            paths.setdefault(op.path, {})[op.method] = self.operation(function, op)
+            for documented, content_type in expanded(function, op, self.version):
+                paths.setdefault(documented.path, {})[documented.method] = self.operation(function, documented,
+                                                                                         content_type)
         d = self.deployment
-        info = {"title": TITLE, "version": API_VERSION,
+        info = {"title": TITLE, "version": API_VERSION, "contact": dict(CONTACT),
                 "description": "Self-service Entra ID app registrations for DICOM services. Every secret "
                                "stays in Key Vault; responses carry references only."}
         if self.v2:
@@ -675,9 +736,7 @@ class _Builder:
             doc = {"openapi": "3.0.3", "info": info,
                    "servers": [{"url": f"{d.scheme}://{d.host}{d.base_path}"}], "paths": paths}
             doc["components"] = {"schemas": self.reachable(doc), "securitySchemes": self.security_v3()}
-        scopes = list(d.scopes)
-        doc["security"] = [{"entra": scopes, "functionKey": []}] if not self.v2 else [
-            {"entraApplication": scopes, "functionKey": []}, {"entraUser": scopes, "functionKey": []}]
+        doc["security"] = self.requirement()
         doc["tags"] = [{"name": "Registrations", "description": "DICOM app registrations"}]
         return doc
 
@@ -693,12 +752,12 @@ class _Builder:
         return {name: self.defs[name] for name in sorted(seen)}
 
     def security_v2(self) -> dict[str, Any]:
+        """A custom connector uses the first security definition and does not support OAuth client
+        credentials, so the first is the authorization code flow of the connector's own app registration; the
+        function key is set by the connector's setheader policy (samples/logic-apps/connector)."""
         d = self.deployment
         token_url, authorize_url = f"{d.authority}/oauth2/v2.0/token", f"{d.authority}/oauth2/v2.0/authorize"
         return {
-            "entraApplication": {"type": "oauth2", "flow": "application", "tokenUrl": token_url,
-                                 "scopes": d.scopes,
-                                 "description": "Entra ID client credentials or managed identity (Logic Apps)."},
             "entraUser": {"type": "oauth2", "flow": "accessCode", "authorizationUrl": authorize_url,
                           "tokenUrl": token_url, "scopes": d.scopes,
                           "description": "Entra ID sign-in of a user who holds an app role on this API."},
@@ -710,11 +769,13 @@ class _Builder:
         d = self.deployment
         token_url, authorize_url = f"{d.authority}/oauth2/v2.0/token", f"{d.authority}/oauth2/v2.0/authorize"
         return {
-            "entra": {"type": "oauth2", "description": "Entra ID (managed identity, client credentials or user).",
+            "entra": {"type": "oauth2", "description": "Entra ID (managed identity, client credentials or user); "
+                                                       "sent as Authorization: Bearer.",
                       "flows": {"clientCredentials": {"tokenUrl": token_url, "scopes": d.scopes},
                                 "authorizationCode": {"authorizationUrl": authorize_url, "tokenUrl": token_url,
                                                       "scopes": d.scopes}}},
-            "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+            "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key",
+                            "description": "The function key (authLevel function)."},
         }
 
 

@@ -13,6 +13,7 @@ import json
 import shlex
 from urllib.parse import urlsplit
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import manifest as mf
@@ -230,20 +231,39 @@ def _resource_config(settings: Settings, reg: dict[str, Any], config: dict[str, 
     return config
 
 
+@dataclass(frozen=True)
+class Format:
+    """One way to render a client configuration. Each format is its own route segment and its own operation in
+    the OpenAPI documents (one content type per response, which generated clients need)."""
+
+    content_type: str
+    title: str  # the operation's summary ends "… as {title}"
+    render: Callable[[dict[str, Any]], str]
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type.split(";")[0] == "application/json"
+
+
+# The one list of configuration formats: the route, the handler and both OpenAPI documents read it.
+FORMATS: dict[str, Format] = {
+    "json": Format("application/json", "JSON", lambda config: json.dumps(config, indent=2)),
+    "env": Format("text/plain; charset=utf-8", "environment lines", lambda config: _env_lines(config)),
+    "msal": Format("application/json", "MSAL arguments", lambda config: json.dumps(config.get("msal") or {}, indent=2)),
+}
+
+
 def render(config: dict[str, Any], fmt: str) -> tuple[str, str]:
-    """Return (body, content type) in the asked-for format; a format that does not apply to the registration's
-    type is a 422 naming the ones that do."""
+    """Return (body, content type) in the asked-for format (a key of FORMATS); a format that does not apply to
+    the registration's type is a 422 naming the ones that do."""
     formats = PLANS[config["type"]].formats
     if fmt not in formats:
         raise ValidationProblem(
             f"format {fmt!r} does not apply to a {config['type']} registration; use {', '.join(formats)}",
-            errors=[{"loc": ["query", "format"], "msg": f"must be one of {', '.join(formats)} for this type"}],
+            errors=[{"loc": ["path", "format"], "msg": f"must be one of {', '.join(formats)} for this type"}],
             allowedFormats=list(formats))
-    if fmt == "json":
-        return json.dumps(config, indent=2), "application/json"
-    if fmt == "msal":
-        return json.dumps(config["msal"], indent=2), "application/json"
-    return _env_lines(config), "text/plain; charset=utf-8"
+    found = FORMATS[fmt]
+    return found.render(config), found.content_type
 
 
 def _env_lines(config: dict[str, Any]) -> str:

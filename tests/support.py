@@ -121,18 +121,27 @@ FUNCTIONS_BASE = "http://localhost:7071/api"
 _NO_JSON = object()
 
 
+# Route parameters other than {name}, when a test does not give them.
+ROUTE_DEFAULTS = {"format": "json"}
+
+
 def http_request(method: str, route: str, name: str | None = None, *, token: str | None = None,
                  headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
-                 body: bytes = b"", json_body: Any = _NO_JSON) -> func.HttpRequest:
+                 body: bytes = b"", json_body: Any = _NO_JSON,
+                 route_params: Mapping[str, str] | None = None) -> func.HttpRequest:
     """The func.HttpRequest the Functions host would hand a function: `route` is the function's route
-    template ("registrations/{name}/config"), filled in with `name`; the query is in the URL and in params."""
+    template ("registrations/{name}/config/{format}"), filled in with `name` and `route_params` (else
+    ROUTE_DEFAULTS); the query is in the URL and in params."""
     all_headers = dict(headers or {})
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
     if json_body is not _NO_JSON:
         body = json.dumps(json_body).encode()
         all_headers.setdefault("Content-Type", "application/json")
-    route_params = {"name": name} if name is not None else {}
+    given = dict(route_params or {})
+    route_params = {**{k: v for k, v in ROUTE_DEFAULTS.items() if "{" + k + "}" in route}, **given}
+    if name is not None:
+        route_params["name"] = name
     url = f"{FUNCTIONS_BASE}/{route.format(**route_params)}"
     if params:
         url += "?" + urlencode(params)

@@ -33,19 +33,19 @@ def test_location_header_points_at_the_registration(api):
 
 def test_config_formats(api, tenant):
     create(api, service_body("lifecycle-config"))
-    env = api.get("/registrations/lifecycle-config/config", params={"format": "env"})
+    env = api.get("/registrations/lifecycle-config/config/env")
     assert env.status_code == 200 and env.headers["content-type"].startswith("text/plain")
     pairs = dict(line.split("=", 1) for line in env.text.splitlines())
     assert shlex.split(pairs["DICOM_SCOPES"]) == ["https://dicom.healthcareapis.azure.com/.default"]
     assert pairs["DICOM_TENANT_ID"] == tenant.tenant_id
     assert pairs["DICOM_CLIENT_SECRET_KEYVAULT_URI"].startswith(tenant.vault_url)
 
-    msal_config = api.get("/registrations/lifecycle-config/config", params={"format": "msal"}).json()
+    msal_config = api.get("/registrations/lifecycle-config/config/msal").json()
     assert msal_config["application"] == "ConfidentialClientApplication"
     assert msal_config["kwargs"]["authority"] == tenant.authority
     assert msal_config["acquire"] == "acquire_token_for_client"
 
-    bad = api.get("/registrations/lifecycle-config/config", params={"format": "yaml"})
+    bad = api.get("/registrations/lifecycle-config/config/yaml")
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
 
 

@@ -51,7 +51,7 @@ def test_no_secret_value_or_token_in_any_log_line_or_response_body(api, tenant):
     # Make sure this module alone still exercises create, read, config and delete.
     api.post("/registrations", json={"type": "service", "name": "leak-check", "displayName": "Leak check",
                                      "dicomService": "managed", "access": "reader"})
-    api.get("/registrations/leak-check/config", params={"format": "env"})
+    api.get("/registrations/leak-check/config/env")
     readable = readable_secret_values(secret_client(tenant))
     api.delete("/registrations/leak-check")
 

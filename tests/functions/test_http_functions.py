@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from registrations import http
+from registrations.views import FORMATS
 from tests.support import http_functions, json_of, objects_named, problem, service, settings_override
 
 FUNCTIONS = http_functions()  # function -> (method, route, auth level)
@@ -193,7 +194,6 @@ def test_the_function_key_in_the_query_is_no_unknown_parameter(call, admin_token
 @pytest.mark.parametrize("function,parameter,value", [
     *[(http.list_registrations, "top", v) for v in ("0", "101", "ten", "-1", "1.5", "")],
     *[(http.list_registrations, "type", v) for v in ("services", "Service", "")],
-    *[(http.get_registration_config, "format", v) for v in ("yaml", "ENV", "")],
     *[(http.expiring_report, "days", v) for v in ("0", "731", "soon", "-5", "")],
 ], ids=label)
 def test_a_bad_query_value_is_422_naming_the_parameter(call, admin_token, registered, function, parameter,
@@ -207,12 +207,26 @@ def test_a_bad_query_value_is_422_naming_the_parameter(call, admin_token, regist
 @pytest.mark.parametrize("function,params", [
     (http.list_registrations, {"top": "1"}), (http.list_registrations, {"top": "100"}),
     (http.expiring_report, {"days": "1"}), (http.expiring_report, {"days": "730"}),
-    (http.get_registration_config, {"format": "env"}), (http.get_registration_config, {"format": "msal"}),
 ], ids=label)
 def test_the_bounds_of_each_query_value_are_accepted(call, admin_token, registered, function, params):
     name = registered if function in NAMED else None
     response = call(function, name, token=admin_token, params=params)
     assert response.status_code == 200, response.get_body()
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_each_configuration_format_answers_its_one_content_type(call, admin_token, registered, fmt):
+    response = call(http.get_registration_config, registered, token=admin_token, route_params={"format": fmt})
+    assert response.status_code == 200, response.get_body()
+    assert response.mimetype == FORMATS[fmt].content_type.split(";")[0]
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "ENV", "json.", "%2e%2e"])
+def test_an_unknown_configuration_format_is_422_naming_the_formats(call, admin_token, registered, fmt):
+    body = problem(call(http.get_registration_config, registered, token=admin_token, route_params={"format": fmt}),
+                   422, "validation")
+    assert [err["loc"] for err in body["errors"]] == [["path", "format"]]
+    assert all(name in body["detail"] for name in FORMATS)
 
 
 # ------------------------------------------------------------------------------------------ the route

@@ -11,6 +11,7 @@ from openapi_spec_validator import validate
 
 from registrations.models import RegistrationRequest
 from registrations.openapi import OPERATIONS, PATH_PARAMS, Deployment, build_document
+from registrations.views import FORMATS
 from tests.openapi.spec_support import document, model_fields, operations, properties_at, resolve
 from tests.support import live_http_functions
 
@@ -37,7 +38,47 @@ def test_every_http_function_has_exactly_one_table_entry_and_the_same_route():
 def test_path_parameters_are_declared_for_every_route_parameter():
     for function, op in OPERATIONS.items():
         for name in (part[1:-1] for part in op.path.split("/") if part.startswith("{")):
+            if name == "format" and op.per_format:
+                continue  # expanded into one operation per format
             assert name in PATH_PARAMS, f"{function}: add {name!r} to PATH_PARAMS"
+
+
+@pytest.mark.parametrize("version", ["2.0", "3.0"])
+def test_every_configuration_format_is_its_own_operation_with_one_content_type(version):
+    doc = document(version)
+    configs = {path: item["get"] for path, item in doc["paths"].items()
+               if path.startswith("/registrations/{name}/config/")}
+    expected = {name for name, fmt in FORMATS.items() if version == "3.0" or fmt.is_json}
+    assert {path.rsplit("/", 1)[1] for path in configs} == expected
+    for path, op in configs.items():
+        fmt = FORMATS[path.rsplit("/", 1)[1]]
+        if version == "3.0":
+            for status, response in op["responses"].items():
+                assert len(response["content"]) == 1, (path, status)
+            assert list(op["responses"]["200"]["content"]) == [fmt.content_type.split(";")[0]]
+        else:
+            assert op["produces"] == ["application/json"]
+
+
+def test_3_0_nullable_enums_list_null_and_operations_carry_their_security():
+    doc = document("3.0")
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("nullable") and "enum" in node:
+                assert None in node["enum"], where
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    walk(doc, "#")
+    registration = doc["components"]["schemas"]["Registration"]["properties"]
+    assert None in registration["access"]["enum"] and None in registration["platform"]["enum"]
+    anonymous = {op.operation_id for op in OPERATIONS.values() if op.anonymous}
+    for op_id, (_method, _path, op) in operations(doc).items():
+        assert op["security"] == ([] if op_id in anonymous else doc["security"]), op_id
 
 
 @pytest.mark.parametrize("version", ["2.0", "3.0"])
@@ -45,6 +86,8 @@ def test_every_model_field_is_in_the_document(version):
     doc = document(version)
     by_id = operations(doc)
     for function, op in OPERATIONS.items():
+        if op.per_format:
+            continue  # free-form configuration bodies
         _method, _path, spec_op = by_id[op.operation_id]
         if op.body is not None:
             if version == "2.0":
@@ -54,7 +97,7 @@ def test_every_model_field_is_in_the_document(version):
             for path, model, fields in model_fields(op.body):
                 missing = fields - properties_at(doc, body, path)
                 assert not missing, f"{function} body {'.'.join(path) or '(root)'} ({model.__name__}): {missing}"
-        for reply in op.replies:
+        for reply in op.replies[:1] if version == "2.0" else op.replies:  # 2.0: one response schema
             if reply.model is None:
                 continue
             response = spec_op["responses"][str(reply.status)]
@@ -89,22 +132,26 @@ def test_the_3_0_body_is_a_discriminated_one_of():
 
 
 def test_problem_responses_and_security():
-    doc = document("2.0")
+    doc = document("3.0")
     for op_id, (_method, _path, op) in operations(doc).items():
         if op.get("security") == []:
             continue
         for status in ("401", "403", "500", "503"):
-            assert op["responses"][status]["schema"] == {"$ref": "#/definitions/ProblemDetails"}, (op_id, status)
-        assert "application/problem+json" in op["produces"]
-    problem_types = resolve(doc, {"$ref": "#/definitions/ProblemDetails"})["properties"]["type"]["enum"]
+            content = op["responses"][status]["content"]
+            assert content == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}, \
+                (op_id, status)
+    problem_types = resolve(doc, {"$ref": "#/components/schemas/ProblemDetails"})["properties"]["type"]["enum"]
     assert "urn:dicom-registrations:problem:validation" in problem_types
-    security = doc["securityDefinitions"]
-    assert security["functionKey"] == {"type": "apiKey", "in": "header", "name": "x-functions-key",
-                                       "description": security["functionKey"]["description"]}
-    assert security["entraApplication"]["flow"] == "application"
-    assert security["entraApplication"]["tokenUrl"] == "https://login.example.org/tenant/oauth2/v2.0/token"
-    assert security["entraUser"]["authorizationUrl"] == "https://login.example.org/tenant/oauth2/v2.0/authorize"
-    assert list(security["entraApplication"]["scopes"]) == ["api://dicom-registrations/.default"]
+    assert "about:blank" in problem_types  # what the host itself answers (a missing key, an unknown route)
+    flows = doc["components"]["securitySchemes"]["entra"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == "https://login.example.org/tenant/oauth2/v2.0/token"
+    assert flows["authorizationCode"]["authorizationUrl"] == "https://login.example.org/tenant/oauth2/v2.0/authorize"
+    assert list(flows["clientCredentials"]["scopes"]) == ["api://dicom-registrations/.default"]
+    v2 = document("2.0")["securityDefinitions"]
+    assert list(v2) == ["entraUser", "functionKey"]
+    assert v2["functionKey"] == {"type": "apiKey", "in": "header", "name": "x-functions-key",
+                                 "description": v2["functionKey"]["description"]}
+    assert v2["entraUser"]["flow"] == "accessCode"
 
 
 def test_a_union_that_2_0_cannot_merge_is_refused_loudly():
