@@ -1,4 +1,4 @@
-"""Read path: GET /api/registrations/{name}/config under concurrent clients, and where a request's time goes.
+"""Read path: GET /api/registrations/{name}/config/json under concurrent clients, and where a request's time goes.
 
 Under load (no injected latency): p50, p99, requests/s, the function app's CPU per request and the remote
 calls per request. Then, one request at a time: the median request next to the median round trip of the same
@@ -46,7 +46,7 @@ def _load(client, seconds: float, concurrency: int) -> tuple[list[float], Counte
         mine, codes, n = [], Counter(), i
         while time.monotonic() < stop_at:
             started = time.perf_counter()
-            response = client.get(f"/registrations/{NAMES[n % len(NAMES)]}/config")
+            response = client.get(f"/registrations/{NAMES[n % len(NAMES)]}/config/json")
             mine.append(time.perf_counter() - started)
             codes[response.status_code] += 1
             n += 1
@@ -92,7 +92,7 @@ def run(options: argparse.Namespace) -> list[Result]:
         sequential = []
         for i in range(PROBES):
             started = time.perf_counter()
-            client.get(f"/registrations/{NAMES[i % len(NAMES)]}/config").raise_for_status()
+            client.get(f"/registrations/{NAMES[i % len(NAMES)]}/config/json").raise_for_status()
             sequential.append(time.perf_counter() - started)
         remote = _remote_round_trip(lt, f"dicomreg-{NAMES[0]}")
     one = median(sequential)

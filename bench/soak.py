@@ -69,7 +69,7 @@ class Mix:
                     if kind == "public":
                         secretless.add(name)
             elif roll < 0.85 or not live:
-                self._do("read", "get", f"/registrations/{rng.choice(live)}/config")
+                self._do("read", "get", f"/registrations/{rng.choice(live)}/config/json")
             elif roll < 0.9 and self.rotate and set(live) - secretless:
                 name = rng.choice(sorted(set(live) - secretless))
                 status = self._do("rotate", "post", f"/registrations/{name}/credentials")

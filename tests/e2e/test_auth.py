@@ -110,7 +110,7 @@ def test_each_role_for_each_operation(as_, role):
         "create": lambda: as_[role].post("/registrations", json=service(name)),
         "list": lambda: as_[role].get("/registrations"),
         "get": lambda: as_[role].get(f"/registrations/{name}"),
-        "config": lambda: as_[role].get(f"/registrations/{name}/config"),
+        "config": lambda: as_[role].get(f"/registrations/{name}/config/json"),
         "delete": lambda: as_[role].delete(f"/registrations/{name}"),
     }
     if not MATRIX["create"][role]:
@@ -142,7 +142,7 @@ def test_requesters_see_only_their_own(as_, tenant):
     assert as_["requester"].post("/registrations", json=service("auth-owned-by-a")).status_code == 201
     b = as_["requester_b"]
     assert b.get("/registrations/auth-owned-by-a").status_code == 404
-    assert b.get("/registrations/auth-owned-by-a/config").status_code == 404
+    assert b.get("/registrations/auth-owned-by-a/config/json").status_code == 404
     assert b.delete("/registrations/auth-owned-by-a").status_code == 404
     assert "auth-owned-by-a" not in {r["name"] for r in b.get("/registrations").json()["value"]}
     # Creating the same name as someone else is a conflict, not a takeover.

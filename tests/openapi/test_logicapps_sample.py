@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from registrations.models import RegistrationRequest
 from registrations.openapi import Deployment, build_document
 from tests.openapi.spec_support import operations, resolve
-from tests.openapi.workflow_engine import Engine, Expression, Run
+from tests.openapi.workflow_engine import SECURED, Engine, Expression, Run
 from tests.support import FUNCTION_KEY, api_token, objects_named, path_regex, secret_client
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "logic-apps"
@@ -100,7 +100,10 @@ def test_workflow_definition_has_the_shape_the_designer_loads():
         assert spec["type"] in ("String", "SecureString", "Int", "Bool", "Array", "Object", "SecureObject"), name
     used = set(re.findall(r"parameters\('([^']+)'\)", json.dumps(definition)))
     assert used <= declared, used - declared
-    assert definition["parameters"]["functionKey"]["type"] == "SecureString"
+    function_key = definition["parameters"]["functionKey"]
+    assert function_key["type"] == "SecureString" and "defaultValue" not in function_key
+    # The deployment supplies it from a secure template parameter (never a literal key in the file).
+    assert wf["parameters"]["functionKey"] == {"value": "[parameters('functionKey')]"}
 
     def check(actions: dict[str, Any]) -> None:
         for name, action in actions.items():
@@ -121,6 +124,8 @@ def test_workflow_definition_has_the_shape_the_designer_loads():
                 assert inputs["authentication"]["type"] == "ManagedServiceIdentity"
                 assert inputs["authentication"]["audience"] == "@parameters('apiAudience')"
                 assert inputs["retryPolicy"]["type"] == "exponential" and inputs["retryPolicy"]["count"] == 4
+                # The function key and the bearer token ride in the inputs: hidden from the run history.
+                assert "inputs" in action["runtimeConfiguration"]["secureData"]["properties"], name
 
     check(definition["actions"])
     approval = all_actions(definition["actions"])["Ask_approver"]
@@ -213,6 +218,28 @@ def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenan
     secret = secret_client(tenant).get_secret("dicomreg--la-run-service--secret").value
     assert secret not in json.dumps(run.outputs) and secret not in mail["body"]["Body"]
     assert run.outputs["Acknowledge"]["body"]["status"] == "awaiting approval"
+    assert_run_history_hides_the_key_and_token(run, tenant)
+
+
+def assert_run_history_hides_the_key_and_token(run: Run, tenant) -> None:
+    history = json.dumps(run.history)
+    assert {"Create_registration", "Wait_for_verification"} <= set(run.history)
+    assert FUNCTION_KEY not in history and "Bearer " not in history
+    assert all(entry["inputs"] == SECURED for entry in run.history.values())
+    assert run.history["Create_registration"]["outputs"]["statusCode"] == 201  # outputs stay readable
+
+
+def test_without_secure_inputs_the_run_history_would_show_the_key(host, tenant):
+    """The check above can fail: the same run with secureData removed shows the key and the token."""
+    definition = workflow()["definition"]
+    for action in all_actions(definition["actions"]).values():
+        action.pop("runtimeConfiguration", None)
+    run = engine_for(host, tenant).run(definition, Run(
+        trigger_body=dict(TRIGGERS["service"], name="la-run-unsecured"), parameters=parameters_for(host, tenant)))
+    history = json.dumps(run.history)
+    assert FUNCTION_KEY in history and "Bearer " in history
+    with pytest.raises(AssertionError):
+        assert_run_history_hides_the_key_and_token(run, tenant)
 
 
 def test_simulated_run_of_a_rejected_request_calls_nothing(host, tenant):

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+# How the run history shows secured inputs or outputs (Logic Apps: "secure data in run history").
+SECURED = "<secured>"
 RETRYABLE = lambda status: status in (408, 429) or status >= 500  # noqa: E731
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_$][\w$]*)"
                     r"|(?P<punct>\?\[|\?\.|[()\[\],.]))")
@@ -115,6 +117,9 @@ class Run:
     run_name: str = "08584000000000000000000000000CU00"
     outputs: dict[str, Any] = field(default_factory=dict)  # action -> {"status", "body", "headers"}
     log: list[str] = field(default_factory=list)
+    # What the run history shows per action: the inputs as sent (headers included) and the outputs, each
+    # replaced by SECURED where the action's runtimeConfiguration.secureData lists it.
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -211,12 +216,16 @@ class Engine:
             self._actions(branch, run)
             run.outputs[name] = {"status": "Succeeded", "body": None}
         elif kind == "Http":
-            response = self._http(name, run.value(action["inputs"]))
+            inputs = run.value(action["inputs"])
+            response = self._http(name, inputs)
             ok = response.status_code < 400
             run.outputs[name] = {"status": "Succeeded" if ok else "Failed", "statusCode": response.status_code,
                                  "headers": dict(response.headers),
                                  "body": response.json() if "json" in response.headers.get("content-type", "")
                                  else response.text}
+            secured = set(action.get("runtimeConfiguration", {}).get("secureData", {}).get("properties", []))
+            shown = {"inputs": {**inputs, "headers": dict(response.request.headers)}, "outputs": run.outputs[name]}
+            run.history[name] = {key: SECURED if key in secured else value for key, value in shown.items()}
         else:
             raise AssertionError(f"action type {kind} is not simulated")
 
