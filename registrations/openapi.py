@@ -19,6 +19,16 @@ designer renders that as one card with a type picker; the API's own validation (
 still rejects a field that does not belong to the chosen type with a 422. Any other union of objects (for
 example credential kinds) is flattened the same way.
 
+What differs between the two documents
+--------------------------------------
+The 2.0 document is for custom connectors and follows their documented rules (tests/openapi/
+test_connector_rules.py cites each page): the authorization code flow as its one OAuth definition,
+``application/json`` only, one response schema per operation (error answers are described, not schematised),
+``x-ms-url-encoding`` on path parameters, ``x-ms-visibility`` on every operation. The 3.0 document is for
+client generators: every answer has one content type and its schema (problem+json included), nullable enums
+list ``null``, and each operation carries its own security requirement. In both, the configuration route's
+``{format}`` segment becomes one operation per ``views.FORMATS`` entry (2.0: the JSON ones).
+
 ``python -m registrations.openapi --version 2.0 --host HOST --tenant TENANT --audience URI`` prints a
 document for a given deployment (the connector file in ``samples/logic-apps/connector/`` is made so).
 """
