@@ -27,7 +27,8 @@ test_connector_rules.py cites each page): the authorization code flow as its one
 ``x-ms-url-encoding`` on path parameters, ``x-ms-visibility`` on every operation. The 3.0 document is for
 client generators: every answer has one content type and its schema (problem+json included), nullable enums
 list ``null``, and each operation carries its own security requirement. In both, the configuration route's
-``{format}`` segment becomes one operation per ``views.FORMATS`` entry (2.0: the JSON ones).
+``{format}`` segment becomes one operation per ``views.FORMATS`` entry (2.0: the JSON ones); an operation
+whose body is not ``application/json`` (the merge-patch PATCH) is in the 3.0 document only.
 
 ``python -m registrations.openapi --version 2.0 --host HOST --tenant TENANT --audience URI`` prints a
 document for a given deployment (the connector file in ``samples/logic-apps/connector/`` is made so).
