@@ -88,6 +88,9 @@ def test_every_model_field_is_in_the_document(version):
     for function, op in OPERATIONS.items():
         if op.per_format:
             continue  # free-form configuration bodies
+        if op.operation_id not in by_id:
+            assert version == "2.0" and op.body_type != "application/json", function  # a 3.0-only operation
+            continue
         _method, _path, spec_op = by_id[op.operation_id]
         if op.body is not None:
             if version == "2.0":
