@@ -42,7 +42,7 @@ def test_every_request_leaves_exactly_one_line_at_the_default_level(api, tenant,
     requests = [
         ("create_registration", lambda h: api.post("/registrations", json=service(name), headers=h)),
         ("get_registration", lambda h: api.get(f"/registrations/{name}", headers=h)),
-        ("get_registration_config", lambda h: api.get(f"/registrations/{name}/config", headers=h)),
+        ("get_registration_config", lambda h: api.get(f"/registrations/{name}/config/json", headers=h)),
         ("verify_registration", lambda h: api.get(f"/registrations/{name}/verification", headers=h)),
         ("list_registrations", lambda h: api.get("/registrations", headers=h)),
         ("get_registration", lambda h: api.get("/registrations/no-such-one", headers=h)),
