@@ -11,7 +11,7 @@ import msal
 import pytest
 
 from registrations.kinds import PLANS
-from registrations.models import ConfigQuery
+from registrations.views import FORMATS
 from tests.support import PROBLEM_TYPE_BASE, ca_session, create, secret_client, service
 
 WEB = ["https://portal.example.org/signin-oidc"]
@@ -117,28 +117,28 @@ def one_of_each(api) -> dict[str, str]:
 
 
 def test_formats_that_do_not_apply_are_a_422_naming_those_that_do(api, one_of_each):
-    every_format = ConfigQuery.model_fields["format"].annotation.__args__
+    every_format = tuple(FORMATS)
     for kind, name in one_of_each.items():
         formats = PLANS[kind].formats
         assert set(formats) <= set(every_format)
         for fmt in every_format:
-            response = api.get(f"/registrations/{name}/config", params={"format": fmt})
+            response = api.get(f"/registrations/{name}/config/{fmt}")
             if fmt in formats:
                 assert response.status_code == 200, (kind, fmt, response.text)
                 assert response.text.strip() not in ("", "{}"), (kind, fmt)
             else:
                 problem = refused(response)
                 assert problem["allowedFormats"] == list(formats)
-                assert problem["errors"][0]["loc"] == ["query", "format"]
+                assert problem["errors"][0]["loc"] == ["path", "format"]
                 assert all(f in problem["detail"] for f in formats), problem["detail"]
-    refused(api.get("/registrations/dicom-oss-api/config", params={"format": "msal"}))
+    refused(api.get("/registrations/dicom-oss-api/config/msal"))
 
 
 def test_the_msal_section_is_usable_as_given_against_a_non_microsoft_authority(api, tenant, one_of_each):
     """Fed to msal as it is (only the CA is added), it gets a token; without instance_discovery=False msal
     would ask login.microsoftonline.com about the local host and fail offline."""
     registration = create(api, service("newcomer-msal"))
-    msal_config = api.get("/registrations/newcomer-msal/config", params={"format": "msal"}).json()
+    msal_config = api.get("/registrations/newcomer-msal/config/msal").json()
     assert msal_config["kwargs"]["instance_discovery"] is False
     secret = secret_client(tenant).get_secret(registration["credential"]["keyVaultSecretName"]).value
     app = getattr(msal, msal_config["application"])(client_credential=secret, http_client=ca_session(tenant.ca_file),
@@ -150,7 +150,7 @@ def test_the_msal_section_is_usable_as_given_against_a_non_microsoft_authority(a
             break
         time.sleep(0.5)
     assert "access_token" in result, result
-    public = api.get(f"/registrations/{one_of_each['public']}/config", params={"format": "msal"}).json()
+    public = api.get(f"/registrations/{one_of_each['public']}/config/msal").json()
     assert public["kwargs"]["instance_discovery"] is False
 
 
