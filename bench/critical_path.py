@@ -3,7 +3,8 @@ about its dependency graph's depth in round trips, not its number of calls.
 
 For each type: the wall time of POST /api/registrations (median of --repeats), the sequential depth measured
 from the times of the tenant's calls, the depth read off registrations/service.py and provision.py, and the total number of
-remote calls (what a naive sequential script would wait for).
+remote calls (what a naive sequential script would wait for). Then a service client's verification, whose
+QIDO-RS search at the DICOM service (issue 13) may add at most one round trip to the path without it.
 
 `python -m bench.critical_path [--latency-ms 100] [--repeats 3]`
 """
@@ -29,6 +30,7 @@ from bench._harness import (
 )
 
 GOAL = 1.05  # issue 10: the create path adds at most 5 % to its round trips
+DATA_PLANE_HOPS = 1  # issue 13: the data-plane check costs at most one more round trip
 # Read off registrations/service.py and provision.py: (GET app ‖ owned objects, for the quota ‖ resource lookup),
 # create, (service principal → grant ‖ addPassword → Key Vault), mark ready. A resource has no lookup and no grant; a public client no secret.
 EXPECTED_DEPTH = {"service/managed": 5, "service/oss": 5, "confidential": 5, "public": 5, "resource": 4}
@@ -43,6 +45,25 @@ def _provision(client, log: CallLog, body: dict, latency: float) -> tuple[float,
         raise RuntimeError(f"{body['type']} {body['name']}: {response.status_code} {response.text[:300]}")
     calls = log.since(start)
     return wall, sequential_depth([c[0] for c in calls], latency), len(calls)
+
+
+def _verification(client, log: CallLog, latency: float, latency_ms: int) -> Result:
+    """GET …/verification of a managed service client: its hops with the DICOM search and without it (the
+    same calls minus the DICOM service's), and its wall time against the hops."""
+    start = time.monotonic()
+    started = time.perf_counter()
+    response = client.get("/registrations/cp-service-managed-0/verification")
+    wall = time.perf_counter() - started
+    if response.status_code != 200 or response.json().get("dataPlane") != "ok":
+        raise RuntimeError(f"verification: {response.status_code} {response.text[:300]}")
+    calls = log.since(start)
+    with_search = sequential_depth([c[0] for c in calls], latency)
+    without = sequential_depth([c[0] for c in calls if c[1] != "dicom"], latency)
+    extra = with_search - without
+    return Result("verification with the data-plane check",
+                  f"{with_search} hops with the QIDO-RS search, {without} without: +{extra}; "
+                  f"{wall * 1000:.0f} ms = {wall / (with_search * latency):.2f} x ({with_search} x {latency_ms} ms)",
+                  f"<= +{DATA_PLANE_HOPS} hop", extra <= DATA_PLANE_HOPS)
 
 
 def run(options: argparse.Namespace) -> list[Result]:
@@ -67,6 +88,7 @@ def run(options: argparse.Namespace) -> list[Result]:
                 else:
                     body = BODIES[kind](f"cp-{kind.replace('/', '-')}-{i}")
                 measured[kind].append(_provision(client, log, body, latency))
+        results.append(_verification(client, log, latency, options.latency_ms))
         log.close()
         for kind, samples in measured.items():
             wall = median([s[0] for s in samples])

@@ -59,6 +59,8 @@ PLANS: dict[str, Plan] = {
             flow="authorization_code_pkce",
             target_kinds=("managed", "oss"),
             grants=(("managed", "delegated"), ("oss", "delegated")),
+            # ohif: an OHIF viewer's configuration, for the spa platform only (views.ohif_config says so)
+            formats=("json", "env", "msal", "dicomweb-client", "ohif"),
         ),
         Plan(
             type="service",
@@ -67,6 +69,7 @@ PLANS: dict[str, Plan] = {
             flow="client_credentials",
             target_kinds=("managed", "oss"),
             grants=(("managed", "azure-role"), ("oss", "app-role")),
+            formats=("json", "env", "msal", "dicomweb-client"),
         ),
         Plan(
             type="resource",

@@ -420,6 +420,9 @@ class VerificationReport(_Response):
     scopes: list[str] | None = Field(default=None, description="Delegated scopes in the token (scp).")
     tokenVersion: str | None = Field(default=None, description="The token's ver: 1.0 or 2.0.")
     expiresOn: str | None = Field(default=None, description="When the token expires (UTC).")
+    dataPlane: Literal["ok", "skipped"] | None = Field(
+        default=None, description="Service clients: ok when a QIDO-RS search at the DICOM service with the "
+                                  "token succeeded; skipped when VERIFY_DATA_PLANE is false.")
     checks: list[VerificationCheck]
 
 

@@ -89,6 +89,9 @@ class Settings:
     rotate_before_days: int = 30
     # How long after a change a token refusal still counts as Entra's propagation (202, not 409).
     verify_propagation_seconds: int = 600
+    # Verification searches the DICOM service with a service client's token (off where the function cannot
+    # reach the service).
+    verify_data_plane: bool = True
 
     @property
     def authority(self) -> str:
@@ -194,6 +197,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         expiry_warning_days=_int(env, "EXPIRY_WARNING_DAYS", 30, 1, 365),
         rotate_before_days=_int(env, "ROTATE_BEFORE_DAYS", 30, 1, 365),
         verify_propagation_seconds=_int(env, "VERIFY_PROPAGATION_SECONDS", 600, 0, 86_400),
+        verify_data_plane=_bool(env, "VERIFY_DATA_PLANE", True),
     )
     if settings.secret_lifetime_days > settings.secret_max_lifetime_days:
         raise Misconfigured("SECRET_LIFETIME_DAYS is longer than SECRET_MAX_LIFETIME_DAYS")

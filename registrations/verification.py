@@ -7,6 +7,8 @@ and returns a Verification or raises a Problem.
   flow, with the secret or the certificate's PEM read from Key Vault (never logged, never returned), and then
   the grant it needs is checked: the app role in the token (open-source server) or the Azure role
   assignment on the service (managed).
+- A service client's token then makes one QIDO-RS search at the DICOM service (`GET {base}/studies?limit=1`,
+  unless VERIFY_DATA_PLANE is false): the role has to work where it matters, not only exist in ARM or Graph.
 - Public clients, resource registrations and secretless credentials get configuration checks instead.
 - Entra ID and Azure RBAC are eventually consistent: a new secret is refused with AADSTS7000215 for seconds
   to minutes (a few seconds is common), an app or principal can be unknown
@@ -26,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import manifest as mf
+from .adapters.dicomweb import DicomWebClient
 from .adapters.errors import NotFoundError, UpstreamError
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
@@ -96,6 +99,8 @@ class TokenResult:
     claims: dict[str, Any] = field(default_factory=dict)
     code: int | None = None
     error: str | None = None
+    # The access token itself, for the one data-plane call; never logged, never in an answer.
+    token: str | None = field(default=None, repr=False)
 
 
 # (client_id, msal client_credential: a secret or {"private_key", "thumbprint"}, scopes) -> TokenResult
@@ -131,7 +136,7 @@ class MsalTokenClient:
         )
         result = app.acquire_token_for_client(scopes)
         if "access_token" in result:
-            return TokenResult(claims=token_claims(result["access_token"]))
+            return TokenResult(claims=token_claims(result["access_token"]), token=result["access_token"])
         codes = result.get("error_codes") or [int(m) for m in _AADSTS.findall(result.get("error_description") or "")]
         return TokenResult(code=int(codes[0]) if codes else None, error=result.get("error") or "unknown_error")
 
@@ -145,12 +150,14 @@ class Verifier:
         graph: GraphClient,
         vault: VaultClient,
         rbac: RbacClient,
+        dicomweb: DicomWebClient | None = None,
         acquire_token: AcquireToken | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         retry_after: int = RETRY_AFTER_SECONDS,
     ) -> None:
         self.settings = settings
         self.service, self.graph, self.vault, self.rbac = service, graph, vault, rbac
+        self.dicomweb = dicomweb or DicomWebClient(verify=settings.connection_verify)
         self._acquire = acquire_token or MsalTokenClient(settings.authority, verify=settings.connection_verify)
         self._clock = clock
         self.propagation_seconds = settings.verify_propagation_seconds
@@ -205,8 +212,9 @@ class Verifier:
         kind = mf.tag_values(app).get("credential") or "secret"
         token: dict[str, Any] = {}
         roles: list[str] | None = None  # the token's, when there is a token to look at
+        access_token: str | None = None  # the token itself, for the data-plane call only
         if plan.has_credential and kind in mf.STORED_KINDS:
-            check, token = self._token_check(view, kind, target, resource, young)
+            check, token, access_token = self._token_check(view, kind, target, resource, young)
             if not check.ok:
                 return [check], {}
             checks, sp_id, roles = [check], view.get("servicePrincipalId"), token["roles"]
@@ -219,24 +227,29 @@ class Verifier:
             sp_id = sp["id"]
         if plan.grant_for(target.kind) in ("app-role", "azure-role"):  # granted to the app itself
             checks.append(self._grant_check(view, target, resource, sp_id, roles=roles))
+            if access_token is not None and plan.app_only:
+                if self.settings.verify_data_plane:
+                    checks.append(self._data_plane_check(view, target, access_token))
+                token["dataPlane"] = "ok" if self.settings.verify_data_plane else "skipped"
         else:
             checks += self._delegated_checks(view, app, target, resource, sp_id)
         return checks, token
 
     def _token_check(self, view: dict, kind: str, target, resource: dict,
-                     young: bool) -> tuple[Check, dict[str, Any]]:
-        """Client credentials with the secret or certificate from Key Vault; on success, what the token says."""
+                     young: bool) -> tuple[Check, dict[str, Any], str | None]:
+        """Client credentials with the secret or certificate from Key Vault; on success, what the token says
+        and the token (for the data-plane call)."""
         label = CREDENTIAL_LABEL[kind]
         secret_name = (view.get("credential") or {}).get("keyVaultSecretName") \
             or mf.secret_name(self.settings.name_prefix, view["name"], kind)
         try:
             stored = self.vault.get_value(secret_name)
         except NotFoundError:
-            return Check(label, False, f"the Key Vault secret {secret_name} does not exist"), {}
+            return Check(label, False, f"the Key Vault secret {secret_name} does not exist"), {}, None
         try:
             credential = stored if kind == "secret" else msal_client_credential(stored)
         except ValueError:  # cryptography's message names what it could not parse, never the key
-            return Check(label, False, f"the Key Vault secret {secret_name} holds no readable certificate"), {}
+            return Check(label, False, f"the Key Vault secret {secret_name} holds no readable certificate"), {}, None
         finally:
             del stored
         # Client credentials, whatever the type: `.default` of the DICOM resource.
@@ -256,8 +269,9 @@ class Verifier:
             summary = {"audience": claims.get("aud"), "roles": list(claims.get("roles") or []),
                        "scopes": scp.split() if isinstance(scp, str) else [], "tokenVersion": claims.get("ver"),
                        "expiresOn": iso_from_epoch(claims.get("exp"))}
-            return Check("token", True, f"got a token for {claims.get('aud')} with the stored {label}"), summary
-        return self._refusal(result, kind, young), {}
+            return (Check("token", True, f"got a token for {claims.get('aud')} with the stored {label}"), summary,
+                    result.token)
+        return self._refusal(result, kind, young), {}, None
 
     @staticmethod
     def _refusal(result: TokenResult, kind: str, young: bool) -> Check:
@@ -309,6 +323,26 @@ class Verifier:
                      f"{where} the app role {role}, which the server's roles.json grants {access} access" if held else
                      f"the app role {role} is missing: the service principal has no assignment of {role} on the "
                      f"DICOM resource app {resource['appId']}", propagating=True)
+
+    def _data_plane_check(self, view: dict, target: ManagedTarget | OssTarget, access_token: str) -> Check:
+        """One QIDO-RS search with the registration's own token. A 403 while the registration is young is
+        Azure RBAC (or the server's role mapping) still propagating; later it names the role that is missing."""
+        base = target.base_url
+        status = self.dicomweb.search_studies(base, access_token)
+        if status in (200, 204):
+            return Check("data plane", True, f"QIDO-RS GET {base}/studies?limit=1 answered {status}")
+        if status == 401:
+            return Check("data plane", False, f"the DICOM service at {base} does not accept the token (401): it "
+                                              "expects another audience, issuer or tenant; check the DICOM target's "
+                                              "url and, for an open-source server, its Audience and Authority")
+        access = view.get("access") or "reader"
+        if isinstance(target, ManagedTarget):
+            role_id = MANAGED_ACCESS_ROLES[access]
+            role = f"the Azure role {_ROLE_NAMES.get(role_id, 'role')} ({role_id}) on {target.resourceId}"
+        else:
+            role = f"the app role {OSS_ACCESS_ROLES[access]} in the server's roles.json"
+        return Check("data plane", False, f"the DICOM service at {base} refuses the token's search (403): "
+                                          f"{role} is missing or has not applied yet", propagating=True)
 
     def _delegated_checks(self, view: dict, app: dict, target, resource: dict, sp_id: str | None) -> list[Check]:
         """Public and confidential clients: redirect URIs, the declared permission and admin consent."""

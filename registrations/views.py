@@ -149,6 +149,7 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
                                                                      REFRESH_TOKEN_LIFETIME)
     if plan.flow == "authorization_code_pkce":
         config["pkce"] = {"codeChallengeMethod": "S256"}
+        config["platform"] = reg.get("platform") or "spa"
     credential = reg.get("secret") or {}
     kind = credential.get("kind", "secret") if credential else None
     if kind in mf.STORED_KINDS:
@@ -250,6 +251,10 @@ FORMATS: dict[str, Format] = {
     "json": Format("application/json", "JSON", lambda config: json.dumps(config, indent=2)),
     "env": Format("text/plain; charset=utf-8", "environment lines", lambda config: _env_lines(config)),
     "msal": Format("application/json", "MSAL arguments", lambda config: json.dumps(config.get("msal") or {}, indent=2)),
+    "dicomweb-client": Format("application/json", "dicomweb-client settings and a Python script",
+                              lambda config: json.dumps(dicomweb_client_config(config), indent=2)),
+    "ohif": Format("application/json", "an OHIF viewer v3 configuration",
+                   lambda config: json.dumps(ohif_config(config), indent=2)),
 }
 
 
@@ -264,6 +269,100 @@ def render(config: dict[str, Any], fmt: str) -> tuple[str, str]:
             allowedFormats=list(formats))
     found = FORMATS[fmt]
     return found.render(config), found.content_type
+
+
+def dicomweb_client_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What dicomweb-client needs (its DICOMwebClient takes the service's base URL and a requests session that
+    carries the bearer token), and a Python script that gets the token with msal the way this registration
+    signs in: client credentials with its Key Vault secret or certificate, or its federated assertion (service
+    clients), or interactively with PKCE (public clients). Run with a DICOM file's path, it stores it (STOW-RS)
+    and reads it back (WADO-RS); without, it searches (QIDO-RS)."""
+    base, scopes, authority = config["dicomService"]["baseUrl"], config["scopes"], config["authority"]
+    # msal checks an authority it does not know against Microsoft's instance discovery; a local one is not there
+    local = _loopback(authority)
+    msal_extra = ", instance_discovery=False" if local else ""
+    lines = ["import sys", "", "import msal", "import pydicom", "import requests",
+             "from dicomweb_client.api import DICOMwebClient", ""]
+    if config["flow"] == "client_credentials":
+        reference = config.get("clientSecret") or config.get("clientCertificate")
+        if reference:
+            vault = "/".join(reference["keyVaultSecretUri"].split("/", 3)[:3])
+            lines[5:5] = ["from azure.identity import DefaultAzureCredential",
+                          "from azure.keyvault.secrets import SecretClient"]
+            # SecretClient checks that the vault's challenge names the vault's own host: not so on loopback
+            check = ", verify_challenge_resource=False" if _loopback(vault) else ""
+            lines += [f"stored = SecretClient({vault!r}, DefaultAzureCredential(){check})"
+                      f".get_secret({reference['keyVaultSecretName']!r}).value"]
+            credential = "stored" if "clientSecret" in config else \
+                f"{{'private_key': stored, 'thumbprint': {reference.get('thumbprint')!r}}}"
+        else:  # federated: the workload's token from its issuer (AKS workload identity writes it to a file)
+            lines[:0] = ["import os"]
+            lines += ["assertion = open(os.environ['AZURE_FEDERATED_TOKEN_FILE']).read()"]
+            credential = "{'client_assertion': assertion}"
+        lines += [f"app = msal.ConfidentialClientApplication({config['clientId']!r}, client_credential={credential}, "
+                  f"authority={authority!r}{msal_extra})",
+                  f"result = app.acquire_token_for_client(scopes={scopes!r})"]
+    else:
+        lines += [f"app = msal.PublicClientApplication({config['clientId']!r}, authority={authority!r}{msal_extra})",
+                  f"result = app.acquire_token_interactive(scopes={scopes!r})  # authorization code + PKCE (S256)"]
+    lines += ["session = requests.Session()", "session.headers['Authorization'] = 'Bearer ' + result['access_token']",
+              f"client = DICOMwebClient(url={base!r}, session=session)",
+              "if len(sys.argv) > 1:  # store a DICOM file (STOW-RS) and read it back (WADO-RS)",
+              "    ds = pydicom.dcmread(sys.argv[1])",
+              "    client.store_instances([ds])",
+              "    back = client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)",
+              "    print('stored and read back', back.SOPInstanceUID, 'same pixels:', back.PixelData == ds.PixelData)",
+              "else:  # search (QIDO-RS)",
+              "    print(client.search_for_studies(limit=1))", ""]
+    return {"library": "dicomweb-client", "url": base, "tokenScopes": scopes, "clientId": config["clientId"],
+            "authority": authority, "python": "\n".join(lines)}
+
+
+def _loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def ohif_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The OHIF viewer (v3) app configuration for a public SPA registration: its OpenID Connect client (the
+    authorization code flow with PKCE: response_type code; OHIF's Azure guide shows the implicit flow, which the
+    registration does not allow) and a DICOMweb data source on the DICOM service ("Microsoft Azure" in OHIF's
+    deployment docs). The DICOM service must allow the viewer's origin in its CORS configuration."""
+    if config.get("platform") != "spa":  # the plan allows ohif for public clients: the SPA ones among them
+        raise ValidationProblem("format 'ohif' is for public clients on the spa platform; this one is "
+                                f"{config.get('platform')}", allowedFormats=["json", "env", "msal", "dicomweb-client"],
+                                errors=[{"loc": ["query", "format"], "msg": "ohif is for spa clients"}])
+    base = config["dicomService"]["baseUrl"]
+    redirect = config["redirectUris"][0]
+    origin = "/".join(redirect.split("/", 3)[:3])
+    return {
+        "routerBasename": "/",
+        "oidc": [{
+            "authority": f"{config['authority']}/v2.0/",
+            "client_id": config["clientId"],
+            "redirect_uri": redirect,
+            "response_type": "code",
+            "scope": " ".join(["openid", *config["scopes"]]),
+            "post_logout_redirect_uri": f"{origin}/logout-redirect.html",
+            "automaticSilentRenew": True,
+            "revokeAccessTokenOnSignout": True,
+            "loadUserInfo": False,
+        }],
+        "defaultDataSourceName": "dicomweb",
+        "dataSources": [{
+            "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
+            "sourceName": "dicomweb",
+            "configuration": {
+                "friendlyName": f"DICOM service {config['dicomService']['name']}",
+                "name": config["dicomService"]["name"],
+                "qidoRoot": base, "wadoRoot": base, "wadoUriRoot": base,
+                "imageRendering": "wadors", "thumbnailRendering": "wadors",
+                "enableStudyLazyLoad": True, "supportsFuzzyMatching": False, "supportsWildcard": True,
+                "supportsStow": True, "singlepart": "bulkdata,pdf,video",
+            },
+        }],
+        "corsOrigin": origin,
+    }
 
 
 def _env_lines(config: dict[str, Any]) -> str:

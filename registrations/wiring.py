@@ -70,6 +70,7 @@ def utc_now() -> datetime:
 
 def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Runtime:
     from .adapters._rest import RestClient
+    from .adapters.dicomweb import DicomWebClient
     from .adapters.graph import GraphClient
     from .adapters.rbac import RbacClient
     from .adapters.vault import VaultClient
@@ -105,7 +106,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
                                                   provisioner=provisioner, owner_id=owner_id),
                                   views=RegistrationViews(settings, secret_uri=vault.secret_uri),
                                   executor=executor, owner_id=owner_id, clock=clock)
-    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac, clock=clock)
+    verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac,
+                        dicomweb=DicomWebClient(verify=verify), clock=clock)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
     return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier, executor)
 

@@ -332,3 +332,13 @@ def dicomweb(base_url: str, token: str, ca_file: str, **headers: str) -> Any:
 
     session = ca_session(ca_file, {"Authorization": f"Bearer {token}", **headers})
     return DICOMwebClient(url=base_url, session=session)
+
+
+def deploy_oss_dicom(tenant, resource_registration: dict) -> None:
+    """Configure the local open-source DICOM server from its resource registration, as its operator would:
+    the Audience, Authority and roles.json the registration returns."""
+    config = resource_registration["config"]
+    settings = config["dicomServerSettings"]
+    tenant.configure_oss_dicom(audience=settings["DicomServer__Security__Authentication__Audience"],
+                               authority=settings["DicomServer__Security__Authentication__Authority"],
+                               roles=config["rolesJson"])

@@ -6,13 +6,17 @@ registration's role does not allow."""
 from __future__ import annotations
 
 import io
+import uuid
 from urllib.parse import quote
 
 import pydicom
 import pytest
 import requests
 
-from tests.support import confidential_app, create, dicom_instance, dicomweb, secret_client, service
+from tests.support import (confidential_app, create, deploy_oss_dicom, dicom_instance, dicomweb, secret_client,
+                           service, settings_override)
+
+DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
 
 
 def token_for(tenant, config: dict) -> str:
@@ -49,11 +53,14 @@ def test_a_managed_writer_stores_finds_and_reads_back_the_same_bytes_and_a_reade
     assert refused.value.response.status_code == 403
 
 
-def test_a_removed_role_assignment_is_refused_by_the_service(api, tenant):
+def test_a_removed_role_assignment_is_refused_by_the_service_and_by_verification(api, tenant):
     reg = create(api, service("dicom-e2e-removed", access="reader"))
     token = token_for(tenant, reg["config"])
     client = dicomweb(reg["config"]["dicomService"]["baseUrl"], token, tenant.ca_file)
     assert isinstance(client.search_for_studies(limit=1), list)
+    verified = api.get("/registrations/dicom-e2e-removed/verification")
+    assert verified.status_code == 200 and verified.json()["dataPlane"] == "ok", verified.text
+
     assignment = next(a for a in tenant.state()["roleAssignments"]
                       if a["properties"]["principalId"] == reg["servicePrincipalId"])
     _arm_delete(tenant, assignment["id"])
@@ -61,13 +68,187 @@ def test_a_removed_role_assignment_is_refused_by_the_service(api, tenant):
         client.search_for_studies(limit=1)  # the same, still valid token
     assert refused.value.response.status_code == 403
 
+    # young: the role may still be propagating, so "not yet"; later: a problem naming the missing role
+    pending = api.get("/registrations/dicom-e2e-removed/verification")
+    assert pending.status_code == 202 and "refuses the token's search (403)" in pending.json()["reason"]
+    with settings_override(VERIFY_PROPAGATION_SECONDS="0"):
+        problem = api.get("/registrations/dicom-e2e-removed/verification")
+    assert problem.status_code == 409, problem.text
+    data_plane = next(c for c in problem.json()["checks"] if c["name"] == "data plane")
+    assert not data_plane["ok"] and "DICOM Data Reader" in data_plane["detail"] \
+        and DICOM_DATA_READER in data_plane["detail"]
 
-def _arm_delete(tenant, assignment_id: str) -> None:
+
+def test_the_data_plane_check_can_be_turned_off_where_the_service_is_unreachable(api, tenant):
+    import json
+    import socket
+
+    create(api, service("dicom-e2e-unreachable", access="reader"))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    targets = json.loads(tenant.app_settings()["DICOM_SERVICES"])
+    targets["managed"]["url"] = f"https://127.0.0.1:{port}"
+    with settings_override(DICOM_SERVICES=json.dumps(targets)):
+        unreachable = api.get("/registrations/dicom-e2e-unreachable/verification")
+        assert unreachable.status_code == 503, unreachable.text
+        assert unreachable.json()["upstream"]["service"] == "dicom"
+        with settings_override(VERIFY_DATA_PLANE="false"):
+            skipped = api.get("/registrations/dicom-e2e-unreachable/verification")
+    assert skipped.status_code == 200 and skipped.json()["dataPlane"] == "skipped", skipped.text
+    assert "data plane" not in {c["name"] for c in skipped.json()["checks"]}
+
+
+def test_open_source_writer_and_reader_work_through_their_app_roles(api, tenant):
+    made = api.post("/registrations", json={"type": "resource", "name": "dicom-oss-api",
+                                            "displayName": "DICOM OSS API", "dicomService": "oss"})
+    assert made.status_code in (200, 201), made.text  # another module may have made it already
+    deploy_oss_dicom(tenant, made.json())
+    writer = create(api, service("dicom-e2e-oss-writer", "oss", access="writer"))["config"]
+    reader = create(api, service("dicom-e2e-oss-reader", "oss", access="reader"))["config"]
+    ds = dicom_instance("E2E^OSS")
+    writing = dicomweb(writer["dicomService"]["baseUrl"], token_for(tenant, writer), tenant.ca_file)
+    writing.store_instances([ds])
+    reading = dicomweb(reader["dicomService"]["baseUrl"], token_for(tenant, reader), tenant.ca_file)
+    got = reading.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert part10(got) == part10(ds)
+    with pytest.raises(requests.HTTPError) as refused:
+        reading.store_instances([dicom_instance("E2E^OSS^READER")])
+    assert refused.value.response.status_code == 403
+    for name in ("dicom-e2e-oss-writer", "dicom-e2e-oss-reader"):
+        verified = api.get(f"/registrations/{name}/verification")
+        assert verified.status_code == 200 and verified.json()["dataPlane"] == "ok", verified.text
+
+
+def _arm(tenant, method: str, path: str, api_version: str = "2022-04-01", **kwargs):
+    """ARM as the product's managed identity (RBAC Administrator on the group, CORS editor on the service)."""
     from azure.identity import ManagedIdentityCredential
 
     from tests.support import ca_session
 
     token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
-    response = ca_session(tenant.ca_file, {"Authorization": f"Bearer {token}"}).delete(
-        f"{tenant.arm_endpoint}{quote(assignment_id)}", params={"api-version": "2022-04-01"})
+    return ca_session(tenant.ca_file, {"Authorization": f"Bearer {token}"}).request(
+        method, f"{tenant.arm_endpoint}{quote(path)}", params={"api-version": api_version}, **kwargs)
+
+
+def _arm_delete(tenant, assignment_id: str) -> None:
+    response = _arm(tenant, "DELETE", assignment_id)
     assert response.status_code == 200, response.text
+
+
+def _arm_put(tenant, path: str, body: dict) -> None:
+    response = _arm(tenant, "PUT", path, json=body)
+    assert response.status_code == 201, response.text
+
+
+def _allow_origin(tenant, origin: str) -> None:
+    """Add an origin to the DICOM service's CORS configuration, as an operator would in the portal."""
+    resource = _arm(tenant, "GET", tenant.seed.dicom_resource_id, "2024-03-31")
+    assert resource.status_code == 200, resource.text
+    body = resource.json()
+    cors = body["properties"]["corsConfiguration"]
+    cors.update(origins=sorted(set(cors["origins"]) | {origin}), methods=sorted(set(cors["methods"]) | {"GET"}),
+                headers=sorted(set(cors["headers"]) | {"authorization"}))
+    written = _arm(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=body,
+                   headers={"If-Match": resource.headers["ETag"]})
+    assert written.status_code == 200, written.text
+
+
+def test_a_service_clients_dicomweb_client_configuration_stores_and_reads_back(api, tenant):
+    """The dicomweb-client format names everything the snippet needs; used as it says (msal for the token, the
+    Key Vault secret, DICOMwebClient with a session carrying it), it stores and reads back an instance."""
+    create(api, service("dicom-e2e-snippet", access="writer"))
+    response = api.get("/registrations/dicom-e2e-snippet/config", params={"format": "dicomweb-client"})
+    assert response.status_code == 200, response.text
+    settings = response.json()
+    snippet = settings["python"]
+    compile(snippet, "snippet.py", "exec")  # valid Python
+    for value in (settings["url"], settings["clientId"], settings["authority"], *settings["tokenScopes"]):
+        assert repr(value) in snippet or value in snippet
+    assert "acquire_token_for_client" in snippet and "DICOMwebClient(url=" in snippet
+    name = next(line.split(".get_secret(")[1].split(")")[0].strip("'\"") for line in snippet.splitlines()
+                if ".get_secret(" in line)
+    secret = secret_client(tenant).get_secret(name).value
+    result = confidential_app(tenant, settings["clientId"], secret).acquire_token_for_client(settings["tokenScopes"])
+    client = dicomweb(settings["url"], result["access_token"], tenant.ca_file)
+    ds = dicom_instance("E2E^SNIPPET")
+    client.store_instances([ds])
+    assert part10(client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)) == part10(ds)
+
+
+def test_a_spa_gets_an_ohif_configuration_whose_values_get_a_token_the_service_accepts(api, tenant):
+    import msal
+
+    from tests.support import ca_session, follow_authorize
+
+    viewer = "https://viewer.example.org"
+    create(api, {"type": "public", "name": "dicom-e2e-viewer", "displayName": "Viewer", "dicomService": "managed",
+                 "platform": "spa", "redirectUris": [f"{viewer}/callback"]})
+    response = api.get("/registrations/dicom-e2e-viewer/config", params={"format": "ohif"})
+    assert response.status_code == 200, response.text
+    ohif = response.json()
+    oidc, source = ohif["oidc"][0], ohif["dataSources"][0]["configuration"]
+    assert oidc["response_type"] == "code" and oidc["scope"].split()[0] == "openid"
+    assert source["qidoRoot"] == source["wadoRoot"] and source["qidoRoot"].endswith("/v2")
+    assert ohif["defaultDataSourceName"] == ohif["dataSources"][0]["sourceName"]
+
+    # As in Azure, the signed-in user needs a DICOM role on the service, and the service must allow the
+    # viewer's origin in its CORS configuration.
+    _arm_put(tenant, f"{tenant.seed.dicom_resource_id}/providers/Microsoft.Authorization/roleAssignments/"
+                     f"{uuid.uuid4()}", {"properties": {
+                         "roleDefinitionId": f"/subscriptions/{tenant.seed.subscription_id}/providers/"
+                                             f"Microsoft.Authorization/roleDefinitions/{DICOM_DATA_READER}",
+                         "principalId": tenant.seed.user.object_id, "principalType": "User"}})
+    _allow_origin(tenant, ohif["corsOrigin"])
+
+    # msal's PKCE flow (what oidc-client-ts does in the viewer), with only the OHIF values
+    authority = oidc["authority"].rstrip("/").removesuffix("/v2.0")
+    browser = ca_session(tenant.ca_file, {"Origin": viewer})
+    app = msal.PublicClientApplication(oidc["client_id"], authority=authority, instance_discovery=False,
+                                       http_client=browser, token_cache=msal.TokenCache())
+    flow = app.initiate_auth_code_flow(scopes=oidc["scope"].split()[1:], redirect_uri=oidc["redirect_uri"])
+    assert "code_challenge_method=S256" in flow["auth_uri"]
+    result = app.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"]))
+    assert "access_token" in result, result
+    client = dicomweb(source["qidoRoot"], result["access_token"], tenant.ca_file, Origin=viewer)
+    assert isinstance(client.search_for_studies(limit=1), list)
+
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    with ca_session(tenant.ca_file) as http:
+        ours = http.options(f"{source['qidoRoot']}/studies", headers={**preflight, "Origin": viewer})
+        other = http.options(f"{source['qidoRoot']}/studies", headers={**preflight, "Origin": "https://evil.example"})
+    assert ours.status_code == 204 and ours.headers["Access-Control-Allow-Origin"] == viewer
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_formats_that_do_not_apply_say_which_do(api):
+    create(api, service("dicom-e2e-noohif", access="reader"))
+    response = api.get("/registrations/dicom-e2e-noohif/config", params={"format": "ohif"})
+    assert response.status_code == 422, response.text
+    assert "ohif" in response.json()["detail"]
+
+
+def test_the_readme_tour_ends_by_storing_and_reading_back_a_study_with_the_returned_script(api, tenant, tmp_path):
+    """The tour's last step, literally: the dicomweb-client format's script, run in a fresh process with the
+    environment `make run` prints (the local managed identity reads the secret; the local CA is trusted), stores
+    pydicom's bundled CT_small.dcm and reads it back."""
+    import os
+    import subprocess
+    import sys
+
+    import certifi
+    from pydicom.data import get_testdata_file
+
+    create(api, service("study-writer", access="writer"))
+    assert api.get("/registrations/study-writer/verification").status_code == 200
+    script = tmp_path / "study_writer.py"
+    script.write_text(api.get("/registrations/study-writer/config", params={"format": "dicomweb-client"}).json()["python"])
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_text(open(certifi.where()).read() + open(tenant.ca_file).read())
+    env = {**os.environ, "IDENTITY_ENDPOINT": tenant.identity_endpoint, "IDENTITY_HEADER": tenant.identity_header,
+           "REQUESTS_CA_BUNDLE": str(bundle)}
+    study = get_testdata_file("CT_small.dcm")
+    run = subprocess.run([sys.executable, str(script), study], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sop = pydicom.dcmread(study).SOPInstanceUID
+    assert f"stored and read back {sop} same pixels: True" in run.stdout

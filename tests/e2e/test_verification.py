@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support import MANAGED_AUDIENCE, api_client, api_token, secret_client, service, settings_override
+from tests.support import (MANAGED_AUDIENCE, api_client, api_token, deploy_oss_dicom, secret_client, service,
+                           settings_override)
 
 DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
 
@@ -45,10 +46,13 @@ def failed(api, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def oss_resource(api) -> dict:
-    """The open-source target's resource registration (another module may have made it already)."""
-    return created(api, {"type": "resource", "name": "dicom-oss-api", "displayName": "DICOM OSS API",
-                         "dicomService": "oss"})
+def oss_resource(api, tenant) -> dict:
+    """The open-source target's resource registration (another module may have made it already), and the
+    local open-source DICOM server deployed with what it returns."""
+    resource = created(api, {"type": "resource", "name": "dicom-oss-api", "displayName": "DICOM OSS API",
+                             "dicomService": "oss"})
+    deploy_oss_dicom(tenant, resource)
+    return resource
 
 
 def test_a_new_secret_is_pending_until_the_replication_delay_passes(api, tenant):
@@ -74,7 +78,8 @@ def test_a_new_secret_is_pending_until_the_replication_delay_passes(api, tenant)
     assert answers[0] == 202 and answers[-1] == 200, answers
     body = response.json()
     assert body["audience"] == MANAGED_AUDIENCE and body["tokenVersion"] == "1.0"
-    assert {c["name"] for c in body["checks"] if c["ok"]} == {"token", "Azure role assignment"}
+    assert {c["name"] for c in body["checks"] if c["ok"]} == {"token", "Azure role assignment", "data plane"}
+    assert body["dataPlane"] == "ok"
 
 
 def test_managed_service_client_is_verified_with_its_audience_and_role_assignment(api, tenant):
@@ -92,7 +97,9 @@ def test_managed_service_client_is_verified_with_its_audience_and_role_assignmen
         arm_delete(tenant, assignment["id"])
         problem = failed(api, "verify-managed")
     assert "DICOM Data Reader" in problem["detail"] and DICOM_DATA_READER in problem["detail"]
-    assert [c["name"] for c in problem["checks"] if not c["ok"]] == ["Azure role assignment"]
+    # ARM no longer lists it, and the DICOM service refuses the same token's search
+    assert [c["name"] for c in problem["checks"] if not c["ok"]] == ["Azure role assignment", "data plane"]
+    assert "(403)" in next(c["detail"] for c in problem["checks"] if c["name"] == "data plane")
 
 
 def test_open_source_service_client_is_verified_with_its_app_role_and_fails_without_it(api, tenant,
@@ -100,7 +107,7 @@ def test_open_source_service_client_is_verified_with_its_app_role_and_fails_with
     reg = created(api, service("verify-oss", "oss", access="writer"))
     body = verified(api, "verify-oss")
     assert body["audience"] == oss_resource["appId"] and body["tokenVersion"] == "2.0"
-    assert body["roles"] == ["globalWriter"]
+    assert body["roles"] == ["globalWriter"] and body["dataPlane"] == "ok"
 
     assignment = next(a for a in tenant.state()["appRoleAssignments"]
                       if a["principalId"] == reg["servicePrincipalId"])
@@ -151,7 +158,7 @@ def test_certificate_service_client_is_verified_with_its_audience(api):
     body = verified(api, "verify-cert")
     assert body["audience"] == MANAGED_AUDIENCE and body["tokenVersion"] == "1.0"
     checks = {check["name"]: check for check in body["checks"]}
-    assert set(checks) == {"token", "Azure role assignment"} and all(c["ok"] for c in checks.values())
+    assert set(checks) == {"token", "Azure role assignment", "data plane"} and all(c["ok"] for c in checks.values())
     assert "client certificate" in checks["token"]["detail"]
 
 
