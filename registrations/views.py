@@ -297,7 +297,7 @@ def dicomweb_client_config(config: dict[str, Any]) -> dict[str, Any]:
                 f"{{'private_key': stored, 'thumbprint': {reference.get('thumbprint')!r}}}"
         else:  # federated: the workload's token from its issuer (AKS workload identity writes it to a file)
             lines[:0] = ["import os"]
-            lines += ["assertion = open(os.environ['AZURE_FEDERATED_TOKEN_FILE']).read()"]
+            lines += ["assertion = open(os.getenv('AZURE_FEDERATED_TOKEN_FILE', '')).read()"]
             credential = "{'client_assertion': assertion}"
         lines += [f"app = msal.ConfidentialClientApplication({config['clientId']!r}, client_credential={credential}, "
                   f"authority={authority!r}{msal_extra})",

@@ -23,7 +23,7 @@ from azure.identity import ManagedIdentityCredential
 
 from localtenant import LocalTenant
 from tests.support import ACQUIRED_TOKENS, FUNCTION_KEY, MASTER_KEY, api_client, client_credentials_token, \
-    settings_override
+    deploy_oss_dicom, settings_override
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITE_VERBS = ("create", "upsert", "update", "delete", "add", "remove", "set", "recover", "purge")
@@ -217,6 +217,8 @@ def test_with_what_setup_prepared_each_type_is_created_verified_and_deleted(bare
         for body in REGISTRATIONS:
             response = admin.post("/registrations", json=body)
             assert response.status_code == 201, response.text
+            if body["type"] == "resource":  # the open-source DICOM server runs with what its registration returns
+                deploy_oss_dicom(bare, response.json())
             assert verified(admin, body["name"])["checks"]
         for body in reversed(REGISTRATIONS):  # the resource registration last: its clients go first
             assert admin.delete(f"/registrations/{body['name']}").status_code == 200
