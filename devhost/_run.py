@@ -186,6 +186,7 @@ def fetch_admin_token(tenant: Any) -> str:
 def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, prefix: str) -> str:
     api = api_base_url(base_url, prefix)
     seed = tenant.seed
+    settings = tenant.app_settings()
     try:
         token_line = f"export TOKEN='{fetch_admin_token(tenant)}'"
     except (httpx.HTTPError, OSError, KeyError, ValueError) as error:
@@ -217,7 +218,8 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
             "    | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
             "",
             "For the tour's last step (a DICOM script reads its secret as the local managed identity):",
-            f"  export IDENTITY_ENDPOINT='{tenant.identity_endpoint}' IDENTITY_HEADER='{tenant.identity_header}' \\",
+            f"  export IDENTITY_ENDPOINT='{settings.get('IDENTITY_ENDPOINT', '')}' "
+            f"IDENTITY_HEADER='{settings.get('IDENTITY_HEADER', '')}' \\",
             f"         REQUESTS_CA_BUNDLE='{options.local_dir / 'ca-bundle.pem'}'",
             "",
             "Try:",
