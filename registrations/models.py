@@ -346,7 +346,7 @@ class RegistrationList(_Response):
 
 class RemovedObject(_Response):
     kind: str = Field(description="application, servicePrincipal, roleAssignment, appRoleAssignment, "
-                                  "oauth2PermissionGrant or keyVaultSecret")
+                                  "oauth2PermissionGrant, keyVaultSecret or corsOrigin")
     id: str
     note: str | None = None
 

@@ -23,6 +23,7 @@ from .adapters.errors import (UpstreamError, lag_404, lag_new_application, lag_n
                               quota_exceeded)
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
+from .cors import Cors, origins_of
 from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually
 from .credential_policy import refused
 from .credentials import Credentials
@@ -43,9 +44,11 @@ LEASE_MARGIN_SECONDS = 30.0
 
 class Provisioner:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
-                 teardown: Teardown, executor: Executor, clock: Callable[[], datetime]) -> None:
+                 teardown: Teardown, executor: Executor, clock: Callable[[], datetime],
+                 cors: Cors | None = None) -> None:
         self.settings = settings
         self.graph, self.rbac, self.credentials, self.teardown = graph, rbac, credentials, teardown
+        self.cors = cors
         self._executor = executor
         self._clock = clock
         self._first_party: dict[str, Resource] = {}
@@ -129,6 +132,11 @@ class Provisioner:
                 chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
             results = saga.run_parallel(*chains)
             sp, credential = results[0], (results[1] if len(results) > 1 else None)
+            if self.cors is not None and self.cors.applies(request.type, request.platform, target):
+                assert isinstance(target, ManagedTarget), "CORS is merged on managed DICOM services"
+                origins = origins_of(request.redirectUris)
+                saga.run("allow the viewer's origins in CORS", lambda: self.cors.allow(target.resourceId, origins),
+                         undo=lambda added: self.cors.withdraw(target.resourceId, added, leaving=app["appId"]))
             ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
             saga.run("mark ready", lambda: eventually(
                 lambda: self.graph.update_application(app["id"], {"tags": ready}), lagging=lag_404))

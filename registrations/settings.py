@@ -92,6 +92,8 @@ class Settings:
     # Verification searches the DICOM service with a service client's token (off where the function cannot
     # reach the service).
     verify_data_plane: bool = True
+    # Public SPA registrations on a managed DICOM service add their origins to its CORS configuration.
+    cors_for_spa: bool = False
 
     @property
     def authority(self) -> str:
@@ -198,6 +200,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rotate_before_days=_int(env, "ROTATE_BEFORE_DAYS", 30, 1, 365),
         verify_propagation_seconds=_int(env, "VERIFY_PROPAGATION_SECONDS", 600, 0, 86_400),
         verify_data_plane=_bool(env, "VERIFY_DATA_PLANE", True),
+        cors_for_spa=_bool(env, "DICOM_CORS_FOR_SPA", False),
     )
     if settings.secret_lifetime_days > settings.secret_max_lifetime_days:
         raise Misconfigured("SECRET_LIFETIME_DAYS is longer than SECRET_MAX_LIFETIME_DAYS")

@@ -16,6 +16,7 @@ from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .adapters.vault import VaultClient
 from .adapters.errors import lag_404
+from .cors import Cors, origins_of
 from .saga import eventually, map_concurrently
 from .credentials import Credentials
 from .kinds import PLANS
@@ -32,9 +33,10 @@ def dependents(app: dict, registrations: list[dict]) -> list[dict]:
 
 class Teardown:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, vault: VaultClient,
-                 credentials: Credentials, executor: Executor) -> None:
+                 credentials: Credentials, executor: Executor, cors: Cors | None = None) -> None:
         self.settings = settings
         self._graph, self._rbac, self._vault = graph, rbac, vault
+        self.cors = cors
         self._credentials = credentials
         self._executor = executor
 
@@ -53,6 +55,11 @@ class Teardown:
             jobs.append(lambda: self._remove_app_role_assignments(sp_id))
             if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
                 jobs.append(lambda: self._remove_grants(sp_id))
+        spa = (app.get("spa") or {}).get("redirectUris") or []
+        if self.cors is not None and self.cors.applies(tags.get("type", ""), "spa" if spa else None, target):
+            assert isinstance(target, ManagedTarget)
+            jobs.append(lambda: [{"kind": "corsOrigin", "id": origin} for origin in
+                                 self.cors.withdraw(target.resourceId, origins_of(spa), leaving=app["appId"])])
         kind = tags.get("credential")
         if kind in mf.STORED_KINDS:
             secret = mf.secret_name(self.settings.name_prefix, name, kind)

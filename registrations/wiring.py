@@ -70,7 +70,9 @@ def utc_now() -> datetime:
 
 def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Runtime:
     from .adapters._rest import RestClient
+    from .adapters.dicomservice import DicomServiceClient
     from .adapters.dicomweb import DicomWebClient
+    from .cors import Cors
     from .adapters.graph import GraphClient
     from .adapters.rbac import RbacClient
     from .adapters.vault import VaultClient
@@ -85,7 +87,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     credential = _credential(settings)
     verify = settings.connection_verify
     graph = GraphClient(RestClient("graph", settings.graph_endpoint, credential, GRAPH_SCOPE, verify=verify))
-    rbac = RbacClient(RestClient("arm", settings.arm_endpoint, credential, ARM_SCOPE, verify=verify))
+    arm = RestClient("arm", settings.arm_endpoint, credential, ARM_SCOPE, verify=verify)
+    rbac = RbacClient(arm)
     vault = VaultClient(settings.key_vault_url, credential, verify=verify, development=settings.development)
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
     owner: dict[str, str] = {}
@@ -95,10 +98,14 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
             owner["id"] = _own_object_id(credential)
         return owner["id"]
 
+    # Which registrations of this API need an origin: what its identity owns (read when one is deleted).
+    cors = Cors(settings, DicomServiceClient(arm), lambda: list(graph.list_owned_applications(owner_id()))) \
+        if settings.cors_for_spa else None
     credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock)
-    teardown = Teardown(settings, graph=graph, rbac=rbac, vault=vault, credentials=credentials, executor=executor)
+    teardown = Teardown(settings, graph=graph, rbac=rbac, vault=vault, credentials=credentials, executor=executor,
+                        cors=cors)
     quota = ObjectQuota(settings, graph=graph, owner_id=owner_id)
-    provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=credentials, teardown=teardown,
+    provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=credentials, teardown=teardown, cors=cors,
                               executor=executor, clock=clock)
     service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
                                   provisioner=provisioner, teardown=teardown, quota=quota,

@@ -149,6 +149,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       PROVISIONING_DEADLINE_SECONDS: '60'
       VERIFY_PROPAGATION_SECONDS: '600'
       VERIFY_DATA_PLANE: 'true'
+      DICOM_CORS_FOR_SPA: 'false'
       SWEEP_SCHEDULE: '0 0 3 * * *'
       ROTATION_OVERLAP_DAYS: '7'
       ROTATE_BEFORE_DAYS: '30'

@@ -252,3 +252,36 @@ def test_the_readme_tour_ends_by_storing_and_reading_back_a_study_with_the_retur
     assert run.returncode == 0, run.stderr[-2000:]
     sop = pydicom.dcmread(study).SOPInstanceUID
     assert f"stored and read back {sop} same pixels: True" in run.stdout
+
+
+def test_spa_origins_are_merged_into_the_service_cors_and_leave_when_no_registration_needs_them(api, tenant):
+    """DICOM_CORS_FOR_SPA: a SPA registration on the managed service adds its origin to the service's CORS
+    configuration (merged: what an operator set stays); deleting one removes the origin only when no other
+    registration needs it."""
+    def spa(name: str, uri: str) -> dict:
+        return {"type": "public", "name": name, "displayName": name, "dicomService": "managed", "platform": "spa",
+                "redirectUris": [uri]}
+
+    def origins() -> set[str]:
+        resource = _arm(tenant, "GET", tenant.seed.dicom_resource_id, "2024-03-31")
+        return set(resource.json()["properties"]["corsConfiguration"]["origins"])
+
+    operator, a, b = "https://ops.example.org", "https://a.example.org", "https://b.example.org"
+    _allow_origin(tenant, operator)
+    with settings_override(DICOM_CORS_FOR_SPA="true"):
+        create(api, spa("cors-a", f"{a}/callback"))
+        create(api, spa("cors-a-too", f"{a}/other"))
+        create(api, spa("cors-b", f"{b}/callback"))
+        assert {operator, a, b} <= origins()
+        first = api.delete("/registrations/cors-a")
+        assert first.status_code == 200 and "corsOrigin" not in first.text and a in origins()  # cors-a-too
+        last = api.delete("/registrations/cors-a-too")
+        assert {"kind": "corsOrigin", "id": a} in last.json()["removed"], last.text
+        assert a not in origins() and {operator, b} <= origins()
+        preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+        from tests.support import ca_session
+        with ca_session(tenant.ca_file) as http:
+            url = f"{tenant.dicom_url}/v2/studies"
+            assert http.options(url, headers={**preflight, "Origin": b}).headers["Access-Control-Allow-Origin"] == b
+            assert "Access-Control-Allow-Origin" not in http.options(url, headers={**preflight, "Origin": a}).headers
+        assert api.delete("/registrations/cors-b").status_code == 200
