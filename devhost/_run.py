@@ -218,9 +218,9 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
             "    | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
             "",
             "For the tour's last step (a DICOM script reads its secret as the local managed identity):",
-            f"  export IDENTITY_ENDPOINT='{settings.get('IDENTITY_ENDPOINT', '')}' "
-            f"IDENTITY_HEADER='{settings.get('IDENTITY_HEADER', '')}' \\",
-            f"         REQUESTS_CA_BUNDLE='{options.local_dir / 'ca-bundle.pem'}'",
+            f"  export IDENTITY_ENDPOINT='{settings.get('IDENTITY_ENDPOINT', '')}'",
+            f"  export IDENTITY_HEADER='{settings.get('IDENTITY_HEADER', '')}'",
+            f"  export REQUESTS_CA_BUNDLE='{options.local_dir / 'ca-bundle.pem'}'",
             "",
             "Try:",
             f"  curl -s {api}/health",

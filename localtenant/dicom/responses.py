@@ -16,6 +16,7 @@ to the front's `/v2/`.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -37,6 +38,9 @@ FORWARDED_REQUEST_HEADERS = ("accept", "content-type")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "location", "warning")
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]
 MAX_BODY = 64 * 1024 * 1024
+# What DICOMweb paths hold: resource names, UIDs (digits and dots), frame lists; nothing that could climb out
+# of Orthanc's DICOMweb root ("..", encoded characters, backslashes).
+DICOMWEB_PATH = re.compile(r"[A-Za-z0-9.,_/-]*")
 
 
 class Front:
@@ -131,6 +135,8 @@ class Front:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=60, trust_env=False)
         path = request.url.path[len("/v2/"):]
+        if not DICOMWEB_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+            return PlainTextResponse("The requested resource was not found.", status_code=404)
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST_HEADERS}
         try:
             upstream = await self._client.request(request.method, f"{base}/dicom-web/{path}",

@@ -4,7 +4,8 @@ The commands are read out of README.md (the ```sh blocks of the two sections, an
 the file name its first line gives), so the README cannot drift from what works. `python -m devhost run`
 runs in a subprocess as `make run` starts it, on free ports and with its state in a temporary directory
 (`DEVHOST_LOCAL_DIR`, and `API` for the host's address, are the only things set from outside); KEY and TOKEN
-are read off its banner, as a newcomer pastes them. The public client's script asks for the address the
+(and the DICOM step's IDENTITY_ENDPOINT, IDENTITY_HEADER and REQUESTS_CA_BUNDLE) are read off its banner, as a
+newcomer pastes them. The public client's script asks for the address the
 browser lands on: the test plays the browser (the local tenant signs its user in without a page).
 """
 
@@ -50,10 +51,10 @@ def free_port() -> int:
 
 
 def free_base_port() -> int:
-    """A base whose next five ports (the tenant's origins) are free now."""
+    """A base whose next seven ports (the tenant's origins) are free now."""
     for _ in range(50):
         base = free_port()
-        probes = [socket.socket() for _ in range(5)]
+        probes = [socket.socket() for _ in range(7)]
         try:
             for offset, probe in enumerate(probes, start=1):
                 probe.bind(("127.0.0.1", base + offset))
@@ -63,7 +64,7 @@ def free_base_port() -> int:
         finally:
             for probe in probes:
                 probe.close()
-    raise AssertionError("no five free ports in a row")
+    raise AssertionError("no seven free ports in a row")
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +111,10 @@ def pasted(banner: str, name: str) -> str:
 
 def run_shell(script: str, workdir: Path, stack: dict, *, browser_ca: Path | None = None,
               timeout: float = 240) -> str:
-    """Run a README shell block with bash in `workdir`, with KEY and TOKEN from the banner. A line of output
+    """Run a README shell block with bash in `workdir`, with the banner's exports. A line of output
     holding an authorize URL is answered on stdin with the address the browser would land on."""
-    environment = {**os.environ, "KEY": pasted(stack["banner"], "KEY"), "TOKEN": pasted(stack["banner"], "TOKEN"),
+    environment = {**os.environ, **{name: pasted(stack["banner"], name) for name in (
+                       "KEY", "TOKEN", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE")},
                    "API": stack["api"], "DEVHOST_LOCAL_DIR": str(stack["local"]),
                    "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(["bash", "-e", "-c", script], cwd=workdir, env=environment, text=True,
@@ -145,11 +147,13 @@ def landing_address(auth_uri: str, ca_file: Path) -> str:
 def test_the_tour_runs_as_written(make_run, tmp_path):
     (blocks,) = [code_blocks(readme_section("A tour (after `make run`)"), "sh")]
     assert len(blocks) == 1
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
     output = run_shell(blocks[0], tmp_path, make_run)
-    assert output.count('"state": "ready"') == 5, output
+    assert output.count('"state": "ready"') == 6, output
     assert PROBLEM not in output, output
     assert "DICOM_CLIENT_ID=" in output  # the env config
     assert '"kind": "application"' in output  # the delete's report
+    assert "stored and read back" in output and "same pixels: True" in output, output  # the DICOM study
 
 
 def test_use_the_registration_scripts_get_dicom_tokens(make_run, tmp_path):

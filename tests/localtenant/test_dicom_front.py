@@ -187,3 +187,14 @@ def test_orthanc_is_installed():
         orthanc.locate()
     except orthanc.OrthancMissing as missing:
         pytest.fail(str(missing))
+
+
+def test_a_path_cannot_leave_the_dicomweb_root(lt):
+    """Orthanc's own REST API sits beside its DICOMweb root: a token that may read DICOM data must not reach it."""
+    grant(lt, lt.seed.requester_client.object_id, DICOM_DATA_READER)
+    token = managed_token(lt, lt.seed.requester_client)
+    with ca_session(lt.ca_file, {"Authorization": f"Bearer {token}"}) as http:
+        assert http.get(f"{lt.dicom_url}/v2/studies").status_code == 200
+        for path in ("/v2/../system", "/v2/%2e%2e/system", "/v2/studies/..%2f..%2fsystem", "/v2/a\\..\\system"):
+            response = http.get(f"{lt.dicom_url}{path}")
+            assert response.status_code == 404 and "Orthanc" not in response.text, (path, response.text)
