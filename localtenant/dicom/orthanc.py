@@ -86,7 +86,7 @@ class Orthanc:
                 "RemoteAccessAllowed": False, "AuthenticationEnabled": True,
                 "RegisteredUsers": {"front": password}, "ExecuteLuaEnabled": False,
                 "RestApiWriteToFileSystemEnabled": False, "SaveJobs": False, "HttpThreadsCount": 8,
-                "ConcurrentJobs": 1, "StableAge": 5, "Plugins": [plugin],
+                "ConcurrentJobs": 1, "StableAge": 5, "Plugins": [plugin], "KeepAlive": False,
                 "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
             }
             config_file = self.directory / "orthanc.json"

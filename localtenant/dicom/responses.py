@@ -133,7 +133,10 @@ class Front:
         if len(body) > MAX_BODY:
             return PlainTextResponse("The request is too large.", status_code=413)
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=60, trust_env=False)
+            # No kept-alive connections: Orthanc closes an idle one after a second, and a request sent on it
+            # just then fails. A new loopback connection per request costs little.
+            self._client = httpx.AsyncClient(timeout=60, trust_env=False,
+                                             limits=httpx.Limits(max_keepalive_connections=0))
         path = request.url.path[len("/v2/"):]
         if not DICOMWEB_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
             return PlainTextResponse("The requested resource was not found.", status_code=404)
