@@ -251,9 +251,9 @@ FORMATS: dict[str, Format] = {
     "json": Format("application/json", "JSON", lambda config: json.dumps(config, indent=2)),
     "env": Format("text/plain; charset=utf-8", "environment lines", lambda config: _env_lines(config)),
     "msal": Format("application/json", "MSAL arguments", lambda config: json.dumps(config.get("msal") or {}, indent=2)),
-    "dicomweb-client": Format("application/json", "dicomweb-client settings and a Python script",
+    "dicomweb-client": Format("application/json", "a DICOMweb client script",
                               lambda config: json.dumps(dicomweb_client_config(config), indent=2)),
-    "ohif": Format("application/json", "an OHIF viewer v3 configuration",
+    "ohif": Format("application/json", "an OHIF viewer configuration",
                    lambda config: json.dumps(ohif_config(config), indent=2)),
 }
 

@@ -158,7 +158,7 @@ def test_a_service_clients_dicomweb_client_configuration_stores_and_reads_back(a
     """The dicomweb-client format names everything the snippet needs; used as it says (msal for the token, the
     Key Vault secret, DICOMwebClient with a session carrying it), it stores and reads back an instance."""
     create(api, service("dicom-e2e-snippet", access="writer"))
-    response = api.get("/registrations/dicom-e2e-snippet/config", params={"format": "dicomweb-client"})
+    response = api.get("/registrations/dicom-e2e-snippet/config/dicomweb-client")
     assert response.status_code == 200, response.text
     settings = response.json()
     snippet = settings["python"]
@@ -184,7 +184,7 @@ def test_a_spa_gets_an_ohif_configuration_whose_values_get_a_token_the_service_a
     viewer = "https://viewer.example.org"
     create(api, {"type": "public", "name": "dicom-e2e-viewer", "displayName": "Viewer", "dicomService": "managed",
                  "platform": "spa", "redirectUris": [f"{viewer}/callback"]})
-    response = api.get("/registrations/dicom-e2e-viewer/config", params={"format": "ohif"})
+    response = api.get("/registrations/dicom-e2e-viewer/config/ohif")
     assert response.status_code == 200, response.text
     ohif = response.json()
     oidc, source = ohif["oidc"][0], ohif["dataSources"][0]["configuration"]
@@ -223,7 +223,7 @@ def test_a_spa_gets_an_ohif_configuration_whose_values_get_a_token_the_service_a
 
 def test_formats_that_do_not_apply_say_which_do(api):
     create(api, service("dicom-e2e-noohif", access="reader"))
-    response = api.get("/registrations/dicom-e2e-noohif/config", params={"format": "ohif"})
+    response = api.get("/registrations/dicom-e2e-noohif/config/ohif")
     assert response.status_code == 422, response.text
     assert "ohif" in response.json()["detail"]
 
@@ -242,7 +242,7 @@ def test_the_readme_tour_ends_by_storing_and_reading_back_a_study_with_the_retur
     create(api, service("study-writer", access="writer"))
     assert api.get("/registrations/study-writer/verification").status_code == 200
     script = tmp_path / "study_writer.py"
-    script.write_text(api.get("/registrations/study-writer/config", params={"format": "dicomweb-client"}).json()["python"])
+    script.write_text(api.get("/registrations/study-writer/config/dicomweb-client").json()["python"])
     bundle = tmp_path / "ca-bundle.pem"
     bundle.write_text(open(certifi.where()).read() + open(tenant.ca_file).read())
     env = {**os.environ, "IDENTITY_ENDPOINT": tenant.identity_endpoint, "IDENTITY_HEADER": tenant.identity_header,

@@ -129,8 +129,8 @@ def test_walk_every_operation_create_read_verify_delete(spec_client):
     assert got.json()["appId"] == registration["appId"] and got.json()["config"]["clientSecret"]
     configs = [op_id for (method, path), op_id in by_route.items() if path.startswith("/registrations/{name}/config/")]
     assert configs, "the document lists no configuration"
-    for op_id in configs:
-        assert c.call(op_id, name=name).status_code == 200, op_id
+    for op_id in configs:  # a service client has every format but the SPA viewer's (ohif: a 422 naming the others)
+        assert c.call(op_id, name=name).status_code == (422 if op_id.endswith("AsOhif") else 200), op_id
     listed = c.call(by_route[("get", "/registrations")], type="service", dicomService="managed", top=100)
     assert name in {item["name"] for item in listed.json()["value"]}
 
