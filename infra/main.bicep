@@ -32,8 +32,14 @@ param manageOwners bool = false
 @description('REQUESTER_ACCESS: JSON of the access levels Registrations.Request callers may ask for.')
 param requesterAccess string = '{}'
 
-@description('ALLOWED_REDIRECT_HOSTS: comma-separated hosts redirect URIs may use (empty: any).')
+@description('ALLOWED_REDIRECT_HOSTS: comma-separated hosts redirect URIs may use (empty: any for admins; requesters may not create public or confidential clients).')
 param allowedRedirectHosts string = ''
+
+@description('ALLOWED_REDIRECT_SCHEMES: comma-separated custom schemes native clients may use beyond the documented msauth forms.')
+param allowedRedirectSchemes string = ''
+
+@description('REQUESTER_ADMIN_CONSENT: tenant-wide consent for clients a requester creates (off: an administrator grants it).')
+param requesterAdminConsent bool = false
 
 @description('ALLOWED_FEDERATED_ISSUERS: comma-separated issuers federated credentials may trust.')
 param allowedFederatedIssuers string = ''
@@ -70,6 +76,8 @@ module api 'app/api.bicep' = {
     manageOwners: manageOwners
     requesterAccess: requesterAccess
     allowedRedirectHosts: allowedRedirectHosts
+    allowedRedirectSchemes: allowedRedirectSchemes
+    requesterAdminConsent: requesterAdminConsent
     allowedFederatedIssuers: allowedFederatedIssuers
     graphEndpoint: graphEndpoint
   }

@@ -275,7 +275,8 @@ def _body(req: func.HttpRequest, media_type: str = "application/json") -> Any:
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
-    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    media, *parameters = (req.headers.get("content-type") or "").lower().split(";")
+    content_type = media.strip()
     if media_type == MERGE_PATCH and content_type != MERGE_PATCH:
         # RFC 5789 2.2: an unsupported patch document is 415, and Accept-Patch says what is supported.
         problem = UnsupportedMediaType(f"send the patch as {MERGE_PATCH} (RFC 7396 JSON merge patch)")
@@ -283,6 +284,11 @@ def _body(req: func.HttpRequest, media_type: str = "application/json") -> Any:
         raise problem
     if content_type and content_type != media_type:
         raise MalformedRequest(f"send the body as {media_type}")
+    # RFC 8259 section 8.1: JSON between systems is UTF-8. A body labelled otherwise is refused, not guessed at.
+    charsets = {value.strip().strip('"') for name, _, value in (p.partition("=") for p in parameters)
+                if name.strip() == "charset"}
+    if charsets - {"utf-8", "utf8"}:
+        raise MalformedRequest(f"JSON bodies must be UTF-8: send Content-Type: {media_type} (charset=utf-8 or none)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

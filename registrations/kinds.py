@@ -36,6 +36,11 @@ class Plan:
         return dict(self.grants).get(target_kind)
 
     @property
+    def signs_in_users(self) -> bool:
+        """A delegated client: users sign in through it and it calls the DICOM service as them."""
+        return self.flow in ("authorization_code", "authorization_code_pkce")
+
+    @property
     def app_only(self) -> bool:
         """Tokens for the app itself (client credentials: `.default`), not for a signed-in user."""
         return self.flow == "client_credentials"

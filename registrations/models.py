@@ -37,7 +37,8 @@ def _printable(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strict=True)
+    # strict: JSON types as sent (no "true" for true, no "30" or true for 30, no 1 for a string).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SecretCredential(_Strict):

@@ -28,7 +28,7 @@ from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually
 from .credential_policy import refused
 from .credentials import Credentials
 from .kinds import MANAGED_ACCESS_ROLES, MANAGED_DELEGATED_SCOPE, OSS_ACCESS_ROLES, OSS_DELEGATED_SCOPE, PLANS
-from .manifest import Caller, Resource
+from .manifest import ADMIN, Caller, Resource
 from .models import Request
 from . import quota
 from .problems import (Conflict, InProgress, NotReady, Problem, ProvisioningFailed, QuotaExceeded, ValidationProblem,
@@ -126,8 +126,9 @@ class Provisioner:
                          undo=lambda _: self.teardown.remove(request.name, app))
                 fresh = False
 
+            consent = self.admin_consent_for(caller)
             chains = [("service principal", lambda: self._principal_and_grant(
-                saga, request, target, resource, app, fresh), None)]
+                saga, request, target, resource, app, fresh, consent=consent), None)]
             if PLANS[request.type].has_credential:
                 chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
             results = saga.run_parallel(*chains)
@@ -148,8 +149,14 @@ class Provisioner:
         return dict(app, tags=ready), sp, credential
 
     # ----------------------------------------------------------------- service principal and grants
+    def admin_consent_for(self, caller: Caller) -> bool:
+        """Whether a delegated client this caller makes gets tenant-wide consent for the DICOM scope: an
+        administrator's does (GRANT_ADMIN_CONSENT); a requester's only when REQUESTER_ADMIN_CONSENT says so, as
+        otherwise a requester could pre-consent a client that sends any user's code wherever it likes."""
+        return self.settings.grant_admin_consent and (ADMIN in caller.roles or self.settings.requester_admin_consent)
+
     def _principal_and_grant(self, saga: Saga, request: Request, target: ManagedTarget | OssTarget,
-                             resource: Resource | None, app: dict, fresh: bool) -> dict:
+                             resource: Resource | None, app: dict, fresh: bool, *, consent: bool) -> dict:
         plan = PLANS[request.type]
         tags = [mf.TAG_MARK] + ([f"dicom-resource:{request.name}"] if plan.exposes_api else [])
         sp = saga.run("create service principal", lambda: create_once(
@@ -176,7 +183,7 @@ class Provisioner:
                 lambda: self.graph.assign_app_role(resource.sp_id, sp["id"], role_id), find_assignment,
                 lagging=lag_new_principal, look_first=not fresh),
                 undo=lambda a: self.graph.delete_app_role_assignment(resource.sp_id, a["id"]))
-        elif grant == "delegated" and self.settings.grant_admin_consent:
+        elif grant == "delegated" and consent:
             assert resource is not None and resource.scope, "resource_for found the delegated scope"
             scope = resource.scope[0]
 

@@ -41,6 +41,7 @@ from .problems import (
 from .credential_policy import refused
 from .provision import Provisioner, step_problem
 from .quota import ObjectQuota
+from .redirects import native_form
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
 from .teardown import Teardown, dependents
@@ -52,6 +53,8 @@ _REQUEST: TypeAdapter[Request] = TypeAdapter(RegistrationRequest)
 # The audience Entra expects in a federated credential's tokens for workload identity federation
 # (learn.microsoft.com: "Workload identity federation", federatedIdentityCredential.audiences).
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+# What a requester may ask for on a DICOM service REQUESTER_ACCESS does not name (it is unset: every one).
+DEFAULT_REQUESTER_ACCESS = ("reader",)
 
 
 class RegistrationService:
@@ -510,15 +513,35 @@ def check_request(settings: Settings, request: Request) -> None:
             f"credential.lifetimeDays is {lifetime}; the longest allowed is {settings.secret_max_lifetime_days}",
             errors=[{"loc": ["credential", "lifetimeDays"], "msg": "longer than allowed"}],
         )
-    if settings.allowed_redirect_hosts:
-        for index, uri in enumerate(request.redirectUris):
-            parts = urlsplit(uri)
-            if parts.scheme in ("http", "https") and not host_allowed(parts.hostname or "",
-                                                                      settings.allowed_redirect_hosts):
+    # Redirect URIs arrive normalised (scheme and host in lower case: redirects.check_redirect_uri).
+    for index, uri in enumerate(request.redirectUris):
+        parts = urlsplit(uri)
+        if parts.scheme in ("http", "https"):
+            if settings.allowed_redirect_hosts and not host_allowed(parts.hostname or "",
+                                                                    settings.allowed_redirect_hosts):
                 raise PolicyViolation(
                     f"redirectUris[{index}]: host {parts.hostname!r} is not in the allowed redirect hosts",
                     allowedRedirectHosts=list(settings.allowed_redirect_hosts),
                 )
+        elif native_form(uri) is None and parts.scheme not in settings.allowed_redirect_schemes:
+            raise PolicyViolation(
+                f"redirectUris[{index}]: the custom scheme {parts.scheme!r} is neither a documented native-app form "
+                "(msauth.{bundle id}://auth, msauth://{package}/{signature hash}) nor in ALLOWED_REDIRECT_SCHEMES; "
+                "use one of those forms or ask an administrator to allow the scheme",
+                allowedRedirectSchemes=list(settings.allowed_redirect_schemes),
+            )
+    reserved = reserved_names(settings)
+    if request.name in reserved and not PLANS[request.type].exposes_api:
+        raise PolicyViolation(
+            f"the name {request.name!r} is reserved for the resource registration of DICOM service "
+            f"{reserved[request.name]!r} (DICOM_SERVICES names it); choose another name")
+
+
+def reserved_names(settings: Settings) -> dict[str, str]:
+    """Names a DICOM service's settings give its resource registration, with that service's name: only that
+    registration (type resource, made by an administrator) may take them."""
+    return {target.resourceRegistration: name for name, target in settings.dicom_services.items()
+            if isinstance(target, OssTarget) and target.resourceRegistration}
 
 
 # Directory objects a request names, by where it names them: each must exist, and be of a type that field
@@ -569,11 +592,17 @@ def check_requester(settings: Settings, request: Request) -> None:
         if credential.audience != TOKEN_EXCHANGE_AUDIENCE:
             raise PolicyViolation(f"a federated credential's audience must be {TOKEN_EXCHANGE_AUDIENCE!r}",
                                   allowedAudiences=[TOKEN_EXCHANGE_AUDIENCE])
-    allowed = settings.requester_access.get(request.dicomService)
-    if request.access and allowed is not None and request.access not in allowed:
+    if plan.signs_in_users and not settings.allowed_redirect_hosts:
+        raise PolicyViolation(
+            f"requesters may create {request.type} clients (users sign in through them) only once an administrator "
+            "sets ALLOWED_REDIRECT_HOSTS, the hosts their redirect URIs may use; ask an administrator",
+            setting="ALLOWED_REDIRECT_HOSTS",
+        )
+    allowed = settings.requester_access.get(request.dicomService, DEFAULT_REQUESTER_ACCESS)
+    if request.access and request.access not in allowed:
         raise PolicyViolation(
             f"requesters may ask for {', '.join(allowed) or 'no access'} on {request.dicomService!r}, "
-            f"not {request.access!r}; ask an administrator",
+            f"not {request.access!r}; ask an administrator (REQUESTER_ACCESS opens more)",
             allowedAccess=list(allowed),
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -76,11 +77,18 @@ class Settings:
     name_prefix: str = "dicomreg"
     provisioning_deadline_seconds: float = 60.0
     # Policy for callers holding only Registrations.Request (admins are not limited by the first two).
+    # A DICOM service REQUESTER_ACCESS does not name (all of them, when it is unset): reader only.
     requester_access: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_registrations_per_requester: int = 50
     # Directory objects this API's identity may create (Entra: 250 without a directory role); 0: no limit.
     directory_object_quota: int = 250
+    # Empty: requesters may not create delegated (public or confidential) clients at all.
     allowed_redirect_hosts: tuple[str, ...] = ()
+    # Custom schemes beyond the documented native forms (msauth.{bundle}://auth, msauth://{package}/{hash}).
+    allowed_redirect_schemes: tuple[str, ...] = ()
+    # Tenant-wide consent for the delegated DICOM scope on clients a requester makes (admins' get it with
+    # grant_admin_consent alone): off, so a requester's client signs nobody in until an administrator consents.
+    requester_admin_consent: bool = False
     # Issuers federated credentials may trust; empty: only admins may create federated credentials.
     allowed_federated_issuers: tuple[str, ...] = ()
     # Credential lifecycle.
@@ -166,6 +174,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if unknown:
         raise Misconfigured(f"REQUESTER_ACCESS names unknown DICOM services: {', '.join(sorted(unknown))}")
     hosts = tuple(h.strip().lower() for h in (env.get("ALLOWED_REDIRECT_HOSTS") or "").split(",") if h.strip())
+    schemes = tuple(h.strip().lower() for h in (env.get("ALLOWED_REDIRECT_SCHEMES") or "").split(",") if h.strip())
+    for scheme in schemes:
+        if not re.fullmatch(r"[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+", scheme):
+            raise Misconfigured("ALLOWED_REDIRECT_SCHEMES must list reverse-DNS custom schemes (com.contoso.viewer), "
+                                "separated by commas")
     issuers = tuple(i.strip() for i in (env.get("ALLOWED_FEDERATED_ISSUERS") or "").split(",") if i.strip())
     for issuer in issuers:
         if not issuer.startswith("https://") or any(c.isspace() for c in issuer):
@@ -193,6 +206,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_registrations_per_requester=_int(env, "MAX_REGISTRATIONS_PER_REQUESTER", 50, 1, 10_000),
         directory_object_quota=_int(env, "DIRECTORY_OBJECT_QUOTA", 250, 0, 300_000),
         allowed_redirect_hosts=hosts,
+        allowed_redirect_schemes=schemes,
+        requester_admin_consent=_bool(env, "REQUESTER_ADMIN_CONSENT", False),
         allowed_federated_issuers=issuers,
         provisioning_deadline_seconds=float(_int(env, "PROVISIONING_DEADLINE_SECONDS", 60, 10, 200)),
         rotation_overlap_days=_int(env, "ROTATION_OVERLAP_DAYS", 7, 0, 90),

@@ -366,7 +366,8 @@ class Verifier:
             checks.append(Check("admin consent", consented,
                                 f"tenant-wide consent to {scope_value} is granted" if consented else
                                 f"no tenant-wide admin consent (oauth2PermissionGrant) to {scope_value} on the "
-                                "DICOM resource", propagating=True))
+                                "DICOM resource; a requester's client gets it from an administrator (or with "
+                                "REQUESTER_ADMIN_CONSENT)", propagating=True))
         return checks
 
     @staticmethod

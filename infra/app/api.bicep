@@ -12,6 +12,8 @@ param grantAdminConsent bool
 param manageOwners bool
 param requesterAccess string
 param allowedRedirectHosts string
+param allowedRedirectSchemes string
+param requesterAdminConsent bool
 param allowedFederatedIssuers string
 param graphEndpoint string
 
@@ -140,6 +142,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       MANAGE_OWNERS: string(manageOwners)
       REQUESTER_ACCESS: requesterAccess
       ALLOWED_REDIRECT_HOSTS: allowedRedirectHosts
+      ALLOWED_REDIRECT_SCHEMES: allowedRedirectSchemes
+      REQUESTER_ADMIN_CONSENT: string(requesterAdminConsent)
       ALLOWED_FEDERATED_ISSUERS: allowedFederatedIssuers
       MAX_REGISTRATIONS_PER_REQUESTER: '50'
       DIRECTORY_OBJECT_QUOTA: '250'

@@ -103,10 +103,23 @@ def read_until(process: subprocess.Popen, marker: str, *, timeout: float) -> str
 
 
 def pasted(banner: str, name: str) -> str:
-    """What `export NAME='…'` in the banner sets, as a shell would."""
-    match = re.search(rf"^\s*export {name}='([^']*)'$", banner, re.M)
-    assert match, f"the banner has no export {name} line:\n{banner}"
-    return match.group(1)
+    """What the banner's `export NAME=…` sets, as a shell would. Written to a pipe (not a terminal), the banner
+    holds no key or token itself, only the commands that read or fetch them: those are run, with bash."""
+    literal = re.search(rf"^\s*export {name}='([^']*)'$", banner, re.M)
+    if literal:
+        return literal.group(1)
+    assert f"export {name}=$(" in banner, f"the banner has no export {name} line:\n{banner}"
+    lines, taking = [], False
+    for line in banner.splitlines():
+        taking = taking or line.strip().startswith(f"export {name}=$(")
+        if taking:
+            lines.append(line)
+            if not line.endswith("\\"):
+                break
+    shell = subprocess.run(["bash", "-e", "-c", "\n".join(lines) + f'\nprintf %s "${name}"'], text=True,
+                           capture_output=True, timeout=60)
+    assert shell.returncode == 0 and shell.stdout, shell.stderr
+    return shell.stdout
 
 
 def run_shell(script: str, workdir: Path, stack: dict, *, browser_ca: Path | None = None,
@@ -228,6 +241,16 @@ def policy_cases(tenant, requester_holds: int) -> dict[str, list[Case]]:
         "a custom `identifierUri`": [
             ({}, {"type": "resource", "name": "dicom-oss-api", "displayName": "API", "dicomService": "oss",
                   "identifierUri": "api://elsewhere/dicom"})],
+        "public and confidential clients need `ALLOWED_REDIRECT_HOSTS`": [
+            ({"ALLOWED_REDIRECT_HOSTS": None},
+             {"type": "confidential", "name": "readme-pol-hosts", **web, "redirectUris": ["https://portal.example.org/cb"]}),
+        ],
+        "a custom-scheme redirect URI": [
+            ({"ALLOWED_REDIRECT_HOSTS": "evil.example.net"},
+             {"type": "public", "name": "readme-pol-scheme", **web, "platform": "mobile",
+              "redirectUris": ["com.evil.app://evil.example.net/cb"]}),
+        ],
+        "a name `DICOM_SERVICES` gives": [({}, service("dicom-oss-api"))],
     }
 
 

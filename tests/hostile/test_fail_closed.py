@@ -3,9 +3,11 @@ before anything is written. Every test here failed on the main branch before the
 
 from __future__ import annotations
 
+import json
 import time
 
-from tests.support import objects_named, service
+from tests.support import (confidential_app, create, follow_authorize, objects_named, secret_client, service,
+                           settings_override)
 
 
 def nothing_made(tenant, name: str) -> bool:
@@ -43,3 +45,145 @@ def test_a_secret_reader_must_be_a_principal_not_an_application(as_, tenant):
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["msg"].startswith(f"{app_object_id} is of type application")
     assert nothing_made(tenant, "fc-app-reader")
+
+
+def refused_by_policy(response) -> dict:
+    assert response.status_code == 403, response.text
+    problem = response.json()
+    assert problem["type"].endswith(":policy"), problem
+    return problem
+
+
+def invalid(response) -> dict:
+    assert response.status_code == 422, response.text
+    return response.json()
+
+
+# ----------------------------------------------------------------------------------- defaults that refuse
+def test_requesters_get_reader_only_when_requester_access_is_unset(as_, tenant):
+    """Before: REQUESTER_ACCESS unset ({}) let a requester ask for admin (DICOM Data Owner)."""
+    for access in ("admin", "writer"):
+        problem = refused_by_policy(as_["requester"].post("/registrations", json=service(
+            f"fc-{access}", access=access)))
+        assert problem["allowedAccess"] == ["reader"] and "REQUESTER_ACCESS" in problem["detail"]
+        assert nothing_made(tenant, f"fc-{access}")
+
+
+def test_a_requesters_delegated_client_needs_allowed_redirect_hosts(as_, tenant):
+    """Before: with ALLOWED_REDIRECT_HOSTS unset, a requester could point a client anywhere."""
+    bodies = [
+        {"type": "public", "name": "fc-spa", "displayName": "SPA", "dicomService": "managed", "platform": "spa",
+         "redirectUris": ["https://evil.example.net/cb"]},
+        {"type": "confidential", "name": "fc-web", "displayName": "Web", "dicomService": "managed",
+         "redirectUris": ["https://evil.example.net/signin-oidc"]},
+    ]
+    for body in bodies:
+        problem = refused_by_policy(as_["requester"].post("/registrations", json=body))
+        assert problem["setting"] == "ALLOWED_REDIRECT_HOSTS" and "ALLOWED_REDIRECT_HOSTS" in problem["detail"]
+        assert nothing_made(tenant, body["name"])
+
+
+def test_custom_schemes_only_in_documented_native_forms_or_when_allowed(as_, api, tenant):
+    """Before: `com.evil.app://evil.com/cb` and `msal{any}://` passed even with ALLOWED_REDIRECT_HOSTS set."""
+    def mobile(name: str, uri: str) -> dict:
+        return {"type": "public", "name": name, "displayName": "App", "dicomService": "managed",
+                "platform": "mobile", "redirectUris": [uri]}
+
+    with settings_override(ALLOWED_REDIRECT_HOSTS="viewer.contoso.org"):
+        problem = refused_by_policy(as_["requester"].post("/registrations", json=mobile(
+            "fc-scheme", "com.evil.app://evil.com/cb")))
+        assert "ALLOWED_REDIRECT_SCHEMES" in problem["detail"] and problem["allowedRedirectSchemes"] == []
+        # msal{client id}://auth names an application id the request cannot own yet: refused for everyone.
+        invalid(as_["requester"].post("/registrations", json=mobile(
+            "fc-msal", "msalb4c8f9e1-6ac8-4b39-a3c1-0c1c4c8d9e2f://auth")))
+        invalid(api.post("/registrations", json=mobile("fc-msal", "msal1234://auth")))
+        assert nothing_made(tenant, "fc-scheme") and nothing_made(tenant, "fc-msal")
+    # Admins are bound too: an unknown custom scheme is refused until ALLOWED_REDIRECT_SCHEMES names it.
+    refused_by_policy(api.post("/registrations", json=mobile("fc-scheme", "com.contoso.viewer://cb")))
+    with settings_override(ALLOWED_REDIRECT_SCHEMES="com.contoso.viewer"):
+        made = create(api, mobile("fc-scheme", "com.contoso.viewer://cb"))
+        assert made["redirectUris"] == ["com.contoso.viewer://cb"]
+    api.delete("/registrations/fc-scheme")
+    # The documented forms need no setting.
+    for name, uri in [("fc-ios", "msauth.com.contoso.viewer://auth"),
+                      ("fc-android", "msauth://com.contoso.viewer/Xo8WBi6jzSxKDVR4drqm84yr9iU%3D")]:
+        assert create(api, mobile(name, uri))["redirectUris"] == [uri]
+        api.delete(f"/registrations/{name}")
+
+
+# ------------------------------------------------------------------------------------------------ input
+def test_schemes_and_hosts_are_normalised_before_any_azure_call(as_, api, tenant):
+    """Before: `HTTPS://EVIL.COM` and `http://LOCALHOST` passed validation, then failed at Graph (502)."""
+    made = create(api, {"type": "public", "name": "fc-case", "displayName": "Viewer", "dicomService": "managed",
+                        "platform": "spa", "redirectUris": ["HTTPS://Viewer.Example.ORG/Auth", "http://LOCALHOST:8400/cb"]})
+    assert made["redirectUris"] == ["https://viewer.example.org/Auth", "http://localhost:8400/cb"]
+    api.delete("/registrations/fc-case")
+    # The allowed-hosts check sees the normalised host, and two spellings of one URI are one URI.
+    with settings_override(ALLOWED_REDIRECT_HOSTS="viewer.contoso.org"):
+        problem = refused_by_policy(as_["requester"].post("/registrations", json={
+            "type": "public", "name": "fc-case", "displayName": "V", "dicomService": "managed", "platform": "spa",
+            "redirectUris": ["HTTPS://EVIL.COM/cb"]}))
+        assert "'evil.com'" in problem["detail"]
+    dup = invalid(api.post("/registrations", json={
+        "type": "public", "name": "fc-case", "displayName": "V", "dicomService": "managed", "platform": "spa",
+        "redirectUris": ["https://viewer.example.org/a", "HTTPS://VIEWER.example.org/a"]}))
+    assert "unique" in dup["detail"]
+    assert nothing_made(tenant, "fc-case")
+
+
+def test_booleans_and_numbers_are_not_coerced(api, tenant):
+    """Before: `"autoRotate": "true"`, `"lifetimeDays": "30"` and `"lifetimeDays": true` were taken."""
+    for extra, where in [({"autoRotate": "true"}, "autoRotate"), ({"autoRotate": 1}, "autoRotate"),
+                         ({"credential": {"kind": "secret", "lifetimeDays": "30"}}, "lifetimeDays"),
+                         ({"credential": {"kind": "secret", "lifetimeDays": True}}, "lifetimeDays"),
+                         ({"credential": {"kind": "secret", "lifetimeDays": 30.0}}, "lifetimeDays")]:
+        problem = invalid(api.post("/registrations", json=service("fc-strict", **extra)))
+        assert any(where in map(str, e["loc"]) for e in problem["errors"]), problem
+    assert nothing_made(tenant, "fc-strict")
+
+
+def test_json_bodies_must_be_utf8(api, tenant):
+    """Before: a body labelled `charset=latin-1` was accepted (and read as UTF-8)."""
+    body = json.dumps(service("fc-latin", displayName="Caf\u00e9")).encode("latin-1")
+    for content_type in ("application/json; charset=latin-1", "application/json;charset=\"ISO-8859-1\""):
+        answer = api.post("/registrations", content=body, headers={"Content-Type": content_type})
+        assert answer.status_code == 400 and "UTF-8" in answer.json()["detail"], answer.text
+    ok = api.post("/registrations", content=json.dumps(service("fc-latin")).encode(),
+                  headers={"Content-Type": "application/json; charset=UTF-8"})
+    assert ok.status_code == 201, ok.text
+    api.delete("/registrations/fc-latin")
+
+
+# ------------------------------------------------------------------------------------------------ names
+def test_a_name_a_dicom_service_reserves_is_for_its_resource_registration_only(as_, api, tenant):
+    """Before: a requester could take `dicom-oss-api` (the oss target's resourceRegistration), after which
+    every create for that target failed until an administrator removed it."""
+    before = objects_named(tenant, "dicom-oss-api")  # an earlier test may have made the real one
+    problem = refused_by_policy(as_["requester"].post("/registrations", json=service("dicom-oss-api")))
+    assert "reserved" in problem["detail"] and "'oss'" in problem["detail"]
+    refused_by_policy(api.post("/registrations", json=service("dicom-oss-api")))  # admins: as type resource only
+    assert objects_named(tenant, "dicom-oss-api") == before
+
+
+# ---------------------------------------------------------------------------------------------- consent
+def test_a_requesters_client_gets_no_admin_consent_so_a_users_code_never_becomes_a_token(as_, tenant):
+    """Before: a requester's confidential client got tenant-wide consent for Dicom.ReadWrite, so any user who
+    followed its authorize link sent a code to the requester's URI, redeemed as a DICOM token with no prompt."""
+    redirect = "https://portal.contoso.org/signin-oidc"
+    with settings_override(ALLOWED_REDIRECT_HOSTS="portal.contoso.org"):
+        made = create(as_["requester"], {"type": "confidential", "name": "fc-phish", "displayName": "Portal",
+                                         "dicomService": "managed", "redirectUris": [redirect]})
+    try:
+        config = made["config"]
+        sp_id = made["servicePrincipalId"]
+        assert not [g for g in tenant.state()["oauth2PermissionGrants"] if g["clientId"] == sp_id]
+        secret = secret_client(tenant).get_secret(config["clientSecret"]["keyVaultSecretName"]).value
+        app = confidential_app(tenant, config["clientId"], secret)
+        flow = app.initiate_auth_code_flow(config["scopes"], redirect_uri=redirect)
+        answer = follow_authorize(tenant, flow["auth_uri"])
+        assert "code" not in answer and answer["error"] == "consent_required", answer
+        assert "AADSTS65001" in answer["error_description"]
+        result = app.acquire_token_by_auth_code_flow(flow, answer)
+        assert "access_token" not in result, result
+    finally:
+        as_["requester"].delete("/registrations/fc-phish")

@@ -16,7 +16,7 @@ from registrations.models import RegistrationRequest
 from registrations.openapi import Deployment, build_document
 from tests.openapi.spec_support import operations, resolve
 from tests.openapi.workflow_engine import SECURED, Engine, Expression, Run
-from tests.support import FUNCTION_KEY, api_token, objects_named, path_regex, secret_client
+from tests.support import FUNCTION_KEY, api_token, objects_named, path_regex, secret_client, settings_override
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "logic-apps"
 CONNECTOR_ARGS = ["--version", "2.0", "--host", "dicom-registrations.azurewebsites.net",
@@ -318,6 +318,12 @@ def test_change_sample_calls_real_operations_with_declared_headers_and_fields(ac
 
 
 def test_simulated_change_run_reads_the_etag_and_keeps_the_client_id(host, tenant):
+    # A requester makes public and confidential clients only once ALLOWED_REDIRECT_HOSTS is set.
+    with settings_override(ALLOWED_REDIRECT_HOSTS="portal.contoso.org,portal-next.contoso.org"):
+        simulated_change_run(host, tenant)
+
+
+def simulated_change_run(host, tenant) -> None:
     requester = {"Authorization": f"Bearer {api_token(tenant, tenant.seed.requester_client)}",
                  "x-functions-key": FUNCTION_KEY}
     made = httpx.post(f"{host.url}/api/registrations", headers=requester, trust_env=False, timeout=120, json={
