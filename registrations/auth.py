@@ -235,7 +235,7 @@ class Authenticator:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != "RS256":
             raise jwt.InvalidAlgorithmError("only RS256 tokens are accepted")
-        if not header.get("kid"):
+        if not header.get("kid") or not isinstance(header["kid"], str):
             raise jwt.InvalidKeyError("the token names no signing key (kid)")
         key = self._jwks.key(header["kid"])
         if key is None:
@@ -244,6 +244,7 @@ class Authenticator:
             token, key, algorithms=["RS256"], audience=self.audiences, leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "iss", "aud", "tid", "oid"]},
         )
+        _check_claim_shapes(claims)
         if claims["iss"] not in self.issuers:
             raise jwt.InvalidIssuerError("the token was issued by another authority")
         if claims["tid"] != self.settings.tenant_id:
@@ -252,14 +253,24 @@ class Authenticator:
 
     def _from_easy_auth(self, encoded: str) -> Caller:
         try:
-            principal = json.loads(base64.b64decode(encoded))
-            claims: dict[str, Any] = {}
+            principal = json.loads(base64.b64decode(encoded, validate=True))
+            claims: dict[str, list[str]] = {}
             for claim in principal.get("claims", []):
+                if not isinstance(claim["typ"], str) or not isinstance(claim["val"], str):
+                    raise TypeError("a claim's typ and val are strings")
                 claims.setdefault(claim["typ"], []).append(claim["val"])
+            role_typ = principal.get("role_typ", "roles")
+            if not isinstance(role_typ, str) or not isinstance(principal.get("auth_typ"), str):
+                raise TypeError("auth_typ and role_typ are strings")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise Unauthenticated("the Easy Auth principal could not be read") from None
         _check_easy_auth_principal(principal, claims, self.settings.tenant_id)
-        role_typ = principal.get("role_typ", "roles")
+        # Easy Auth checks the token's audience against its own allowed audiences; when the principal carries
+        # one, it must also be this API's, so a token minted for another app behind the same front door
+        # is not taken here.
+        audiences = claims.get("aud", [])
+        if audiences and not set(audiences) & set(self.audiences):
+            raise Unauthenticated("the Easy Auth principal's audience is not this API (API_CLIENT_ID/API_AUDIENCE)")
         oid = (claims.get("http://schemas.microsoft.com/identity/claims/objectidentifier")
                or claims.get("oid") or [""])[0]
         if not oid:
@@ -277,6 +288,20 @@ def _check_easy_auth_principal(principal: dict, claims: dict[str, list[str]], te
     tenants = {value for typ in TENANT_CLAIMS for value in claims.get(typ, [])}
     if tenants and tenants != {tenant_id}:
         raise Unauthenticated("the Easy Auth principal is from another tenant")
+
+
+# Claims this API reads, and the JSON type each must have (RFC 7519 4.1; Entra's access token reference).
+# A token that gives one another shape (an `iss` list, a `roles` string) is refused, never half-read.
+_STRING_CLAIMS = ("iss", "tid", "oid", "azp", "appid", "name", "preferred_username", "upn")
+
+
+def _check_claim_shapes(claims: dict) -> None:
+    for name in _STRING_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise jwt.InvalidTokenError(f"the {name} claim is not a string")
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise jwt.InvalidTokenError("the roles claim is not a list of strings")
 
 
 def _caller_from_claims(claims: dict) -> Caller:

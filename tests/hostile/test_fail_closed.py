@@ -3,11 +3,14 @@ before anything is written. Every test here failed on the main branch before the
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
-from tests.support import (confidential_app, create, follow_authorize, objects_named, secret_client, service,
-                           settings_override)
+import jwt
+
+from tests.support import (api_client, claims, confidential_app, create, easy_auth_principal, follow_authorize,
+                           objects_named, secret_client, service, settings_override)
 
 
 def nothing_made(tenant, name: str) -> bool:
@@ -187,3 +190,54 @@ def test_a_requesters_client_gets_no_admin_consent_so_a_users_code_never_becomes
         assert "access_token" not in result, result
     finally:
         as_["requester"].delete("/registrations/fc-phish")
+
+
+# ----------------------------------------------------------------------------------------------- claims
+def test_a_token_with_a_malformed_claim_is_a_401_never_a_500(host, tenant, tokens):
+    """Before: a token whose `iss` was a list (or `kid` a list, `roles` a string) made the API answer 500. The
+    tokens are signed with the tenant's own key, so only their shape is wrong."""
+    valid = claims(tokens["reader"])
+    keys = tenant._core.signing_keys  # test harness: mint what Entra never would, with the tenant's own key
+
+    def sign(payload: dict, kid=None) -> str:
+        """RS256 by hand: PyJWT itself refuses to encode a list `iss` or `kid`."""
+        def part(value: dict) -> bytes:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=")
+        header = {"typ": "JWT", "alg": "RS256", "kid": kid or keys.current_kid}
+        signed = part(header) + b"." + part(payload)
+        rsa = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256)
+        signature = rsa.sign(signed, rsa.prepare_key(keys._private(keys.current_kid)))
+        return (signed + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
+    forged = [sign({**valid, **change}) for change in (
+        {"iss": [valid["iss"]]}, {"roles": "Registrations.Admin"}, {"roles": [["Registrations.Admin"]]},
+        {"oid": 42}, {"tid": [valid["tid"]]}, {"azp": {"id": "x"}})] + [sign(valid, kid=[keys.current_kid])]
+    for token in forged:
+        with api_client(host, token) as client:
+            answer = client.get("/registrations")
+        assert answer.status_code == 401, (claims(token), answer.status_code, answer.text)
+        assert answer.json()["type"].endswith(":unauthenticated")
+    with api_client(host, sign(valid)) as client:  # the same token, well formed, is taken
+        assert client.get("/registrations").status_code == 200
+
+
+def test_an_easy_auth_principal_of_odd_shape_or_for_another_audience_is_a_401(host, tenant):
+    """Before: a role claim whose value was a list gave a 500, and the principal's audience was never
+    compared with the API's."""
+    oid = "11111111-2222-3333-4444-555555555555"
+
+    def header(principal: dict) -> dict[str, str]:
+        return {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(json.dumps(principal).encode()).decode()}
+
+    base = json.loads(base64.b64decode(easy_auth_principal(oid, ["Registrations.Read"])))
+    odd = [dict(base, claims=base["claims"] + [{"typ": "roles", "val": ["Registrations.Admin"]}]),
+           dict(base, claims={"typ": "roles", "val": "Registrations.Admin"}), dict(base, role_typ=["roles"]),
+           [base]]
+    with settings_override(WEBSITE_AUTH_ENABLED="True"), api_client(host, None) as client:
+        for principal in odd:
+            answer = client.get("/registrations", headers=header(principal))
+            assert answer.status_code == 401, (principal, answer.text)
+        elsewhere = easy_auth_principal(oid, ["Registrations.Read"], aud="api://another-app")
+        assert client.get("/registrations", headers={"X-MS-CLIENT-PRINCIPAL": elsewhere}).status_code == 401
+        ours = easy_auth_principal(oid, ["Registrations.Read"], aud=tenant.seed.api.app_id)
+        assert client.get("/registrations", headers={"X-MS-CLIENT-PRINCIPAL": ours}).status_code == 200
