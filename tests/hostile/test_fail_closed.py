@@ -42,6 +42,18 @@ def writes_between(before: dict, after: dict) -> list[str]:
                   and not op.split(".", 1)[1].startswith(reads))
 
 
+def test_a_change_naming_a_secret_reader_that_does_not_exist_is_a_422(as_, tenant):
+    body = service("fc-put-reader")
+    create(as_["requester"], body)
+    try:
+        missing = "5d6059b6-368d-45f8-91e1-8e07d485f1d0"
+        answer = as_["requester"].put("/registrations/fc-put-reader", json={**body, "secretReaders": [missing]})
+        assert answer.status_code == 422 and missing in answer.json()["detail"], answer.text
+        assert not [r for r in tenant.state()["roleAssignments"] if r["properties"]["principalId"] == missing]
+    finally:
+        as_["requester"].delete("/registrations/fc-put-reader")
+
+
 def test_a_secret_reader_must_be_a_principal_not_an_application(as_, tenant):
     app_object_id = tenant.seed.reader_client.app_object_id  # an application's object id, not its principal's
     response = as_["requester"].post("/registrations", json=service("fc-app-reader", secretReaders=[app_object_id]))
