@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from functools import partial
@@ -26,6 +27,7 @@ from devhost._functions import FunctionEntry, LocalTimerRequest, index_functions
 from devhost._http import (
     DEFAULT_MAX_BODY_BYTES,
     BodyTooLarge,
+    is_platform_identity_header,
     problem,
     read_body,
     to_function_request,
@@ -128,7 +130,13 @@ async def _serve_http(
 ) -> Response:
     request.scope["devhost.function"] = entry.name
     body = await read_body(request, max_body_bytes)
-    function_request = to_function_request(request, body, match.route_params)
+    # Local Easy Auth is asked for the way the platform says Easy Auth is on: WEBSITE_AUTH_ENABLED=True. Then
+    # the caller plays App Service and its principal headers pass; otherwise they are dropped, as in Azure.
+    easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
+    if not easy_auth and any(is_platform_identity_header(name) for name in request.headers.keys()):
+        log.warning("suspicious request: dropped client-sent X-MS-CLIENT-PRINCIPAL/X-MS-TOKEN headers, as App "
+                    "Service does (set WEBSITE_AUTH_ENABLED=True to stand in for Easy Auth locally)")
+    function_request = to_function_request(request, body, match.route_params, keep_identity_headers=easy_auth)
     return await _guarded(entry, function_request, to_starlette_response)
 
 

@@ -39,10 +39,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def to_function_request(request: Request, body: bytes, route_params: dict[str, str]) -> func.HttpRequest:
-    # Repeated headers are joined as HTTP allows (RFC 9110 5.3); repeated query keys keep the last value.
+# Headers App Service authentication (Easy Auth) sets for the app; "External requests aren't allowed to set
+# these headers, so they're present only if App Service sets them" (learn.microsoft.com, App Service: "Work
+# with user identities in Azure App Service authentication").
+PLATFORM_IDENTITY_HEADERS = ("x-ms-client-principal", "x-ms-token-")
+
+
+def is_platform_identity_header(name: str) -> bool:
+    return name.lower().startswith(PLATFORM_IDENTITY_HEADERS)
+
+
+def to_function_request(request: Request, body: bytes, route_params: dict[str, str], *,
+                        keep_identity_headers: bool = False) -> func.HttpRequest:
+    """Repeated headers are joined as HTTP allows (RFC 9110 5.3); repeated query keys keep the last value.
+    Client-sent Easy Auth identity headers are dropped, as App Service drops them, unless
+    `keep_identity_headers` (local Easy Auth: the caller stands in for the platform)."""
     headers: dict[str, str] = {}
     for key, value in request.headers.items():
+        if not keep_identity_headers and is_platform_identity_header(key):
+            continue
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return func.HttpRequest(
         method=request.method,

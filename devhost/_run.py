@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -79,7 +81,10 @@ def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) 
         if options.check:
             return _check_health(RunningServer(app, sock), keys, app.state.route_prefix)
         server = uvicorn_server(app)
-        banner = _banner(options, tenant, keys, socket_url(sock), app.state.route_prefix)
+        # The function key and a bearer token go to a terminal only: when stdout is a pipe or a file (a log),
+        # the banner says where to find them instead.
+        banner = _banner(options, tenant, keys, socket_url(sock), app.state.route_prefix,
+                         with_secrets=sys.stdout.isatty())
         threading.Thread(target=_print_when_started, args=(server, banner), daemon=True).start()
         server.run(sockets=[sock])
     return 0
@@ -183,18 +188,36 @@ def fetch_admin_token(tenant: Any) -> str:
     return response.json()["access_token"]
 
 
-def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, prefix: str) -> str:
+def _read_json(subscript: str, path: Path) -> str:
+    """A shell command printing one value of a JSON file (the value never appears in the banner itself)."""
+    return f"python3 -c 'import json,sys; print(json.load(open(sys.argv[1])){subscript})' {shlex.quote(str(path))}"
+
+
+def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, prefix: str, *,
+            with_secrets: bool = True) -> str:
+    """What `make run` prints. The admin client's secret is never in it: the token command reads it from the
+    tenant's tenant.json (owner-only). `with_secrets` adds the function key and a ready token (terminal only)."""
     api = api_base_url(base_url, prefix)
     seed = tenant.seed
     settings = tenant.app_settings()
-    try:
-        token_line = f"export TOKEN='{fetch_admin_token(tenant)}'"
-    except (httpx.HTTPError, OSError, KeyError, ValueError) as error:
-        token_line = f"# could not get a token now ({type(error).__name__}); use the command below"
+    described = options.state_path.parent / "tenant.json"
+    if with_secrets:
+        try:
+            token_line = f"export TOKEN='{fetch_admin_token(tenant)}'"
+        except (httpx.HTTPError, OSError, KeyError, ValueError) as error:
+            token_line = f"# could not get a token now ({type(error).__name__}); use the command below"
+        key_lines = [f"  export KEY='{keys.function}'", f"  {token_line}"]
+    else:
+        read_key = _read_json('["function"]', options.keys_path)
+        key_lines = ["  (not printed: this output is not a terminal and may be kept in a log)",
+                     f"  export KEY=$({read_key})",
+                     "  export TOKEN=... (the command below)"]
+    read_secret = _read_json('["seed"]["admin_client"]["secret"]', described)
+    master_key = keys.master if with_secrets else "$(" + _read_json('["master"]', options.keys_path) + ")"
     token_command = (
         f"curl -s --cacert {tenant.ca_file} {tenant.authority}/oauth2/v2.0/token"
         f" -d grant_type=client_credentials -d client_id={seed.admin_client.app_id}"
-        f" -d client_secret='{seed.admin_client.secret}' -d scope={seed.api.identifier_uri}/.default"
+        f" -d client_secret=\"$({read_secret})\" -d scope={seed.api.identifier_uri}/.default"
     )
     create_body = (
         '{"type": "service", "name": "demo-service", "displayName": "Demo service", '
@@ -204,14 +227,13 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
         [
             "",
             f"Functions host  {api}   (plain HTTP on loopback, like func start)",
-            f"Function key    {keys.function}   (header x-functions-key; kept in {options.keys_path})",
+            f"Function key    header x-functions-key; kept in {options.keys_path} (owner-only)",
             f"Local tenant    {tenant.authority}   (state {options.state_path})",
             f"CA file         {tenant.ca_file}   (for HTTPS calls to the local tenant)",
             f"Settings        {options.settings_path}",
             "",
             "Paste these two lines into your shell (the README's tour uses $KEY and $TOKEN):",
-            f"  export KEY='{keys.function}'",
-            f"  {token_line}",
+            *key_lines,
             "(TOKEN is for the seeded admin client, Registrations.Admin, and lasts about an hour.)",
             "A fresh one, any time:",
             f"  export TOKEN=$({token_command} \\",
@@ -230,7 +252,7 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
             "",
             "Run the daily credential sweep now (the host's admin API takes the master key only):",
             f"  curl -s -X POST {base_url.rstrip('/')}/admin/functions/sweep_credentials \\",
-            f"       -H 'x-functions-key: {keys.master}' -H 'Content-Type: application/json' -d '{{}}'",
+            f"       -H \"x-functions-key: {master_key}\" -H 'Content-Type: application/json' -d '{{}}'",
             "",
             "Ctrl-C stops the host and the local tenant; `make reset` (python -m devhost reset) then starts",
             f"the next run from the seed (it clears {options.local_dir}: tenant state, CA and keys).",

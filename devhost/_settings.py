@@ -43,6 +43,7 @@ def write_settings(path: Path, values: Mapping[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"IsEncrypted": False, "Values": dict(values)}
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file left by an older run keeps its mode through O_TRUNC
     with os.fdopen(descriptor, "w") as file:
         json.dump(document, file, indent=2)
         file.write("\n")

@@ -7,10 +7,26 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def private_file(path: str | Path, data: bytes | None = None) -> Path:
+    """Make `path` readable and writable by its owner only (0600), created so from the start, and tightened if
+    it already existed; write `data` when given. Seeded client secrets, the signing key and the CA key live in
+    these files."""
+    path = Path(path)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if data is not None else 0), 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        if data is not None:
+            os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+    return path
 
 
 class Store:
@@ -20,6 +36,10 @@ class Store:
         self._db: sqlite3.Connection | None = None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # SQLite gives its -wal and -shm files the database file's permissions.
+            for existing in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
+                if existing == Path(path) or existing.exists():
+                    private_file(existing)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS objects (tbl TEXT, key TEXT, value TEXT, "

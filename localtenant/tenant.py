@@ -21,6 +21,7 @@ from .graph import responses as graph
 from .identity import responses as identity
 from .keyvault import responses as keyvault
 from .server import Servers, bind, require_loopback
+from .store import private_file
 from .web import fallback
 from .tls import make_ca, make_server_cert
 
@@ -65,9 +66,7 @@ class LocalTenant:
         material = make_server_cert(tls["ca"].encode(), tls["key"].encode())
         (files / "ca.pem").write_bytes(material.ca_pem)
         (files / "server.pem").write_bytes(material.server_pem)
-        key_file = files / "server-key.pem"
-        key_file.touch(mode=0o600)
-        key_file.write_bytes(material.server_key_pem)
+        key_file = private_file(files / "server-key.pem", material.server_key_pem)
         sockets = {name: bind(host, base_port + i + 1 if base_port else 0) for i, name in enumerate(ORIGINS)}
         core.bind(**{name: s.getsockname()[1] for name, s in sockets.items()})
         if faults:
@@ -86,7 +85,8 @@ class LocalTenant:
             servers.add(Starlette(routes=route_sets[name]), sock, certfile=tls_files[0], keyfile=tls_files[1])
         servers.start()
         lt = cls(core, servers, files, temporary)
-        (files / "tenant.json").write_text(json.dumps(lt.describe(), indent=2))
+        # Seeded client secrets and the identity header: owner-only, like the state file.
+        private_file(files / "tenant.json", json.dumps(lt.describe(), indent=2).encode())
         return lt
 
     def stop(self) -> None:

@@ -31,6 +31,8 @@ def make_sample_app() -> func.FunctionApp:
             "route": dict(req.route_params),
             "params": dict(req.params),
             "header": req.headers.get("x-test-header"),
+            "identityHeaders": sorted(k.lower() for k in req.headers.keys()
+                                      if k.lower().startswith(("x-ms-client-principal", "x-ms-token-"))),
         }
         return func.HttpResponse(json.dumps(echoed), mimetype="application/json", headers={"X-Echo": "yes"})
 

@@ -31,6 +31,23 @@ def test_route_params_query_params_and_headers_reach_the_function(client):
     assert response.headers["x-echo"] == "yes"
 
 
+IDENTITY = {"X-MS-CLIENT-PRINCIPAL": "eyJhdXRoX3R5cCI6ICJhYWQifQ==", "X-MS-CLIENT-PRINCIPAL-ID": "forged-oid",
+            "X-MS-CLIENT-PRINCIPAL-NAME": "admin", "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
+            "X-MS-TOKEN-AAD-ACCESS-TOKEN": "forged"}
+
+
+def test_client_sent_easy_auth_headers_are_dropped_as_app_service_does(client, monkeypatch, caplog):
+    """App Service: "External requests aren't allowed to set these headers"; the host drops them, unless a
+    local Easy Auth is asked for (WEBSITE_AUTH_ENABLED=True: the caller stands in for the platform)."""
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    echoed = client.get("/api/registrations/x", headers={**KEY, **IDENTITY, "X-Test-Header": "kept"}).json()
+    assert echoed["identityHeaders"] == [] and echoed["header"] == "kept"
+    assert any("suspicious" in r.getMessage() for r in caplog.records if r.name == "devhost")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    echoed = client.get("/api/registrations/x", headers={**KEY, **IDENTITY}).json()
+    assert echoed["identityHeaders"] == sorted(h.lower() for h in IDENTITY)
+
+
 def test_literal_route_wins_over_a_parameter(client):
     assert client.get("/api/registrations/export", headers=KEY).text == "export"
 

@@ -165,6 +165,31 @@ def test_banner_says_how_to_call_the_host(tmp_path):
     assert f"--cacert {tenant.ca_file} https://127.0.0.1:9/tenant-id/oauth2/v2.0/token" in banner
     assert "scope=api://dicom-registrations/.default" in banner
     assert "Ctrl-C" in banner
+    # The admin client's secret is never printed: the token command reads it from tenant.json.
+    assert "admin-secret" not in banner and "tenant.json" in banner
+
+
+def test_banner_for_a_log_holds_no_key_and_no_token(tmp_path):
+    """Before: the banner, and so the host's log when stdout is a file, carried the admin client's secret.
+    Where stdout is not a terminal, the function key and the token are left out too."""
+    start, _ = fake_tenant({}, tmp_path)
+    keys = devhost.HostKeys.from_mapping({"function": "the-function-key"})
+    with start(None, None) as tenant:
+        banner = _banner(RunOptions(local_dir=tmp_path), tenant, keys, "http://127.0.0.1:7071", "api",
+                         with_secrets=False)
+    assert "the-function-key" not in banner and "admin-secret" not in banner and "export TOKEN='" not in banner
+    assert keys.master not in banner  # the sweep command reads the master key from the keys file too
+    assert str(tmp_path / "host-keys.json") in banner  # where the key is, instead
+
+
+def test_local_state_files_are_owner_only(tmp_path):
+    """Before: tenant.json (seeded client secrets) and tenant.sqlite (the signing key) were world-readable."""
+    state = tmp_path / "state" / "tenant.sqlite"
+    with LocalTenant.start(state_path=state):
+        pass
+    for name in ("tenant.sqlite", "tenant.json", "server-key.pem"):
+        mode = (tmp_path / "state" / name).stat().st_mode & 0o777
+        assert mode == 0o600, (name, oct(mode))
 
 
 def test_banner_says_how_to_run_the_sweep_and_reset(tmp_path):
