@@ -136,7 +136,7 @@ def reset(options: RunOptions) -> list[Path]:
 
 def client_environment(options: RunOptions) -> dict[str, str]:
     """What README's "Use the registration" scripts need locally, from the running tenant's tenant.json: the
-    CA bundle, and a principal of the local tenant to read secrets as. The seeded reader client stands in for
+    CA bundle, a principal of the local tenant to read secrets as, and the group that may sign in. The seeded reader client stands in for
     a workload's own identity (name its object id in secretReaders); DefaultAzureCredential reads it from
     AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID, at AZURE_AUTHORITY_HOST."""
     described = json.loads((options.local_dir / "tenant.json").read_text())
@@ -148,6 +148,9 @@ def client_environment(options: RunOptions) -> dict[str, str]:
         "AZURE_CLIENT_ID": workload["app_id"],
         "AZURE_CLIENT_SECRET": workload["secret"],
         "WORKLOAD_OBJECT_ID": workload["object_id"],
+        # The seeded group whose one member is the user /authorize signs in: name it in a public or
+        # confidential client's signInGroups, or nobody may sign in through that client.
+        "VIEWERS_GROUP_ID": described["seed"]["group"]["object_id"],
     }
 
 

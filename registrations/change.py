@@ -50,6 +50,8 @@ FIXED = {
     "identifierUri": "clients and the DICOM server are configured with it; create a new resource registration",
     "credential.kind": "create a new registration with the other credential kind and delete this one",
     "credential.federation": "issuer, subject and audience are what Entra trusts; create a new registration",
+    "signInGroups": "who may sign in is assigned at create; an administrator assigns more users or groups to the "
+                    "client's service principal (Enterprise applications), or create a new registration",
 }
 FIXED_NAME = "create a registration with the new name and delete this one"
 APP_FIELDS = ("displayName", "notes", "redirectUris")
@@ -121,6 +123,7 @@ def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, 
         doc["platform"] = fields["platform"]
     if fields["type"] in ("public", "confidential"):
         doc["redirectUris"] = fields["redirectUris"]
+        doc["signInGroups"] = fields["signInGroups"]
     if plan.exposes_api:
         doc["identifierUri"] = fields["identifierUri"]
     if fields["owners"]:

@@ -123,6 +123,7 @@ def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None 
         tags.append("dicom-autorotate:true")
     tags.extend(f"dicom-reader:{reader}" for reader in request.secretReaders)
     tags.extend(f"dicom-owner:{owner}" for owner in request.owners)
+    tags.extend(f"dicom-signin:{group}" for group in request.signInGroups)
     if sp_id:
         tags.append(f"dicom-sp:{sp_id}")
     tags.append(applied_tag(request.displayName, request.redirectUris, request.notes))
@@ -220,6 +221,7 @@ def requested_fields(request: Request, tenant_id: str) -> dict[str, Any]:
         "autoRotate": request.autoRotate,
         "secretReaders": sorted(request.secretReaders),
         "owners": sorted(request.owners),
+        "signInGroups": sorted(request.signInGroups),
         "notes": request.notes,
     }
 
@@ -246,6 +248,7 @@ def stored_fields(app: dict) -> dict[str, Any]:
         "autoRotate": tags.get("autorotate") == "true",
         "secretReaders": sorted(tag_list(app, "reader")),
         "owners": sorted(tag_list(app, "owner")),
+        "signInGroups": sorted(tag_list(app, "signin")),
         "notes": user_notes(app),
     }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from .redirects import check_redirect_uris
@@ -134,11 +135,29 @@ class _WithCredential(_RegistrationRequest):
         return self
 
 
+def _distinct(value: list[str]) -> list[str]:
+    if len({v.lower() for v in value}) != len(value):
+        raise ValueError("must not name an object twice")
+    return value
+
+
+GroupIds = Annotated[list[Annotated[str, Field(pattern=PRINCIPAL_ID)]], AfterValidator(_distinct)]
+
+
+def _sign_in_groups() -> Any:
+    return Field(
+        default_factory=list, max_length=10,
+        description="Object ids of security groups whose members may sign in through this client: its service "
+                    "principal requires assignment, and each group is assigned to it. Empty: nobody until an "
+                    "administrator assigns users or groups.")
+
+
 class ConfidentialRequest(_WithCredential):
     """A web app: authorization code flow with a client secret, web reply URLs, refresh tokens."""
 
     type: Literal["confidential"]
     redirectUris: list[str] = Field(min_length=1, max_length=20)
+    signInGroups: GroupIds = _sign_in_groups()
     credential: ConfidentialCredential = Field(default_factory=SecretCredential)
     access: ClassVar[None] = None
     platform: ClassVar[Literal["web"]] = "web"
@@ -156,6 +175,7 @@ class PublicRequest(_RegistrationRequest):
     type: Literal["public"]
     platform: Literal["spa", "mobile"] = "spa"
     redirectUris: list[str] = Field(min_length=1, max_length=20)
+    signInGroups: GroupIds = _sign_in_groups()
     access: ClassVar[None] = None
     credential: ClassVar[None] = None
     autoRotate: ClassVar[bool] = False
@@ -178,6 +198,7 @@ class ServiceRequest(_WithCredential):
     credential: ServiceCredential = Field(default_factory=SecretCredential)
     platform: ClassVar[None] = None
     redirectUris: ClassVar[tuple[str, ...]] = ()
+    signInGroups: ClassVar[tuple[str, ...]] = ()
     identifierUri: ClassVar[None] = None
 
 
@@ -192,6 +213,7 @@ class ResourceRequest(_RegistrationRequest):
     access: ClassVar[None] = None
     platform: ClassVar[None] = None
     redirectUris: ClassVar[tuple[str, ...]] = ()
+    signInGroups: ClassVar[tuple[str, ...]] = ()
     credential: ClassVar[None] = None
     autoRotate: ClassVar[bool] = False
     secretReaders: ClassVar[tuple[str, ...]] = ()
@@ -323,6 +345,7 @@ class Registration(_Response):
     autoRotate: bool | None = None
     secretReaders: list[str] = []
     owners: list[str] = []
+    signInGroups: list[str] = []
     requestedBy: str | None = None
     notes: str | None = None
     createdDateTime: str | None = None

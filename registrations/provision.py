@@ -40,6 +40,9 @@ log = logging.getLogger("registrations.provision")
 P = TypeVar("P", bound=Problem)
 
 LEASE_MARGIN_SECONDS = 30.0
+# The default access role: "00000000-0000-0000-0000-000000000000" assigns a principal to an app that
+# defines no app roles (Graph appRoleAssignment resource, appRoleId).
+DEFAULT_ACCESS_ROLE = "00000000-0000-0000-0000-000000000000"
 
 
 class Provisioner:
@@ -159,10 +162,15 @@ class Provisioner:
                              resource: Resource | None, app: dict, fresh: bool, *, consent: bool) -> dict:
         plan = PLANS[request.type]
         tags = [mf.TAG_MARK] + ([f"dicom-resource:{request.name}"] if plan.exposes_api else [])
+        # A client users sign in through reaches only the users assigned to it (directly or through a group),
+        # so a client made for one team cannot be used to phish everyone else.
         sp = saga.run("create service principal", lambda: create_once(
-            lambda: self.graph.create_service_principal(app["appId"], tags),
+            lambda: self.graph.create_service_principal(app["appId"], tags,
+                                                        assignment_required=plan.signs_in_users),
             lambda: self.graph.get_service_principal(app["appId"]), lagging=lag_new_application, look_first=not fresh),
             undo=lambda made: self.teardown.delete_for_good("servicePrincipal", made["id"]))
+        for group in request.signInGroups:
+            self._allow_sign_in(saga, sp, group, fresh)
         grant = plan.grant_for(target.kind)
         if grant == "azure-role":
             assert isinstance(target, ManagedTarget) and request.access, "an Azure role is for managed services"
@@ -197,6 +205,18 @@ class Provisioner:
                 lagging=lag_new_principal, look_first=not fresh),
                 undo=lambda g: self.graph.delete_grant(g["id"]))
         return sp
+
+    def _allow_sign_in(self, saga: Saga, sp: dict, group: str, fresh: bool) -> None:
+        """Assign a group to the client's own service principal with the default access role (Graph:
+        appRoleAssignment, appRoleId all zeros when the app defines no roles), so its members may sign in."""
+        def find() -> dict | None:
+            return next((a for a in self.graph.list_assigned_to(sp["id"])
+                         if a.get("principalId") == group and a.get("appRoleId") == DEFAULT_ACCESS_ROLE), None)
+
+        saga.run(f"allow sign-in for group {group}", lambda: create_once(
+            lambda: self.graph.assign_app_role(sp["id"], group, DEFAULT_ACCESS_ROLE), find,
+            lagging=lag_new_principal, look_first=not fresh),
+            undo=lambda a: self.graph.delete_app_role_assignment(sp["id"], a["id"]))
 
     # ------------------------------------------------------------------------------------ resources
     def resource_for(self, request: Request, target: ManagedTarget | OssTarget) -> Resource | None:

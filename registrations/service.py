@@ -550,6 +550,7 @@ def reserved_names(settings: Settings) -> dict[str, str]:
 SECRET_READER_TYPES = frozenset({"user", "group", "servicePrincipal"})
 # Graph: "owners ... users or service principals" (not groups) of an application or service principal.
 OWNER_TYPES = frozenset({"user", "servicePrincipal"})
+SIGN_IN_GROUP_TYPES = frozenset({"group"})
 NamedPrincipal = tuple[list[str | int], str, frozenset[str]]
 
 
@@ -557,7 +558,8 @@ def named_principals(request: Request) -> list[NamedPrincipal]:
     """(location in the request, object id, the types it may be) for every principal the request names."""
     return [(["secretReaders", index], oid, SECRET_READER_TYPES)
             for index, oid in enumerate(request.secretReaders)] + \
-        [(["owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)]
+        [(["owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)] + \
+        [(["signInGroups", index], oid, SIGN_IN_GROUP_TYPES) for index, oid in enumerate(request.signInGroups)]
 
 
 def check_principals(named: list[NamedPrincipal], found: dict[str, str]) -> None:

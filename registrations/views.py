@@ -71,6 +71,7 @@ class RegistrationViews:
             "autoRotate": (tags.get("autorotate") == "true") if kind else None,
             "secretReaders": mf.tag_list(app, "reader"),
             "owners": fields["owners"],
+            "signInGroups": mf.tag_list(app, "signin"),
             "requestedBy": tags.get("requester"),
             "notes": fields["notes"],
             "createdDateTime": app.get("createdDateTime"),

@@ -51,6 +51,18 @@ def consent_required(app_id: str, name: str | None) -> EntraError:
                       "for this user and resource.")
 
 
+def user_not_assigned(app: dict, user: dict) -> EntraError:
+    """The client's service principal requires assignment and the user holds none (nextauthjs/next-auth
+    issue 5455 and microsoft/coe-starter-kit issue 4882 quote Entra's message; Entra shows it on its own page,
+    it does not redirect)."""
+    return EntraError(50105, "invalid_grant", f"Your administrator has configured the application "
+                      f"{app.get('displayName')} ('{app['appId']}') to block users unless they are specifically "
+                      f"granted ('assigned') access to the application. The signed in user "
+                      f"'{user.get('userPrincipalName')}' is blocked because they are not a direct member of a group "
+                      "with access, nor had access directly assigned by an administrator. Please contact your "
+                      "administrator to assign access to this application.")
+
+
 def pkce_mismatch() -> EntraError:
     return EntraError(501481, "invalid_grant", "The Code_Verifier does not match the code_challenge supplied in "
                       "the authorization request.")

@@ -104,6 +104,8 @@ class Grants:
         identifier, values, oidc = split_scopes(scope)
         resource, audience, version = self._resource(identifier)
         client_sp = self._client_sp(app)
+        if not self.directory.may_sign_in(user, client_sp):  # an assignment removed since the code was issued
+            raise ex.user_not_assigned(app, user)
         scopes = self._delegated_scopes(app, client_sp, resource, user, values)
         token, lifetime = self.issuer.access_token(
             resource=resource, audience=audience, version=version, client_app_id=app["appId"], acr=acr,
@@ -244,6 +246,8 @@ class Grants:
             error = "consent_required" if err.code == 65001 else err.error  # what authorize redirects with
             query = {"error": error, "error_description": f"AADSTS{err.code}: {err.description}"}
             return _with_query(redirect, {**query, **({"state": state} if state else {})})
+        if not self.directory.may_sign_in(user, self._client_sp(app)):
+            raise ex.user_not_assigned(app, user)  # shown on the sign-in page, not sent to the redirect URI
         code = secrets.token_urlsafe(48)
         self.core.store.put(CODES, code, {
             "client_id": app["appId"], "redirect_uri": redirect, "scope": params.get("scope"),

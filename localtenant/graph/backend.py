@@ -171,8 +171,22 @@ class GraphBackend:
                                   **render(self, obj)})
         return found
 
-    def principal(self, object_id: str) -> dict[str, Any] | None:
-        return self.find(SPS, "id", object_id) or self.find(USERS, "id", object_id)
+    def principal(self, object_id: str) -> tuple[dict[str, Any], str] | None:
+        """A principal an app role can be assigned to, with its appRoleAssignment principalType."""
+        for table, principal_type in ((SPS, "ServicePrincipal"), (USERS, "User"), (GROUPS, "Group")):
+            found = self.find(table, "id", object_id)
+            if found is not None:
+                return found, principal_type
+        return None
+
+    def may_sign_in(self, user: dict[str, Any], client_sp: dict[str, Any]) -> bool:
+        """With appRoleAssignmentRequired, only users assigned to the application, directly or through a
+        group they are a direct member of, may sign in to it (AADSTS50105 otherwise)."""
+        if not client_sp.get("appRoleAssignmentRequired"):
+            return True
+        holders = {user["id"]} | {g["id"] for g in self.objects(GROUPS) if user["id"] in g.get("_members", [])}
+        return any(a["resourceId"] == client_sp["id"] and a["principalId"] in holders
+                   for a in self.objects(ASSIGNMENTS))
 
     def user(self, key: str) -> dict[str, Any] | None:
         return self.find(USERS, "id", key) or self.find(USERS, "userPrincipalName", key)

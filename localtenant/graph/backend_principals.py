@@ -163,20 +163,20 @@ class Principals:
         resource = b.sp_view(b.require(SPS, "id", resource_id))
         if body["resourceId"] != resource_id:
             raise bad_request("Resource id in the request body does not match the service principal.")
-        principal = b.principal(body["principalId"])
-        if principal is None:
+        found = b.principal(body["principalId"])
+        if found is None:
             # Graph answers 400, not 404, for a principal it has not seen (yet): docs "Fidelity".
             raise not_a_valid_reference()
+        principal, principal_type = found
         role_id = body.get("appRoleId") or NO_ROLE
         if role_id != NO_ROLE and role_id not in {r["id"] for r in resource["appRoles"]}:
             raise bad_request("Permission being assigned was not found on application")
         if any(a["principalId"] == principal["id"] and a["resourceId"] == resource_id and a["appRoleId"] == role_id
                for a in b.store.values(ASSIGNMENTS)):
             raise bad_request("Permission being assigned already exists on the object")
-        is_user = "userPrincipalName" in principal
-        if not is_user:
+        if principal_type == "ServicePrincipal":
             principal = b.sp_view(principal)  # its displayName comes from its application
-        a = new_assignment(principal, resource, role_id, "User" if is_user else "ServicePrincipal", now=b.now(),
+        a = new_assignment(principal, resource, role_id, principal_type, now=b.now(),
                            visible_at=b.visible_at())
         return public(b.save(ASSIGNMENTS, a))
 

@@ -128,7 +128,8 @@ class GraphClient:
 
     # service principals ---------------------------------------------------------------------------
     def create_service_principal(self, app_id: str, tags: list[str], *, assignment_required: bool = False) -> dict:
-        """With `assignment_required` only principals holding one of its app roles get tokens for it."""
+        """With `assignment_required` only principals holding one of its app roles get tokens for it, and only
+        users and groups assigned to it may sign in through it (AADSTS50105)."""
         fields: dict = {"appId": app_id, "tags": tags}
         if assignment_required:
             fields["appRoleAssignmentRequired"] = True
@@ -173,6 +174,11 @@ class GraphClient:
             retry=False,  # not idempotent: the service looks for a lost answer's object before retrying
         )
         return body
+
+    def list_assigned_to(self, resource_sp_id: str) -> list[dict]:
+        """Assignments made on this service principal (who holds its roles, or may sign in to it)."""
+        return list(self._pages("listAppRoleAssignments",
+                                f"/v1.0/servicePrincipals/{resource_sp_id}/appRoleAssignedTo"))
 
     def list_app_role_assignments(self, sp_id: str) -> list[dict]:
         """App roles granted to this service principal."""

@@ -253,6 +253,7 @@ def test_env_prints_what_the_readme_scripts_need(tmp_path):
     assert exported["AZURE_AUTHORITY_HOST"] == tenant.authority_host
     assert exported["AZURE_CLIENT_ID"] == tenant.seed.reader_client.app_id
     assert exported["WORKLOAD_OBJECT_ID"] == tenant.seed.reader_client.object_id
+    assert exported["VIEWERS_GROUP_ID"] == tenant.seed.group.object_id
     assert exported["REQUESTS_CA_BUNDLE"].endswith("ca-bundle.pem")
     missing = subprocess.run([sys.executable, "-m", "devhost", "env", "--local-dir", str(tmp_path / "none")],
                              capture_output=True, text=True, timeout=60)

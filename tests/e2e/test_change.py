@@ -69,7 +69,8 @@ def token_for(tenant, reg: dict) -> dict:
 def test_a_new_redirect_uri_keeps_client_id_and_secret_and_only_the_new_one_signs_in(api, tenant, caplog):
     old, new = "https://viewer.example.org/signin-oidc", "https://viewer-next.example.org/signin-oidc"
     reg = create(api, {"type": "confidential", "name": "chg-portal", "displayName": "Portal",
-                       "dicomService": "managed", "redirectUris": [old]})
+                       "dicomService": "managed", "redirectUris": [old],
+                       "signInGroups": [tenant.seed.group.object_id]})
     secret_name = reg["config"]["clientSecret"]["keyVaultSecretName"]
     secret_before = secret_client(tenant).get_secret(secret_name)
     got = api.get("/registrations/chg-portal")

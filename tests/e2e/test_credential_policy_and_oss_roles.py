@@ -129,7 +129,8 @@ def test_an_oss_writer_token_carries_a_role_the_returned_roles_json_grants_write
 def test_public_spa_config_states_its_24_hour_refresh_tokens_and_gets_one(api, tenant):
     redirect, origin = "https://viewer-rt.example.org/auth", "https://viewer-rt.example.org"
     reg = create(api, {"type": "public", "name": "viewer-rt", "displayName": "Viewer", "dicomService": "managed",
-                       "platform": "spa", "redirectUris": [redirect]})
+                       "platform": "spa", "redirectUris": [redirect],
+                       "signInGroups": [tenant.seed.group.object_id]})  # the seeded user's group may sign in
     config = reg["config"]
     assert config["refreshTokens"] is True and config["refreshTokenLifetime"] == "P1D"
     app = public_app(tenant, config["clientId"], origin=origin)

@@ -183,7 +183,8 @@ def test_a_spa_gets_an_ohif_configuration_whose_values_get_a_token_the_service_a
 
     viewer = "https://viewer.example.org"
     create(api, {"type": "public", "name": "dicom-e2e-viewer", "displayName": "Viewer", "dicomService": "managed",
-                 "platform": "spa", "redirectUris": [f"{viewer}/callback"]})
+                 "platform": "spa", "redirectUris": [f"{viewer}/callback"],
+                 "signInGroups": [tenant.seed.group.object_id]})  # the seeded user's group may sign in
     response = api.get("/registrations/dicom-e2e-viewer/config/ohif")
     assert response.status_code == 200, response.text
     ohif = response.json()

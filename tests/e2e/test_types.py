@@ -71,7 +71,8 @@ def test_resource_then_service_client_on_open_source_dicom_gets_app_role(api, te
 ])
 def test_public_client_completes_authorization_code_with_pkce(api, tenant, platform, redirect, origin):
     reg = create(api, {"type": "public", "name": f"viewer-{platform}", "displayName": "Viewer",
-                       "dicomService": "managed", "platform": platform, "redirectUris": [redirect]})
+                       "dicomService": "managed", "platform": platform, "redirectUris": [redirect],
+                       "signInGroups": [tenant.seed.group.object_id]})  # the seeded user is its one member
     config = reg["config"]
     assert config["flow"] == "authorization_code_pkce" and "clientSecret" not in config
     assert reg["credential"] is None
@@ -89,7 +90,8 @@ def test_public_client_completes_authorization_code_with_pkce(api, tenant, platf
 def test_confidential_client_completes_authorization_code_and_refreshes(api, tenant):
     redirect = "https://portal.example.org/signin-oidc"
     reg = create(api, {"type": "confidential", "name": "imaging-portal", "displayName": "Imaging portal",
-                       "dicomService": "managed", "redirectUris": [redirect], "notes": "CHG-1234"})
+                       "dicomService": "managed", "redirectUris": [redirect], "notes": "CHG-1234",
+                       "signInGroups": [tenant.seed.group.object_id]})
     config = reg["config"]
     assert config["flow"] == "authorization_code" and config["refreshTokens"] is True
     secret = read_secret(tenant, config)

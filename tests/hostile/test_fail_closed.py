@@ -7,6 +7,7 @@ import base64
 import json
 import time
 
+import httpx
 import jwt
 
 from tests.support import (api_client, claims, confidential_app, create, easy_auth_principal, follow_authorize,
@@ -253,3 +254,48 @@ def test_an_easy_auth_principal_of_odd_shape_or_for_another_audience_is_a_401(ho
         assert client.get("/registrations", headers={"X-MS-CLIENT-PRINCIPAL": elsewhere}).status_code == 401
         ours = easy_auth_principal(oid, ["Registrations.Read"], aud=tenant.seed.api.app_id)
         assert client.get("/registrations", headers={"X-MS-CLIENT-PRINCIPAL": ours}).status_code == 200
+
+
+def test_a_delegated_client_signs_in_only_the_groups_it_names(as_, tenant):
+    """Every public and confidential client's service principal requires assignment; the groups a request
+    names (checked to be groups first) are assigned, so even a consented client reaches only their members."""
+    redirect = "https://portal.contoso.org/signin-oidc"
+
+    def portal(name: str, **extra) -> dict:
+        return {"type": "confidential", "name": name, "displayName": "Portal", "dicomService": "managed",
+                "redirectUris": [redirect], **extra}
+
+    group, user = tenant.seed.group.object_id, tenant.seed.user.object_id
+    with settings_override(ALLOWED_REDIRECT_HOSTS="portal.contoso.org", REQUESTER_ADMIN_CONSENT="true"):
+        wrong = invalid(as_["requester"].post("/registrations", json=portal("fc-groups", signInGroups=[user])))
+        assert wrong["errors"][0]["loc"] == ["signInGroups", 0] and "user" in wrong["errors"][0]["msg"]
+        invalid(as_["requester"].post("/registrations", json=portal(
+            "fc-groups", signInGroups=["84b80893-8749-40a3-97b7-68513b600544"])))
+        assert nothing_made(tenant, "fc-groups")
+        members = create(as_["requester"], portal("fc-groups", signInGroups=[group]))
+        nobody = create(as_["requester"], portal("fc-nobody"))
+    try:
+        assert members["signInGroups"] == [group]
+        principals = {s["id"]: s for s in tenant.state()["servicePrincipals"]}
+        assert principals[members["servicePrincipalId"]]["appRoleAssignmentRequired"] is True
+        assert principals[nobody["servicePrincipalId"]]["appRoleAssignmentRequired"] is True
+
+        def sign_in(made: dict):
+            config = made["config"]
+            secret = secret_client(tenant).get_secret(config["clientSecret"]["keyVaultSecretName"]).value
+            app = confidential_app(tenant, config["clientId"], secret)
+            return app, app.initiate_auth_code_flow(config["scopes"], redirect_uri=redirect)
+
+        app, flow = sign_in(members)  # the seeded user is the group's member
+        result = app.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"]))
+        assert "access_token" in result, result
+        assert claims(result["access_token"])["oid"] == user
+
+        _, flow = sign_in(nobody)  # consented, but nobody is assigned: Entra shows AADSTS50105, sends no code
+        with httpx.Client(verify=tenant.ca_file, trust_env=False) as browser:
+            page = browser.get(flow["auth_uri"], follow_redirects=False)
+        assert page.status_code == 400 and "location" not in page.headers, page.text
+        assert page.json()["error_codes"] == [50105]
+    finally:
+        for name in ("fc-groups", "fc-nobody"):
+            as_["requester"].delete(f"/registrations/{name}")
