@@ -107,8 +107,10 @@ class Provisioner:
 
     # ------------------------------------------------------------------------------------- the saga
     def run(self, request: Request, caller: Caller, target: ManagedTarget | OssTarget, resource: Resource | None,
-            existing: dict | None) -> tuple[dict, dict, dict | None]:
-        """Returns (application with its final tags, service principal, credential reference)."""
+            existing: dict | None, *, admit: Callable[[dict], None] | None = None) -> tuple[dict, dict, dict | None]:
+        """Returns (application with its final tags, service principal, credential reference). `admit`, when
+        given, is asked about a freshly created application before anything else is written; a Problem it
+        raises undoes the create and is raised as it is (the per-requester limit)."""
         saga = Saga(self._executor)
         lease = self.new_lease()
         unique = mf.unique_name(self.settings.name_prefix, request.name)
@@ -120,6 +122,8 @@ class Provisioner:
                 app = saga.run("create application", lambda: self._create_application(unique, manifest, lease),
                                undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
                 fresh, owner = True, caller
+                if admit is not None:
+                    saga.run("admit", lambda: admit(app))
             else:
                 app = existing
                 owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -45,6 +45,7 @@ from .redirects import native_form
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
 from .teardown import Teardown, dependents
+from .times import parse_time
 from .views import RegistrationViews, config_of, federated_reference
 
 T = TypeVar("T")
@@ -110,7 +111,8 @@ class RegistrationService:
             _upstream(lambda: self._credentials.check_policy(request))
             if existing is None and owned_future is not None:
                 _upstream(lambda: self._quota.check(owned_future.result()))
-            app, sp, credential = self._provisioner.run(request, caller, target, resource, existing)
+            admit = (lambda made: self._admit(made, caller)) if requester else None
+            app, sp, credential = self._provisioner.run(request, caller, target, resource, existing, admit=admit)
             if request.owners:
                 app = self._owners_after_create(request, caller, app)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
@@ -135,6 +137,22 @@ class RegistrationService:
                 lock = self._locks[unique] = threading.Lock()
         with budget(self.settings.provisioning_deadline_seconds), lock:
             yield
+
+    def _admit(self, app: dict, caller: Caller) -> None:
+        """The per-requester limit across instances and processes, with no lock: right after its application
+        is created (the first write), a requester's create counts every registration of that requester,
+        provisioning ones included, in one order all instances agree on (creation time, then object id). One
+        that ranks past the limit is undone by its own saga. The first `limit` in that order never rank past
+        it, so concurrent creates leave at most `limit` registrations (Graph's own lag aside: an application
+        not yet listed is not counted)."""
+        mark = f"dicom-requester:{caller.object_id}"
+        own = {a["id"]: a for a in self.owned_registrations() if mark in (a.get("tags") or [])}
+        own[app["id"]] = app
+        never = datetime.min.replace(tzinfo=timezone.utc)
+        order = sorted(own.values(), key=lambda a: (parse_time(a.get("createdDateTime")) or never, a["id"]))
+        limit = self.settings.max_registrations_per_requester
+        if [a["id"] for a in order].index(app["id"]) >= limit:
+            raise limit_reached(limit)
 
     def _target_for(self, request: Request) -> ManagedTarget | OssTarget:
         target = self.settings.target(request.dicomService)
@@ -612,8 +630,9 @@ def check_requester(settings: Settings, request: Request) -> None:
 def check_requester_count(settings: Settings, count: int) -> None:
     """How many registrations such a caller may hold (checked for a new one only)."""
     if count >= settings.max_registrations_per_requester:
-        raise PolicyViolation(
-            f"this requester already holds {settings.max_registrations_per_requester} registrations, the most "
-            "allowed; delete one first",
-            limit=settings.max_registrations_per_requester,
-        )
+        raise limit_reached(settings.max_registrations_per_requester)
+
+
+def limit_reached(limit: int) -> PolicyViolation:
+    return PolicyViolation(f"this requester already holds {limit} registrations, the most allowed "
+                           "(MAX_REGISTRATIONS_PER_REQUESTER); delete one first", limit=limit)

@@ -42,6 +42,14 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_precise(ts: float) -> str:
+    """A creation time as Graph writes it, with seven fractional digits ("Create application" and
+    "Upsert application" examples: "2019-09-17T19:10:35.2742618Z"), so objects made in one second keep
+    their order."""
+    whole = int(ts)
+    return f"{iso(whole)[:-1]}.{min(int((ts - whole) * 10_000_000), 9_999_999):07d}Z"
+
+
 def parse_iso(value: str, prop: str) -> float:
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
@@ -62,7 +70,7 @@ def new_application(*, now: float, visible_at: float, owner: str | None, tenant_
     return {
         "id": str(uuid.uuid4()), "appId": str(uuid.uuid4()), "displayName": None, "uniqueName": None,
         "description": None, "notes": None, "tags": [], "signInAudience": "AzureADMyOrg",
-        "createdDateTime": iso(now), "deletedDateTime": None, "publisherDomain": "local.test",
+        "createdDateTime": iso_precise(now), "deletedDateTime": None, "publisherDomain": "local.test",
         "identifierUris": [], "isFallbackPublicClient": None, "groupMembershipClaims": None,
         "serviceManagementReference": None, "info": dict.fromkeys(INFO), "optionalClaims": None,
         "api": {"requestedAccessTokenVersion": None, "acceptMappedClaims": None, "knownClientApplications": [],

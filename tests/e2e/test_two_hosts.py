@@ -4,6 +4,7 @@ to both at once converges on one registration, and neither undoes the other's wo
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -138,3 +139,53 @@ def test_one_registration_changed_on_two_instances_at_once_ends_consistent(two_h
     with httpx.Client(base_url=first.api, trust_env=False, timeout=120,
                       headers={"x-functions-key": first.function_key, "Authorization": f"Bearer {token}"}) as c:
         assert c.get("/registrations/two-hosts-change").json()["drift"] == []
+
+
+@pytest.fixture(scope="module")
+def limited_hosts():
+    """Two instances whose requesters may hold 3 registrations each."""
+    with LocalTenant.start() as lt:
+        lt.set_faults({"latencyMs": 40})  # slow enough that twenty creates overlap
+        saved = os.environ.get("MAX_REGISTRATIONS_PER_REQUESTER")
+        os.environ["MAX_REGISTRATIONS_PER_REQUESTER"] = "3"
+        try:
+            with HostProcess(lt) as first, HostProcess(lt) as second:
+                yield lt, first, second
+        finally:
+            if saved is None:
+                os.environ.pop("MAX_REGISTRATIONS_PER_REQUESTER", None)
+            else:
+                os.environ["MAX_REGISTRATIONS_PER_REQUESTER"] = saved
+
+
+def test_the_per_requester_limit_holds_across_instances(limited_hosts):
+    """Before: the limit was checked under a per-name lock in one process, so 10 concurrent creates with
+    different names by one requester made 6 with a limit of 3. Now: 20 at once, over two processes."""
+    lt, first, second = limited_hosts
+    seed = lt.seed.requester_client
+    token = httpx.post(f"{lt.authority}/oauth2/v2.0/token", verify=lt.ca_file, trust_env=False, timeout=30, data={
+        "grant_type": "client_credentials", "client_id": seed.app_id, "client_secret": seed.secret,
+        "scope": f"{lt.seed.api.identifier_uri}/.default"}).json()["access_token"]
+
+    def create(index: int) -> list[int]:
+        body = {"type": "service", "name": f"limit-{index}", "displayName": "Limited", "dicomService": "managed",
+                "access": "reader"}
+        return create_until_done((first, second)[index % 2], token, body)
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(create, range(20)))
+    finals = [statuses[-1] for statuses in outcomes]
+    assert finals.count(201) <= 3 and set(finals) <= {201, 403}, outcomes
+
+    state = lt.state()
+    apps = [a for a in state["applications"] if (a.get("uniqueName") or "").startswith("dicomreg-limit-")]
+    assert len(apps) == finals.count(201) and all("dicom-state:ready" in a["tags"] for a in apps)
+    # No orphan: nothing of a refused create is left (service principals, secrets, role assignments).
+    app_ids = {a["appId"] for a in apps}
+    sps = [s for s in state["servicePrincipals"] if s["appId"] not in app_ids and "dicom-registration" in s["tags"]]
+    assert sps == []
+    kept = {f"dicomreg--{a['uniqueName'].removeprefix('dicomreg-')}--secret" for a in apps}
+    assert [s["name"] for s in state["secrets"] if s["name"].startswith("dicomreg--limit-") and not s["deleted"]
+            and s["name"] not in kept] == []
+    principals = {s["id"] for s in state["servicePrincipals"]}
+    assert [r for r in state["roleAssignments"] if r["properties"]["principalId"] not in principals] == []
