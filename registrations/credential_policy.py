@@ -12,17 +12,23 @@ Federated credentials have no lifetime and no restriction in the v1.0 policy.
 from __future__ import annotations
 
 import re
+from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from datetime import datetime
 
 from .adapters.errors import UpstreamError
 from .adapters.graph import GraphClient
 from .problems import ValidationProblem
+from .saga import scoped, submit
 from .times import parse_time
 
 RESTRICTIONS = {"secret": ("passwordCredentials", "passwordLifetime"),
                 "certificate": ("keyCredentials", "asymmetricKeyLifetime")}
 # Graph's refusals of a credential by the policy (error.code).
 REFUSALS = ("CredentialInvalidLifetimeAsPerAppPolicy", "CredentialTypeNotAllowedAsPerAppPolicy")
+# The policy as read once for the work in progress (a create), started beside that work's first reads.
+_read_ahead: ContextVar[Future[dict | None] | None] = ContextVar("policy_read_ahead", default=None)
 _DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
@@ -39,12 +45,21 @@ class CredentialPolicy:
     def __init__(self, graph: GraphClient) -> None:
         self._graph = graph
 
+    def read_ahead(self, executor: Executor) -> AbstractContextManager[None]:
+        """Within the block the policy is read once, starting now, so its round trip overlaps the block's
+        other reads instead of standing before the first credential write."""
+        return scoped(_read_ahead, submit(executor, self._graph.get_default_app_management_policy))
+
+    def _read(self) -> dict | None:
+        ahead = _read_ahead.get()
+        return ahead.result() if ahead is not None else self._graph.get_default_app_management_policy()
+
     def limit_days(self, kind: str, *, created: datetime | None) -> int | None:
         """The longest lifetime in days the tenant allows for a credential of `kind` on an app created at
         `created` (None: one being created now), or None when there is no limit or it cannot be read."""
         if kind not in RESTRICTIONS:
             return None
-        policy = self._graph.get_default_app_management_policy()
+        policy = self._read()
         if not policy or not policy.get("isEnabled"):
             return None
         collection, restriction_type = RESTRICTIONS[kind]

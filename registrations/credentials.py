@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
@@ -25,7 +27,7 @@ from .adapters.rbac import RbacClient
 from .adapters.vault import StoredSecret, VaultClient
 from .saga import ROLLBACK_SECONDS, Saga, StepFailed, create_once, eventually, pause
 from .certificates import make_certificate
-from .credential_policy import CredentialPolicy, refused
+from .credential_policy import CredentialPolicy
 from .kinds import KEY_VAULT_SECRETS_USER
 from .models import FederatedCredential, Request
 from .problems import Conflict, InProgress, Misconfigured, retry_later
@@ -92,6 +94,13 @@ class Credentials:
         lifetime = mf.tag_values(app).get("lifetime")
         days = int(lifetime) if lifetime else self.settings.secret_lifetime_days
         return self.policy.allowed(kind, days, created=parse_time(app.get("createdDateTime")))
+
+    def read_policy_ahead(self, request: Request, executor: Executor) -> AbstractContextManager[None]:
+        """For a create that will write a secret or certificate: the tenant's policy read once, from now."""
+        credential = request.credential
+        if credential is None or credential.kind not in mf.STORED_KINDS:
+            return nullcontext()
+        return self.policy.read_ahead(executor)
 
     def check_policy(self, request: Request) -> None:
         """Before anything is written: a lifetime asked for beyond the tenant's app management policy is a

@@ -46,7 +46,8 @@ ROLLBACK_SECONDS = 30.0
 
 
 @contextmanager
-def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+def scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+    """`var` is `value` within the block (and in the workers `submit` starts from it)."""
     token = var.set(value)
     try:
         yield
@@ -57,7 +58,7 @@ def _scoped(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ the budget
 def budget(seconds: float) -> AbstractContextManager[None]:
     """Within the block, everything must finish `seconds` from now."""
-    return _scoped(_deadline, time.monotonic() + seconds)
+    return scoped(_deadline, time.monotonic() + seconds)
 
 
 def remaining() -> float | None:
@@ -79,7 +80,7 @@ def map_concurrently(executor: Executor, action: Callable[[Any], T], items: list
 # ------------------------------------------------------------------------------------------- sleeping
 def sleeping(replacement: Callable[[float], None]) -> AbstractContextManager[None]:
     """Within the block (and the worker threads it submits to), waits call `replacement`, not time.sleep."""
-    return _scoped(_sleep, replacement)
+    return scoped(_sleep, replacement)
 
 
 def sleep(seconds: float) -> None:

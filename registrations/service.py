@@ -90,7 +90,7 @@ class RegistrationService:
         check_request(self.settings, request)
         unique = mf.unique_name(self.settings.name_prefix, request.name)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
-        with self.locked(request.name):
+        with self.locked(request.name), self._credentials.read_policy_ahead(request, self._executor):
             existing_future = submit(self._executor, self._graph.get_application, unique)
             # What the identity owns, read beside the lookup: the quota's count and a requester's own count.
             owned_future = submit(self._executor, self._quota.owned) if requester or self._quota.limited else None

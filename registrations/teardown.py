@@ -8,21 +8,28 @@ deleted items), so their names and their places in the identity's object quota c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from datetime import datetime
 
 from . import manifest as mf
 from .adapters.graph import GraphClient
-from .adapters.rbac import RbacClient
+from .adapters.rbac import RbacClient, assignment_name
 from .adapters.vault import VaultClient
-from .adapters.errors import lag_404
+from .adapters.errors import UpstreamError, lag_404
 from .cors import Cors, origins_of
 from .saga import eventually, map_concurrently
 from .credentials import Credentials
-from .kinds import PLANS
+from .kinds import MANAGED_ACCESS_ROLES, PLANS
 from .settings import ManagedTarget, Settings
+from .times import parse_time
 
 Removed = list[dict]
+# How long after a create Entra and ARM may still leave what it made out of their lists. Microsoft gives no
+# bound; seconds are usual, and the local tenant's make run delays 3 s. A list still short after this is taken
+# as it is (what is missing was removed by someone else).
+REPLICATION_SECONDS = 20.0
 
 
 def dependents(app: dict, registrations: list[dict]) -> list[dict]:
@@ -33,8 +40,10 @@ def dependents(app: dict, registrations: list[dict]) -> list[dict]:
 
 class Teardown:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, vault: VaultClient,
-                 credentials: Credentials, executor: Executor, cors: Cors | None = None) -> None:
+                 credentials: Credentials, executor: Executor, clock: Callable[[], datetime],
+                 cors: Cors | None = None) -> None:
         self.settings = settings
+        self._clock = clock
         self._graph, self._rbac, self._vault = graph, rbac, vault
         self.cors = cors
         self._credentials = credentials
@@ -49,12 +58,18 @@ class Teardown:
         removed: Removed = []
         jobs: list[Callable[[], Removed]] = []
         plan = PLANS.get(tags.get("type", ""))
+        # A principal made moments ago is not yet in every list (Graph answers 404, ARM leaves out its new role
+        # assignment): such lists are waited for, but only while replication can explain it.
+        wait = self._replication_window(app)
         if sp_id:
             if isinstance(target, ManagedTarget) and plan and plan.grant_for(target.kind) == "azure-role":
-                jobs.append(lambda: self._remove_role_assignments(target.resourceId, sp_id))
-            jobs.append(lambda: self._remove_app_role_assignments(sp_id))
+                # A finished create made the role its access names (an unfinished one may not have).
+                role = MANAGED_ACCESS_ROLES.get(tags.get("access", "")) if tags.get("state") == "ready" else None
+                made = assignment_name(target.resourceId, role, sp_id) if role else None
+                jobs.append(lambda: self._remove_role_assignments(target.resourceId, sp_id, made, wait))
+            jobs.append(lambda: self._remove_app_role_assignments(sp_id, wait))
             if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
-                jobs.append(lambda: self._remove_grants(sp_id))
+                jobs.append(lambda: self._remove_grants(sp_id, wait))
         spa = (app.get("spa") or {}).get("redirectUris") or []
         if self.cors is not None and self.cors.applies(tags.get("type", ""), "spa" if spa else None, target):
             assert isinstance(target, ManagedTarget)
@@ -90,23 +105,53 @@ class Teardown:
             removed.append({"kind": "keyVaultSecret", "id": secret, "note": "soft-deleted, recoverable"})
         return removed
 
-    def _remove_role_assignments(self, scope: str, sp_id: str) -> Removed:
+    def _remove_role_assignments(self, scope: str, sp_id: str, made: str | None, wait: float) -> Removed:
+        """The principal's role assignments on the DICOM service, including `made` (the one the create made)
+        once ARM lists it: left unlisted, it would outlive the principal. One removed behind the API's back is
+        never listed; after `wait` the list is taken as it is."""
+        found: list[dict] = []
+
+        def listed() -> list[dict]:
+            found[:] = self._rbac.list_for_principal(scope, sp_id)
+            if made and not any(a.get("name") == made for a in found):
+                raise UpstreamError("arm", "listRoleAssignments", 404, "RoleAssignmentNotFound",
+                                    "the role assignment this registration made is not listed yet")
+            return found
+
         removed = []
-        for assignment in self._rbac.list_for_principal(scope, sp_id):
+        for assignment in self._listed(listed, wait, otherwise=found):
             if self._rbac.delete(assignment["id"]):
                 removed.append({"kind": "roleAssignment", "id": assignment["id"]})
         return removed
 
-    def _remove_app_role_assignments(self, sp_id: str) -> Removed:
+    def _replication_window(self, app: dict) -> float:
+        """Seconds left in which replication may still hide what the create of `app` made."""
+        created = parse_time(app.get("createdDateTime"))
+        age = 0.0 if created is None else (self._clock() - created).total_seconds()
+        return max(0.0, REPLICATION_SECONDS - age)
+
+    @staticmethod
+    def _listed(list_call: Callable[[], list[dict]], wait: float, otherwise: list[dict] | None = None) -> list[dict]:
+        """A list about a principal, repeated while it answers 404 for at most `wait` seconds (and within the
+        budget); then `otherwise`: a principal that is gone took its holdings with it."""
+        until = time.monotonic() + wait
+        try:
+            return eventually(list_call, lagging=lambda exc: lag_404(exc) and time.monotonic() < until)
+        except UpstreamError as exc:
+            if exc.status != 404:
+                raise
+            return otherwise or []
+
+    def _remove_app_role_assignments(self, sp_id: str, wait: float) -> Removed:
         removed = []
-        for assignment in self._graph.list_app_role_assignments(sp_id):
+        for assignment in self._listed(lambda: self._graph.list_app_role_assignments(sp_id), wait):
             self._graph.delete_app_role_assignment(assignment["resourceId"], assignment["id"])
             removed.append({"kind": "appRoleAssignment", "id": assignment["id"]})
         return removed
 
-    def _remove_grants(self, sp_id: str) -> Removed:
+    def _remove_grants(self, sp_id: str, wait: float) -> Removed:
         removed = []
-        for grant in self._graph.list_grants(sp_id):
+        for grant in self._listed(lambda: self._graph.list_grants(sp_id), wait):
             self._graph.delete_grant(grant["id"])
             removed.append({"kind": "oauth2PermissionGrant", "id": grant["id"]})
         return removed

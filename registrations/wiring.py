@@ -103,7 +103,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
         if settings.cors_for_spa else None
     credentials = Credentials(settings, graph=graph, vault=vault, rbac=rbac, clock=clock)
     teardown = Teardown(settings, graph=graph, rbac=rbac, vault=vault, credentials=credentials, executor=executor,
-                        cors=cors)
+                        clock=clock, cors=cors)
     quota = ObjectQuota(settings, graph=graph, owner_id=owner_id)
     provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=credentials, teardown=teardown, cors=cors,
                               executor=executor, clock=clock)

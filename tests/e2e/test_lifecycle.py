@@ -113,3 +113,27 @@ def test_a_resource_registration_in_use_cannot_be_deleted(api):
     assert "oss-dependent" in refused.json()["dependents"]
     assert api.delete("/registrations/oss-dependent").status_code == 200
     assert api.get("/registrations/dicom-oss-api").status_code == 200
+
+
+def test_a_registration_deleted_right_after_its_create_is_gone_under_replication_delay(api, tenant):
+    """Entra takes seconds to show a new service principal everywhere (make run's tenant: 3 s). A DELETE right
+    after the create listed the new principal's app role assignments, got that lag's 404 and answered 502."""
+    bodies = [service_body("lifecycle-quick-managed"),
+              {"type": "public", "name": "lifecycle-quick-spa", "displayName": "SPA", "dicomService": "managed",
+               "platform": "spa", "redirectUris": ["https://viewer.example.org/cb"]}]
+    for body in bodies:
+        tenant.set_faults({"replicationDelayMs": 3000})
+        try:
+            created = api.post("/registrations", json=body)
+            assert created.status_code == 201, created.text
+            deleted = api.delete(f"/registrations/{body['name']}")
+        finally:
+            tenant.set_faults({})
+        assert deleted.status_code == 200, deleted.text
+        assert api.get(f"/registrations/{body['name']}").status_code == 404
+        state = tenant.state()  # nothing left behind: no principal, no role assignment naming it
+        principal = created.json()["servicePrincipalId"]
+        assert principal not in {s["id"] for s in state["servicePrincipals"]}
+        assert not [a for a in state["roleAssignments"] if a["properties"]["principalId"] == principal]
+        assert api.post("/registrations", json=body).status_code == 201  # the name came back at once
+        assert api.delete(f"/registrations/{body['name']}").status_code == 200

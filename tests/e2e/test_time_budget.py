@@ -28,9 +28,9 @@ def throttled_create(api, tenant, name: str, *, burst: int):
 
 
 def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry_after(api, tenant):
-    # The create's two first reads (the name, and what the identity owns for its object quota) take the two
-    # tokens; its create (not retried by the transport) is throttled.
-    response, took = throttled_create(api, tenant, "budget-throttled", burst=2)
+    # The create's three first reads (the name, what the identity owns for its object quota, the tenant's
+    # credential policy) take the three tokens; its create (not retried by the transport) is throttled.
+    response, took = throttled_create(api, tenant, "budget-throttled", burst=3)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
