@@ -13,7 +13,6 @@ import re
 import uuid
 from typing import Any
 
-from . import roles
 from .backend import ArmBackend
 from .exceptions import ArmError, authorization_failed
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.core.pipeline.transport import RequestsTransport
