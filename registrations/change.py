@@ -222,14 +222,11 @@ class Changer:
         for assignment in self.graph.list_app_role_assignments(sp_id):
             if assignment.get("resourceId") == resource.sp_id:
                 held.setdefault(assignment["appRoleId"], []).append(assignment["id"])
-
-        def find(role: str) -> dict | None:
-            return next((a for a in self.graph.list_app_role_assignments(sp_id)
-                         if a.get("resourceId") == resource.sp_id and a.get("appRoleId") == role), None)
-
         return Roles(resource.role[1], held,
-                     assign=lambda role: create_once(lambda: self.graph.assign_app_role(resource.sp_id, sp_id, role),
-                                                     lambda: find(role), lagging=lag_new_principal)["id"],
+                     assign=lambda role: create_once(
+                         lambda: self.graph.assign_app_role(resource.sp_id, sp_id, role),
+                         lambda: self.graph.find_app_role_assignment(sp_id, resource.sp_id, role),
+                         lagging=lag_new_principal)["id"],
                      unassign=lambda assignment: self.graph.delete_app_role_assignment(resource.sp_id, assignment))
 
     def _role_name(self, role: str, request: Request) -> str:

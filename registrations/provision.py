@@ -187,12 +187,9 @@ class Provisioner:
             assert resource is not None and resource.role, "resource_for found the app role"
             role_id = resource.role[1]
 
-            def find_assignment() -> dict | None:
-                return next((a for a in self.graph.list_app_role_assignments(sp["id"])
-                             if a.get("resourceId") == resource.sp_id and a.get("appRoleId") == role_id), None)
-
             saga.run("assign app role", lambda: create_once(
-                lambda: self.graph.assign_app_role(resource.sp_id, sp["id"], role_id), find_assignment,
+                lambda: self.graph.assign_app_role(resource.sp_id, sp["id"], role_id),
+                lambda: self.graph.find_app_role_assignment(sp["id"], resource.sp_id, role_id),
                 lagging=lag_new_principal, look_first=not fresh),
                 undo=lambda a: self.graph.delete_app_role_assignment(resource.sp_id, a["id"]))
         elif grant == "delegated" and consent:

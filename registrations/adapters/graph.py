@@ -184,6 +184,11 @@ class GraphClient:
         """App roles granted to this service principal."""
         return list(self._pages("listAppRoleAssignments", f"/v1.0/servicePrincipals/{sp_id}/appRoleAssignments"))
 
+    def find_app_role_assignment(self, sp_id: str, resource_sp_id: str, app_role_id: str) -> dict | None:
+        """This service principal's assignment of one app role of one resource, if it holds it."""
+        return next((a for a in self.list_app_role_assignments(sp_id)
+                     if a.get("resourceId") == resource_sp_id and a.get("appRoleId") == app_role_id), None)
+
     def list_app_role_assigned_to(self, resource_sp_id: str) -> list[dict]:
         """App roles of this resource granted to anyone (users, groups, service principals)."""
         return list(self._pages("listAppRoleAssignments",
