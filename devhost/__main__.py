@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     reset_command.add_argument("--base-port", type=int, default=TENANT_BASE_PORT)
     reset_command.add_argument("--local-dir", type=Path, default=RunOptions.local_dir)
     env_command = commands.add_parser(
-        "env", help="export lines for README's client scripts against a running make run (eval them)")
+        "env", help="export lines for the client scripts of docs/use-the-registration.md against a running make run (eval them)")
     env_command.add_argument("--local-dir", type=Path, default=RunOptions.local_dir)
     for command in (serve_command, run_command):
         command.add_argument("--app-module", default="function_app", help=argparse.SUPPRESS)

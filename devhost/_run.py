@@ -135,7 +135,7 @@ def reset(options: RunOptions) -> list[Path]:
 
 
 def client_environment(options: RunOptions) -> dict[str, str]:
-    """What README's "Use the registration" scripts need locally, from the running tenant's tenant.json: the
+    """What the "Use the registration" scripts (docs/use-the-registration.md) need locally, from the running tenant's tenant.json: the
     CA bundle, a principal of the local tenant to read secrets as, and the group that may sign in. The seeded reader client stands in for
     a workload's own identity (name its object id in secretReaders); DefaultAzureCredential reads it from
     AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID, at AZURE_AUTHORITY_HOST."""

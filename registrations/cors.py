@@ -8,7 +8,7 @@ add are never removed.
 
 The function app's identity then needs `Microsoft.HealthcareApis/workspaces/dicomservices/read` and `/write` on
 the DICOM service: no built-in role is narrower than Contributor, so a custom role with those two actions is the
-least privilege (README, "Deploying to Azure").
+least privilege (docs/deploying.md).
 """
 
 from __future__ import annotations

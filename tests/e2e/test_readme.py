@@ -1,7 +1,8 @@
-"""README's shell tour and its "Use the registration" scripts, run literally against `make run`'s stack.
+"""README's shell tour and the "Use the registration" scripts of docs/use-the-registration.md, run literally
+against `make run`'s stack; the refusals of docs/permissions.md's policy table provoked.
 
-The commands are read out of README.md (the ```sh blocks of the two sections, and each ```python block under
-the file name its first line gives), so the README cannot drift from what works. `python -m devhost run`
+The commands are read out of the documents (the ```sh blocks of the two sections, and each ```python block under
+the file name its first line gives), so the documents cannot drift from what works. `python -m devhost run`
 runs in a subprocess as `make run` starts it, on free ports and with its state in a temporary directory
 (`DEVHOST_LOCAL_DIR`, and `API` for the host's address, are the only things set from outside); KEY and TOKEN
 (and the DICOM step's IDENTITY_ENDPOINT, IDENTITY_HEADER and REQUESTS_CA_BUNDLE) are read off its banner, as a
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = "urn:dicom-registrations:problem:"
 
 
-def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def readme_section(title: str, document: str = "README.md") -> str:
+    text = (ROOT / document).read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end != -1 else None]
@@ -170,7 +171,7 @@ def test_the_tour_runs_as_written(make_run, tmp_path):
 
 
 def test_use_the_registration_scripts_get_dicom_tokens(make_run, tmp_path):
-    section = readme_section("Use the registration")
+    section = readme_section("Use the registration", "docs/use-the-registration.md")
     (shell,) = code_blocks(section, "sh")
     scripts = {block.splitlines()[0].removeprefix("# ").split(":")[0]: block for block in code_blocks(section, "python")}
     assert set(scripts) == {"use_secret.py", "use_certificate.py", "use_public.py"}
@@ -191,8 +192,8 @@ REQUESTER, EVERYONE = "`Registrations.Request` callers", "everyone"
 
 
 def policy_rows() -> list[tuple[str, str]]:
-    """(the rule, whom it applies to) for each row of README's policy table."""
-    text = (ROOT / "README.md").read_text()
+    """(the rule, whom it applies to) for each row of the policy table (docs/permissions.md)."""
+    text = (ROOT / "docs" / "permissions.md").read_text()
     table = text[text.index(POLICY_INTRO):].split("\n\n")[1]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     return [(rule, whom) for rule, whom in rows]
