@@ -33,6 +33,9 @@ TENANT_BASE_PORT = 47400  # docs/local-tenant.md: fixed ports base+1 … base+7
 # Entra takes seconds to show a new app, service principal or secret everywhere; `make run` shows that (the
 # 202 path of verification, the retries) rather than a tenant kinder than Azure. Tests choose their own.
 REPLICATION_DELAY_MS = 3000
+# App-only reads of an updated application or service principal show the previous values this long
+# (docs/local-tenant.md, "Fidelity: consistency and member users").
+STALE_READS_MS = 3000
 # Where `run` keeps the tenant's state, its CA and the host's keys; `env` and `reset` read the same place.
 DEFAULT_LOCAL_DIR = Path(os.environ.get("DEVHOST_LOCAL_DIR") or PROJECT_ROOT / ".local")
 
@@ -65,7 +68,8 @@ def start_local_tenant(state_path: Path, base_port: int) -> ContextManager[Any]:
     from localtenant import LocalTenant
 
     return LocalTenant.start(state_path=state_path, base_port=base_port,
-                             faults={"replicationDelayMs": REPLICATION_DELAY_MS})
+                             faults={"replicationDelayMs": REPLICATION_DELAY_MS},
+                             settings={"staleReadsMs": STALE_READS_MS})
 
 
 def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) -> int:

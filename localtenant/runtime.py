@@ -48,33 +48,63 @@ class Stats:
             self._calls.clear()
 
 
+def _whole(minimum: int, *, nullable: bool = False):
+    def check(name: str, value: Any) -> Any:
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be a whole number >= {minimum}" + (", or null for no limit"
+                                                                                 if nullable else ""))
+        return value
+    return check
+
+
+def _one_of(*allowed: Any):
+    def check(name: str, value: Any) -> Any:
+        if not any(type(value) is type(a) and value == a for a in allowed):  # no coercion: 1 is not True
+            raise ValueError(f"{name} must be one of {list(allowed)}")
+        return value
+    return check
+
+
 class DirectorySettings:
-    """How the directory behaves where Entra has a setting a test may want to change (`PUT /_admin/settings`,
-    `lt.set_settings`). Omitted keys take Entra's defaults; `reset()` restores them all.
+    """How the directory behaves where Entra has a setting, or where its documented behaviour varies, and a test
+    may want to choose (`PUT /_admin/settings`, `lt.set_settings`; docs/local-tenant.md, "Directory settings").
+    Omitted keys take the defaults (Entra's, realistic behaviour on); `reset()` restores them all.
 
     - `directoryObjectQuota`: how many directory objects one principal without a directory role may create
       (Entra's service limits: 250); `null` lifts it, as a role with `microsoft.directory/applications/create`
       does.
+    - `staleReadsMs`: for this long after an application or service principal is updated, app-only reads of it
+      show the previous value of each property that changed (0: off, read-your-writes for everyone).
+    - `usersCanRegisterApplications`: "Users can register applications" (default user permissions; on by
+      default): a member user may create applications through Graph with a delegated token.
     """
 
-    DEFAULTS: dict[str, Any] = {"directoryObjectQuota": 250}
+    SPEC: dict[str, tuple[Any, Any]] = {
+        "directoryObjectQuota": (250, _whole(0, nullable=True)),
+        "staleReadsMs": (0, _whole(0)),
+        "usersCanRegisterApplications": (True, _one_of(True, False)),
+    }
+    DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SPEC.items()}
 
     def __init__(self) -> None:
         self.set({})
 
     def set(self, config: dict[str, Any]) -> dict[str, Any]:
         config = dict(config or {})
-        unknown = set(config) - set(self.DEFAULTS)
+        unknown = set(config) - set(self.SPEC)
         if unknown:
             raise ValueError(f"unknown directory settings: {sorted(unknown)}")
-        quota = config.get("directoryObjectQuota", self.DEFAULTS["directoryObjectQuota"])
-        if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
-            raise ValueError("directoryObjectQuota must be a whole number >= 0, or null for no limit")
-        self._values = {"directoryObjectQuota": quota}
+        self._values = {key: check(key, config[key]) if key in config else default
+                        for key, (default, check) in self.SPEC.items()}
         return self.get()
 
     def get(self) -> dict[str, Any]:
         return dict(self._values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
 
     @property
     def object_quota(self) -> int | None:

@@ -32,7 +32,10 @@ PRODUCT_GRAPH_ROLES = ["Application.ReadWrite.OwnedBy", "Application.Read.All",
                        "Directory.Read.All", "Policy.Read.All"]
 FIRST_PARTY = {
     "graph": ("00000003-0000-0000-c000-000000000000", "Microsoft Graph", "https://graph.microsoft.com",
-              {"User.Read": "e1fe6dd8-ba31-4d61-89e7-88639da4683d"}),
+              {"User.Read": "e1fe6dd8-ba31-4d61-89e7-88639da4683d",
+               "Application.Read.All": "c79f8feb-a9db-4090-85f9-90d820caa0eb",
+               "Application.ReadWrite.All": "bdfbf15f-ee85-4955-8675-146e8e5296b5",
+               "Directory.Read.All": "06da0dbc-49e2-44d2-8312-53f166ab848a"}),
     "keyvault": ("cfa8b339-82a2-471a-a3c9-0fc0be7a4093", "Azure Key Vault", "https://vault.azure.net",
                  {"user_impersonation": "f53da476-18e3-4152-8e01-aec403e6edc0"}),
     "arm": ("797f4846-ba00-4fd7-ba43-dac1f8f63013", "Windows Azure Service Management API",
@@ -46,6 +49,10 @@ API_ROLES = {"Registrations.Admin": "6e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
              "Registrations.Request": "7f2a3b4c-5d6e-4f7a-9b0c-1d2e3f4a5b6c",
              "Registrations.Read": "8a3b4c5d-6e7f-4a8b-8c1d-2e3f4a5b6c7d"}
 API_SCOPE_ID = "9b4c5d6e-7f8a-4b9c-8d2e-3f4a5b6c7d8e"
+# The Azure CLI's public client (its well-known appId), with Graph's delegated application scopes consented, as
+# `az ad app create` and `az ad app owner add` use them on a user's behalf.
+AZURE_CLI_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+AZURE_CLI_GRAPH_SCOPES = "User.Read Application.ReadWrite.All Directory.Read.All"
 CLIENTS = {"admin_client": "Registrations.Admin", "requester_client": "Registrations.Request",
            "requester_client_b": "Registrations.Request", "reader_client": "Registrations.Read"}
 
@@ -141,6 +148,22 @@ def build(store, now: float, *, bare: bool = False) -> dict[str, Any]:
              "mailNickname": "dicom-viewers", "_members": [user["id"]], "_visibleAt": 0}
     store.put(GROUPS, group["id"], group)
     seed["group"] = {"object_id": group["id"], "display_name": group["displayName"], "members": [user["id"]]}
+    # A member user with no directory role and nothing assigned: what Entra lets anyone in the tenant do by
+    # default (register applications, own them, add owners to them) through the Azure CLI.
+    member = {"id": _id("member"), "userPrincipalName": "member.user@local.test", "displayName": "Member User",
+              "mail": "member.user@local.test", "_visibleAt": 0}
+    store.put(USERS, member["id"], member)
+    seed["member"] = {"object_id": member["id"], "upn": member["userPrincipalName"]}
+    cli = _app(store, now, "local-azure-cli", "Microsoft Azure CLI", isFallbackPublicClient=True,
+               publicClient={"redirectUris": ["http://localhost"]})
+    cli["appId"] = AZURE_CLI_APP_ID
+    store.put(APPS, cli["id"], cli)
+    cli_sp = _sp_for(store, now, "local-azure-cli", cli)
+    cli_grant = new_grant(cli_sp["id"], first["graph"]["id"], "AllPrincipals", None, AZURE_CLI_GRAPH_SCOPES,
+                          visible_at=0)
+    store.put(GRANTS, cli_grant["id"], cli_grant)
+    seed["azure_cli"] = {"app_id": AZURE_CLI_APP_ID, "object_id": cli_sp["id"], "redirect_uri": "http://localhost",
+                         "graph_scopes": AZURE_CLI_GRAPH_SCOPES.split()}
     if bare:
         # The administrator who runs setup: a pipeline's service principal holding Graph's
         # Application.ReadWrite.All and AppRoleAssignment.ReadWrite.All (Owner on the resource group is

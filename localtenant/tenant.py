@@ -48,10 +48,11 @@ class LocalTenant:
     @classmethod
     def start(cls, state_path: str | Path | None = None, *, base_port: int | None = None,
               host: str = "127.0.0.1", faults: dict[str, Any] | None = None,
-              bare: bool = False) -> "LocalTenant":
+              settings: dict[str, Any] | None = None, bare: bool = False) -> "LocalTenant":
         """Starts every origin in a background thread and returns once all accept connections. With
         `state_path` state lives in that SQLite file and ca.pem/tenant.json are written beside it; with
-        `base_port` the origins use base_port+1..+5, else ephemeral ports. `bare` seeds no grant for the
+        `base_port` the origins use base_port+1..+7, else ephemeral ports. `faults` and `settings` are set as
+        `set_faults` and `set_settings` set them (a `reset()` clears both). `bare` seeds no grant for the
         product and no API registration, for `python -m registrations.setup` to make (docs/local-tenant.md)."""
         require_loopback(host)
         temporary = state_path is None
@@ -71,6 +72,8 @@ class LocalTenant:
         core.bind(**{name: s.getsockname()[1] for name, s in sockets.items()})
         if faults:
             core.faults.set(faults)
+        if settings:
+            core.settings.set(settings)
         servers = Servers()
         route_sets = {"login": admin.routes(core) + entra.routes(core),
                       "graph": graph.routes(core),

@@ -295,6 +295,18 @@ def follow_authorize(tenant: Any, auth_uri: str) -> dict[str, str]:
     return {key: values[0] for key, values in query.items()}
 
 
+def user_graph_token(tenant: Any, upn: str, scopes: tuple[str, ...] = (
+        "Application.ReadWrite.All", "Directory.Read.All")) -> str:
+    """A Graph token for a user signed in through the Azure CLI's public client (docs/local-tenant.md,
+    "A member user"): delegated, `scp` = the scopes asked for, as `az ad app create` gets one."""
+    cli = public_app(tenant, tenant.seed.azure_cli.app_id)
+    flow = cli.initiate_auth_code_flow([f"https://graph.microsoft.com/{s}" for s in scopes],
+                                       redirect_uri=tenant.seed.azure_cli.redirect_uri, login_hint=upn)
+    result = cli.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"]))
+    assert "access_token" in result, result
+    return result["access_token"]
+
+
 def claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 

@@ -10,6 +10,7 @@ the token endpoint until its `_visibleAt` on the tenant clock; writes by uniqueN
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -37,6 +38,12 @@ class Caller:
     oid: str
     roles: set[str] = field(default_factory=set)
     arrived: float | None = None  # when the request reached the tenant (its clock), before injected latency
+    scopes: set[str] = field(default_factory=set)  # a user's (delegated) token: its `scp`
+    delegated: bool = False  # a user signed in through a client, rather than an application on its own
+
+    @property
+    def app_only(self) -> bool:
+        return not self.delegated
 
     def require(self, *any_of: str) -> None:
         if not self.roles & set(any_of):
@@ -46,18 +53,41 @@ class Caller:
         """Application.Read.All or Application.ReadWrite.All (or one of `or_any_of`)."""
         self.require(*or_any_of, READ_ALL, READ_WRITE_ALL)
 
-    def require_create(self) -> None:
+    def require_create(self, *, users_may_register: bool = True) -> None:
+        """An application with Application.ReadWrite.All or OwnedBy; a user through a client consented for
+        Application.ReadWrite.All while "Users can register applications" is on (Entra's default)."""
+        if self.delegated and READ_WRITE_ALL in self.scopes and users_may_register:
+            return
         self.require(READ_WRITE_ALL, OWNED_BY)
 
+    def owns(self, obj: dict[str, Any]) -> bool:
+        return self.oid in obj.get("_owners", [])
+
     def require_write(self, obj: dict[str, Any]) -> None:
-        # Application.ReadWrite.OwnedBy: "cannot update any apps that it is not an owner of".
-        if READ_WRITE_ALL in self.roles or OWNED_BY in self.roles and self.oid in obj.get("_owners", []):
+        # Application.ReadWrite.OwnedBy: "cannot update any apps that it is not an owner of". A user with no
+        # directory role (delegated Application.ReadWrite.All) may update what they own, nothing else.
+        if self.delegated:
+            if READ_WRITE_ALL in self.scopes and self.owns(obj):
+                return
+            raise forbidden()
+        if READ_WRITE_ALL in self.roles or OWNED_BY in self.roles and self.owns(obj):
             return
         raise forbidden()
 
+    def require_owner_change(self, obj: dict[str, Any]) -> None:
+        """Adding or removing an owner: Application.ReadWrite.All for an application (OwnedBy "isn't
+        sufficient"); for a user, delegated Application.ReadWrite.All and Directory.Read.All, and being an
+        owner of the object ("An owner can also add or remove other owners")."""
+        if self.delegated:
+            if {READ_WRITE_ALL, DIRECTORY_READ_ALL} <= self.scopes and self.owns(obj):
+                return
+            raise forbidden()
+        self.require(READ_WRITE_ALL)
+
     def may_read(self, obj: dict[str, Any]) -> bool:
-        return bool(self.roles & {READ_WRITE_ALL, READ_ALL}) or (
-            OWNED_BY in self.roles and self.oid in obj.get("_owners", []))
+        if self.delegated:  # members read the directory's applications by default
+            return bool(self.scopes & {READ_WRITE_ALL, READ_ALL, DIRECTORY_READ_ALL})
+        return bool(self.roles & {READ_WRITE_ALL, READ_ALL}) or (OWNED_BY in self.roles and self.owns(obj))
 
     def require_read(self, obj: dict[str, Any]) -> None:
         if not self.may_read(obj):
@@ -90,7 +120,39 @@ class GraphBackend:
         return (o for o in self.store.values(table) if self.visible(o))
 
     def save(self, table: str, obj: dict[str, Any]) -> dict[str, Any]:
+        if table in (APPS, SPS):
+            self._remember_previous(obj)
         return self.store.put(table, obj["id"], obj)
+
+    # -- stale reads (docs/local-tenant.md, "Fidelity: consistency") ----------------------------------------
+    def _remember_previous(self, obj: dict[str, Any]) -> None:
+        """With `staleReadsMs`, each property a write changed keeps its previous value for app-only readers
+        until that long after the write. A property changed again meanwhile keeps the value the lagging
+        replica still shows (the oldest), and its time runs from the latest write."""
+        lag = self.settings["staleReadsMs"] / 1000.0
+        if lag <= 0:
+            obj.pop("_seen", None)
+            obj.pop("_stale", None)
+            return
+        now, current = self.now(), json.loads(json.dumps(public(obj)))
+        seen = obj.get("_seen")
+        stale = {k: v for k, v in (obj.get("_stale") or {}).items() if v[1] > now}
+        if seen is not None:
+            for key in set(seen) | set(current):
+                if seen.get(key) != current.get(key):
+                    old = stale[key][0] if key in stale else seen.get(key)
+                    stale[key] = [old, now + lag]
+        obj["_seen"], obj["_stale"] = current, stale
+
+    def replica(self, caller: Caller | None, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object as this caller's read sees it: an app-only caller may be served by a replica that has
+        not applied the latest updates yet (the previous values `_remember_previous` kept); a delegated
+        caller reads its own writes."""
+        if caller is None or not caller.app_only or not obj.get("_stale"):
+            return obj
+        now = self.now()
+        lagging = {k: v[0] for k, v in obj["_stale"].items() if v[1] > now}
+        return {**obj, **lagging} if lagging else obj
 
     # -- lookups -------------------------------------------------------------------------------------------
     def find(self, table: str, key: str, value: str, *, any_visibility: bool = False) -> dict[str, Any] | None:
@@ -113,15 +175,21 @@ class GraphBackend:
     def sp_by_app_id(self, app_id: str, *, any_visibility: bool = False) -> dict[str, Any] | None:
         return self.find(SPS, "appId", app_id, any_visibility=any_visibility)
 
-    def sp_view(self, sp: dict[str, Any]) -> dict[str, Any]:
-        """A service principal as Graph shows it, with what it mirrors from its application."""
-        return render_service_principal(sp, self.find(APPS, "appId", sp["appId"], any_visibility=True))
+    def sp_view(self, sp: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+        """A service principal as Graph shows it (to `caller`: see `replica`), with what it mirrors from its
+        application."""
+        app = self.find(APPS, "appId", sp["appId"], any_visibility=True)
+        return render_service_principal(self.replica(caller, sp), app and self.replica(caller, app))
 
-    def sp_views(self, sps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    def sp_views(self, sps: Iterable[dict[str, Any]], caller: Caller | None = None) -> list[dict[str, Any]]:
         """Many service principals as sp_view shows them, their applications looked up once for all (a
         lookup per principal would make listing a directory quadratic in its size)."""
         apps = {str(a.get("appId", "")).lower(): a for a in self.store.values(APPS)}
-        return [render_service_principal(sp, apps.get(sp["appId"].lower())) for sp in sps]
+        out = []
+        for sp in sps:
+            app = apps.get(sp["appId"].lower())
+            out.append(render_service_principal(self.replica(caller, sp), app and self.replica(caller, app)))
+        return out
 
     def resolve_resource(self, identifier: str) -> tuple[dict[str, Any], str] | None:
         """The resource service principal a scope names, by appId, identifierUri or servicePrincipalName
@@ -168,7 +236,7 @@ class GraphBackend:
                 obj = self.find(table, "id", object_id)
                 if obj is not None:
                     found.append({"@odata.type": f"#microsoft.graph.{_TYPE_NAMES[type_name]}",
-                                  **render(self, obj)})
+                                  **render(self, self.replica(caller, obj))})
         return found
 
     def principal(self, object_id: str) -> tuple[dict[str, Any], str] | None:

@@ -176,13 +176,13 @@ class Applications:
     def get(self, caller: Caller, addr: Address) -> dict[str, Any]:
         app = self._app(addr)
         caller.require_read(app)
-        return app
+        return self.backend.replica(caller, app)
 
     def list(self, caller: Caller) -> list[dict[str, Any]]:
-        return [a for a in self.backend.objects(APPS) if caller.may_read(a)]
+        return [self.backend.replica(caller, a) for a in self.backend.objects(APPS) if caller.may_read(a)]
 
     def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-        caller.require_create()
+        caller.require_create(users_may_register=self.backend.settings["usersCanRegisterApplications"])
         validation.check_application(body, creating=True)
         b = self.backend
         # A name is taken by a live application or by one in deleted items (for its 30 days): Graph answers

@@ -5,7 +5,9 @@ say the same): owners are users or service principals (not groups); adding one i
 `POST .../owners/$ref` with `{"@odata.id": ".../directoryObjects/{id}"}` → 204, and
 "Application.ReadWrite.OwnedBy isn't sufficient to add another owner. Consent also to
 Application.ReadWrite.All", so adding and removing need Application.ReadWrite.All here (stricter than kind:
-the remove page is read the same way). An owner already there is 400 Request_BadRequest "One or more added
+the remove page is read the same way). A user (delegated Application.ReadWrite.All and Directory.Read.All) may
+add and remove owners of what they own ("An owner can also add or remove other owners", "Assign enterprise
+application owners"); `Caller.require_owner_change`. An owner already there is 400 Request_BadRequest "One or more added
 object references already exist for the following modified properties: 'owners'." (the message public
 scripts that call Graph match on); removing one that is not an owner is 404.
 """
@@ -16,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .backend_applications import APPS
 from .backend_principals import GROUPS, SPS, USERS
-from .exceptions import bad_request, forbidden, not_found
+from .exceptions import bad_request, not_found
 
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
 
-READ_WRITE_ALL = "Application.ReadWrite.All"
 OWNER_TYPES = {USERS: "user", SPS: "servicePrincipal"}
 _REF = re.compile(r"/(?:directoryObjects|users|servicePrincipals)/([0-9a-fA-F-]{36})$")
 
@@ -77,6 +78,5 @@ class Owners:
 
     def _writable(self, caller: Caller, table: str, addr: tuple[str, str]) -> dict[str, Any]:
         obj = self.backend.require(table, addr[0], addr[1])
-        if READ_WRITE_ALL not in caller.roles:
-            raise forbidden()
+        caller.require_owner_change(obj)
         return obj

@@ -95,7 +95,7 @@ class Principals:
 
     # -- service principals --------------------------------------------------------------------------------
     def create(self, caller: Caller, body: Any) -> dict[str, Any]:
-        caller.require_create()
+        caller.require_create(users_may_register=self.backend.settings["usersCanRegisterApplications"])
         body = validation.check_body(body, {"appId", "tags", "notes", "description", "appRoleAssignmentRequired",
                                             "accountEnabled"}, {"appId"}, "ServicePrincipal")
         b = self.backend
@@ -121,11 +121,11 @@ class Principals:
         sp = self._sp(addr)
         if caller.oid != sp["id"]:
             caller.require_read(sp)
-        return self.backend.sp_view(sp)
+        return self.backend.sp_view(sp, caller)
 
     def list(self, caller: Caller) -> list[dict[str, Any]]:
-        return self.backend.sp_views(sp for sp in self.backend.objects(SPS)
-                                     if caller.may_read(sp) or caller.oid == sp["id"])
+        return self.backend.sp_views((sp for sp in self.backend.objects(SPS)
+                                      if caller.may_read(sp) or caller.oid == sp["id"]), caller)
 
     def delete(self, caller: Caller, addr: Address) -> None:
         sp = self._sp(addr)
@@ -148,10 +148,11 @@ class Principals:
         owner = self._sp(("id", sp_id))
         if caller.oid != owner["id"]:
             caller.require_read_all()
-        out = [{"@odata.type": "#microsoft.graph.application", **render_application(a)}
-               for a in self.backend.objects(APPS) if sp_id in a["_owners"]]
+        b = self.backend
+        out = [{"@odata.type": "#microsoft.graph.application", **render_application(b.replica(caller, a))}
+               for a in b.objects(APPS) if sp_id in a["_owners"]]
         out += [{"@odata.type": "#microsoft.graph.servicePrincipal", **view}
-                for view in self.backend.sp_views(s for s in self.backend.objects(SPS) if sp_id in s["_owners"])]
+                for view in b.sp_views((s for s in b.objects(SPS) if sp_id in s["_owners"]), caller)]
         return out
 
     # -- app role assignments ------------------------------------------------------------------------------

@@ -37,7 +37,10 @@ def _caller(req: Req) -> Caller:
         claims = req.core.issuer.validate(token, AUDIENCES)
     except InvalidToken as e:
         raise unauthenticated(str(e)) from None
-    return Caller(oid=claims["oid"], roles=set(claims.get("roles", [])), arrived=req.arrived)
+    # A user's token (delegated) carries `scp`; an application's own token (app-only) carries `roles` only.
+    scopes = claims.get("scp")
+    return Caller(oid=claims["oid"], roles=set(claims.get("roles", [])), arrived=req.arrived,
+                  scopes=set(scopes.split()) if isinstance(scopes, str) else set(), delegated="scp" in claims)
 
 
 def _address(req: Req) -> tuple[str, str]:

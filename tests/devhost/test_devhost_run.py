@@ -278,9 +278,11 @@ def test_run_check_against_the_real_local_tenant(tmp_path, sample_module, capsys
     assert devhost.load_settings(options.settings_path)["AZURE_TENANT_ID"]
 
 
-def test_make_run_tenant_has_replication_delay(tmp_path):
-    """`make run` shows Entra's replication delay (a few seconds) by default; tests set their own."""
-    from devhost._run import REPLICATION_DELAY_MS, start_local_tenant
+def test_make_run_tenant_has_replication_delay_and_stale_reads(tmp_path):
+    """`make run` shows Entra's replication delay and its stale app-only reads (a few seconds each) by default;
+    tests set their own."""
+    from devhost._run import REPLICATION_DELAY_MS, STALE_READS_MS, start_local_tenant
 
     with start_local_tenant(tmp_path / "tenant.sqlite", 0) as tenant:
         assert 1000 <= tenant.faults()["replicationDelayMs"] == REPLICATION_DELAY_MS <= 10000
+        assert 1000 <= tenant.settings()["staleReadsMs"] == STALE_READS_MS <= 10000

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import httpx
 import jwt
 import requests
 from cryptography import x509
@@ -34,6 +35,22 @@ def client_token(lt, http, client_id: str, secret: str, scope: str) -> requests.
 
 def claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
+
+
+def graph_client(lt, token: str) -> httpx.Client:
+    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+def identity_token(lt) -> str:
+    with httpx.Client(trust_env=False) as client:
+        answer = client.get(lt.identity_endpoint, headers={"X-IDENTITY-HEADER": lt.identity_header},
+                            params={"api-version": "2019-08-01", "resource": "https://graph.microsoft.com"})
+    return answer.json()["access_token"]
+
+
+def ref(object_id: str) -> dict:
+    return {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{object_id}"}
 
 
 class Graph:

@@ -76,7 +76,7 @@ def test_permanent_delete_needs_ownership_with_owned_by_and_listing_needs_read_a
 
 
 def test_the_object_quota_counts_deleted_objects_and_a_quarter_of_purged_ones(lt, http, graph):
-    assert lt.set_settings({"directoryObjectQuota": 4}) == {"directoryObjectQuota": 4}
+    assert lt.set_settings({"directoryObjectQuota": 4})["directoryObjectQuota"] == 4
     graph.app_with_sp("quota-a")
     second = create(graph, "quota-b").json()
     third = create(graph, "quota-c").json()
@@ -108,6 +108,6 @@ def test_directory_settings_refuse_what_they_do_not_know(lt, http):
     url = f"{lt.authority_host}/_admin/settings"
     assert http.put(url, json={"directoryObjectQuota": "many"}).status_code == 400
     assert http.put(url, json={"objectQuota": 5}).status_code == 400
-    assert http.put(url, json={"directoryObjectQuota": None}).json() == {"directoryObjectQuota": None}
+    assert http.put(url, json={"directoryObjectQuota": None}).json()["directoryObjectQuota"] is None
     lt.reset()
-    assert http.get(url).json() == {"directoryObjectQuota": 250}
+    assert http.get(url).json()["directoryObjectQuota"] == 250

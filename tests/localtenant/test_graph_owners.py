@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from localtenant import LocalTenant
+
+from localtenant_helpers import graph_client as graph, identity_token, ref
 
 READ_WRITE_ALL = "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -16,22 +17,6 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 def lt():
     with LocalTenant.start() as tenant:
         yield tenant
-
-
-def graph(lt, token: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
-                        headers={"Authorization": f"Bearer {token}"})
-
-
-def identity_token(lt) -> str:
-    with httpx.Client(trust_env=False) as client:
-        answer = client.get(lt.identity_endpoint, headers={"X-IDENTITY-HEADER": lt.identity_header},
-                            params={"api-version": "2019-08-01", "resource": "https://graph.microsoft.com"})
-    return answer.json()["access_token"]
-
-
-def ref(object_id: str) -> dict:
-    return {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{object_id}"}
 
 
 def test_owners_need_read_write_all_and_are_users_or_service_principals(lt):
