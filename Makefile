@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench reset clean orthanc
+.PHONY: run test bench reset clean orthanc azurite
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,14 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 orthanc:
 	./.ci/install-orthanc
 
-run: $(STAMP) orthanc
+# Azurite (npm, pinned by tools/azurite/package-lock.json) serves the registry's Table Storage locally.
+azurite:
+	./.ci/install-azurite
+
+run: $(STAMP) orthanc azurite
 	$(PY) -m devhost run
 
-test: $(STAMP) orthanc
+test: $(STAMP) orthanc azurite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -29,4 +33,4 @@ reset: $(STAMP)
 	$(PY) -m devhost reset
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache
+	rm -rf $(VENV) .local .pytest_cache tools/azurite/node_modules

@@ -109,7 +109,7 @@ def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
 # DICOM services' storage, and the host's settings, keys and CA bundle (docs/local-tenant.md; RunOptions).
 LOCAL_FILES = ("tenant.sqlite", "tenant.sqlite-wal", "tenant.sqlite-shm", "tenant.json", "ca.pem", "server.pem",
                "server-key.pem", "local.settings.json", "host-keys.json", "ca-bundle.pem")
-LOCAL_DIRS = ("orthanc",)  # the local DICOM services' storage
+LOCAL_DIRS = ("orthanc", "azurite")  # the local DICOM services' storage; the registry's Azurite
 
 
 class StillRunning(RuntimeError):

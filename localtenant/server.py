@@ -8,6 +8,7 @@ import logging
 import select
 import selectors
 import socket
+import subprocess
 import threading
 import time
 
@@ -46,6 +47,24 @@ class PreciseEpollSelector(selectors.EpollSelector):
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.SelectorEventLoop(PreciseEpollSelector())
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a child process that binds it itself)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def end_process(process: "subprocess.Popen | None") -> None:
+    """Stop a child process (Orthanc, Azurite): terminate, then kill what does not stop in 10 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def require_loopback(host: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .graph import responses as graph
 from .identity import responses as identity
 from .keyvault import responses as keyvault
 from .server import Servers, bind, require_loopback
+from . import storage
 from .store import private_file
 from .web import fallback
 from .tls import make_ca, make_server_cert
@@ -43,6 +45,10 @@ class LocalTenant:
         self.federated_issuer = FEDERATED_ISSUER
         self.dicom_url = core.dicom_url
         self.dicom_oss_url = core.dicom_oss_url
+        # The function app's storage account (Azurite), where the registry keeps its table: a temporary tenant
+        # has a table of its own in the process's shared Azurite, one with a state file its own Azurite.
+        self.storage = storage.for_tenant(None if temporary else files / "azurite")
+        self.registry_table = f"registry{uuid.uuid4().hex[:16]}" if temporary else "registrations"
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     @classmethod
@@ -111,7 +117,24 @@ class LocalTenant:
         return self._core.seed
 
     def app_settings(self) -> dict[str, str]:
-        return self._core.app_settings(self.ca_file)
+        return {**self._core.app_settings(self.ca_file), **self.registry_settings()}
+
+    def registry_settings(self) -> dict[str, str]:
+        """Where the function app's registry lives locally: Azurite's table endpoint, by a connection string
+        with Azurite's development account (accepted in Development only), and this tenant's table."""
+        return {"REGISTRY_CONNECTION_STRING": self.storage.connection_string(), "REGISTRY_TABLE": self.registry_table}
+
+    def registry_rows(self) -> list[dict[str, Any]]:
+        """Every row of this tenant's registry table (tests look at what the API recorded)."""
+        from azure.data.tables import TableClient
+
+        with TableClient.from_connection_string(self.storage.connection_string(), self.registry_table) as table:
+            try:
+                return [dict(entity) for entity in table.list_entities()]
+            except Exception as exc:  # the table is made on the API's first write
+                if getattr(exc, "status_code", None) == 404:
+                    return []
+                raise
 
     def describe(self) -> dict[str, Any]:
         """What tenant.json holds: endpoints, CA, seed and app settings, for other processes."""
@@ -149,8 +172,16 @@ class LocalTenant:
         return self._core.issued.snapshot()
 
     def reset(self) -> None:
-        """Back to the seed: state, faults, directory settings, stats and clock."""
+        """Back to the seed: state, faults, directory settings, stats and clock; the registry's rows go too."""
+        self._clear_registry()
         self._core.reset()
+
+    def _clear_registry(self) -> None:
+        from azure.data.tables import TableClient
+
+        with TableClient.from_connection_string(self.storage.connection_string(), self.registry_table) as table:
+            for row in self.registry_rows():
+                table.delete_entity(row["PartitionKey"], row["RowKey"])
 
     def set_app_management_policy(self, changes: dict[str, Any]) -> dict[str, Any]:
         """The tenant default app management policy, as Graph's `GET /policies/defaultAppManagementPolicy`

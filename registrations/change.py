@@ -7,14 +7,14 @@ the registration as it was and names the step. The steps, in order:
 
 | step | what | undo |
 |---|---|---|
-| take lease | the lease tag on the application | the tags as they were |
+| take lease | the lease on the registration's registry row (a conditional write) | release it |
 | update application | displayName, notes, redirect URIs (and an open-source client's API permission) | the old values |
 | assign {access} role | the new DICOM role (Azure role or app role) | remove it |
 | wait until the role is listed | the new assignment is read back before anything is taken away | — |
 | remove {role} | each role the registration no longer holds | assign it again |
 | grant / revoke secret reader | Key Vault Secrets User on the one secret | the opposite |
 | add / remove owner | on the application and on its service principal (never the API's own identity) | the opposite |
-| record desired state | the tags: access, readers, autoRotate, lifetime, applied fingerprints; lease off | — |
+| record desired state | the registry row: access, readers, autoRotate, lifetime, applied fingerprints; lease off (the same as tags on the application: labels for people) | — |
 
 Raising access adds the new role before the old one goes, so a client never loses access it keeps; lowering it
 removes the old role first, so a client never holds more than it is given.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import manifest as mf
@@ -38,6 +38,7 @@ from .models import FederatedCredential, Request
 from .problems import Conflict, Forbidden, InProgress, Problem, ProvisioningFailed
 from .provision import Provisioner, step_problem
 from .saga import Saga, StepFailed, create_once, eventually
+from .registry import Record, Registry
 from .settings import ManagedTarget, OssTarget, Settings
 
 log = logging.getLogger("registrations.change")
@@ -80,8 +81,10 @@ def foreign_tags(tags: list[str]) -> list[str]:
     return [tag for tag in tags if not tag.startswith("dicom-")]
 
 
-def adopted_document(app: dict, name: str, type_: str, dicom_service: str, access: str | None) -> dict[str, Any]:
-    """The desired state of an application made elsewhere, as a create body, read from what is there."""
+def adopted_document(app: dict, name: str, type_: str, dicom_service: str, access: str | None,
+                     owners: list[str] = ()) -> dict[str, Any]:
+    """The desired state of an application made elsewhere, as a create body, read from what is there: its
+    owners stay owners, and the credential kind is the one it has."""
     doc: dict[str, Any] = {"type": type_, "name": name, "displayName": app.get("displayName") or name,
                            "dicomService": dicom_service}
     if type_ == "service":
@@ -94,6 +97,8 @@ def adopted_document(app: dict, name: str, type_: str, dicom_service: str, acces
     if PLANS[type_].has_credential:
         certificates_only = app.get("keyCredentials") and not app.get("passwordCredentials")
         doc["credential"] = {"kind": "certificate" if certificates_only else "secret"}
+    if owners:
+        doc["owners"] = sorted(owners)
     return doc
 
 
@@ -144,8 +149,9 @@ def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, 
 
 class Changer:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
-                 provisioner: Provisioner, owner_id: Callable[[], str]) -> None:
+                 provisioner: Provisioner, owner_id: Callable[[], str], registry: Registry) -> None:
         self.settings = settings
+        self.registry = registry
         self.owner_id = owner_id  # the API's own service principal
         self.graph, self.rbac, self.credentials, self.provisioner = graph, rbac, credentials, provisioner
 
@@ -261,11 +267,10 @@ class Changer:
         readers and owners this API did not grant, and grants nothing."""
         saga = Saga()
         lease = self.provisioner.new_lease()
+        held: dict[str, Record] = {}
         try:
-            self.provisioner.check_lease(app)
-            before = saga.run("take lease", lambda: self._take(app, lease),
-                              undo=lambda tags: self._release(app, lease, tags))
-            saga.run("confirm lease", lambda: self._confirm(app, lease))
+            saga.run("take lease", lambda: held.setdefault("record", self._take(wanted.name, lease)),
+                     undo=lambda record: self._release(record, lease))
             changes, undo = self._app_changes(app, wanted, [] if only_remove else fields)
             if changes:
                 saga.run("update application", lambda: eventually(
@@ -277,11 +282,15 @@ class Changer:
                 self._readers_to(saga, wanted, only_remove)
             if "owners" in fields:
                 self._owners_to(saga, app, wanted, only_remove)
-            owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
-            recorded = foreign_tags(before) + mf.tags_for(wanted, owner, state="ready",
-                                                          sp_id=mf.tag_values(app).get("sp"))
-            saga.run("record desired state", lambda: eventually(
-                lambda: self.graph.update_application(app["id"], {"tags": recorded}), lagging=lag_404))
+            record = held["record"]
+            owner = Caller(object_id=record.requester or caller.object_id, name=caller.name)
+            recorded = mf.tags_for(wanted, owner, state="ready", sp_id=record.sp_id or mf.tag_values(app).get("sp"))
+            labels = foreign_tags(app.get("labels") or []) + recorded
+            saga.run("label desired state", lambda: eventually(
+                lambda: self.graph.update_application(app["id"], {"tags": labels}), lagging=lag_404))
+            # Last: once the registry holds the new desired state, the change is done.
+            saga.run("record desired state", lambda: self.registry.save(replace(
+                record, tags=tuple(recorded), lease_holder="", lease_until=0.0)))
         except StepFailed as failure:
             saga.abort(failure)
             if isinstance(failure.cause, Problem):  # another instance holds the lease
@@ -290,7 +299,8 @@ class Changer:
         except BaseException:  # a read between steps failed, or a problem was raised: undo what was done
             saga.rollback()
             raise
-        return dict(app, tags=recorded, **{k: v for k, v in changes.items() if k != "requiredResourceAccess"})
+        return dict(app, tags=recorded, labels=labels,
+                    **{k: v for k, v in changes.items() if k != "requiredResourceAccess"})
 
     # ----------------------------------------------------------------------------------------- adopt
     def adopt(self, app: dict, wanted: Request, caller: Caller) -> dict:
@@ -304,6 +314,7 @@ class Changer:
             saga.run("add the API as owner", lambda: self.graph.add_owner("applications", app["id"], me),
                      undo=lambda _: self.graph.remove_owner("applications", app["id"], me))
             sp = self.graph.get_service_principal(app["appId"])
+            made = ["servicePrincipal"] if sp is None else []
             if sp is None:
                 sp = saga.run("create service principal", lambda: create_once(
                     lambda: self.graph.create_service_principal(app["appId"], [mf.TAG_MARK]),
@@ -331,37 +342,25 @@ class Changer:
         except BaseException:
             saga.rollback()
             raise
-        return dict(app, **changes)
+        return dict(app, **changes), made
 
-    def _take(self, app: dict, lease: str) -> list[str]:
-        """Read the application afresh (the request's first read is some calls old by now), refuse while
-        another attempt's lease is live, and write ours. Returns the tags as they were."""
-        fresh = eventually(lambda: self._visible(app["id"]), lagging=lag_404)
-        self.provisioner.check_lease(fresh)
-        before = list(fresh.get("tags") or [])
-        leased = [t for t in before if not t.startswith("dicom-lease:")] + [lease]
-        self.graph.update_application(app["id"], {"tags": leased})
-        return before
+    def owners_of(self, app: dict) -> list[str]:
+        """The owners an application has besides the API's identity (adoption keeps them)."""
+        return self._owners("applications", app["id"])
 
-    def _release(self, app: dict, lease: str, before: list[str]) -> None:
-        """Undo the lease: put the tags back, unless another attempt's lease has replaced ours (then the
-        application is that attempt's to write)."""
-        now = self.graph.get_application_by_id(app["id"]) or {}
-        if lease in (now.get("tags") or []):
-            self.graph.update_application(app["id"], {"tags": before})
+    def _take(self, name: str, lease: str) -> Record:
+        """Read the registration's row afresh and take its lease with a conditional write: of two instances
+        changing one registration at once, one writes first and the other is told to retry (503)."""
+        record = self.registry.get(name)
+        if record is None:
+            raise Conflict(f"registration {name!r} is gone")
+        return self.provisioner.lease(record, lease)
 
-    def _confirm(self, app: dict, lease: str) -> None:
-        """Read our lease back: of two instances writing theirs at once, the later write wins and the other
-        backs off (Graph has no conditional write on applications)."""
-        now = eventually(lambda: self._visible(app["id"]), lagging=lag_404)
-        if lease not in (now.get("tags") or []):
-            raise InProgress("another request is changing this registration; retry shortly")
-
-    def _visible(self, object_id: str) -> dict:
-        found = self.graph.get_application_by_id(object_id)
-        if found is None:
-            raise UpstreamError("graph", "getApplication", 404, "Request_ResourceNotFound", "not visible yet")
-        return found
+    def _release(self, record: Record, lease: str) -> None:
+        """Undo the lease, unless another attempt's lease has replaced ours."""
+        now = self.registry.get(record.name)
+        if now is not None and now.lease_holder == lease:
+            self.registry.save(replace(now, lease_holder="", lease_until=0.0))
 
     def _app_changes(self, app: dict, wanted: Request, fields: list[str]) -> tuple[dict, dict]:
         """The PATCH of the application's own fields, and the PATCH that puts them back."""

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -34,6 +35,7 @@ from . import quota
 from .problems import (Conflict, InProgress, NotReady, Problem, ProvisioningFailed, QuotaExceeded, ValidationProblem,
                        retry_later)
 from .settings import ManagedTarget, OssTarget, Settings
+from .registry import Record, Registry, Stale
 from .teardown import Teardown
 
 log = logging.getLogger("registrations.provision")
@@ -47,10 +49,11 @@ DEFAULT_ACCESS_ROLE = "00000000-0000-0000-0000-000000000000"
 
 class Provisioner:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
-                 teardown: Teardown, executor: Executor, clock: Callable[[], datetime],
+                 teardown: Teardown, executor: Executor, clock: Callable[[], datetime], registry: Registry,
                  cors: Cors | None = None) -> None:
         self.settings = settings
         self.graph, self.rbac, self.credentials, self.teardown = graph, rbac, credentials, teardown
+        self.registry = registry
         self.cors = cors
         self._executor = executor
         self._clock = clock
@@ -61,76 +64,88 @@ class Provisioner:
         return self.settings.provisioning_deadline_seconds + ROLLBACK_SECONDS + LEASE_MARGIN_SECONDS
 
     # --------------------------------------------------------------------------------------- leases
-    def check_lease(self, app: dict) -> None:
-        """Raise InProgress while another attempt's lease on this provisioning app is live."""
-        expires = lease_expiry(app)
-        left = expires - self._clock().timestamp() if expires else 0
+    def check_lease(self, record: Record) -> None:
+        """Raise InProgress while another request's lease on this registration (in the registry) is live."""
+        left = record.leased(self._clock().timestamp())
         if left > 0:
-            raise retry_later(InProgress(f"another request is provisioning this registration; retry in "
+            raise retry_later(InProgress(f"another request is working on this registration; retry in "
                                          f"{int(left) + 1} s"), left)
 
-    def _create_application(self, unique: str, manifest: dict, lease: str) -> dict:
+    def lease(self, record: Record, holder: str) -> Record:
+        """Take the lease on the registration row with a conditional write: of two requests taking it at once
+        one writes first and the other finds the row changed (503, retry later)."""
+        self.check_lease(record)
+        try:
+            return self.registry.save(replace(record, lease_holder=holder,
+                                              lease_until=self._clock().timestamp() + self.lease_seconds))
+        except Stale:
+            raise retry_later(InProgress("another request is working on this registration; retry shortly"),
+                              None) from None
+
+    def _create_application(self, unique: str, manifest: dict, attempt: str) -> dict:
         """Create-only: POST /applications with the uniqueName, never a write to an application that is there.
         A taken name is the answer "it exists" (Graph says so with 400 Request_BadRequest), so read who holds
-        it: our own lost 201 (it carries our lease) is ours; another live application means another attempt
-        got there first (retry later: it is replayed or adopted then); an application this API made that sits
-        in deleted items is purged and the name taken again; anything else holding it is a 409."""
+        it: our own lost 201 carries the attempt nonce the registry recorded before the POST (nobody else can
+        know it before the name is ours); anything else holding the name, live or in deleted items, is a 409
+        naming it, and nothing is written to it."""
         holder: dict = {}
 
         def find() -> dict | None:
             holder["app"] = self.graph.get_application(unique)
             return holder["app"]
 
-        for _ in range(2):
-            try:
-                app = create_once(lambda: self.graph.create_application(manifest), find, lagging=never,
-                                  exists=name_taken)
-            except UpstreamError as exc:
-                if not name_taken(exc) or holder.get("app") is not None:
-                    raise
-                deleted = self.graph.find_deleted_application(unique)
-                if deleted is None:
-                    raise  # a bad request of another kind: nobody holds the name
-                if mf.TAG_MARK not in (deleted.get("tags") or []):
-                    raise Conflict(f"the name is held by a deleted application this API did not create "
-                                   f"(object id {deleted['id']}); an administrator can restore or permanently "
-                                   "delete it, or use another name") from exc
-                self.graph.purge_deleted(deleted["id"])
-                continue
-            if lease not in (app.get("tags") or []):
-                raise InProgress("another request created this registration a moment ago; retry shortly")
-            return app
-        raise InProgress("another request took this name a moment ago; retry shortly")
+        try:
+            app = create_once(lambda: self.graph.create_application(manifest), find, lagging=never,
+                              exists=name_taken)
+        except UpstreamError as exc:
+            if not name_taken(exc) or holder.get("app") is not None:
+                raise
+            deleted = self.graph.find_deleted_application(unique)
+            if deleted is None:
+                raise  # a bad request of another kind: nobody holds the name
+            raise Conflict(f"the name is held by a deleted application this API has no record of (object id "
+                           f"{deleted['id']}, appId {deleted.get('appId')}); an administrator can restore or "
+                           "permanently delete it, or use another name", holder=_holder(deleted)) from exc
+        if not any(t.startswith(f"dicom-lease:{attempt}:") for t in app.get("tags") or []):
+            raise Conflict(f"the name is held by an application this API has no record of (object id {app['id']}, "
+                           f"appId {app.get('appId')}); nothing was written to it; use another name, or an "
+                           "administrator adopts it", holder=_holder(app))
+        return app
 
     def new_lease(self) -> str:
-        return f"dicom-lease:{uuid.uuid4().hex[:12]}:{int(self._clock().timestamp() + self.lease_seconds)}"
+        return uuid.uuid4().hex[:12]
 
     # ------------------------------------------------------------------------------------- the saga
     def run(self, request: Request, caller: Caller, target: ManagedTarget | OssTarget, resource: Resource | None,
-            existing: dict | None, *, admit: Callable[[dict], None] | None = None) -> tuple[dict, dict, dict | None]:
-        """Returns (application with its final tags, service principal, credential reference). `admit`, when
-        given, is asked about a freshly created application before anything else is written; a Problem it
-        raises undoes the create and is raised as it is (the per-requester limit)."""
+            existing: dict | None, *, record: Record) -> tuple[dict, dict, dict | None]:
+        """Returns (application with its final tags, service principal, credential reference). `record` is the
+        registration's row, reserved (or leased again, to resume) by this request: each step is recorded there
+        as it completes, and the row is forgotten when the create is undone."""
         saga = Saga(self._executor)
-        lease = self.new_lease()
         unique = mf.unique_name(self.settings.name_prefix, request.name)
+        owner = Caller(object_id=record.requester, name=caller.name)
+        state = {"record": record}
+
+        def save(**changes) -> Record:
+            state["record"] = self.registry.save(replace(state["record"], **changes))
+            return state["record"]
+
         try:
             if existing is None:
-                manifest = mf.build_manifest(request, caller, tenant_id=self.settings.tenant_id, unique=unique,
+                manifest = mf.build_manifest(request, owner, tenant_id=self.settings.tenant_id, unique=unique,
                                              resource=resource)
-                manifest["tags"].append(lease)
-                app = saga.run("create application", lambda: self._create_application(unique, manifest, lease),
+                # A label for people, and the nonce by which a lost 201 is recognised as this create's.
+                manifest["tags"].append(f"dicom-lease:{record.attempt}:{int(record.lease_until)}")
+                app = saga.run("create application",
+                               lambda: self._create_application(unique, manifest, record.attempt),
                                undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
-                fresh, owner = True, caller
-                if admit is not None:
-                    saga.run("admit", lambda: admit(app))
+                fresh = True
+                saga.run("record application", lambda: save(app_object_id=app["id"], app_id=app["appId"],
+                                                            tags=tuple(manifest["tags"])))
             else:
                 app = existing
-                owner = Caller(object_id=mf.tag_values(app).get("requester") or caller.object_id, name=caller.name)
-                tags = [t for t in app.get("tags") or [] if not t.startswith("dicom-lease:")] + [lease]
-                saga.run("adopt application", lambda: self.graph.update_application(app["id"], {"tags": tags}),
-                         # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
-                         undo=lambda _: self.teardown.remove(request.name, app))
+                # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
+                saga.run("resume application", lambda: app, undo=lambda _: self.teardown.remove(request.name, app))
                 fresh = False
 
             consent = self.admin_consent_for(caller)
@@ -146,14 +161,28 @@ class Provisioner:
                 saga.run("allow the viewer's origins in CORS", lambda: self.cors.allow(target.resourceId, origins),
                          undo=lambda added: self.cors.withdraw(target.resourceId, added, leaving=app["appId"]))
             ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
-            saga.run("mark ready", lambda: eventually(
+            saga.run("record ready", lambda: save(state="ready", sp_id=sp["id"], tags=tuple(ready), lease_holder="",
+                                                  lease_until=0.0, app_object_id=app["id"], app_id=app["appId"]))
+            # The same as labels for people in the portal (never read back for a decision).
+            saga.run("label ready", lambda: eventually(
                 lambda: self.graph.update_application(app["id"], {"tags": ready}), lagging=lag_404))
         except StepFailed as failure:
             saga.abort(failure)
+            self._forget(state["record"], failure)
             if isinstance(failure.cause, Problem):  # a step that decided the request cannot go on says why
                 raise failure.cause from failure
             raise step_problem(ProvisioningFailed, failure, "provisioning") from failure.cause
-        return dict(app, tags=ready), sp, credential
+        return dict(app, tags=ready, labels=ready), sp, credential
+
+    def _forget(self, record: Record, failure: StepFailed) -> None:
+        """A create undone: its row goes too, unless something could not be undone (the sweep finds it by
+        the row and finishes the removal)."""
+        if failure.failed_undo:
+            return
+        try:
+            self.registry.forget(record)
+        except Exception:  # the row stays, leased until its lease runs out; the sweep removes it then
+            log.warning("could not forget the registry row of %s", record.name, exc_info=True)
 
     # ----------------------------------------------------------------- service principal and grants
     def admin_consent_for(self, caller: Caller) -> bool:
@@ -228,7 +257,7 @@ class Provisioner:
             return None
         if isinstance(target, ManagedTarget):
             return self._managed(target)
-        sp = resource_principal(self.graph, target)
+        sp = resource_principal(self.graph, target, self.registry)
         if sp is None:
             raise NotReady(
                 f"DICOM service {request.dicomService!r} needs its resource registration "
@@ -251,7 +280,7 @@ class Provisioner:
         never changes). Older tenants expose `user_impersonation` instead of `Dicom.ReadWrite`."""
         cached = self._first_party.get(target.audience)
         if cached is None:
-            sp = resource_principal(self.graph, target)
+            sp = resource_principal(self.graph, target, self.registry)
             if sp is None:
                 raise NotReady(f"the tenant has no service principal for {target.audience}; "
                                "register the Azure Health Data Services resource provider first")
@@ -286,28 +315,27 @@ def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | Valida
     return problem
 
 
-def resource_principal(graph: GraphClient, target: ManagedTarget | OssTarget) -> dict | None:
+def resource_principal(graph: GraphClient, target: ManagedTarget | OssTarget, registry: Registry) -> dict | None:
     """The service principal of the DICOM resource clients ask tokens for: Microsoft's first-party one (by
-    its servicePrincipalNames) or the open-source server's resource app (by appId, or by this API's tag)."""
+    its servicePrincipalNames) or the open-source server's resource app (by appId: given, or as the registry
+    recorded it for the resource registration; never by a tag someone could copy)."""
     if isinstance(target, ManagedTarget):
         return graph.find_service_principal(target.audience)
     if target.resourceAppId:
         return graph.get_service_principal(target.resourceAppId)
-    return graph.find_service_principal_by_tag(f"dicom-resource:{target.resourceRegistration}")
+    record = registry.get(target.resourceRegistration or "")
+    if record is None or record.state != "ready" or not record.app_id:
+        return None
+    return graph.get_service_principal(record.app_id)
+
+
+def _holder(app: dict) -> dict:
+    """Who holds a name: what a 409 says about it."""
+    return {"objectId": app.get("id"), "appId": app.get("appId"), "displayName": app.get("displayName")}
 
 
 def _find(sp: dict, collection: str, value: str) -> tuple[str, str] | None:
     for item in sp.get(collection) or []:
         if item.get("value") == value and item.get("isEnabled", True):
             return value, item["id"]
-    return None
-
-
-def lease_expiry(app: dict) -> float | None:
-    for tag in app.get("tags") or []:
-        if tag.startswith("dicom-lease:"):
-            try:
-                return float(tag.rsplit(":", 1)[1])
-            except ValueError:
-                return None
     return None

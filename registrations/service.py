@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -33,14 +34,17 @@ from .problems import (
     Forbidden,
     NotFound,
     PolicyViolation,
+    InProgress,
     PreconditionFailed,
     RotationFailed,
     ValidationProblem,
+    retry_later,
     upstream_problem,
 )
 from .credential_policy import refused
 from .provision import Provisioner, step_problem
 from .quota import ObjectQuota
+from .registry import Exists, Limit, Record, Registry, Stale, new_attempt
 from .redirects import native_form
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
@@ -61,9 +65,10 @@ DEFAULT_REQUESTER_ACCESS = ("reader",)
 class RegistrationService:
     def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, credentials: Credentials,
                  provisioner: Provisioner, teardown: Teardown, changer: Changer, quota: ObjectQuota,
-                 views: RegistrationViews,
+                 views: RegistrationViews, registry: Registry,
                  executor: Executor, owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
         self.settings = settings
+        self._registry = registry
         self._graph, self._vault = graph, vault
         self._credentials, self._provisioner, self._teardown, self._views = credentials, provisioner, teardown, views
         self._changer = changer
@@ -88,34 +93,62 @@ class RegistrationService:
             check_requester(self.settings, request)
         target = self._target_for(request)
         check_request(self.settings, request)
-        unique = mf.unique_name(self.settings.name_prefix, request.name)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self.locked(request.name), self._credentials.read_policy_ahead(request, self._executor):
-            existing_future = submit(self._executor, self._graph.get_application, unique)
-            # What the identity owns, read beside the lookup: the quota's count and a requester's own count.
-            owned_future = submit(self._executor, self._quota.owned) if requester or self._quota.limited else None
+            # What the identity owns, read beside the registry: the quota's count.
+            owned_future = submit(self._executor, self._quota.owned) if self._quota.limited else None
             named = named_principals(request)
             found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
                 if named else None
+            record = _upstream(lambda: self._registry.get(request.name))
             resource = _upstream(lambda: self._provisioner.resource_for(request, target))
-            existing = _upstream(existing_future.result)
-            if existing is not None:
-                self._check_replay(request, existing, caller)
-                if mf.tag_values(existing).get("state") == "ready":
+            existing = None
+            if record is not None and record.state == "deleting":  # a DELETE that stopped half-way: finish it
+                record = self._finish_delete_of(record, self._recorded_app(record))
+            if record is not None:
+                existing = self._recorded_app(record)
+                self._check_replay(request, record, existing, caller)
+                if record.state == "ready" and existing is not None:
                     return self._views.view(existing), False
-                self._provisioner.check_lease(existing)
-            elif requester and owned_future is not None:
-                check_requester_count(self.settings, _count_own(_upstream(owned_future.result), caller))
+                self._provisioner.check_lease(record)
             if found_future is not None:
                 check_principals(named, _upstream(found_future.result))
             _upstream(lambda: self._credentials.check_policy(request))
-            if existing is None and owned_future is not None:
+            if record is None and owned_future is not None:
                 _upstream(lambda: self._quota.check(owned_future.result()))
-            admit = (lambda made: self._admit(made, caller)) if requester else None
-            app, sp, credential = self._provisioner.run(request, caller, target, resource, existing, admit=admit)
+            record = self._reserve(request, caller, record, requester)
+            app, sp, credential = self._provisioner.run(request, caller, target, resource, existing, record=record)
             if request.owners:
                 app = self._owners_after_create(request, caller, app)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
+
+    def _reserve(self, request: Request, caller: Caller, record: Record | None, requester: bool) -> Record:
+        """Record the registration before anything is made (insert-only, counted for its requester in the same
+        transaction: the per-requester limit is exact however many instances create at once), or take the
+        lease on the row of an earlier attempt that ended before finishing (to resume it)."""
+        holder = self._provisioner.new_lease()
+        until = self.now().timestamp() + self._provisioner.lease_seconds
+        if record is not None:
+            return _upstream(lambda: self._provisioner.lease(record, holder))
+        wanted = Record(name=request.name, requester=caller.object_id, type=request.type,
+                        target=request.dicomService, attempt=new_attempt(), lease_holder=holder, lease_until=until)
+        limit = self.settings.max_registrations_per_requester if requester else None
+        try:
+            return _upstream(lambda: self._registry.reserve(wanted, limit=limit))
+        except Exists:
+            raise retry_later(InProgress(f"another request is creating {request.name!r}; retry shortly"),
+                              None) from None
+        except Limit:
+            raise limit_reached(self.settings.max_registrations_per_requester) from None
+
+    def _recorded_app(self, record: Record) -> dict | None:
+        """The application the registry recorded for this registration, as Graph has it (found by its object
+        id, never by name or tag), with the recorded desired state in place of whatever its tags say now
+        (those stay readable as `labels`). None when nothing was made yet, or it is gone."""
+        if not record.app_object_id:
+            return None
+        app = _upstream(lambda: self._graph.get_application_by_id(record.app_object_id))
+        return None if app is None else as_recorded(app, record)
 
     def _owners_after_create(self, request: Request, caller: Caller, app: dict) -> dict:
         """Owners are a change of the registration just made; if that fails, the create is undone too."""
@@ -137,22 +170,6 @@ class RegistrationService:
                 lock = self._locks[unique] = threading.Lock()
         with budget(self.settings.provisioning_deadline_seconds), lock:
             yield
-
-    def _admit(self, app: dict, caller: Caller) -> None:
-        """The per-requester limit across instances and processes, with no lock: right after its application
-        is created (the first write), a requester's create counts every registration of that requester,
-        provisioning ones included, in one order all instances agree on (creation time, then object id). One
-        that ranks past the limit is undone by its own saga. The first `limit` in that order never rank past
-        it, so concurrent creates leave at most `limit` registrations (Graph's own lag aside: an application
-        not yet listed is not counted)."""
-        mark = f"dicom-requester:{caller.object_id}"
-        own = {a["id"]: a for a in self.owned_registrations() if mark in (a.get("tags") or [])}
-        own[app["id"]] = app
-        never = datetime.min.replace(tzinfo=timezone.utc)
-        order = sorted(own.values(), key=lambda a: (parse_time(a.get("createdDateTime")) or never, a["id"]))
-        limit = self.settings.max_registrations_per_requester
-        if [a["id"] for a in order].index(app["id"]) >= limit:
-            raise limit_reached(limit)
 
     def _target_for(self, request: Request) -> ManagedTarget | OssTarget:
         target = self.settings.target(request.dicomService)
@@ -178,13 +195,15 @@ class RegistrationService:
                 )
         return target
 
-    def _check_replay(self, request: Request, app: dict, caller: Caller) -> None:
-        tags = mf.tag_values(app)
-        if "type" not in tags:
-            raise Conflict(f"the name {request.name!r} is taken by an application this API did not create")
-        if tags.get("requester") != caller.object_id and ADMIN not in caller.roles:
+    def _check_replay(self, request: Request, record: Record, app: dict | None, caller: Caller) -> None:
+        if record.requester != caller.object_id and ADMIN not in caller.roles:
             raise Conflict(f"a registration named {request.name!r} already exists")
-        differing = mf.differing_fields(request, app, self.settings.tenant_id)
+        if app is None:
+            differing = [f for f, mine, theirs in (("type", request.type, record.type),
+                                                   ("dicomService", request.dicomService, record.target))
+                         if mine != theirs]
+        else:
+            differing = mf.differing_fields(request, app, self.settings.tenant_id)
         if differing:
             raise Conflict(
                 f"a registration named {request.name!r} exists with different {', '.join(differing)}; "
@@ -228,8 +247,8 @@ class RegistrationService:
         unchanged (200)."""
         if request.name != name:
             raise fixed_problem(["name"])
-        existing = _upstream(lambda: self._graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
-        if existing is None or mf.TAG_MARK not in (existing.get("tags") or []) or not self._may_see(existing, caller):
+        record = _upstream(lambda: self._registry.get(name))
+        if record is None or record.state != "ready" or not self.may_see_requester(record.requester, caller):
             # Absent (for this caller): a create, which answers for a name someone else holds as it always does.
             precondition(None, if_match, name)
             view, created = self.create(request, caller)
@@ -245,28 +264,42 @@ class RegistrationService:
               parse: Callable[[dict], Request]) -> tuple[dict, bool]:
         """Bring the application `adopt.appId` (made elsewhere) under management as `name`. Returns
         (registration, adopted); adopting the same application under the same name again is a replay."""
-        unique = mf.unique_name(self.settings.name_prefix, name)
         with self.locked(name):
-            existing = _upstream(lambda: self._graph.get_application(unique))
+            record = _upstream(lambda: self._registry.get(name))
             app = _upstream(lambda: self._graph.get_application_by_app_id(adopt.appId))
             if app is None:
                 raise NotFound(f"no application with appId {adopt.appId} in this tenant")
-            if existing is not None:
-                if existing["appId"] == app["appId"] and mf.TAG_MARK in (existing.get("tags") or []):
-                    return self._views.view(existing), False
-                raise Conflict(f"the name {name!r} is taken by another application; adopt under another name")
-            if mf.TAG_MARK in (app.get("tags") or []):
-                raise Conflict(f"application {adopt.appId} is already a registration of this API "
-                               f"({self.registration_name(app)!r})")
-            if app.get("uniqueName"):  # immutable once set, and not ours (that lookup found nothing)
+            if record is not None:
+                if record.app_id.lower() == app["appId"].lower() and record.state == "ready":
+                    return self._views.view(as_recorded(app, record)), False
+                raise Conflict(f"the name {name!r} is taken by another registration; adopt under another name")
+            other = _upstream(lambda: self._registry.by_app_id(adopt.appId))
+            if other is not None:
+                raise Conflict(f"application {adopt.appId} is already a registration of this API ({other.name!r})")
+            holder = _upstream(lambda: self._graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
+            if holder is not None:
+                raise Conflict(f"the name {name!r} is taken by another application (object id {holder['id']}); "
+                               "adopt under another name")
+            if app.get("uniqueName"):  # immutable once set, and not this name's
                 raise Conflict(f"application {adopt.appId} has the uniqueName {app['uniqueName']!r}, which cannot "
                                f"change; adopt it under the name {app['uniqueName'].removeprefix(self.settings.name_prefix + '-')!r} "
                                "if that is one, or leave it unmanaged")
-            wanted = parse(adopted_document(app, name, adopt.type, adopt.dicomService, adopt.access))
+            owners = self._changer.owners_of(app) if self.settings.manage_owners else []
+            wanted = parse(adopted_document(app, name, adopt.type, adopt.dicomService, adopt.access, owners=owners))
             self._target_for(wanted)
             check_request(self.settings, wanted)
-            adopted = self._changer.adopt(app, wanted, caller)
-        return self._views.view(adopted), True
+            reserved = self._reserve(wanted, caller, None, requester=False)
+            try:
+                adopted, made = self._changer.adopt(app, wanted, caller)
+            except BaseException:
+                _upstream(lambda: self._registry.forget(reserved))
+                raise
+            tags = mf.tags_for(wanted, caller, state="ready", sp_id=mf.tag_values(adopted).get("sp"))
+            recorded = _upstream(lambda: self._registry.save(replace(
+                reserved, state="ready", app_object_id=app["id"], app_id=app["appId"],
+                sp_id=mf.tag_values(adopted).get("sp", ""), tags=tuple(tags), adopted=True, made=tuple(made),
+                lease_holder="", lease_until=0.0)))
+        return self._views.view(as_recorded(adopted, recorded)), True
 
     def _change(self, name: str, caller: Caller, if_match: str | None,
                 wanted_of: Callable[[dict], Request]) -> tuple[dict, str]:
@@ -344,13 +377,31 @@ class RegistrationService:
         return usage.report()
 
     def owned_registrations(self) -> list[dict]:
-        """Every application this API made (what its identity owns and tagged)."""
-        return [app for app in _upstream(lambda: list(self._graph.list_owned_applications(self._owner_id())))
-                if mf.TAG_MARK in (app.get("tags") or [])]
+        """Every registration the registry records, as its application (the registry's desired state in place
+        of its tags): one registry query and one paged list of what the identity owns; an application missing
+        from that list (its owner removed, or not listed yet) is read by its recorded id."""
+        records = [r for r in _upstream(self._registry.records) if r.app_object_id]
+        if not records:
+            return []
+        owned = {a["id"]: a for a in _upstream(lambda: list(self._graph.list_owned_applications(self._owner_id())))}
+        apps = []
+        for record in records:
+            app = owned.get(record.app_object_id) or _upstream(
+                lambda: self._graph.get_application_by_id(record.app_object_id))
+            if app is not None:
+                apps.append(as_recorded(app, record))
+        return apps
+
+    def registered_app(self, name: str) -> dict | None:
+        """The registration's application as recorded (no caller check: for one who passed it already)."""
+        record = _upstream(lambda: self._registry.get(name))
+        return None if record is None else self._recorded_app(record)
 
     def _visible_app(self, name: str, caller: Caller) -> dict:
-        app = _upstream(lambda: self._graph.get_application(mf.unique_name(self.settings.name_prefix, name)))
-        if app is None or mf.TAG_MARK not in (app.get("tags") or []) or not self._may_see(app, caller):
+        record = _upstream(lambda: self._registry.get(name))
+        app = self._recorded_app(record) \
+            if record is not None and self.may_see_requester(record.requester, caller) else None
+        if app is None:
             # The same answer for "missing" and "someone else's", so names do not leak.
             raise NotFound(f"no registration named {name!r}")
         return app
@@ -383,14 +434,53 @@ class RegistrationService:
 
     # ----------------------------------------------------------------------------------- deleting
     def delete(self, name: str, caller: Caller, *, if_match: str | None = None) -> dict:
+        """Journaled: the row says `deleting` before the first removal and goes only after the last, so a retry
+        (or the sweep) that finds it so finishes the removal, purge from deleted items included."""
         with self.locked(name):
-            app = self._visible_app(name, caller)
-            precondition(app, if_match, name)
-            plan = PLANS.get(mf.tag_values(app).get("type", ""))
-            if plan is not None and plan.exposes_api:
-                self._refuse_if_in_use(name, app, caller)
-            removed = _upstream(lambda: self._teardown.remove(name, app))
+            record = _upstream(lambda: self._registry.get(name))
+            if record is None or not self.may_see_requester(record.requester, caller):
+                raise NotFound(f"no registration named {name!r}")
+            app = self._recorded_app(record)
+            if record.state != "deleting":
+                if app is None and record.state == "ready" and not record.app_object_id:
+                    raise NotFound(f"no registration named {name!r}")
+                precondition(app, if_match, name)
+                plan = PLANS.get(record.type)
+                if app is not None and plan is not None and plan.exposes_api:
+                    self._refuse_if_in_use(name, app, caller)
+                leased = _upstream(lambda: self._provisioner.lease(record, self._provisioner.new_lease()))
+                record = _upstream(lambda: self._registry.save(replace(leased, state="deleting")))
+            else:
+                record = _upstream(lambda: self._provisioner.lease(record, self._provisioner.new_lease()))
+            removed = self._removing(record, app)
         return {"name": name, "removed": removed}
+
+    def _finish_delete_of(self, record: Record, app: dict | None) -> None:
+        """Finish a journaled delete found by another request (under its lease). Returns None: the name is
+        free again."""
+        self._removing(_upstream(lambda: self._provisioner.lease(record, self._provisioner.new_lease())), app)
+        return None
+
+    def _removing(self, record: Record, app: dict | None) -> list[dict]:
+        """finish_delete under the lease `record` holds; if it fails the lease goes (the row stays
+        `deleting`), so a retry or the sweep finishes it at once."""
+        try:
+            return _upstream(lambda: self.finish_delete(record, app))
+        except BaseException:
+            try:
+                current = self._registry.get(record.name)
+                if current is not None and current.lease_holder == record.lease_holder:
+                    self._registry.save(replace(current, lease_holder="", lease_until=0.0))
+            except Exception:  # the lease runs out by itself
+                pass
+            raise
+
+    def finish_delete(self, record: Record, app: dict | None) -> list[dict]:
+        """Remove everything recorded for a registration that is `deleting` (or a create that never finished),
+        then its row. Safe to repeat: what is gone already counts as removed."""
+        removed = self._teardown.remove(record.name, app or remains(record)) if record.app_object_id else []
+        self._registry.forget(record)
+        return removed
 
     def _refuse_if_in_use(self, name: str, app: dict, caller: Caller) -> None:
         """Deleting a resource registration would break every client that calls it: say which ones. A
@@ -422,14 +512,23 @@ class RegistrationService:
 
     def refreshed(self, app: dict) -> dict:
         """The application as Graph has it now (after a rotation changed its credentials)."""
-        return self._graph.get_application_by_id(app["id"]) or app
+        fresh = self._graph.get_application_by_id(app["id"])
+        return dict(fresh, tags=app["tags"], labels=list(fresh.get("tags") or [])) if fresh else app
+
+    def leased(self, name: str, now: datetime) -> bool:
+        """Whether a request holds the lease on this registration now."""
+        record = self._registry.get(name)
+        return record is not None and record.leased(now.timestamp()) > 0
 
     def retire_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]:
         return self._credentials.retire(app, name, now=now)
 
     def remove_remains(self, name: str, app: dict) -> list[dict]:
-        """Tear down what an interrupted create left behind (call it within locked())."""
-        return self._teardown.remove(name, app)
+        """Tear down what an interrupted create left behind, and its row (call it within locked())."""
+        record = self._registry.get(name)
+        if record is None or record.app_object_id != app["id"]:
+            return []
+        return self.finish_delete(record, app)
 
     def drift(self, app: dict, name: str) -> list[dict]:
         """Where Entra ID or Azure differ from what this API last applied (as GET shows it)."""
@@ -448,6 +547,22 @@ class RegistrationService:
     def delete_orphaned_secret(self, secret_name: str) -> bool:
         """Soft-delete (recoverable) a secret whose application is gone."""
         return self._vault.delete_secret(secret_name)
+
+
+def as_recorded(app: dict, record: Record) -> dict:
+    """The application with the registry's record in place of its tags: everything downstream (views,
+    teardown, drift, the sweep) reads the desired state and the ids the API recorded, never what a co-owner
+    wrote into the tags. The tags as Graph has them stay readable as `labels` (kept through changes)."""
+    tags = list(record.tags) or [mf.TAG_MARK]
+    if record.sp_id and not any(t.startswith("dicom-sp:") for t in tags):
+        tags.append(f"dicom-sp:{record.sp_id}")
+    return dict(app, tags=tags, labels=list(app.get("tags") or []))
+
+
+def remains(record: Record) -> dict:
+    """What teardown needs of an application that is gone already (deleted, maybe not purged)."""
+    return {"id": record.app_object_id, "appId": record.app_id, "tags": list(record.tags),
+            "createdDateTime": record.created_at or None}
 
 
 def precondition(app: dict | None, if_match: str | None, name: str) -> None:

@@ -102,6 +102,12 @@ class Settings:
     verify_data_plane: bool = True
     # Public SPA registrations on a managed DICOM service add their origins to its CORS configuration.
     cors_for_spa: bool = False
+    # The registry (registry.py): the storage account's table endpoint, reached with the app's managed identity
+    # (AzureWebJobsStorage__tableServiceUri, as the Functions host's identity-based connections name it), and
+    # its table. REGISTRY_CONNECTION_STRING is for Azurite on loopback in Development only.
+    registry_endpoint: str | None = None
+    registry_connection_string: str | None = field(default=None, repr=False)
+    registry_table: str = "registrations"
 
     @property
     def authority(self) -> str:
@@ -216,7 +222,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         verify_propagation_seconds=_int(env, "VERIFY_PROPAGATION_SECONDS", 600, 0, 86_400),
         verify_data_plane=_bool(env, "VERIFY_DATA_PLANE", True),
         cors_for_spa=_bool(env, "DICOM_CORS_FOR_SPA", False),
+        registry_endpoint=(env.get("AzureWebJobsStorage__tableServiceUri") or "").rstrip("/") or None,
+        registry_connection_string=env.get("REGISTRY_CONNECTION_STRING") or None,
+        registry_table=env.get("REGISTRY_TABLE") or "registrations",
     )
+    _check_registry(settings)
     if settings.secret_lifetime_days > settings.secret_max_lifetime_days:
         raise Misconfigured("SECRET_LIFETIME_DAYS is longer than SECRET_MAX_LIFETIME_DAYS")
     endpoints = {
@@ -236,6 +246,27 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if settings.tls_ca_file and not development:
         raise Misconfigured("TLS_CA_FILE is for local development only")
     return settings
+
+
+def _check_registry(settings: Settings) -> None:
+    """The registry is the function app's own storage account with its identity; a connection string (with an
+    account key) only for Azurite on loopback in Development, never as a silent fallback."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", settings.registry_table):
+        raise Misconfigured("REGISTRY_TABLE must be 3 to 63 letters and digits, starting with a letter")
+    if settings.registry_endpoint and urlsplit(settings.registry_endpoint).scheme != "https":
+        raise Misconfigured("AzureWebJobsStorage__tableServiceUri must be an https URL "
+                            "(https://{account}.table.core.windows.net)")
+    if settings.registry_endpoint and _is_loopback(settings.registry_endpoint) and not settings.development:
+        raise Misconfigured("AzureWebJobsStorage__tableServiceUri points at loopback but AZURE_FUNCTIONS_ENVIRONMENT "
+                            "is not Development")
+    if settings.registry_connection_string:
+        parts = dict(p.split("=", 1) for p in settings.registry_connection_string.split(";") if "=" in p)
+        if not settings.development or not _is_loopback(parts.get("TableEndpoint", "")):
+            raise Misconfigured("REGISTRY_CONNECTION_STRING is for Azurite on loopback in Development only; in Azure "
+                                "set AzureWebJobsStorage__tableServiceUri and grant the app's identity Storage Table "
+                                "Data Contributor")
+        if settings.registry_endpoint:
+            raise Misconfigured("set one of AzureWebJobsStorage__tableServiceUri and REGISTRY_CONNECTION_STRING")
 
 
 def _first_error(exc: Exception) -> str:

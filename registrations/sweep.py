@@ -50,6 +50,7 @@ class SweepableService(Protocol):
     def refreshed(self, app: dict) -> dict: ...
     def retire_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]: ...
     def remove_remains(self, name: str, app: dict) -> list[dict]: ...
+    def leased(self, name: str, now: datetime) -> bool: ...
     def drift(self, app: dict, name: str) -> list[dict]: ...
     def remove_ungranted(self, app: dict, name: str, fields: list[str]) -> None: ...
     def managed_secrets(self) -> list[StoredSecret]: ...
@@ -113,7 +114,7 @@ def _sweep_one(service: SweepableService, app: dict, name: str, now: datetime,
     tags = mf.tag_values(app)
     if tags.get("state") != "ready":
         created = parse_time(app.get("createdDateTime"))
-        if created and now - created > STALE_PROVISIONING and not _leased(app, now):
+        if created and now - created > STALE_PROVISIONING and not service.leased(name, now):
             service.remove_remains(name, app)
             report["repaired"].append({"kind": "staleProvisioning", "registration": name})
         return
@@ -152,13 +153,6 @@ def _drift(service: SweepableService, app: dict, name: str, report: dict[str, li
     if extra:
         service.remove_ungranted(app, name, extra)
         report["repaired"].append({"kind": "ungrantedRemoved", "registration": name, "fields": extra})
-
-
-def _leased(app: dict, now: datetime) -> bool:
-    from .provision import lease_expiry
-
-    expires = lease_expiry(app)
-    return bool(expires and expires > now.timestamp())
 
 
 def _orphaned_secrets(service: SweepableService, apps: list[dict], report: dict[str, list], *, now: datetime) -> None:

@@ -48,6 +48,7 @@ from .kinds import (
 from .manifest import Caller
 from .problems import UpstreamUnavailable, VerificationFailed, upstream_problem
 from .provision import resource_principal
+from .registry import Registry
 from .service import RegistrationService
 from .settings import ManagedTarget, OssTarget, Settings
 from .times import iso_from_epoch, parse_time
@@ -154,8 +155,10 @@ class Verifier:
         acquire_token: AcquireToken | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         retry_after: int = RETRY_AFTER_SECONDS,
+        registry: Registry,
     ) -> None:
         self.settings = settings
+        self.registry = registry
         self.service, self.graph, self.vault, self.rbac = service, graph, vault, rbac
         self.dicomweb = dicomweb or DicomWebClient(verify=settings.connection_verify)
         self._acquire = acquire_token or MsalTokenClient(settings.authority, verify=settings.connection_verify)
@@ -171,7 +174,7 @@ class Verifier:
             raise upstream_problem(exc) from exc
 
     def _verify(self, name: str, view: dict) -> Verification:
-        app = self.graph.get_application(mf.unique_name(self.settings.name_prefix, name))
+        app = self.service.registered_app(name)
         if app is None:  # deleted between the two reads
             raise VerificationFailed(f"registration {name!r} disappeared while it was being verified")
         age = self._age(app)
@@ -206,7 +209,7 @@ class Verifier:
         plan = PLANS[view["type"]]
         if plan.exposes_api:
             return self._resource_checks(app), {}
-        resource = resource_principal(self.graph, target)
+        resource = resource_principal(self.graph, target, self.registry)
         if resource is None:
             return [Check("DICOM resource", False, self._missing_resource(target))], {}
         kind = mf.tag_values(app).get("credential") or "secret"

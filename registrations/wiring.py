@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 
 from . import logs
 from .auth import Authenticator
+from .problems import Misconfigured
+from .registry import Registry
 from .service import RegistrationService
 from .settings import ARM_SCOPE, GRAPH_SCOPE, Settings, load
 from .verification import Verifier, token_claims
@@ -91,6 +93,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     rbac = RbacClient(arm)
     vault = VaultClient(settings.key_vault_url, credential, verify=verify, development=settings.development)
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
+    registry = Registry(_registry_store(settings, credential), clock)
     owner: dict[str, str] = {}
 
     def owner_id() -> str:
@@ -106,17 +109,32 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
                         clock=clock, cors=cors)
     quota = ObjectQuota(settings, graph=graph, owner_id=owner_id)
     provisioner = Provisioner(settings, graph=graph, rbac=rbac, credentials=credentials, teardown=teardown, cors=cors,
-                              executor=executor, clock=clock)
+                              executor=executor, clock=clock, registry=registry)
     service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
                                   provisioner=provisioner, teardown=teardown, quota=quota,
                                   changer=Changer(settings, graph=graph, rbac=rbac, credentials=credentials,
-                                                  provisioner=provisioner, owner_id=owner_id),
-                                  views=RegistrationViews(settings, secret_uri=vault.secret_uri),
+                                                  provisioner=provisioner, owner_id=owner_id, registry=registry),
+                                  views=RegistrationViews(settings, secret_uri=vault.secret_uri), registry=registry,
                                   executor=executor, owner_id=owner_id, clock=clock)
     verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac,
-                        dicomweb=DicomWebClient(verify=verify), clock=clock)
+                        dicomweb=DicomWebClient(verify=verify), clock=clock, registry=registry)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"
     return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier, executor)
+
+
+def _registry_store(settings: Settings, credential):
+    """The registry's table: the storage account's table endpoint with the app's identity (in Azure), or
+    Azurite by its connection string (Development on loopback only: settings checks it). Neither is a
+    misconfiguration, never a silent fallback."""
+    from .adapters.tables import TableStore
+
+    if settings.registry_connection_string:
+        return TableStore.from_connection_string(settings.registry_connection_string, settings.registry_table)
+    if settings.registry_endpoint:
+        return TableStore.from_endpoint(settings.registry_endpoint, settings.registry_table, credential)
+    raise Misconfigured("the registry needs AzureWebJobsStorage__tableServiceUri (the function app's storage "
+                        "account, https://{account}.table.core.windows.net, with Storage Table Data Contributor "
+                        "for the app's identity)")
 
 
 def runtime() -> Runtime:

@@ -20,6 +20,7 @@ param graphEndpoint string
 var deploymentContainer = 'app-package-${resourceToken}'
 // Built-in role ids ("Azure built-in roles").
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var rbacAdministrator = 'f58310d9-a9f6-439a-9e8d-f62e7b41a168'
@@ -126,6 +127,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     properties: {
       AzureWebJobsStorage__accountName: storage.name
       AzureWebJobsStorage__credential: 'managedidentity'
+      // The registry: a table in the app's own storage account, reached with its identity (no key).
+      AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+      REGISTRY_TABLE: 'registrations'
       APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
       LOG_LEVEL: 'INFO'
@@ -168,6 +172,17 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The registry's table (README, "How it works"): read and write entities, nothing else of the account's.
+resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }

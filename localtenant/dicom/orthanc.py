@@ -13,13 +13,14 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx
+
+from ..server import end_process, free_port
 
 BINARY_NAMES = ("Orthanc",)
 BINARY_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/bin")
@@ -53,12 +54,6 @@ def available() -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Orthanc:
     """One Orthanc process with its storage in `directory` (kept across restarts when the tenant has a state
     file; the tenant's `reset()` leaves stored DICOM data alone)."""
@@ -76,7 +71,7 @@ class Orthanc:
             if self._process is not None and self._process.poll() is None:
                 return self.url
             binary, plugin = locate()
-            port = _free_port()
+            port = free_port()
             password = secrets.token_urlsafe(24)
             storage = self.directory / "storage"
             storage.mkdir(parents=True, exist_ok=True)
@@ -115,10 +110,4 @@ class Orthanc:
     def stop(self) -> None:
         with self._lock:
             process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end_process(process)

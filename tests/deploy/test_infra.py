@@ -27,10 +27,11 @@ NOT_FOR_THE_TEMPLATE = {
     "AZURE_FUNCTIONS_ENVIRONMENT": "the Functions host sets it (Production)",
     "AZURE_CLIENT_ID": "only for a user-assigned identity; the template's is system-assigned",
     "TLS_CA_FILE": "local development only (refused in production)",
+    "REGISTRY_CONNECTION_STRING": "Azurite on loopback in Development only (refused in production)",
 }
 # Settings the template sets for the platform, not for the code.
 FOR_THE_PLATFORM = {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential"}
-_READ = re.compile(r"""(?:environ|env)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']|_(?:int|bool)\(env,\s*"([A-Z][A-Z0-9_]+)"|%([A-Z][A-Z0-9_]+)%""")
+_READ = re.compile(r"""(?:environ|env)(?:\.get\(|\[)\s*["']([A-Z][A-Za-z0-9_]+)["']|_(?:int|bool)\(env,\s*"([A-Z][A-Z0-9_]+)"|%([A-Z][A-Z0-9_]+)%""")
 
 
 def settings_the_code_reads() -> set[str]:

@@ -28,9 +28,10 @@ def throttled_create(api, tenant, name: str, *, burst: int):
 
 
 def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry_after(api, tenant):
-    # The create's three first reads (the name, what the identity owns for its object quota, the tenant's
-    # credential policy) take the three tokens; its create (not retried by the transport) is throttled.
-    response, took = throttled_create(api, tenant, "budget-throttled", burst=3)
+    # The create's two first reads (what the identity owns for its object quota, the tenant's credential
+    # policy; the name is looked up in the registry) take the two tokens; its create (not retried by the
+    # transport) is throttled.
+    response, took = throttled_create(api, tenant, "budget-throttled", burst=2)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -46,11 +47,12 @@ def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry
 
 
 def test_a_throttled_read_that_outlasts_the_budget_is_not_retried_past_it(api, tenant):
-    # The read that starts every create is retried by the transport's policy, which would sleep the whole
-    # Retry-After (20 s) before looking at its timeout: the budget (10 s) stops it first.
+    # The reads that start every create are retried by the transport's policy, which would sleep the whole
+    # Retry-After (20 s) before looking at its timeout: the budget (10 s) stops it first. The object quota's
+    # read of what the identity owns is the one the create waits for first.
     response, took = throttled_create(api, tenant, "budget-throttled-read", burst=0)
     assert response.status_code == 503, response.text
-    assert response.json()["upstream"]["operation"] == "getApplication"
+    assert response.json()["upstream"]["operation"] == "listOwnedObjects"
     assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]
     assert took < 5, f"waited {took:.1f} s"
 

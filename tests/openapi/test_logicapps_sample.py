@@ -188,7 +188,7 @@ def parameters_for(host, tenant) -> dict[str, Any]:
 def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenant):
     trigger = dict(TRIGGERS["service"], name="la-run-service")
     # Graph unavailable for longer than the API's own retries: the API answers 503, Logic Apps retries.
-    tenant.set_faults({"failures": [{"operation": "graph.getApplication", "nth": 1, "status": 503, "times": None}]})
+    tenant.set_faults({"failures": [{"operation": "graph.listOwnedObjects", "nth": 1, "status": 503, "times": None}]})
     waits: list[float] = []
 
     def outage_ends_while_logic_apps_waits(seconds: float) -> None:
