@@ -324,6 +324,14 @@ class Changer:
                 saga.run("add the API as owner of the service principal",
                          lambda: self.graph.add_owner("servicePrincipals", sp["id"], me),
                          undo=lambda _: self.graph.remove_owner("servicePrincipals", sp["id"], me))
+            # The application's owners (the team) own its principal too, as for a create with owners; nobody
+            # is removed from either.
+            held = set(self._owners("servicePrincipals", sp["id"])) if wanted.owners else set()
+            for owner in wanted.owners:
+                if owner not in held:
+                    saga.run(f"add owner {owner} to the service principal",
+                             lambda o=owner: self.graph.add_owner("servicePrincipals", sp["id"], o),
+                             undo=lambda _, o=owner: self.graph.remove_owner("servicePrincipals", sp["id"], o))
             tags = foreign_tags(app.get("tags") or []) + mf.tags_for(wanted, caller, state="ready", sp_id=sp["id"])
             changes: dict[str, Any] = {"tags": tags}
             if not app.get("uniqueName"):

@@ -556,7 +556,7 @@ def as_recorded(app: dict, record: Record) -> dict:
     tags = list(record.tags) or [mf.TAG_MARK]
     if record.sp_id and not any(t.startswith("dicom-sp:") for t in tags):
         tags.append(f"dicom-sp:{record.sp_id}")
-    return dict(app, tags=tags, labels=list(app.get("tags") or []))
+    return dict(app, tags=tags, labels=list(app.get("tags") or []), adopted=record.adopted)
 
 
 def remains(record: Record) -> dict:

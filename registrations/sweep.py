@@ -122,6 +122,8 @@ def _sweep_one(service: SweepableService, app: dict, name: str, now: datetime,
     if tags.get("credential") not in mf.STORED_KINDS:
         return
     states = service.describe_credentials(app, name, now=now)
+    if not states and app.get("adopted"):
+        return  # adopted with no credential of this kind: nothing is missing (rotating makes the first one)
     if all(c["state"] == "unreachable" for c in states):
         # No value in Key Vault at all: a client may still hold one it read earlier, so nothing is removed.
         report["drift"].append({"kind": "missingSecret", "registration": name})

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from tests.support import api_client, api_token, settings_override
+from tests.support import api_client, api_token, settings_override, user_graph_token
 
 GRAPH = "https://graph.microsoft.com/.default"
 READ_WRITE_ALL = "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9"  # Application.ReadWrite.All (Graph permissions reference)
@@ -138,3 +138,30 @@ def test_only_administrators_adopt(owned, host):
             "appId": lt.seed.api.app_id, "type": "service", "dicomService": "managed", "access": "reader"})
     assert refused.status_code == 403 and refused.json()["requiredRoles"] == ["Registrations.Admin"]
 
+
+
+def test_an_adopted_team_application_keeps_its_owners_through_the_sweep(owned):
+    """Adoption records the owners the application has (the team) and the credential kind really there (none
+    yet: not a missing secret); the sweep, which takes away owners nobody asked for, leaves the team owner."""
+    from registrations import sweep, wiring
+
+    lt, api = owned
+    member = lt.seed.member.object_id
+    token = user_graph_token(lt, lt.seed.member.upn)
+    with httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
+                      headers={"Authorization": f"Bearer {token}"}) as graph:
+        made = graph.post("/applications", json={"displayName": "Team viewer",
+                                                 "web": {"redirectUris": ["https://team.example.org/signin"]}})
+        assert made.status_code == 201, made.text
+    team_app = made.json()
+    adopted = api.post("/registrations/team-viewer/adopt",
+                       json={"appId": team_app["appId"], "type": "confidential", "dicomService": "managed"})
+    assert adopted.status_code == 201, adopted.text
+    assert adopted.json()["owners"] == [member]
+
+    report = sweep.run(wiring.runtime().service)
+
+    assert member in owners_of(lt, "applications", team_app["id"])
+    assert not [r for r in report["repaired"] if r.get("registration") == "team-viewer"], report
+    assert not [d for d in report["drift"] if d.get("registration") == "team-viewer"], report
+    assert api.get("/registrations/team-viewer").json()["drift"] == []
