@@ -368,8 +368,9 @@ def _converged(call: Call[Any], body: dict, outcome: str) -> func.HttpResponse:
 # --------------------------------------------------------------------------------------- operations
 def create(call: Call[NoQuery]) -> func.HttpResponse:
     assert call.body is not None, "serve parsed the body"
-    registration, created = call.runtime.service.create(call.body, call.caller)
-    return _made(registration, created, f"{call.base_url}/{call.body.name}")
+    registration, created = call.runtime.service.create(call.body, call.caller,
+                                                        idempotency_key=call.idempotency_key)
+    return _made(registration, created, f"{call.base_url}/{registration['name']}")
 
 
 def list_(call: Call[ListQuery]) -> func.HttpResponse:

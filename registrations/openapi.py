@@ -199,9 +199,10 @@ OPERATIONS: dict[str, Operation] = {
                    **ETAG, **CORRELATION}),
         ),
         problems=(400, 409, 413, 422),
-        params=(Param("Idempotency-Key", "header", "Optional, for clients that send one with every POST. A create "
-                      "is idempotent by its name whatever the key: a retry of the same body answers 200 with "
-                      "Idempotent-Replayed and never mints a second secret.", "Idempotency key",
+        params=(Param("Idempotency-Key", "header", "Optional. A create is idempotent by its name whatever the key: a "
+                      "retry of the same body answers 200 with Idempotent-Replayed and never mints a second secret. "
+                      "With a key, a request that comes again with it within 24 hours gets the first one's answer "
+                      "(200, Idempotent-Replayed), whatever its body.", "Idempotency key",
                       visibility="advanced", schema=IDEMPOTENCY_KEY),),
         body=RegistrationRequest, body_name="RegistrationRequest", visibility="important",
     ),

@@ -9,6 +9,7 @@ holds it all, so every read is strongly consistent and several rows can change i
 |---|---|---|
 | registration | ``reg:{name}`` | requester, type, target, state, the Entra ids the API created or adopted (application object id, appId, service principal id), the desired state as last applied (``tags``), the lease of the request working on it, the create's attempt nonce |
 | requester | ``req:{object id}`` | how many registrations that requester holds (the per-requester limit, exact under any lag) |
+| idempotency | ``idem:{hash of caller and key}`` | an Idempotency-Key's first request (its hash and name) and, once answered, the answer; kept 24 h |
 
 Every write is conditional: an insert fails when the row exists, an update or delete when its ETag changed
 (adapters/tables.py). A registration row is inserted before the application is created (with the nonce the
@@ -19,6 +20,7 @@ for it is gone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -29,7 +31,10 @@ from typing import Any
 from .adapters.tables import Exists, Stale, TableStore
 
 PARTITION = "registry"
-REGISTRATION, REQUESTER = "reg:", "req:"
+REGISTRATION, REQUESTER, IDEMPOTENCY = "reg:", "req:", "idem:"
+# How long an Idempotency-Key's answer is kept (the IETF draft "The Idempotency-Key HTTP Header Field" leaves
+# it to the resource; a day covers Logic Apps' retries many times over).
+IDEMPOTENCY_SECONDS = 24 * 3600
 # How often a write that lost a race on the requester's count reads again (each loser sees a newer count).
 COUNT_ATTEMPTS = 50
 
@@ -87,18 +92,19 @@ class Registry:
         self._store = store
         self._clock = clock
 
-    def _ready(self) -> TableStore:
+    def table(self) -> TableStore:
+        """The table, made on first use."""
         self._store.ensure_table()
         return self._store
 
     # ---------------------------------------------------------------------------------------- reads
     def get(self, name: str) -> Record | None:
-        row = self._ready().get(PARTITION, REGISTRATION + name)
+        row = self.table().get(PARTITION, REGISTRATION + name)
         return Record.from_row(row) if row else None
 
     def records(self, *, requester: str | None = None, type_: str | None = None) -> list[Record]:
         """Every registration (by name), or those of one requester or type: one query, paged by the service."""
-        found = [Record.from_row(row) for row in self._ready().query(PARTITION, prefix=REGISTRATION)]
+        found = [Record.from_row(row) for row in self.table().query(PARTITION, prefix=REGISTRATION)]
         return [r for r in found if (requester is None or r.requester == requester)
                 and (type_ is None or r.type == type_)]
 
@@ -106,14 +112,14 @@ class Registry:
         return next((r for r in self.records() if r.app_id and r.app_id.lower() == app_id.lower()), None)
 
     def count(self, requester: str) -> int:
-        row = self._ready().get(PARTITION, REQUESTER + requester)
+        row = self.table().get(PARTITION, REQUESTER + requester)
         return int(row["count"]) if row else 0
 
     # --------------------------------------------------------------------------------------- writes
     def reserve(self, record: Record, *, limit: int | None = None) -> Record:
         """Insert the registration row (insert-only: Exists when the name is recorded already) and count it
         for its requester in the same transaction; with `limit`, Limit when the requester holds that many."""
-        store = self._ready()
+        store = self.table()
         record = replace(record, created_at=record.created_at or self._clock().isoformat())
         for _ in range(COUNT_ATTEMPTS):
             counter = store.get(PARTITION, REQUESTER + record.requester)
@@ -133,12 +139,12 @@ class Registry:
 
     def save(self, record: Record) -> Record:
         """Replace the row if nobody wrote it since `record` was read (Stale otherwise); returns it anew."""
-        etag = self._ready().replace(record.to_row(), record.etag)
+        etag = self.table().replace(record.to_row(), record.etag)
         return replace(record, etag=etag)
 
     def forget(self, record: Record) -> None:
         """Remove the row (if unchanged since read: Stale otherwise) and uncount it, in one transaction."""
-        store = self._ready()
+        store = self.table()
         for _ in range(COUNT_ATTEMPTS):
             counter = store.get(PARTITION, REQUESTER + record.requester)
             current = self.get(record.name)
@@ -161,3 +167,63 @@ class Registry:
         count = max(0, (int(counter["count"]) if counter else 0) + delta)
         row = {"PartitionKey": PARTITION, "RowKey": REQUESTER + requester, "count": count}
         return ("replace", row, counter["etag"]) if counter else ("insert", row, None)
+
+
+@dataclass(frozen=True)
+class Idempotent:
+    """An Idempotency-Key's record: the request it first came with and, once that was answered, the answer."""
+
+    key: str  # the row key (a hash of the caller and the key: the key itself is the caller's)
+    request_hash: str
+    name: str
+    until: float  # epoch seconds: kept until then
+    answer: str = ""  # JSON, empty while the first request is still running
+    etag: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        return {"PartitionKey": PARTITION, "RowKey": self.key, "requestHash": self.request_hash, "name": self.name,
+                "until": self.until, "answer": self.answer}
+
+
+def idempotency_row_key(caller: str, key: str) -> str:
+    return IDEMPOTENCY + hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()[:40]
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Idempotency:
+    """Idempotency-Key records in the registry's partition: the first request with a key claims it
+    (insert-only), its answer is recorded, and every later request with that key gets that answer."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def find(self, caller: str, key: str, now: float) -> Idempotent | None:
+        row = self._registry.table().get(PARTITION, idempotency_row_key(caller, key))
+        if row is None or float(row["until"]) <= now:
+            return None
+        return Idempotent(row["RowKey"], row["requestHash"], row["name"], float(row["until"]), row.get("answer") or "",
+                          row["etag"])
+
+    def claim(self, caller: str, key: str, hashed: str, name: str, now: float) -> Idempotent:
+        """Claim the key for this request (Exists when someone holds it; an expired record is taken over)."""
+        store = self._registry.table()
+        wanted = Idempotent(idempotency_row_key(caller, key), hashed, name, now + IDEMPOTENCY_SECONDS)
+        row = store.get(PARTITION, wanted.key)
+        if row is None:
+            return replace(wanted, etag=store.insert(wanted.to_row()))
+        if float(row["until"]) > now:
+            raise Exists(wanted.key)
+        try:
+            return replace(wanted, etag=store.replace(wanted.to_row(), row["etag"]))
+        except Stale:
+            raise Exists(wanted.key) from None
+
+    def answer(self, claimed: Idempotent, answer: dict[str, Any]) -> None:
+        self._registry.table().replace(replace(claimed, answer=json.dumps(answer)).to_row(), claimed.etag)
+
+    def release(self, claimed: Idempotent) -> None:
+        """The first request failed: the key is free for its retry."""
+        self._registry.table().delete(PARTITION, claimed.key, claimed.etag)

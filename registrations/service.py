@@ -8,12 +8,13 @@ under one time budget, and checks replays.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from dataclasses import replace
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -44,7 +45,7 @@ from .problems import (
 from .credential_policy import refused
 from .provision import Provisioner, step_problem
 from .quota import ObjectQuota
-from .registry import Exists, Limit, Record, Registry, Stale, new_attempt
+from .registry import Exists, Idempotency, Limit, Record, Registry, new_attempt, request_hash
 from .redirects import native_form
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
@@ -69,6 +70,7 @@ class RegistrationService:
                  executor: Executor, owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self._registry = registry
+        self._idempotency = Idempotency(registry)
         self._graph, self._vault = graph, vault
         self._credentials, self._provisioner, self._teardown, self._views = credentials, provisioner, teardown, views
         self._changer = changer
@@ -85,9 +87,39 @@ class RegistrationService:
         return self._clock()
 
     # ---------------------------------------------------------------------------------------- create
-    def create(self, request: Request, caller: Caller) -> tuple[dict, bool]:
+    def create(self, request: Request, caller: Caller, *, idempotency_key: str | None = None) -> tuple[dict, bool]:
         """Provision a registration. Returns (registration, created); a replay of the same request returns
-        the existing registration with created=False and changes nothing."""
+        the existing registration with created=False and changes nothing. With an Idempotency-Key, a request
+        that comes again with that key (whatever its body) gets the first one's answer, as a replay."""
+        if idempotency_key is None:
+            return self._create(request, caller)
+        now = self.now().timestamp()
+        first = _upstream(lambda: self._idempotency.find(caller.object_id, idempotency_key, now))
+        if first is not None and first.answer:
+            return json.loads(first.answer), False
+        hashed = request_hash(request.model_dump(mode="json"))
+        try:
+            claimed = _upstream(lambda: self._idempotency.claim(caller.object_id, idempotency_key, hashed,
+                                                                request.name, now))
+        except Exists:
+            holder = _upstream(lambda: self._idempotency.find(caller.object_id, idempotency_key, now))
+            if holder is not None and holder.answer:
+                return json.loads(holder.answer), False
+            if holder is not None and holder.name == request.name:  # the same create, running: idempotent by name
+                return self._create(request, caller)
+            raise retry_later(InProgress("another request with this Idempotency-Key is running; retry shortly"),
+                              None) from None
+        try:
+            view, created = self._create(request, caller)
+        except BaseException:
+            with suppress(Exception):
+                self._idempotency.release(claimed)
+            raise
+        with suppress(Exception):  # the registration is made; a lost record only makes the key replay by name
+            self._idempotency.answer(claimed, view)
+        return view, created
+
+    def _create(self, request: Request, caller: Caller) -> tuple[dict, bool]:
         requester = ADMIN not in caller.roles
         if requester:  # README: a request outside the policy is refused before anything else is looked at
             check_requester(self.settings, request)

@@ -159,3 +159,19 @@ def test_a_rotation_whose_answer_is_lost_rotates_once(api, tenant, mode):
     versions = [v for s in tenant.state()["secrets"] if s["name"] == f"dicomreg--{name}--secret"
                 for v in s["versions"]]
     assert len(versions) == 2
+
+
+def test_a_create_retried_with_the_same_idempotency_key_and_another_name_gets_the_first_answer(api, tenant):
+    """A workflow that rebuilt its body between retries (a new generated name, say) must not make a second
+    registration: the key's first answer is the answer (kept in the registry for 24 h)."""
+    first = api.post("/registrations", json=body("idem-key-first"), headers={"Idempotency-Key": "wf-run-42"})
+    assert first.status_code == 201, first.text
+    again = api.post("/registrations", json=body("idem-key-second"), headers={"Idempotency-Key": "wf-run-42"})
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
+    assert again.json() == first.json()
+    assert again.headers["location"].endswith("/registrations/idem-key-first")
+    assert objects_named(tenant, "idem-key-second")["applications"] == []
+    assert api.get("/registrations/idem-key-second").status_code == 404
+    # Another key is another request.
+    other = api.post("/registrations", json=body("idem-key-second"), headers={"Idempotency-Key": "wf-run-43"})
+    assert other.status_code == 201, other.text

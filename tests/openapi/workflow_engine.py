@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,8 @@ def _string(value: Any) -> str:
 class Run:
     trigger_body: dict[str, Any]
     parameters: dict[str, Any]
-    run_name: str = "08584000000000000000000000000CU00"
+    # Each run of a workflow has its own name (the sample's Idempotency-Key), in Logic Apps' form.
+    run_name: str = field(default_factory=lambda: f"08584{uuid.uuid4().int % 10**23:023d}CU00")
     outputs: dict[str, Any] = field(default_factory=dict)  # action -> {"status", "body", "headers"}
     log: list[str] = field(default_factory=list)
     # What the run history shows per action: the inputs as sent (headers included) and the outputs, each
