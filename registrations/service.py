@@ -547,6 +547,36 @@ class RegistrationService:
         fresh = self._graph.get_application_by_id(app["id"])
         return dict(fresh, tags=app["tags"], labels=list(fresh.get("tags") or [])) if fresh else app
 
+    def finish_unfinished(self, now: datetime, *, stale: timedelta) -> list[dict]:
+        """The sweep's part of the journal: finish every delete that stopped half-way and remove every create
+        that died before it recorded its application (each once no lease on it is live). Returns what it
+        repaired."""
+        repaired = []
+        moment = now.timestamp()
+        for record in self._registry.records():
+            if record.leased(moment) > 0:
+                continue
+            if record.state == "deleting":
+                with self.locked(record.name):
+                    self.finish_delete(record, self._recorded_app(record))
+                repaired.append({"kind": "unfinishedDelete", "registration": record.name})
+            elif record.state == "provisioning" and not record.app_object_id and \
+                    now - (parse_time(record.created_at) or now) > stale:
+                with self.locked(record.name):
+                    self._forget_dead_create(record)
+                repaired.append({"kind": "staleProvisioning", "registration": record.name})
+        return repaired
+
+    def _forget_dead_create(self, record: Record) -> None:
+        """A create that died between reserving its row and recording its application: the application, if
+        its POST went through, carries the create's nonce (and nothing else can); remove it, then the row."""
+        found = self._graph.get_application(mf.unique_name(self.settings.name_prefix, record.name))
+        if found is not None and any(t.startswith(f"dicom-lease:{record.attempt}:") for t in found.get("tags") or []):
+            self.finish_delete(replace(record, app_object_id=found["id"], app_id=found["appId"]),
+                               as_recorded(found, record))
+        else:
+            self._registry.forget(record)
+
     def leased(self, name: str, now: datetime) -> bool:
         """Whether a request holds the lease on this registration now."""
         record = self._registry.get(name)

@@ -7,6 +7,8 @@ expires soon. Then look for drift between Entra and Key Vault and repair only wh
 | drift | repair |
 |---|---|
 | a registration still `provisioning` an hour after it was created (its create never answered 201) | tear it down |
+| a registry row `deleting` whose lease has run out (a DELETE that stopped half-way) | finish the delete, purge from deleted items included |
+| a registry row `provisioning` with no application recorded, an hour old (a create that died around its POST) | remove the application carrying that create's nonce, if any, and the row |
 | a credential on an app whose value is not in Key Vault (nobody can use it) | remove it (retire) |
 | a Key Vault secret of this API whose application is gone | soft-delete it (recoverable) |
 | an app with a secret or certificate credential but no Key Vault secret | report only: rotating is the fix, and that is the owner's call |
@@ -51,6 +53,7 @@ class SweepableService(Protocol):
     def retire_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]: ...
     def remove_remains(self, name: str, app: dict) -> list[dict]: ...
     def leased(self, name: str, now: datetime) -> bool: ...
+    def finish_unfinished(self, now: datetime, *, stale: timedelta) -> list[dict]: ...
     def drift(self, app: dict, name: str) -> list[dict]: ...
     def remove_ungranted(self, app: dict, name: str, fields: list[str]) -> None: ...
     def managed_secrets(self) -> list[StoredSecret]: ...
@@ -86,6 +89,13 @@ def run(service: SweepableService, *, now: datetime | None = None) -> dict[str, 
     now = now or service.now()
     report: dict[str, list] = {"rotated": [], "removed": [], "expiring": [], "drift": [], "repaired": [],
                                "errors": []}
+    # What the journal says was left half-done: deletes that stopped, creates that died before recording
+    # their application. Finished first, so the registrations below are the live ones.
+    try:
+        report["repaired"].extend(service.finish_unfinished(now, stale=STALE_PROVISIONING))
+    except Exception as exc:
+        log.warning("finishing unfinished operations failed: %s", type(exc).__name__, exc_info=True)
+        report["errors"].append({"registration": "*", "error": type(exc).__name__})
     apps = service.owned_registrations()
     for app in apps:
         name = service.registration_name(app)
