@@ -14,6 +14,7 @@ from .arm.dicomservices import DicomServices
 from .dicom.access import validate_roles
 from .entra.clients import FEDERATED_ISSUER, ClientAuthenticator
 from .entra.grants import Grants
+from .entra.signin import SignIn
 from .entra.tokens import TokenIssuer
 from .graph.backend import GraphBackend
 from .graph.backend_applications import APPS, public, render_application
@@ -105,9 +106,11 @@ class TenantCore:
         self.identity_endpoint = f"http://127.0.0.1:{identity}/msi/token"
         self.dicom_url = f"https://127.0.0.1:{dicom}"
         self.dicom_oss_url = f"https://127.0.0.1:{dicom_oss}"
-        self.issuer = TokenIssuer(self.signing_keys, self.clock, self.tenant_id, self.authority_host, self.issued)
+        self.issuer = TokenIssuer(self.signing_keys, self.clock, self.tenant_id, self.authority_host, self.issued,
+                                  self.settings)
         self.grants = Grants(self, ClientAuthenticator(self.graph, self.external_keys, self.authority_host),
                              self.issuer)
+        self.signin = SignIn(self)
 
     # -- admin operations ----------------------------------------------------------------------------------
     def reset(self) -> None:

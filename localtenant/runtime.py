@@ -79,12 +79,16 @@ class DirectorySettings:
       show the previous value of each property that changed (0: off, read-your-writes for everyone).
     - `usersCanRegisterApplications`: "Users can register applications" (default user permissions; on by
       default): a member user may create applications through Graph with a delegated token.
+    - `accessTokenLifetimeSeconds`: how long the access tokens the token endpoint issues live (Entra's
+      default is about an hour; "Configurable token lifetimes" lets a policy set 10 minutes to a day). Locally
+      any whole number of seconds from 1, so a test sees a client renew its token in seconds.
     """
 
     SPEC: dict[str, tuple[Any, Any]] = {
         "directoryObjectQuota": (250, _whole(0, nullable=True)),
         "staleReadsMs": (0, _whole(0)),
         "usersCanRegisterApplications": (True, _one_of(True, False)),
+        "accessTokenLifetimeSeconds": (3600, _whole(1)),
     }
     DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SPEC.items()}
 
@@ -109,6 +113,10 @@ class DirectorySettings:
     @property
     def object_quota(self) -> int | None:
         return self._values["directoryObjectQuota"]
+
+    @property
+    def access_token_lifetime(self) -> int:
+        return self._values["accessTokenLifetimeSeconds"]
 
 
 WHEN = ("before", "after")

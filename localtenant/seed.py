@@ -98,6 +98,10 @@ def _names(app_id: str, audience: str) -> list[str]:
     return [app_id, audience.rstrip("/"), audience.rstrip("/") + "/"]
 
 
+USER_PASSWORD = "Local-user-passw0rd-do-not-use-in-azure"
+MEMBER_PASSWORD = "Local-member-passw0rd-do-not-use-in-azure"
+
+
 def _secret_for(name: str) -> str:
     return f"{name[:3]}8Q~local-{name.replace('_', '-')}-secret-do-not-use-in-azure"
 
@@ -141,8 +145,12 @@ def build(store, now: float, *, bare: bool = False) -> dict[str, Any]:
     seed["product"] = {"app_id": product["appId"], "object_id": product["id"], "resource_id": PRODUCT_MI_ID}
     user = {"id": _id("user"), "userPrincipalName": "dicom.user@local.test", "displayName": "DICOM User",
             "mail": "dicom.user@local.test", "_visibleAt": 0}
+    # The password the sign-in page asks for (local only, like the seeded client secrets); kept as a salted hash.
+    password = USER_PASSWORD
+    salt = _id("user/salt")
+    user.update(_salt=salt, _hash=password_hash(salt, password))
     store.put(USERS, user["id"], user)
-    seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"]}
+    seed["user"] = {"object_id": user["id"], "upn": user["userPrincipalName"], "password": password}
     # A security group with the user as its one member: what a delegated client's sign-in can be limited to.
     group = {"id": _id("group"), "displayName": "DICOM viewers", "mailEnabled": False, "securityEnabled": True,
              "mailNickname": "dicom-viewers", "_members": [user["id"]], "_visibleAt": 0}
@@ -152,8 +160,9 @@ def build(store, now: float, *, bare: bool = False) -> dict[str, Any]:
     # default (register applications, own them, add owners to them) through the Azure CLI.
     member = {"id": _id("member"), "userPrincipalName": "member.user@local.test", "displayName": "Member User",
               "mail": "member.user@local.test", "_visibleAt": 0}
+    member.update(_salt=_id("member/salt"), _hash=password_hash(_id("member/salt"), MEMBER_PASSWORD))
     store.put(USERS, member["id"], member)
-    seed["member"] = {"object_id": member["id"], "upn": member["userPrincipalName"]}
+    seed["member"] = {"object_id": member["id"], "upn": member["userPrincipalName"], "password": MEMBER_PASSWORD}
     cli = _app(store, now, "local-azure-cli", "Microsoft Azure CLI", isFallbackPublicClient=True,
                publicClient={"redirectUris": ["http://localhost"]})
     cli["appId"] = AZURE_CLI_APP_ID

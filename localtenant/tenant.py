@@ -6,7 +6,7 @@ import shutil
 import uuid
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 
@@ -26,6 +26,9 @@ from . import storage
 from .store import private_file
 from .web import fallback
 from .tls import make_ca, make_server_cert
+
+if TYPE_CHECKING:
+    from .person import SignInResult
 
 ORIGINS = ("login", "graph", "vault", "arm", "identity", "dicom", "dicom_oss")  # base_port + 1 ... + 7, in order
 
@@ -196,6 +199,16 @@ class LocalTenant:
 
     def rotate_signing_key(self) -> str:
         return self._core.rotate_signing_key()
+
+    def sign_in(self, auth_uri: str, *, user: str | None = None, password: str | None = None,
+                consent: bool | None = None, client: Any = None) -> "SignInResult":
+        """A person follows `auth_uri` through the sign-in pages over HTTPS (localtenant/person.py): the
+        seeded user with its password unless told otherwise."""
+        from .person import sign_in
+        seeded = self.seed.user
+        return sign_in(auth_uri, ca_file=str(self.ca_file), user=user or seeded.upn,
+                       password=password if password is not None else seeded.password, consent=consent,
+                       client=client)
 
     def configure_oss_dicom(self, *, audience: str, authority: str, roles: dict[str, Any],
                             cors: dict[str, Any] | None = None) -> None:

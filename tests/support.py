@@ -285,14 +285,10 @@ def client_credentials_token(tenant: Any, client_id: str, secret: str, scope: st
     return result["access_token"]
 
 
-def follow_authorize(tenant: Any, auth_uri: str) -> dict[str, str]:
-    """Play the browser: GET the authorize URL (the local tenant signs its user in without a UI) and read
-    the code and state off the redirect."""
-    with httpx.Client(verify=tenant.ca_file, trust_env=False) as browser:
-        response = browser.get(auth_uri, follow_redirects=False)
-    assert response.status_code in (302, 303), response.text
-    query = parse_qs(urlsplit(response.headers["location"]).query)
-    return {key: values[0] for key, values in query.items()}
+def follow_authorize(tenant: Any, auth_uri: str, **person: Any) -> dict[str, str]:
+    """Play the browser: the seeded user signs in on the authorize URL's pages (account, password; consent as
+    `person` says) and this reads the code and state (or the error) off the redirect to the client."""
+    return tenant.sign_in(auth_uri, **person).query
 
 
 def user_graph_token(tenant: Any, upn: str, scopes: tuple[str, ...] = (
@@ -302,7 +298,9 @@ def user_graph_token(tenant: Any, upn: str, scopes: tuple[str, ...] = (
     cli = public_app(tenant, tenant.seed.azure_cli.app_id)
     flow = cli.initiate_auth_code_flow([f"https://graph.microsoft.com/{s}" for s in scopes],
                                        redirect_uri=tenant.seed.azure_cli.redirect_uri, login_hint=upn)
-    result = cli.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"]))
+    password = next(u.password for u in (tenant.seed.user, tenant.seed.member) if u.upn == upn)
+    result = cli.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"], user=upn,
+                                                                        password=password))
     assert "access_token" in result, result
     return result["access_token"]
 

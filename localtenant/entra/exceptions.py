@@ -96,6 +96,34 @@ def spa_without_origin() -> EntraError:
                       "may only be redeemed via cross-origin requests.")
 
 
+def cross_origin_not_spa(origin: str) -> EntraError:
+    """A browser (Origin header) redeeming a code or refresh token issued for a web or public client platform
+    ("Single-page application: App registration"; the message as public issue threads quote it)."""
+    return EntraError(9002326, "invalid_request", "Cross-origin token redemption is permitted only for the "
+                      f"'Single-Page Application' client-type. Request origin: '{origin}'.")
+
+
+def admin_consent_required(app: dict) -> EntraError:
+    """A scope only an administrator may consent to ("Need admin approval"; AADSTS90094)."""
+    return EntraError(90094, "invalid_grant", f"The grant requires admin permission. {app.get('displayName')} "
+                      "needs permission to access resources in your organization that only an admin can grant. "
+                      "Please ask an admin to grant permission to this app before you can use it.")
+
+
+def declined_consent() -> EntraError:
+    """Cancel on the consent prompt: the redirect carries consent_required with AADSTS65004, as a public
+    report shows it (PuzzleServer/mainpuzzleserver issue 571)."""
+    return EntraError(65004, "consent_required", "User declined to consent to access the app.")
+
+
+def bad_password() -> EntraError:
+    return EntraError(50126, "invalid_grant", "Error validating credentials due to invalid username or password.")
+
+
+def login_required() -> EntraError:
+    return EntraError(50058, "login_required", "A silent sign-in request was sent but no user is signed in.")
+
+
 def invalid_scope(scope: str, detail: str = "") -> EntraError:
     return EntraError(70011, "invalid_scope", f"The provided request must include a 'scope' input parameter. "
                       f"The provided value for the input parameter 'scope' is not valid. The scope {scope} is "

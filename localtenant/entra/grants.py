@@ -3,7 +3,8 @@
 - client_credentials (RFC 6749 4.4): scope must be `{resource}/.default`; `roles` come from the client
   service principal's app role assignments on the resource.
 - authorization_code (RFC 6749 4.1) with PKCE (RFC 7636, S256 only); codes live ten minutes and redeem once.
-  SPA codes must be redeemed cross-origin, so the request must carry Origin (AADSTS9002327).
+  SPA codes must be redeemed cross-origin, so the request must carry Origin (AADSTS9002327); a code or refresh
+  token of any other platform redeemed cross-origin (with Origin) is AADSTS9002326.
 - refresh_token (RFC 6749 6) for every client that asks for offline_access, public ones too ("Refresh tokens in
   the Microsoft identity platform"): 24 hours for a code redeemed at a `spa` redirect URI (tokens refreshed
   from it keep that end, and must be redeemed cross-origin too), 90 days otherwise; each use returns a new
@@ -180,10 +181,12 @@ class Grants:
                                 "provided when requesting Authorization code.")
         app = self.clients.app(cred.client_id)
         public = is_public(app, record["redirect_uri"])
-        acr = self.clients.authenticate(app, cred, public=public)
         spa = registered_on(app, "spa", record["redirect_uri"])
         if spa and not origin:
             raise ex.spa_without_origin()
+        if origin and not spa:
+            raise ex.cross_origin_not_spa(origin)
+        acr = self.clients.authenticate(app, cred, public=public)
         if record.get("challenge"):
             if not pkce.verifier_matches(form.get("code_verifier") or "", record["challenge"]):
                 raise ex.pkce_mismatch()
@@ -201,9 +204,11 @@ class Grants:
         record = self.core.store.get(REFRESH, rt)
         if record is None or record["client_id"] != app["appId"]:
             raise ex.EntraError(9002313, "invalid_grant", "Invalid request. Request is malformed or invalid.")
-        acr = self.clients.authenticate(app, cred, public=bool(record.get("public")))
         if record.get("spa") and not origin:
             raise ex.spa_without_origin()
+        if origin and not record.get("spa"):
+            raise ex.cross_origin_not_spa(origin)
+        acr = self.clients.authenticate(app, cred, public=bool(record.get("public")))
         if record["exp"] <= self.directory.now():
             raise ex.EntraError(70008, "invalid_grant", "The provided authorization code or refresh token has "
                                 "expired due to inactivity.")
@@ -213,14 +218,14 @@ class Grants:
                                  bool(record.get("public")), spa_until=record["exp"] if record.get("spa") else None)
 
     # -- authorize endpoint --------------------------------------------------------------------------------
-    def authorize(self, params: dict[str, str]) -> str:
-        """The redirect URL: code and state on success, error and error_description for errors the client
-        should see. Errors before the redirect URI is trusted raise instead (shown to the user by Entra)."""
+    def begin(self, params: dict[str, str]) -> str | None:
+        """Check an authorization request before anyone signs in. Errors before the redirect URI is trusted
+        raise (Entra shows them on its own page); errors the client should see come back as the redirect URL
+        carrying error and error_description; None means: sign the user in, then `finish`."""
         app = self.clients.app(params.get("client_id"))
         redirect = params.get("redirect_uri")
         if not redirect or not registered_redirect(app, redirect):
             raise ex.redirect_mismatch(redirect or "", app["appId"])
-        state = params.get("state")
         try:
             if params.get("response_type") != "code":
                 raise ex.EntraError(900144, "unsupported_response_type", "The response_type must be 'code'.")
@@ -234,26 +239,69 @@ class Grants:
             elif registered_on(app, "spa", redirect):
                 raise ex.EntraError(9002325, "invalid_request", "Proof Key for Code Exchange is required for "
                                     "cross-origin authorization code redemption.")
-            hint = params.get("login_hint")
-            user = self.directory.user(hint or self.core.seed_user_id)
-            if user is None:
-                raise ex.EntraError(50034, "invalid_request", f"The user account {hint} does not exist in the "
-                                    f"{self.directory.tenant_id} directory.")
+            identifier, values, _ = split_scopes(params.get("scope"))
+            resource, _, _ = self._resource(identifier)
+            offered = {s["value"] for s in resource.get("oauth2PermissionScopes", []) if s.get("isEnabled", True)}
+            unknown = [v for v in values if v != ".default" and v not in offered]
+            if unknown:
+                raise ex.invalid_scope(" ".join(unknown))
+        except ex.EntraError as err:
+            return self.error_redirect(params, err)
+        return None
+
+    def error_redirect(self, params: dict[str, str], err: ex.EntraError) -> str:
+        error = "consent_required" if err.code == 65001 else err.error  # what authorize redirects with
+        query = {"error": error, "error_description": f"AADSTS{err.code}: {err.description}"}
+        state = params.get("state")
+        return _with_query(params["redirect_uri"], {**query, **({"state": state} if state else {})})
+
+    def missing_consent(self, params: dict[str, str], user: dict[str, Any]) -> dict[str, Any] | None:
+        """What the user would consent to (app, resource, scopes, whether a user may), or None when consented."""
+        app = self.clients.app(params.get("client_id"))
+        identifier, values, _ = split_scopes(params.get("scope"))
+        resource, _, _ = self._resource(identifier)
+        client_sp = self._client_sp(app)
+        try:
+            self._delegated_scopes(app, client_sp, resource, user, values)
+            return None
+        except ex.EntraError:
+            pass
+        offered = {s["value"]: s for s in resource.get("oauth2PermissionScopes", []) if s.get("isEnabled", True)}
+        granted = self.directory.granted_scopes(client_sp["id"], resource["id"], user["id"])
+        wanted = [v for v in values if v != ".default" and v not in granted]
+        return {"app": app, "client_sp": client_sp, "resource": resource, "scopes": wanted,
+                "admin_only": not wanted or any(offered[v].get("type") == "Admin" for v in wanted)}
+
+    def consent(self, params: dict[str, str], user: dict[str, Any]) -> None:
+        """The user accepted the consent prompt: a Principal grant for the scopes asked for ("User and admin
+        consent": the user consents for themself only)."""
+        missing = self.missing_consent(params, user)
+        if missing is None:
+            return
+        if missing["admin_only"]:
+            raise ex.admin_consent_required(missing["app"])
+        self.directory.consent_for_user(missing["client_sp"]["id"], missing["resource"]["id"], user["id"],
+                                        missing["scopes"])
+
+    def finish(self, params: dict[str, str], user: dict[str, Any]) -> str:
+        """The redirect URL once `user` has signed in: a code, or the error the client should see. An
+        unassigned user raises AADSTS50105 (Entra shows it on its page, it does not redirect)."""
+        app = self.clients.app(params.get("client_id"))
+        if not self.directory.may_sign_in(user, self._client_sp(app)):
+            raise ex.user_not_assigned(app, user)
+        try:
             identifier, values, _ = split_scopes(params.get("scope"))
             resource, _, _ = self._resource(identifier)
             self._delegated_scopes(app, self._client_sp(app), resource, user, values)
         except ex.EntraError as err:
-            error = "consent_required" if err.code == 65001 else err.error  # what authorize redirects with
-            query = {"error": error, "error_description": f"AADSTS{err.code}: {err.description}"}
-            return _with_query(redirect, {**query, **({"state": state} if state else {})})
-        if not self.directory.may_sign_in(user, self._client_sp(app)):
-            raise ex.user_not_assigned(app, user)  # shown on the sign-in page, not sent to the redirect URI
+            return self.error_redirect(params, err)
         code = secrets.token_urlsafe(48)
         self.core.store.put(CODES, code, {
-            "client_id": app["appId"], "redirect_uri": redirect, "scope": params.get("scope"),
-            "user_id": user["id"], "challenge": challenge, "nonce": params.get("nonce"),
+            "client_id": app["appId"], "redirect_uri": params["redirect_uri"], "scope": params.get("scope"),
+            "user_id": user["id"], "challenge": params.get("code_challenge"), "nonce": params.get("nonce"),
             "exp": self.directory.now() + CODE_LIFETIME})
-        return _with_query(redirect, {"code": code, **({"state": state} if state else {})})
+        state = params.get("state")
+        return _with_query(params["redirect_uri"], {"code": code, **({"state": state} if state else {})})
 
 
 def _with_query(uri: str, params: dict[str, str]) -> str:

@@ -17,9 +17,8 @@ from typing import Any
 import jwt
 
 from ..oauth.keys import SigningKeys
-from ..runtime import Clock, Issued
+from ..runtime import Clock, DirectorySettings, Issued
 
-ACCESS_TOKEN_LIFETIME = 3600
 ID_TOKEN_LIFETIME = 3600
 
 
@@ -29,9 +28,10 @@ class InvalidToken(Exception):
 
 class TokenIssuer:
     def __init__(self, keys: SigningKeys, clock: Clock, tenant_id: str, authority_host: str,
-                 issued: Issued | None = None) -> None:
+                 issued: Issued | None = None, settings: DirectorySettings | None = None) -> None:
         self.keys, self.clock, self.tenant_id, self.authority_host = keys, clock, tenant_id, authority_host
         self.issued = issued or Issued()
+        self.settings = settings or DirectorySettings()
 
     @property
     def issuer_v2(self) -> str:
@@ -49,9 +49,10 @@ class TokenIssuer:
                      acr: str, subject: dict[str, Any], roles: list[str], scopes: list[str],
                      extra: dict[str, Any] | None = None) -> tuple[str, int]:
         """`subject` is the service principal (app-only) or the user (delegated) the token is about."""
+        lifetime = self.settings.access_token_lifetime
         claims: dict[str, Any] = {"aud": audience if version == 1 else resource["appId"],
                                   "iss": self.issuer_v1 if version == 1 else self.issuer_v2,
-                                  **self._times(ACCESS_TOKEN_LIFETIME), "tid": self.tenant_id,
+                                  **self._times(lifetime), "tid": self.tenant_id,
                                   "oid": subject["id"], "sub": subject["id"],
                                   "uti": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
                                   "ver": "1.0" if version == 1 else "2.0", "rh": "0.local."}
@@ -71,7 +72,7 @@ class TokenIssuer:
         claims.update(extra or {})
         token = self.keys.sign(claims)
         self.issued.add("accessTokens", token)
-        return token, ACCESS_TOKEN_LIFETIME
+        return token, lifetime
 
     def id_token(self, *, user: dict[str, Any], client_app_id: str, nonce: str | None) -> str:
         claims = {"aud": client_app_id, "iss": self.issuer_v2, **self._times(ID_TOKEN_LIFETIME),

@@ -21,7 +21,8 @@ from .backend_applications import APPS, Applications, public, render_application
 from .backend_deleted import DeletedItems
 from .backend_owners import Owners
 from .policies import Policies
-from .backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, Principals, render_service_principal
+from .backend_principals import (ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, Principals, new_grant,
+                                 render_service_principal)
 from .exceptions import bad_request, forbidden, not_found
 
 READ_WRITE_ALL = "Application.ReadWrite.All"
@@ -265,6 +266,17 @@ class GraphBackend:
         return sorted({by_id[a["appRoleId"]] for a in self.objects(ASSIGNMENTS)
                        if a["principalId"] == principal_id and a["resourceId"] == resource["id"]
                        and a["appRoleId"] in by_id})
+
+    def consent_for_user(self, client_sp_id: str, resource_id: str, user_id: str, scopes: list[str]) -> None:
+        """A user's own consent on the sign-in page: the Principal grant for that client and resource gains the
+        scopes (made when there is none), at once, as the code the page then issues needs it."""
+        for g in self.store.values(GRANTS):
+            if (g["clientId"], g["resourceId"], g.get("principalId")) == (client_sp_id, resource_id, user_id):
+                g["scope"] = " ".join(sorted(set((g.get("scope") or "").split()) | set(scopes)))
+                self.save(GRANTS, g)
+                return
+        self.save(GRANTS, new_grant(client_sp_id, resource_id, "Principal", user_id, " ".join(sorted(scopes)),
+                                    visible_at=self.now()))
 
     def granted_scopes(self, client_sp_id: str, resource_id: str, user_id: str | None) -> set[str]:
         """Delegated scopes consented for a client on a resource: admin consent (AllPrincipals) plus the

@@ -17,14 +17,12 @@ import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from registrations.kinds import PLANS
@@ -151,11 +149,13 @@ def run_shell(script: str, workdir: Path, stack: dict, *, browser_ca: Path | Non
 
 
 def landing_address(auth_uri: str, ca_file: Path) -> str:
-    """The browser: the local tenant signs its user in and redirects to the app's redirect URI."""
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca_file)), trust_env=False) as browser:
-        response = browser.get(auth_uri, follow_redirects=False)
-    assert response.status_code in (302, 303), response.text
-    return response.headers["location"]
+    """The browser: the seeded user signs in on the local tenant's pages (account, then the password the
+    banner prints) and lands on the app's redirect URI."""
+    from localtenant.person import sign_in
+    from localtenant.seed import USER_PASSWORD
+    result = sign_in(auth_uri, ca_file=str(ca_file), user="dicom.user@local.test", password=USER_PASSWORD)
+    assert result.landing is not None, result
+    return result.landing
 
 
 def test_the_tour_runs_as_written(make_run, tmp_path):

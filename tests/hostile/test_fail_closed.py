@@ -7,7 +7,6 @@ import base64
 import json
 import time
 
-import httpx
 import jwt
 
 from tests.support import (api_client, claims, confidential_app, create, easy_auth_principal, follow_authorize,
@@ -188,7 +187,9 @@ def test_a_requesters_client_gets_no_admin_consent_so_a_users_code_never_becomes
     redirect = "https://portal.contoso.org/signin-oidc"
     with settings_override(ALLOWED_REDIRECT_HOSTS="portal.contoso.org"):
         made = create(as_["requester"], {"type": "confidential", "name": "fc-phish", "displayName": "Portal",
-                                         "dicomService": "managed", "redirectUris": [redirect]})
+                                         "dicomService": "managed", "redirectUris": [redirect],
+                                         # the seeded user may sign in: what stops the code is consent alone
+                                         "signInGroups": [tenant.seed.group.object_id]})
     try:
         config = made["config"]
         sp_id = made["servicePrincipalId"]
@@ -196,9 +197,13 @@ def test_a_requesters_client_gets_no_admin_consent_so_a_users_code_never_becomes
         secret = secret_client(tenant).get_secret(config["clientSecret"]["keyVaultSecretName"]).value
         app = confidential_app(tenant, config["clientId"], secret)
         flow = app.initiate_auth_code_flow(config["scopes"], redirect_uri=redirect)
-        answer = follow_authorize(tenant, flow["auth_uri"])
+        # The user meets a consent prompt naming the app (a person decides; nothing is granted silently),
+        # and without their own consent no code comes back.
+        asked = tenant.sign_in(flow["auth_uri"])
+        assert asked.page == "consent" and "Portal" in asked.html and asked.landing is None
+        answer = follow_authorize(tenant, flow["auth_uri"], consent=False)
         assert "code" not in answer and answer["error"] == "consent_required", answer
-        assert "AADSTS65001" in answer["error_description"]
+        assert "AADSTS65004" in answer["error_description"]
         result = app.acquire_token_by_auth_code_flow(flow, answer)
         assert "access_token" not in result, result
     finally:
@@ -292,10 +297,8 @@ def test_a_delegated_client_signs_in_only_the_groups_it_names(as_, tenant):
         assert claims(result["access_token"])["oid"] == user
 
         _, flow = sign_in(nobody)  # consented, but nobody is assigned: Entra shows AADSTS50105, sends no code
-        with httpx.Client(verify=tenant.ca_file, trust_env=False) as browser:
-            page = browser.get(flow["auth_uri"], follow_redirects=False)
-        assert page.status_code == 400 and "location" not in page.headers, page.text
-        assert page.json()["error_codes"] == [50105]
+        stopped = tenant.sign_in(flow["auth_uri"])
+        assert stopped.page == "error" and stopped.error_code == 50105 and stopped.landing is None, stopped
     finally:
         for name in ("fc-groups", "fc-nobody"):
             as_["requester"].delete(f"/registrations/{name}")

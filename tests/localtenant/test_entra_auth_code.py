@@ -28,10 +28,9 @@ def client_app(lt, graph):
     return app
 
 
-def _follow(http, url: str) -> dict:
-    r = http.get(url, allow_redirects=False)
-    assert r.status_code == 302, r.text
-    return {k: v[0] for k, v in parse_qs(urlparse(r.headers["Location"]).query).items()}
+def _follow(lt, url: str) -> dict:
+    """The seeded user signs in on the pages (account, password) and lands back at the redirect URI."""
+    return lt.sign_in(url).query
 
 
 def _authorize(lt, http, app, redirect, **extra) -> dict:
@@ -40,7 +39,7 @@ def _authorize(lt, http, app, redirect, **extra) -> dict:
               "code_challenge_method": "S256", **extra}
     req = http.prepare_request(__import__("requests").Request("GET", f"{lt.authority}/oauth2/v2.0/authorize",
                                                               params=params))
-    return _follow(http, req.url)
+    return _follow(lt, req.url)
 
 
 def _redeem(lt, http, app, code, redirect, verifier=VERIFIER, **extra):
@@ -54,7 +53,7 @@ def test_msal_public_client_pkce(lt, http, client_app):
                                        http_client=client_session(lt))
     flow = pca.initiate_auth_code_flow([f"{DICOM}/Dicom.ReadWrite"], redirect_uri=REDIRECT,
                                        login_hint="dicom.user@local.test")
-    response = _follow(http, flow["auth_uri"])
+    response = _follow(lt, flow["auth_uri"])
     result = pca.acquire_token_by_auth_code_flow(flow, response)
     assert "access_token" in result, result
     c = claims(result["access_token"])
@@ -145,10 +144,41 @@ def test_localhost_redirect_port_is_ignored(lt, http, client_app):
         assert r.status_code == 400 and r.json()["error_codes"] == [50011], wrong
 
 
-def test_consent_missing(lt, http, graph):
-    app, _ = graph.app_with_sp("unconsented", {"publicClient": {"redirectUris": [REDIRECT]}})
-    q = _authorize(lt, http, app, REDIRECT)
-    assert q["error"] == "consent_required" and q["error_description"].startswith("AADSTS65001")
+def _authorize_url(lt, http, app, redirect, **extra) -> str:
+    params = {"client_id": app["appId"], "response_type": "code", "redirect_uri": redirect, "state": "s1",
+              "scope": f"{DICOM}/Dicom.ReadWrite offline_access openid", "code_challenge": s256(VERIFIER),
+              "code_challenge_method": "S256", **extra}
+    return http.prepare_request(__import__("requests").Request("GET", f"{lt.authority}/oauth2/v2.0/authorize",
+                                                               params=params)).url
+
+
+def test_consent_missing_asks_the_user_and_a_cancel_sends_no_code(lt, http, graph):
+    app, sp = graph.app_with_sp("unconsented", {"publicClient": {"redirectUris": [REDIRECT]}})
+    url = _authorize_url(lt, http, app, REDIRECT)
+    asked = lt.sign_in(url)
+    assert asked.page == "consent" and "data-scope='Dicom.ReadWrite'" in asked.html and asked.landing is None
+    q = lt.sign_in(url, consent=False).query
+    assert q["error"] == "consent_required" and q["error_description"].startswith("AADSTS65004") and "code" not in q
+    assert not [g for g in lt.state()["oauth2PermissionGrants"] if g["clientId"] == sp["id"]]
+    # prompt=none never shows the prompt: consent_required, as before
+    import ssl
+
+    import httpx
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(lt.ca_file)), trust_env=False) as browser:
+        assert lt.sign_in(url, client=browser).page == "consent"  # signed in now, consent still missing
+        answer = browser.get(url + "&prompt=none")
+    silent = {k: v[0] for k, v in parse_qs(urlparse(answer.headers["location"]).query).items()}
+    assert silent["error"] == "consent_required" and silent["error_description"].startswith("AADSTS65001")
+
+
+def test_a_user_who_accepts_consents_for_themself_only(lt, http, graph):
+    app, sp = graph.app_with_sp("consent-me", {"publicClient": {"redirectUris": [REDIRECT]}})
+    code = lt.sign_in(_authorize_url(lt, http, app, REDIRECT), consent=True).query["code"]
+    r = _redeem(lt, http, app, code, REDIRECT)
+    assert r.status_code == 200 and claims(r.json()["access_token"])["scp"] == "Dicom.ReadWrite", r.text
+    grants = [g for g in lt.state()["oauth2PermissionGrants"] if g["clientId"] == sp["id"]]
+    assert [(g["consentType"], g["principalId"], g["scope"]) for g in grants] == [
+        ("Principal", lt.seed.user.object_id, "Dicom.ReadWrite")]
 
 
 def test_public_client_sending_secret_on_redeem(lt, http, client_app):

@@ -109,5 +109,8 @@ def test_directory_settings_refuse_what_they_do_not_know(lt, http):
     assert http.put(url, json={"directoryObjectQuota": "many"}).status_code == 400
     assert http.put(url, json={"objectQuota": 5}).status_code == 400
     assert http.put(url, json={"directoryObjectQuota": None}).json()["directoryObjectQuota"] is None
+    assert http.put(url, json={"accessTokenLifetimeSeconds": 0}).status_code == 400
+    assert http.put(url, json={"accessTokenLifetimeSeconds": True}).status_code == 400
     lt.reset()
     assert http.get(url).json()["directoryObjectQuota"] == 250
+    assert http.get(url).json()["accessTokenLifetimeSeconds"] == 3600
