@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench reset clean orthanc azurite
+.PHONY: run test bench reset clean orthanc azurite browser
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ orthanc:
 azurite:
 	./.ci/install-azurite
 
+# Chromium, chromedriver and the OHIF viewer's prebuilt dist/ (npm) for tests/browser; installed when missing.
+browser:
+	./.ci/install-browser
+
 run: $(STAMP) orthanc azurite
 	$(PY) -m devhost run
 
-test: $(STAMP) orthanc azurite
+test: $(STAMP) orthanc azurite browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

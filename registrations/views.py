@@ -325,10 +325,18 @@ def _loopback(url: str) -> bool:
 
 
 def ohif_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The OHIF viewer (v3) app configuration for a public SPA registration: its OpenID Connect client (the
-    authorization code flow with PKCE: response_type code; OHIF's Azure guide shows the implicit flow, which the
-    registration does not allow) and a DICOMweb data source on the DICOM service ("Microsoft Azure" in OHIF's
-    deployment docs). The DICOM service must allow the viewer's origin in its CORS configuration."""
+    """The OHIF viewer (3.x; `loadUserInfo: false` is honoured from 3.10, tested with 3.13.2) app configuration
+    for a public SPA registration, to be served as the viewer's `app-config.js` (`window.config = <this>;`):
+    its OpenID Connect client (authorization code with PKCE, response_type code; OHIF's Azure guide shows the
+    implicit flow, which the registration does not allow) and a DICOMweb data source on the DICOM service
+    ("Microsoft Azure" in OHIF's deployment docs). `offline_access` gives a refresh token, so the viewer renews
+    its access token without a hidden iframe (whose silent-refresh.html would need registering); Entra's
+    metadata has no revocation endpoint, so sign-out must not revoke; Entra's v2 userinfo is Graph's, which a
+    DICOM-scoped token cannot read, so no userinfo. OHIF's Logout sends the browser back to the viewer's root
+    (`{origin}/`, whatever the config says) and Entra returns it only to a registered redirect URI: so the
+    root is named as post_logout_redirect_uri when the registration holds it (register it beside the
+    callback); without, the browser stays on Entra's signed-out page. The DICOM service must allow the
+    viewer's origin in its CORS configuration."""
     if config.get("platform") != "spa":  # the plan allows ohif for public clients: the SPA ones among them
         raise ValidationProblem("format 'ohif' is for public clients on the spa platform; this one is "
                                 f"{config.get('platform')}", allowedFormats=["json", "env", "msal", "dicomweb-client"],
@@ -336,19 +344,25 @@ def ohif_config(config: dict[str, Any]) -> dict[str, Any]:
     base = config["dicomService"]["baseUrl"]
     redirect = config["redirectUris"][0]
     origin = "/".join(redirect.split("/", 3)[:3])
+    after_logout = origin + "/" if origin + "/" in config["redirectUris"] else None
+    oidc = {
+        "authority": f"{config['authority']}/v2.0/",
+        "client_id": config["clientId"],
+        "redirect_uri": redirect,
+        "response_type": "code",
+        "scope": " ".join(["openid", "offline_access", *config["scopes"]]),
+        "automaticSilentRenew": True,
+        "revokeAccessTokenOnSignout": False,
+        "loadUserInfo": False,
+    }
+    if after_logout:
+        oidc["post_logout_redirect_uri"] = after_logout
     return {
         "routerBasename": "/",
-        "oidc": [{
-            "authority": f"{config['authority']}/v2.0/",
-            "client_id": config["clientId"],
-            "redirect_uri": redirect,
-            "response_type": "code",
-            "scope": " ".join(["openid", *config["scopes"]]),
-            "post_logout_redirect_uri": f"{origin}/logout-redirect.html",
-            "automaticSilentRenew": True,
-            "revokeAccessTokenOnSignout": True,
-            "loadUserInfo": False,
-        }],
+        "extensions": [],
+        "modes": [],
+        "showStudyList": True,
+        "oidc": [oidc],
         "defaultDataSourceName": "dicomweb",
         "dataSources": [{
             "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import azure.functions as func
 import httpx
@@ -352,3 +352,29 @@ def deploy_oss_dicom(tenant, resource_registration: dict) -> None:
     tenant.configure_oss_dicom(audience=settings["DicomServer__Security__Authentication__Audience"],
                                authority=settings["DicomServer__Security__Authentication__Authority"],
                                roles=config["rolesJson"])
+
+
+# ------------------------------------------------------------------------ ARM as the product's identity
+def arm_call(tenant, method: str, path: str, api_version: str = "2022-04-01", **kwargs):
+    """ARM as the product's managed identity (RBAC Administrator on the group, CORS editor on the service)."""
+    token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
+    return ca_session(tenant.ca_file, {"Authorization": f"Bearer {token}"}).request(
+        method, f"{tenant.arm_endpoint}{quote(path)}", params={"api-version": api_version}, **kwargs)
+
+
+def arm_put(tenant, path: str, body: dict) -> None:
+    response = arm_call(tenant, "PUT", path, json=body)
+    assert response.status_code == 201, response.text
+
+
+def allow_origin(tenant, origin: str) -> None:
+    """Add an origin to the DICOM service's CORS configuration, as an operator would in the portal."""
+    resource = arm_call(tenant, "GET", tenant.seed.dicom_resource_id, "2024-03-31")
+    assert resource.status_code == 200, resource.text
+    body = resource.json()
+    cors = body["properties"]["corsConfiguration"]
+    cors.update(origins=sorted(set(cors["origins"]) | {origin}), methods=sorted(set(cors["methods"]) | {"GET"}),
+                headers=sorted(set(cors["headers"]) | {"authorization"}))
+    written = arm_call(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=body,
+                   headers={"If-Match": resource.headers["ETag"]})
+    assert written.status_code == 200, written.text

@@ -80,7 +80,7 @@ _STYLE = ("body{font-family:'Segoe UI',sans-serif;background:#f2f2f2;margin:0}ma
 
 
 def _page(title: str, body: str, *, page_id: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body><main id='{page_id}'><p class='code'>Local tenant</p>"
             f"<h1>{html.escape(title)}</h1>{body}</main></body></html>")
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import io
 import uuid
-from urllib.parse import quote
 
 import pydicom
 import pytest
 import requests
 
-from tests.support import (confidential_app, create, deploy_oss_dicom, dicom_instance, dicomweb, secret_client,
-                           service, settings_override)
+from tests.support import (allow_origin as _allow_origin, arm_call as _arm, arm_put as _arm_put, confidential_app,
+                           create, deploy_oss_dicom, dicom_instance, dicomweb, secret_client, service,
+                           settings_override)
 
 DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
 
@@ -120,38 +120,9 @@ def test_open_source_writer_and_reader_work_through_their_app_roles(api, tenant)
         assert verified.status_code == 200 and verified.json()["dataPlane"] == "ok", verified.text
 
 
-def _arm(tenant, method: str, path: str, api_version: str = "2022-04-01", **kwargs):
-    """ARM as the product's managed identity (RBAC Administrator on the group, CORS editor on the service)."""
-    from azure.identity import ManagedIdentityCredential
-
-    from tests.support import ca_session
-
-    token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
-    return ca_session(tenant.ca_file, {"Authorization": f"Bearer {token}"}).request(
-        method, f"{tenant.arm_endpoint}{quote(path)}", params={"api-version": api_version}, **kwargs)
-
-
 def _arm_delete(tenant, assignment_id: str) -> None:
     response = _arm(tenant, "DELETE", assignment_id)
     assert response.status_code == 200, response.text
-
-
-def _arm_put(tenant, path: str, body: dict) -> None:
-    response = _arm(tenant, "PUT", path, json=body)
-    assert response.status_code == 201, response.text
-
-
-def _allow_origin(tenant, origin: str) -> None:
-    """Add an origin to the DICOM service's CORS configuration, as an operator would in the portal."""
-    resource = _arm(tenant, "GET", tenant.seed.dicom_resource_id, "2024-03-31")
-    assert resource.status_code == 200, resource.text
-    body = resource.json()
-    cors = body["properties"]["corsConfiguration"]
-    cors.update(origins=sorted(set(cors["origins"]) | {origin}), methods=sorted(set(cors["methods"]) | {"GET"}),
-                headers=sorted(set(cors["headers"]) | {"authorization"}))
-    written = _arm(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=body,
-                   headers={"If-Match": resource.headers["ETag"]})
-    assert written.status_code == 200, written.text
 
 
 def test_a_service_clients_dicomweb_client_configuration_stores_and_reads_back(api, tenant):
@@ -189,7 +160,9 @@ def test_a_spa_gets_an_ohif_configuration_whose_values_get_a_token_the_service_a
     assert response.status_code == 200, response.text
     ohif = response.json()
     oidc, source = ohif["oidc"][0], ohif["dataSources"][0]["configuration"]
-    assert oidc["response_type"] == "code" and oidc["scope"].split()[0] == "openid"
+    assert oidc["response_type"] == "code" and oidc["scope"].split()[:2] == ["openid", "offline_access"]
+    assert oidc["revokeAccessTokenOnSignout"] is False and oidc["loadUserInfo"] is False
+    assert "post_logout_redirect_uri" not in oidc  # only one redirect URI: nothing else is registered to return to
     assert source["qidoRoot"] == source["wadoRoot"] and source["qidoRoot"].endswith("/v2")
     assert ohif["defaultDataSourceName"] == ohif["dataSources"][0]["sourceName"]
 
@@ -207,7 +180,8 @@ def test_a_spa_gets_an_ohif_configuration_whose_values_get_a_token_the_service_a
     browser = ca_session(tenant.ca_file, {"Origin": viewer})
     app = msal.PublicClientApplication(oidc["client_id"], authority=authority, instance_discovery=False,
                                        http_client=browser, token_cache=msal.TokenCache())
-    flow = app.initiate_auth_code_flow(scopes=oidc["scope"].split()[1:], redirect_uri=oidc["redirect_uri"])
+    flow = app.initiate_auth_code_flow(scopes=[s for s in oidc["scope"].split() if s not in ("openid", "offline_access")],
+                                       redirect_uri=oidc["redirect_uri"])  # msal adds the OIDC scopes itself
     assert "code_challenge_method=S256" in flow["auth_uri"]
     result = app.acquire_token_by_auth_code_flow(flow, follow_authorize(tenant, flow["auth_uri"]))
     assert "access_token" in result, result
