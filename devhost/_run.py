@@ -220,6 +220,8 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
                      f"  export KEY=$({read_key})",
                      "  export TOKEN=... (the command below)"]
     read_secret = _read_json('["seed"]["admin_client"]["secret"]', described)
+    # for the tenant's sign-in page (local only, like the seeded secrets: read from tenant.json, never printed)
+    read_user, read_password = (_read_json(f'["seed"]["user"]["{key}"]', described) for key in ("upn", "password"))
     master_key = keys.master if with_secrets else "$(" + _read_json('["master"]', options.keys_path) + ")"
     token_command = (
         f"curl -s --cacert {tenant.ca_file} {tenant.authority}/oauth2/v2.0/token"
@@ -237,6 +239,7 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
             f"Function key    header x-functions-key; kept in {options.keys_path} (owner-only)",
             f"Local tenant    {tenant.authority}   (state {options.state_path})",
             f"CA file         {tenant.ca_file}   (for HTTPS calls to the local tenant)",
+            f"Sign-in page    the seeded user $({read_user}), password $({read_password})",
             f"Settings        {options.settings_path}",
             "",
             "Paste these two lines into your shell (the README's tour uses $KEY and $TOKEN):",
