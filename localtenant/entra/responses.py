@@ -1,6 +1,9 @@
-"""Entra's HTTP surface on the login origin: discovery, JWKS, token and authorize ("OpenID Connect on the
-Microsoft identity platform", "OAuth 2.0 authorization code flow", "client credentials flow")."""
+"""Entra's HTTP surface on the login origin: discovery, JWKS, token, authorize with its sign-in pages, and
+logout ("OpenID Connect on the Microsoft identity platform", "OAuth 2.0 authorization code flow", "client
+credentials flow"); CORS where a browser calls it (docs/local-tenant.md, "Fidelity: the browser")."""
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 import jwt
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -211,7 +214,7 @@ def logout(req: Req) -> Response:
         app = _logout_app(req, params)
         if app is not None and registered_redirect(app, target):
             state = params.get("state")
-            location = target + (("&" if "?" in target else "?") + f"state={state}" if state else "")
+            location = target + (("&" if "?" in target else "?") + urlencode({"state": state}) if state else "")
             response: Response = RedirectResponse(location, status_code=302)
             response.delete_cookie(pages.COOKIE, path="/", secure=True, httponly=True, samesite="none")
             return response
