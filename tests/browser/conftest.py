@@ -7,6 +7,7 @@ import base64
 import hashlib
 import http.server
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -126,6 +127,10 @@ def chromium(lt) -> Iterator[Browser]:
         pytest.fail(f"{', '.join(missing)} missing: run ./.ci/install-browser (make test does)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    # selenium logs every WebDriver answer at DEBUG, and the performance log it fetches holds the browser's
+    # request headers (the viewer's bearer tokens): keep the harness's own traffic out of the captured logs.
+    logging.getLogger("selenium.webdriver.remote.remote_connection").setLevel(logging.INFO)
 
     profile = tempfile.mkdtemp(prefix="chromium-")
     options = webdriver.ChromeOptions()
