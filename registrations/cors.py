@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from . import manifest as mf
 from .adapters.dicomservice import DicomServiceClient
+from .kinds import PLANS, Plan
 from .saga import eventually
 from .settings import ManagedTarget, Settings
 
@@ -54,8 +55,10 @@ class Cors:
                  owned: Callable[[], list[dict]]) -> None:
         self.settings, self._services, self._owned = settings, services, owned
 
-    def applies(self, reg_type: str, platform: str | None, target: object) -> bool:
-        return (self.settings.cors_for_spa and reg_type == "public" and platform == "spa"
+    def applies(self, plan: Plan | None, platform: str | None, target: object) -> bool:
+        """Whether a registration of this kind (None: a kind this API does not know) on this platform and
+        target has its origins in the service's CORS configuration."""
+        return (self.settings.cors_for_spa and plan is not None and platform in plan.browser_platforms
                 and isinstance(target, ManagedTarget))
 
     def allow(self, resource_id: str, origins: list[str]) -> list[str]:
@@ -103,6 +106,8 @@ class Cors:
             if app.get("appId") == excluding:
                 continue
             tags = mf.tag_values(app)
-            if mf.TAG_MARK in (app.get("tags") or []) and tags.get("type") == "public" and tags.get("target") in names:
+            plan = PLANS.get(tags.get("type", ""))
+            if (mf.TAG_MARK in (app.get("tags") or []) and plan is not None and "spa" in plan.browser_platforms
+                    and tags.get("target") in names):
                 needed.update(origins_of((app.get("spa") or {}).get("redirectUris") or []))
         return needed

@@ -31,6 +31,9 @@ class Plan:
     # The formats GET /registrations/{name}/config/{format} renders for it (views.FORMATS names every format);
     # any other is a 422 that lists these.
     formats: tuple[str, ...] = ("json", "env", "msal")
+    # Platforms whose clients call the DICOM service from a web page: a managed service must allow their
+    # redirect URIs' origins in its CORS configuration (when CORS_FOR_SPA is on).
+    browser_platforms: tuple[str, ...] = ()
 
     def grant_for(self, target_kind: str) -> Grant | None:
         return dict(self.grants).get(target_kind)
@@ -64,6 +67,7 @@ PLANS: dict[str, Plan] = {
             flow="authorization_code_pkce",
             target_kinds=("managed", "oss"),
             grants=(("managed", "delegated"), ("oss", "delegated")),
+            browser_platforms=("spa",),
             # ohif: an OHIF viewer's configuration, for the spa platform only (views.ohif_config says so)
             formats=("json", "env", "msal", "dicomweb-client", "ohif"),
         ),

@@ -230,8 +230,10 @@ class AdoptRequest(_Strict):
 
     @model_validator(mode="after")
     def _access_for_services(self) -> AdoptRequest:
-        if (self.type == "service") != (self.access is not None):
-            raise ValueError("access is given for service clients, and only for them")
+        # The kinds whose create request carries an access level (ServiceRequest) take one here too.
+        takes_access = sorted(_tag(m, "type") for m in REQUEST_MODELS if "access" in m.model_fields)
+        if (self.type in takes_access) != (self.access is not None):
+            raise ValueError(f"access is given for {' and '.join(takes_access)} clients, and only for them")
         return self
 
 

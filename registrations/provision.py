@@ -155,7 +155,7 @@ class Provisioner:
                 chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
             results = saga.run_parallel(*chains)
             sp, credential = results[0], (results[1] if len(results) > 1 else None)
-            if self.cors is not None and self.cors.applies(request.type, request.platform, target):
+            if self.cors is not None and self.cors.applies(PLANS[request.type], request.platform, target):
                 assert isinstance(target, ManagedTarget), "CORS is merged on managed DICOM services"
                 origins = origins_of(request.redirectUris)
                 saga.run("allow the viewer's origins in CORS", lambda: self.cors.allow(target.resourceId, origins),

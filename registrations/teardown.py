@@ -71,7 +71,7 @@ class Teardown:
             if self.settings.grant_admin_consent:  # listing grants needs the permission that made them
                 jobs.append(lambda: self._remove_grants(sp_id, wait))
         spa = (app.get("spa") or {}).get("redirectUris") or []
-        if self.cors is not None and self.cors.applies(tags.get("type", ""), "spa" if spa else None, target):
+        if self.cors is not None and self.cors.applies(plan, "spa" if spa else None, target):
             assert isinstance(target, ManagedTarget)
             jobs.append(lambda: [{"kind": "corsOrigin", "id": origin} for origin in
                                  self.cors.withdraw(target.resourceId, origins_of(spa), leaving=app["appId"])])
