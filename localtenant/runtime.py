@@ -120,7 +120,7 @@ class DirectorySettings:
 
 
 WHEN = ("before", "after")
-FAILURE_KEYS = {"operation", "nth", "status", "times", "when", "code"}
+FAILURE_KEYS = {"operation", "nth", "status", "times", "when", "code", "retryAfter"}
 
 
 class Issued:
@@ -193,9 +193,13 @@ class Faults:
                 raise ValueError(f"a failure's when must be one of {WHEN}")
             if f.get("code") is not None and not isinstance(f["code"], str):
                 raise ValueError("a failure's code must be a string")
+            retry_after = f.get("retryAfter")
+            if retry_after is not None and (type(retry_after) is not int or retry_after < 1
+                                            or int(f["status"]) not in (429, 503)):
+                raise ValueError("a failure's retryAfter is whole seconds (>= 1), for a 429 or 503")
             failures.append({"operation": f["operation"], "nth": int(f["nth"]), "status": int(f["status"]),
                              "times": None if f.get("times", 1) is None else int(f.get("times", 1)),
-                             "when": when, "code": f.get("code"), "seen": 0})
+                             "when": when, "code": f.get("code"), "retryAfter": retry_after, "seen": 0})
         throttle = config.get("throttle")
         with self._lock:
             self._config = {
@@ -242,8 +246,8 @@ class Faults:
                 f["seen"] += 1
                 last = None if f["times"] is None else f["nth"] + f["times"] - 1
                 if f["seen"] >= f["nth"] and (last is None or f["seen"] <= last):
-                    fault = InjectedFault(f["status"], 1 if f["status"] in (429, 503) else None, f["when"],
-                                          f["code"])
+                    fault = InjectedFault(f["status"], (f["retryAfter"] or 1) if f["status"] in (429, 503) else None,
+                                          f["when"], f["code"])
                     if fault.when == "before":
                         raise fault
                     return fault

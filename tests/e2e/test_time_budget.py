@@ -14,11 +14,11 @@ def body(name: str) -> dict:
             "access": "reader"}
 
 
-def throttled_create(api, tenant, name: str, *, burst: int):
-    """A create with a 10 s budget while Graph lets one call through every 20 s, after `burst` calls: the
-    call that meets the empty bucket is told to wait 20 s, more than the budget holds."""
+def throttled_create(api, tenant, name: str, faults: dict):
+    """A create with a 10 s budget while Graph throttles as `faults` say, telling the caller to wait 20 s:
+    more than the budget holds."""
     with settings_override(PROVISIONING_DEADLINE_SECONDS="10"):
-        tenant.set_faults({"throttle": {"ratePerSecond": 0.05, "burst": burst, "services": ["graph"]}})
+        tenant.set_faults(faults)
         try:
             started = time.monotonic()
             response = api.post("/registrations", json=body(name))
@@ -28,10 +28,10 @@ def throttled_create(api, tenant, name: str, *, burst: int):
 
 
 def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry_after(api, tenant):
-    # The create's two first reads (what the identity owns for its object quota, the tenant's credential
-    # policy; the name is looked up in the registry) take the two tokens; its create (not retried by the
-    # transport) is throttled.
-    response, took = throttled_create(api, tenant, "budget-throttled", burst=2)
+    # The create of the application (a write the transport does not retry) is the call Graph throttles: named,
+    # so the reads the create makes beside it, in whatever order they arrive, are not.
+    throttled = {"failures": [{"operation": "graph.createApplication", "nth": 1, "status": 429, "retryAfter": 20}]}
+    response, took = throttled_create(api, tenant, "budget-throttled", throttled)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -49,8 +49,10 @@ def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry
 def test_a_throttled_read_that_outlasts_the_budget_is_not_retried_past_it(api, tenant):
     # The reads that start every create are retried by the transport's policy, which would sleep the whole
     # Retry-After (20 s) before looking at its timeout: the budget (10 s) stops it first. The object quota's
-    # read of what the identity owns is the one the create waits for first.
-    response, took = throttled_create(api, tenant, "budget-throttled-read", burst=0)
+    # read of what the identity owns is the one the create waits for first. An empty bucket from the start:
+    # Graph lets one call through every 20 s, so every read is told to wait 20 s.
+    response, took = throttled_create(api, tenant, "budget-throttled-read",
+                                      {"throttle": {"ratePerSecond": 0.05, "burst": 0, "services": ["graph"]}})
     assert response.status_code == 503, response.text
     assert response.json()["upstream"]["operation"] == "listOwnedObjects"
     assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]

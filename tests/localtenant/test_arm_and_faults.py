@@ -111,6 +111,19 @@ def test_throttle_answers_429_with_retry_after(lt, graph):
     assert int(codes[2].headers["Retry-After"]) >= 1 and codes[2].json()["error"]["code"] == "TooManyRequests"
 
 
+def test_one_named_call_is_throttled_for_as_long_as_the_failure_says(lt, graph):
+    lt.set_faults({"failures": [{"operation": "graph.addPassword", "nth": 1, "status": 429, "retryAfter": 20}]})
+    app = graph.upsert("throttled-once").json()  # other calls go through
+    r = graph("POST", f"/applications/{app['id']}/addPassword", {})
+    assert r.status_code == 429 and r.headers["Retry-After"] == "20", r.headers
+    assert r.json()["error"]["code"] == "TooManyRequests"
+    assert graph("POST", f"/applications/{app['id']}/addPassword", {}).status_code == 200
+    for bad in ({"status": 429, "retryAfter": 0}, {"status": 429, "retryAfter": "20"},
+                {"status": 500, "retryAfter": 5}):
+        with pytest.raises(ValueError):
+            lt.set_faults({"failures": [{"operation": "graph.addPassword", "nth": 1, **bad}]})
+
+
 def test_latency_overlaps(lt, http):
     import concurrent.futures as cf
     lt.set_faults({"latencyMsByService": {"entra": 300}})
