@@ -26,8 +26,11 @@ browser:
 run: $(STAMP) orthanc azurite
 	$(PY) -m devhost run
 
+# The suite mostly waits (HTTP round trips, injected latency and replication delays, Orthanc, subprocesses), so
+# it runs on parallel workers even on two cores (tests/parallel.py); WORKERS=0 runs it in this one process.
+WORKERS ?= 4
 test: $(STAMP) orthanc azurite browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench

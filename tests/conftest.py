@@ -10,6 +10,7 @@ import azure.functions as func
 import httpx
 import pytest
 
+from tests import parallel
 from tests.support import (
     FUNCTION_KEY,
     MASTER_KEY,
@@ -35,10 +36,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     last = [item for item in items if item.get_closest_marker(AFTER_EVERYTHING_ELSE)]
     if last:
         items[:] = [item for item in items if not item.get_closest_marker(AFTER_EVERYTHING_ELSE)] + last
+    parallel.tell_controller(config, [item.nodeid for item in last])
+
+
+# Under pytest-xdist (`make test` runs the suite on parallel workers) each worker is a session of its own, so the
+# marked tests run on every worker, after everything else that worker ran (tests/parallel.py says how).
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    node.workerinput[parallel.WORKERINPUT_KEY] = str(parallel.marked_file(node.config))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "load":
+        raise pytest.UsageError(f"--dist {config.getvalue('dist')} would run the {AFTER_EVERYTHING_ELSE} checks "
+                                "once, beside other tests: use the default (load) distribution")
+    return parallel.LastOnEveryWorker(config, log, parallel.marked_file(config))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    parallel.forget_marked_file(config)
 
 
 @pytest.fixture(scope="session", autouse=True)
