@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -240,7 +241,7 @@ def admin_token(lt: Any) -> str:
         f"{lt.authority}/oauth2/v2.0/token",
         data={"grant_type": "client_credentials", "client_id": seed.admin_client.app_id,
               "client_secret": seed.admin_client.secret, "scope": f"{seed.api.identifier_uri}/.default"},
-        verify=lt.ca_file, trust_env=False, timeout=30,
+        verify=ssl.create_default_context(cafile=lt.ca_file), trust_env=False, timeout=30,
     )
     response.raise_for_status()
     return response.json()["access_token"]

@@ -177,7 +177,8 @@ def client_config(settings: Settings, reg: dict[str, Any], target: ManagedTarget
 _MSAL_CREDENTIAL: dict[str, Any] = {
     "secret": "<the Key Vault secret's value>",
     "certificate": {"private_key": "<the Key Vault secret's PEM>", "thumbprint": None},
-    "federated": {"client_assertion": "<a token from the trusted issuer for the subject>"},
+    # A callable: msal asks it for a fresh token whenever it needs one (a token read once would expire).
+    "federated": {"client_assertion": "<a function returning a fresh token from the trusted issuer for the subject>"},
 }
 
 
@@ -296,9 +297,11 @@ def dicomweb_client_config(config: dict[str, Any]) -> dict[str, Any]:
                       f".get_secret({reference['keyVaultSecretName']!r}).value"]
             credential = "stored" if "clientSecret" in config else \
                 f"{{'private_key': stored, 'thumbprint': {reference.get('thumbprint')!r}}}"
-        else:  # federated: the workload's token from its issuer (AKS workload identity writes it to a file)
+        else:  # federated: the workload's token from its issuer (AKS workload identity writes it to a file and
+            # renews it there), read afresh whenever msal needs an assertion: a token read once expires
             lines[:0] = ["import os"]
-            lines += ["assertion = open(os.getenv('AZURE_FEDERATED_TOKEN_FILE', '')).read()"]
+            lines += ["def assertion():", "    with open(os.getenv('AZURE_FEDERATED_TOKEN_FILE', '')) as token:",
+                      "        return token.read()"]
             credential = "{'client_assertion': assertion}"
         lines += [f"app = msal.ConfidentialClientApplication({config['clientId']!r}, client_credential={credential}, "
                   f"authority={authority!r}{msal_extra})",

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import runpy
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -252,6 +253,11 @@ def path_regex(template: str) -> re.Pattern[str]:
 
 
 # ------------------------------------------------------- unmodified public clients pointed at the local tenant
+def ca_context(ca_file: str) -> ssl.SSLContext:
+    """What httpx's `verify=` takes to trust the local CA (a path there is deprecated)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def ca_session(ca_file: str, headers: dict[str, str] | None = None) -> requests.Session:
     """A requests session for msal that trusts the local CA. REQUESTS_CA_BUNDLE in the environment would
     otherwise override msal's `verify=` (requests' merge_environment_settings), so the session ignores the

@@ -15,7 +15,7 @@ from azure.identity import ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
 from tests.support import (
-    MANAGED_AUDIENCE, claims, confidential_app, create, follow_authorize, secret_client, settings_override,
+    MANAGED_AUDIENCE, ca_context, claims, confidential_app, create, follow_authorize, secret_client, settings_override,
 )
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
@@ -98,7 +98,7 @@ def test_a_new_redirect_uri_keeps_client_id_and_secret_and_only_the_new_one_sign
     assert "access_token" in result, result
     assert claims(result["access_token"])["aud"] == MANAGED_AUDIENCE
     stale = app.initiate_auth_code_flow(body["config"]["scopes"], redirect_uri=old)
-    with httpx.Client(verify=tenant.ca_file, trust_env=False) as browser:
+    with httpx.Client(verify=ca_context(tenant.ca_file), trust_env=False) as browser:
         refused = browser.get(stale["auth_uri"], follow_redirects=False)
     assert refused.status_code == 400 and "AADSTS50011" in refused.text
 
@@ -245,7 +245,7 @@ def test_a_role_assignment_removed_behind_the_apis_back_is_drift_and_put_repairs
 def arm(tenant, method: str, path: str, **kwargs) -> httpx.Response:
     """ARM as an operator with RBAC rights (the API's identity) calls it: behind the API's back."""
     token = ManagedIdentityCredential().get_token("https://management.azure.com/.default").token
-    with httpx.Client(verify=tenant.ca_file, trust_env=False) as client:
+    with httpx.Client(verify=ca_context(tenant.ca_file), trust_env=False) as client:
         return client.request(method, f"{tenant.arm_endpoint}{path}", params={"api-version": "2022-04-01"},
                               headers={"Authorization": f"Bearer {token}"}, **kwargs)
 

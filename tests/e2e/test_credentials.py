@@ -50,11 +50,13 @@ def test_federated_credential_needs_no_secret(api, tenant):
     assert config["federatedCredential"] == {"issuer": tenant.federated_issuer, "subject": subject,
                                              "audience": "api://AzureADTokenExchange"}
     assert not [s for s in tenant.state()["secrets"] if "cred-federated" in s["name"]]
-    result = token_with(tenant, config["clientId"], {"client_assertion": tenant.federated_assertion(subject)})
+    result = token_with(tenant, config["clientId"],
+                        {"client_assertion": lambda: tenant.federated_assertion(subject)})
     assert "access_token" in result, result
     assert claims(result["access_token"])["aud"] == MANAGED_AUDIENCE
     # Another subject from the same issuer is not trusted.
-    other = token_with(tenant, config["clientId"], {"client_assertion": tenant.federated_assertion("someone-else")})
+    other = token_with(tenant, config["clientId"],
+                       {"client_assertion": lambda: tenant.federated_assertion("someone-else")})
     assert "access_token" not in other
     got = api.get("/registrations/cred-federated").json()["credential"]
     assert got["subject"] == subject and got["issuer"] == tenant.federated_issuer

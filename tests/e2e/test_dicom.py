@@ -229,6 +229,32 @@ def test_the_readme_tour_ends_by_storing_and_reading_back_a_study_with_the_retur
     assert f"stored and read back {sop} same pixels: True" in run.stdout
 
 
+def test_a_federated_clients_script_reads_a_fresh_assertion_whenever_msal_asks(api, tenant, tmp_path):
+    """The dicomweb-client format's script for a federated credential: msal gets a function that reads the
+    workload's token file (AKS renews it there), not a token read once, which would expire; run with the file
+    in AZURE_FEDERATED_TOKEN_FILE, it searches the DICOM service."""
+    import os
+    import subprocess
+    import sys
+
+    import certifi
+
+    subject = "system:serviceaccount:imaging:federated-script"
+    create(api, service("dicom-e2e-federated", credential={"kind": "federated", "issuer": tenant.federated_issuer,
+                                                          "subject": subject}))
+    assert api.get("/registrations/dicom-e2e-federated/verification").status_code == 200
+    script = tmp_path / "federated.py"
+    script.write_text(api.get("/registrations/dicom-e2e-federated/config/dicomweb-client").json()["python"])
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(tenant.federated_assertion(subject))
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_text(open(certifi.where()).read() + open(tenant.ca_file).read())
+    env = {**os.environ, "AZURE_FEDERATED_TOKEN_FILE": str(token_file), "REQUESTS_CA_BUNDLE": str(bundle)}
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "DeprecationWarning" not in run.stderr, run.stderr[-2000:]  # msal's, for an assertion read once
+
+
 def test_spa_origins_are_merged_into_the_service_cors_and_leave_when_no_registration_needs_them(api, tenant):
     """DICOM_CORS_FOR_SPA: a SPA registration on the managed service adds its origin to the service's CORS
     configuration (merged: what an operator set stays); deleting one removes the origin only when no other

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from tests.support import api_client, api_token, settings_override, user_graph_token
+from tests.support import api_client, api_token, ca_context, settings_override, user_graph_token
 
 GRAPH = "https://graph.microsoft.com/.default"
 READ_WRITE_ALL = "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9"  # Application.ReadWrite.All (Graph permissions reference)
@@ -20,7 +20,7 @@ READ_WRITE_ALL = "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9"  # Application.ReadWrite
 def graph_client(lt) -> httpx.Client:
     """Graph as the API's own identity sees it (an operator's view, through the same endpoint)."""
     token = ManagedIdentityCredential().get_token(GRAPH).token
-    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
+    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=ca_context(lt.ca_file), trust_env=False,
                         headers={"Authorization": f"Bearer {token}"})
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from bench._harness import HostProcess, admin_token
 from localtenant import LocalTenant
-from tests.support import settings_override
+from tests.support import ca_context, settings_override
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,8 @@ def test_the_per_requester_limit_holds_across_instances(limited_hosts):
     stale reads on: the requester's count is a conditional write on its registry row, so exactly 3."""
     lt, first, second = limited_hosts
     seed = lt.seed.requester_client
-    token = httpx.post(f"{lt.authority}/oauth2/v2.0/token", verify=lt.ca_file, trust_env=False, timeout=30, data={
+    token = httpx.post(f"{lt.authority}/oauth2/v2.0/token", verify=ca_context(lt.ca_file), trust_env=False,
+                       timeout=30, data={
         "grant_type": "client_credentials", "client_id": seed.app_id, "client_secret": seed.secret,
         "scope": f"{lt.seed.api.identifier_uri}/.default"}).json()["access_token"]
 

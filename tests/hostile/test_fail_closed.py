@@ -9,8 +9,8 @@ import time
 
 import jwt
 
-from tests.support import (api_client, claims, confidential_app, create, easy_auth_principal, follow_authorize,
-                           objects_named, secret_client, service, settings_override)
+from tests.support import (api_client, claims, confidential_app, create, easy_auth_principal,
+                           follow_authorize, objects_named, secret_client, service, settings_override)
 
 
 def nothing_made(tenant, name: str) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from typing import Any
 
 import httpx
@@ -38,8 +39,8 @@ def claims(token: str) -> dict[str, Any]:
 
 
 def graph_client(lt, token: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
-                        headers={"Authorization": f"Bearer {token}"})
+    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=ssl.create_default_context(cafile=lt.ca_file),
+                        trust_env=False, headers={"Authorization": f"Bearer {token}"})
 
 
 def identity_token(lt) -> str:
