@@ -148,7 +148,7 @@ def test_an_adopted_team_application_keeps_its_owners_through_the_sweep(owned):
     lt, api = owned
     member = lt.seed.member.object_id
     token = user_graph_token(lt, lt.seed.member.upn)
-    with httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
+    with httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=ca_context(lt.ca_file), trust_env=False,
                       headers={"Authorization": f"Bearer {token}"}) as graph:
         made = graph.post("/applications", json={"displayName": "Team viewer",
                                                  "web": {"redirectUris": ["https://team.example.org/signin"]}})

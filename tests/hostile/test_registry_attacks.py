@@ -6,14 +6,14 @@ from __future__ import annotations
 import httpx
 from azure.identity import ManagedIdentityCredential
 
-from tests.support import user_graph_token
+from tests.support import ca_context, user_graph_token
 
 GRAPH = "https://graph.microsoft.com/.default"
 DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
 
 
 def graph_as(tenant, token: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{tenant.graph_endpoint}/v1.0", verify=tenant.ca_file, trust_env=False,
+    return httpx.Client(base_url=f"{tenant.graph_endpoint}/v1.0", verify=ca_context(tenant.ca_file), trust_env=False,
                         headers={"Authorization": f"Bearer {token}"})
 
 
