@@ -40,14 +40,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     last = [item for item in items if item.get_closest_marker(AFTER_EVERYTHING_ELSE)]
     if last:
         items[:] = [item for item in items if not item.get_closest_marker(AFTER_EVERYTHING_ELSE)] + last
-    parallel.tell_controller(config, [item.nodeid for item in last])
+    slow = {item.nodeid: slow_seconds(item) for item in items if item.get_closest_marker("slow")}
+    parallel.tell_controller(config, last=[item.nodeid for item in last], slow=slow)
+
+
+def slow_seconds(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("slow")
+    seconds = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise pytest.UsageError(f"{item.nodeid}: slow takes the seconds the test runs: @pytest.mark.slow(20)")
+    return float(seconds)
 
 
 # Under pytest-xdist (`make test` runs the suite on parallel workers) each worker is a session of its own, so the
-# marked tests run on every worker, after everything else that worker ran (tests/parallel.py says how).
+# marked tests run on every worker, after everything else that worker ran; tests marked slow start first
+# (tests/parallel.py says how).
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
-    node.workerinput[parallel.WORKERINPUT_KEY] = str(parallel.marked_file(node.config))
+    node.workerinput[parallel.WORKERINPUT_KEY] = str(parallel.marks_file(node.config))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -55,11 +65,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     if config.getvalue("dist") != "load":
         raise pytest.UsageError(f"--dist {config.getvalue('dist')} would run the {AFTER_EVERYTHING_ELSE} checks "
                                 "once, beside other tests: use the default (load) distribution")
-    return parallel.LastOnEveryWorker(config, log, parallel.marked_file(config))
+    return parallel.Scheduler(config, log, parallel.marks_file(config))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    parallel.forget_marked_file(config)
+    parallel.forget_marks_file(config)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,15 +5,17 @@ replication delays, Orthanc, subprocesses), so `make test` runs it on a few work
 worker is a pytest session of its own: its own local tenant, Orthanc and host (the session fixtures), and its
 own tests.support.CAPTURED, RESPONSES and ACQUIRED_TOKENS.
 
-A session-wide check (marked after_everything_else) looks at what every other test of its session did. So
-under xdist it runs on EVERY worker, after every other test that worker ran: each worker's copy checks the
-tests that worker ran, and together they check every test of the run. `LastOnEveryWorker` is xdist's load
-scheduling with that one change: the marked tests are held back until no other test is left to hand out, then
-each worker is sent all of them, behind what it already has queued.
+`Scheduler` is xdist's load scheduling with two changes:
+- A session-wide check (marked after_everything_else) looks at what every other test of its session did. So
+  it runs on EVERY worker, after every other test that worker ran: each worker's copy checks the tests that
+  worker ran, and together they check every test of the run. The marked tests are held back until no other
+  test is left to hand out; then each worker is sent all of them, behind what it already has queued.
+- A test marked slow(seconds) is handed out first, longest first, each to the worker with the fewest slow
+  seconds so far: the run does not end waiting for a long test that started last.
 
-How the controller learns which tests are marked: it does not collect (xdist's workers do), so each worker
-writes the node ids of the marked tests it collected to a file the controller named (workerinput), and the
-scheduler reads that file once every worker has collected (the collections are checked to be identical)."""
+How the controller learns the marks: it does not collect (xdist's workers do), so each worker writes them to a
+file the controller named (workerinput), and the scheduler reads that file once every worker has collected
+(the collections are checked to be identical)."""
 
 from __future__ import annotations
 
@@ -25,70 +27,79 @@ from pathlib import Path
 import pytest
 from xdist.scheduler import LoadScheduling
 
-WORKERINPUT_KEY = "after_everything_else_file"
+WORKERINPUT_KEY = "test_marks_file"
 _STASH = pytest.StashKey[Path]()
 
 
-def marked_file(config: pytest.Config) -> Path:
-    """Controller side: the file the workers write the marked node ids to (one per run)."""
+def marks_file(config: pytest.Config) -> Path:
+    """Controller side: the file the workers write the marks to (one per run)."""
     if _STASH not in config.stash:
-        handle, name = tempfile.mkstemp(prefix="pytest-after-everything-else-", suffix=".json")
+        handle, name = tempfile.mkstemp(prefix="pytest-marks-", suffix=".json")
         os.close(handle)
         config.stash[_STASH] = Path(name)
     return config.stash[_STASH]
 
 
-def forget_marked_file(config: pytest.Config) -> None:
+def forget_marks_file(config: pytest.Config) -> None:
     if _STASH in config.stash:
         config.stash[_STASH].unlink(missing_ok=True)
 
 
-def tell_controller(config: pytest.Config, nodeids: list[str]) -> None:
-    """Worker side: write the marked node ids where the controller reads them (atomically: every worker
-    writes the same list)."""
+def tell_controller(config: pytest.Config, *, last: list[str], slow: dict[str, float]) -> None:
+    """Worker side: write the node ids of the session-wide checks and the slow tests' seconds where the
+    controller reads them (atomically: every worker writes the same)."""
     target = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
     if not target:
         return
     handle, name = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
     with os.fdopen(handle, "w") as out:
-        json.dump(nodeids, out)
+        json.dump({"last": last, "slow": slow}, out)
     os.replace(name, target)
 
 
-class LastOnEveryWorker(LoadScheduling):
-    """Load scheduling; the tests named in `marked` run on every worker, after everything else it ran."""
-
-    def __init__(self, config: pytest.Config, log, marked: Path) -> None:
+class Scheduler(LoadScheduling):
+    def __init__(self, config: pytest.Config, log, marks: Path) -> None:
         super().__init__(config, log)
-        self._marked_file = marked
+        self._marks_file = marks
         self._last: list[int] = []
         self._given: set = set()
 
     @property
     def tests_finished(self) -> bool:
-        # Until every worker has been given the marked tests, the run is not over.
+        # Until every worker has been given the session-wide checks, the run is not over.
         return super().tests_finished and all(node in self._given for node in self.nodes)
 
     def schedule(self) -> None:
         if self.collection is None and self.collection_is_completed and self._check_nodes_have_same_collection():
             collection = next(iter(self.node2collection.values()))
-            marked = set(json.loads(self._marked_file.read_text() or "[]"))
-            self._last = [i for i, nodeid in enumerate(collection) if nodeid in marked]
-            # LoadScheduling.schedule sets `pending` to every index and hands out chunks of it: the marked
-            # tests are taken out of every list it builds from the collection, so it never sees them.
+            text = self._marks_file.read_text()
+            marks = json.loads(text) if text else {"last": [], "slow": {}}
+            last, slow = set(marks["last"]), marks["slow"]
+            self._last = [i for i, nodeid in enumerate(collection) if nodeid in last]
+            # LoadScheduling.schedule sets `pending` to every index and hands out chunks of it: this does the
+            # same over the tests that are neither session-wide checks nor slow, after dealing the slow ones.
             self.collection = collection
-            self.pending[:] = [i for i in range(len(collection)) if i not in set(self._last)]
-            if not self.pending:
-                self._hand_out_last()
-                return
+            first = sorted((i for i, nodeid in enumerate(collection) if nodeid in slow and nodeid not in last),
+                           key=lambda i: -slow[collection[i]])
+            self.pending[:] = [i for i in range(len(collection)) if i not in set(self._last) | set(first)]
+            self._deal(first, [slow[collection[i]] for i in first])
             self._first_chunks()
             return
         super().schedule()
 
+    def _deal(self, indices: list[int], seconds: list[float]) -> None:
+        """Longest first, each to the worker with the fewest slow seconds so far."""
+        load = {node: 0.0 for node in self.nodes}
+        for index, took in zip(indices, seconds):
+            node = min(load, key=lambda n: load[n])
+            load[node] += took
+            self.node2pending[node].append(index)
+            node.send_runtest_some([index])
+
     def _first_chunks(self) -> None:
-        """LoadScheduling.schedule's first distribution, over the unmarked tests."""
+        """LoadScheduling.schedule's first distribution, over what `pending` holds."""
         if self.maxschedchunk is None:
-            self.maxschedchunk = len(self.pending)
+            self.maxschedchunk = len(self.collection or [])
         if len(self.pending) < 2 * len(self.nodes):
             nodes = list(self.nodes)
             for i in range(len(self.pending)):
@@ -109,8 +120,8 @@ class LastOnEveryWorker(LoadScheduling):
             self._hand_out_last()
 
     def _hand_out_last(self) -> None:
-        """No unmarked test is left to hand out: every worker gets the marked ones behind its queue, then
-        shuts down once it has run them."""
+        """No other test is left to hand out: every worker gets the session-wide checks behind its queue,
+        then shuts down once it has run them."""
         for node in self.nodes:
             if node not in self._given and not node.shutting_down:
                 self._given.add(node)

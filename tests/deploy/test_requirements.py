@@ -12,6 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -72,6 +73,7 @@ def test_constraints_agree_with_every_runtime_pin():
     assert not differing, f"requirements.txt vs constraints.txt: {differing}"
 
 
+@pytest.mark.slow(9)
 def test_a_fresh_install_of_requirements_alone_resolves_to_the_tested_versions(tmp_path):
     """What remote build does: pip with requirements.txt and nothing else (no constraints from this
     machine's pip configuration either), as into an empty environment."""

@@ -278,16 +278,35 @@ def test_known_kids_never_wait_for_a_refresh():
     refreshing.join(5)
 
 
+class CountingClock(FakeClock):
+    """Counts its readings: JwksCache reads the clock once as a lookup starts (under its lock), so the count
+    says how many lookups have looked at the cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readings = 0
+        self.changed = threading.Condition()
+
+    def __call__(self) -> float:
+        with self.changed:
+            self.readings += 1
+            self.changed.notify_all()
+        return self.now
+
+
 def test_one_refresh_at_a_time_serves_every_waiting_request():
-    source = KeySource("known")
-    keys = cache(source)
+    source, clock = KeySource("known"), CountingClock()
+    keys = cache(source, clock)
     keys.key("known")
     source.keys["new"] = "key-new"
     source.release = threading.Event()
+    before = clock.readings
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(keys.key, "new") for _ in range(8)]
         assert source.entered.wait(5)
-        time.sleep(0.2)
+        # Every lookup has found the refresh in flight (the fetch is held) before the keys come back.
+        with clock.changed:
+            assert clock.changed.wait_for(lambda: clock.readings >= before + 8, 5), clock.readings
         source.release.set()
         assert [f.result(5) for f in futures] == ["key-new"] * 8
     assert source.fetches == 2  # the first load and one refresh

@@ -250,6 +250,7 @@ def arm(tenant, method: str, path: str, **kwargs) -> httpx.Response:
                               headers={"Authorization": f"Bearer {token}"}, **kwargs)
 
 
+@pytest.mark.slow(25)
 def test_the_sweep_takes_away_a_role_it_did_not_grant_and_reports_a_missing_one(api, tenant):
     from registrations import sweep as sweeper
     from registrations import wiring

@@ -111,6 +111,7 @@ def test_create_delete_cycles_never_reach_the_quota(tenant_api):
         cycles(api, 12)
 
 
+@pytest.mark.slow(15)
 def test_130_create_delete_cycles_under_the_default_quota(tenant_api):
     """The full-size run: 130 cycles would leave 260 objects in deleted items under Entra's 250."""
     lt, api = tenant_api

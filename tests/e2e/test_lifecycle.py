@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+import pytest
+
 from tests.support import create, secret_client
 
 
@@ -115,6 +117,7 @@ def test_a_resource_registration_in_use_cannot_be_deleted(api):
     assert api.get("/registrations/dicom-oss-api").status_code == 200
 
 
+@pytest.mark.slow(30)
 def test_a_registration_deleted_right_after_its_create_is_gone_under_replication_delay(api, tenant):
     """Entra takes seconds to show a new service principal everywhere (make run's tenant: 3 s). A DELETE right
     after the create listed the new principal's app role assignments, got that lag's 404 and answered 502."""

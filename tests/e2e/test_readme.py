@@ -158,6 +158,7 @@ def landing_address(auth_uri: str, ca_file: Path) -> str:
     return result.landing
 
 
+@pytest.mark.slow(50)
 def test_the_tour_runs_as_written(make_run, tmp_path):
     (blocks,) = [code_blocks(readme_section("A tour (after `make run`)"), "sh")]
     assert len(blocks) == 1
@@ -170,6 +171,7 @@ def test_the_tour_runs_as_written(make_run, tmp_path):
     assert "stored and read back" in output and "same pixels: True" in output, output  # the DICOM study
 
 
+@pytest.mark.slow(22)
 def test_use_the_registration_scripts_get_dicom_tokens(make_run, tmp_path):
     section = readme_section("Use the registration", "docs/use-the-registration.md")
     (shell,) = code_blocks(section, "sh")

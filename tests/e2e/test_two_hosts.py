@@ -46,6 +46,7 @@ def until_done(host: HostProcess, token: str, method: str, path: str, **request)
     return statuses
 
 
+@pytest.mark.slow(6)
 def test_the_same_create_on_two_instances_makes_one_registration(two_hosts):
     lt, first, second = two_hosts
     token = admin_token(lt)
@@ -76,6 +77,7 @@ def test_the_same_create_on_two_instances_makes_one_registration(two_hosts):
         assert len(roles) == 1
 
 
+@pytest.mark.slow(11)
 def test_a_throttled_duplicate_never_undoes_a_finished_create(two_hosts):
     """The same create on both instances; an application write that comes second would be throttled (429)
     four times. The registry row is insert-only, so only one instance ever writes to Graph: the other is told

@@ -55,6 +55,7 @@ def oss_resource(api, tenant) -> dict:
     return resource
 
 
+@pytest.mark.slow(7)
 def test_a_new_secret_is_pending_until_the_replication_delay_passes(api, tenant):
     tenant.set_faults({"replicationDelayMs": 3000})
     try:

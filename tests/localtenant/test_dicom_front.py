@@ -86,7 +86,7 @@ def test_data_actions_follow_azure_rbac_on_the_service_with_the_replication_dela
         with pytest.raises(requests.HTTPError) as not_yet:
             dicom.search_for_studies(limit=1)
         assert not_yet.value.response.status_code == 403  # the assignment has not applied yet
-        time.sleep(1.6)
+        lt.advance_clock(1.6)  # replication delays run on the tenant's clock (reset after the test)
     finally:
         lt.set_faults({})
     assert isinstance(dicom.search_for_studies(limit=1), list)

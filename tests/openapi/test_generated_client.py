@@ -139,6 +139,7 @@ def test_create_replay_get_list_config_rotate_verify_delete(generated, client, t
                       m.DeletionReport)
 
 
+@pytest.mark.slow(7)
 def test_verification_answers_202_then_200_through_the_client(generated, client, tenant):
     m = models(generated)
     tenant.set_faults({"replicationDelayMs": 3000})

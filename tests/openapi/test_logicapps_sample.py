@@ -185,6 +185,7 @@ def parameters_for(host, tenant) -> dict[str, Any]:
             "$connections": workflow()["parameters"]["$connections"]["value"]}
 
 
+@pytest.mark.slow(10)
 def test_simulated_run_retries_a_503_and_ends_with_the_configuration(host, tenant):
     trigger = dict(TRIGGERS["service"], name="la-run-service")
     # Graph unavailable for longer than the API's own retries: the API answers 503, Logic Apps retries.
@@ -252,6 +253,7 @@ def test_simulated_run_of_a_rejected_request_calls_nothing(host, tenant):
     assert [name for name, _ in engine.connector_calls] == ["Ask_approver", "Send_rejection"]
 
 
+@pytest.mark.slow(8)
 def test_simulated_run_polls_verification_until_the_credential_works(host, tenant):
     doc = httpx.get(f"{host.url}/api/openapi.json", trust_env=False).json()
     assert VERIFICATION in {(m, p) for m, p, _ in operations(doc).values()}, "the document has no verification"
