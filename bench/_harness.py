@@ -132,6 +132,75 @@ class CallLog:
         self._faults.check = self._check
 
 
+class TableLatency:
+    """The registry's Table Storage (Azurite) behind a loopback proxy that goes through the tenant's fault check
+    as service "table" for each call, so a CallLog records it; with `delay` on it also waits the injected
+    latency (`latencyMs`) first, so a hop to the registry costs a round trip like a hop to Graph. Pass
+    `settings()` to HostProcess. Like CallLog, it reaches into the tenant's private core."""
+
+    def __init__(self, lt: Any) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        faults, upstream = lt._core.faults, urlsplit(lt.storage.ensure())
+        self._lt, self.delay = lt, False
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                import http.client
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.delay:
+                    time.sleep(faults.latency("table"))
+                faults.check("table", f"table.{self.command.lower()}")  # looked up now: CallLog wraps it
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                try:
+                    connection.request(self.command, self.path, body=body or None, headers=headers)
+                    answer = connection.getresponse()
+                    data = answer.read()
+                finally:
+                    connection.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_MERGE = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}{upstream.path}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def settings(self) -> dict[str, str]:
+        """The function app's registry settings, through the proxy."""
+        settings = self._lt.app_settings()
+        connection = settings["REGISTRY_CONNECTION_STRING"]
+        parts = [p for p in connection.split(";") if p and not p.startswith("TableEndpoint=")]
+        return {"REGISTRY_CONNECTION_STRING": ";".join(parts + [f"TableEndpoint={self.endpoint}"]) + ";",
+                "REGISTRY_TABLE": settings["REGISTRY_TABLE"]}
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> TableLatency:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def sequential_depth(times: list[float], latency: float) -> int:
     """The longest chain of calls each of which began after the previous one had finished: with a fixed
     injected latency L dominating every call, a call decided at t started at t - L, so j follows i when
