@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import os
 import platform
 import subprocess
 import sys
@@ -54,6 +55,45 @@ def _flags(module_name: str) -> list[str]:
     return [a.option_strings[0] for a in parser._actions]
 
 
+# A benchmark during which other processes kept more than this share of the machine's cores busy is marked as
+# measured under load (the machine is shared: other sessions' test runs, builds).
+LOAD_SHARE = 0.15
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy jiffies of the whole machine, jiffies of this process and all its descendants, living or reaped)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    parents: dict[int, int] = {}
+    own: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[1])
+        own[int(entry.name)] = sum(int(v) for v in stat[11:15])  # utime stime cutime cstime
+    mine, me = 0, os.getpid()
+    for pid, ticks in own.items():
+        ancestor = pid
+        while ancestor not in (0, 1, me) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == me:
+            mine += ticks
+    return busy, mine
+
+
+def _load_note(before: tuple[int, int], after: tuple[int, int], seconds: float) -> str | None:
+    """Cores that processes other than the benchmark's kept busy while it ran, when above LOAD_SHARE."""
+    others = ((after[0] - before[0]) - (after[1] - before[1])) / os.sysconf("SC_CLK_TCK")
+    cores = max(others / seconds, 0.0) if seconds > 0 else 0.0
+    if cores <= LOAD_SHARE * (os.cpu_count() or 1):
+        return None
+    return f"measured under load: other processes kept {cores:.2f} of {os.cpu_count()} cores busy"
+
+
 def _localtenant() -> list[Result]:
     from bench import bench_localtenant
 
@@ -86,7 +126,8 @@ def write_results(lines: list[str], argv: list[str], seconds: float) -> None:
             "## Machine", "", *_machine(), "",
             "## Results", "",
             "Every goal is a ratio measured within one run (the machine is shared and noisy). "
-            "`(report)` lines have no goal.", "",
+            "`(report)` lines have no goal. A line ending `[measured under load: …]` ran while processes other "
+            f"than the benchmark's kept more than {LOAD_SHARE:.0%} of the cores busy.", "",
             "```", *lines, "```", ""]
     RESULTS.write_text("\n".join(text))
 
@@ -105,6 +146,7 @@ def main(argv: list[str]) -> int:
     lines: list[str] = []
     unknown = set(rest)
     plan = []
+    failed = False
     for name, module_name in _modules(ours.only):
         if module_name is None:
             plan.append((name, module_name, None, None))
@@ -117,6 +159,7 @@ def main(argv: list[str]) -> int:
     if flags:
         parser.error(f"no benchmark takes {', '.join(flags)}")
     for name, module_name, module, options in plan:
+        before, began = _cpu_ticks(), time.monotonic()
         try:
             if module is None:
                 results = _localtenant()
@@ -125,13 +168,15 @@ def main(argv: list[str]) -> int:
         except Exception as error:  # one broken benchmark must not hide the others' lines
             traceback.print_exc()
             results = [Result(name, f"error: {type(error).__name__}: {error}", "runs to the end", False)]
+        note = _load_note(before, _cpu_ticks(), time.monotonic() - began)
+        failed = failed or any(result.ok is False for result in results)
         for result in results:
-            line = result.line()
+            line = result.line() + (f" [{note}]" if note else "")
             print(line, flush=True)
             lines.append(line)
     if not ours.no_write:
         write_results(lines, argv, time.monotonic() - started)
-    return 1 if any(line.endswith(" FAIL") for line in lines) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
