@@ -273,7 +273,7 @@ def test_known_kids_never_wait_for_a_refresh():
     assert source.entered.wait(5)
     started = time.monotonic()
     assert keys.key("known") == "key-known"  # while the refresh for the new kid is still on the wire
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # the refresh is held for 10 s
     source.release.set()
     refreshing.join(5)
 

@@ -39,7 +39,7 @@ def test_a_throttled_step_that_outlasts_the_budget_answers_503_with_azures_retry
     assert problem["upstream"] == {"service": "graph", "operation": "createApplication", "status": 429,
                                    "code": problem["upstream"]["code"]}
     assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]
-    assert took < 5, f"gave up after {took:.1f} s instead of at once"
+    assert took < 8, f"gave up after {took:.1f} s instead of at once (the budget is 10 s)"
     assert not [a for a in tenant.state()["applications"] if a.get("uniqueName") == "dicomreg-budget-throttled"]
     # When Azure lets it through, the same request makes the registration.
     assert api.post("/registrations", json=body("budget-throttled")).status_code == 201
@@ -56,7 +56,7 @@ def test_a_throttled_read_that_outlasts_the_budget_is_not_retried_past_it(api, t
     assert response.status_code == 503, response.text
     assert response.json()["upstream"]["operation"] == "listOwnedObjects"
     assert 19 <= int(response.headers["Retry-After"]) <= 20, response.headers["Retry-After"]
-    assert took < 5, f"waited {took:.1f} s"
+    assert took < 8, f"waited {took:.1f} s (the budget is 10 s)"
 
 
 def test_replication_lag_is_waited_out_through_the_one_sleeping_seam(call, admin_token, tenant):

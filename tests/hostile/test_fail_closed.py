@@ -18,7 +18,7 @@ def nothing_made(tenant, name: str) -> bool:
 
 
 # ------------------------------------------------------------------------ principals a request names
-def test_a_secret_reader_that_does_not_exist_is_a_422_within_a_second_and_writes_nothing(as_, tenant):
+def test_a_secret_reader_that_does_not_exist_is_a_422_at_once_and_writes_nothing(as_, tenant):
     """Before: retried as replication lag for the whole time budget, then a 502 after a dozen ARM writes."""
     missing = "0b944de3-e0fc-4774-a49a-b135213725ef"
     before = tenant.stats()
@@ -26,13 +26,17 @@ def test_a_secret_reader_that_does_not_exist_is_a_422_within_a_second_and_writes
     response = as_["requester"].post("/registrations", json=service(
         "fc-ghost-reader", secretReaders=[tenant.seed.reader_client.object_id, missing]))
     elapsed = time.monotonic() - started
+    after = tenant.stats()
     assert response.status_code == 422, response.text
-    assert elapsed < 1.0, elapsed
+    # Looked up once, not waited out as replication lag: the tenant saw one lookup, and the answer came long
+    # before the 60 s budget (the bound leaves room for a busy machine).
+    assert after["calls"]["graph.getByIds"] - before["calls"].get("graph.getByIds", 0) == 1, after["calls"]
+    assert elapsed < 10, elapsed
     problem = response.json()
     assert problem["type"].endswith(":validation") and missing in problem["detail"]
     assert [e["loc"] for e in problem["errors"]] == [["secretReaders", 1]]
     assert nothing_made(tenant, "fc-ghost-reader")
-    assert writes_between(before, tenant.stats()) == []
+    assert writes_between(before, after) == []
 
 
 def writes_between(before: dict, after: dict) -> list[str]:

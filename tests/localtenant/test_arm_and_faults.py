@@ -126,11 +126,12 @@ def test_one_named_call_is_throttled_for_as_long_as_the_failure_says(lt, graph):
 
 def test_latency_overlaps(lt, http):
     import concurrent.futures as cf
-    lt.set_faults({"latencyMsByService": {"entra": 300}})
+    lt.set_faults({"latencyMsByService": {"entra": 1000}})
     started = time.monotonic()
     with cf.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: client_session(lt).get(f"{lt.authority}/discovery/v2.0/keys"), range(4)))
-    assert time.monotonic() - started < 1.0
+    # One after the other they would take 4 s; together about 1 s (the rest is room for a busy machine).
+    assert time.monotonic() - started < 2.5
 
 
 def test_refuses_non_loopback_host():
