@@ -34,7 +34,7 @@ from .adapters.rbac import RbacClient
 from .credentials import Credentials
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER, MANAGED_ACCESS_ROLES, PLANS
 from .manifest import Caller
-from .models import FederatedCredential, Request
+from .models import FederatedCredential, Request, carries
 from .problems import Conflict, Forbidden, InProgress, Problem, ProvisioningFailed
 from .provision import Provisioner, step_problem
 from .saga import Saga, StepFailed, create_once, eventually
@@ -87,12 +87,12 @@ def adopted_document(app: dict, name: str, type_: str, dicom_service: str, acces
     owners stay owners, and the credential kind is the one it has."""
     doc: dict[str, Any] = {"type": type_, "name": name, "displayName": app.get("displayName") or name,
                            "dicomService": dicom_service}
-    if type_ == "service":
+    if carries(type_, "access"):
         doc["access"] = access
-    if type_ == "public":
+    if carries(type_, "platform"):  # a public client: a SPA or a native app, by where its redirect URIs are
         doc["platform"] = "spa" if (app.get("spa") or {}).get("redirectUris") else "mobile"
-    if type_ in ("public", "confidential"):
-        field = mf.PLATFORM_FIELD["web" if type_ == "confidential" else doc["platform"]]
+    if carries(type_, "redirectUris"):  # a client with no platform of its choice is a web app
+        field = mf.PLATFORM_FIELD[doc.get("platform", "web")]
         doc["redirectUris"] = list((app.get(field) or {}).get("redirectUris") or [])
     if PLANS[type_].has_credential:
         certificates_only = app.get("keyCredentials") and not app.get("passwordCredentials")
@@ -122,13 +122,9 @@ def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, 
                            "displayName": fields["displayName"], "dicomService": fields["dicomService"]}
     if fields["notes"] is not None:
         doc["notes"] = fields["notes"]
-    if fields["type"] == "service":
-        doc["access"] = fields["access"]
-    if fields["type"] == "public":
-        doc["platform"] = fields["platform"]
-    if fields["type"] in ("public", "confidential"):
-        doc["redirectUris"] = fields["redirectUris"]
-        doc["signInGroups"] = fields["signInGroups"]
+    for field in ("access", "platform", "redirectUris", "signInGroups"):
+        if carries(fields["type"], field):
+            doc[field] = fields[field]
     if plan.exposes_api:
         doc["identifierUri"] = fields["identifierUri"]
     if fields["owners"]:
@@ -209,7 +205,7 @@ class Changer:
     def _roles(self, app: dict, request: Request) -> Roles | None:
         """The DICOM role a service client's access needs and the ones it holds (None for other types)."""
         target, sp_id = self._target(request), mf.tag_values(app).get("sp")
-        if request.type != "service" or not request.access or target is None or not sp_id:
+        if not request.access or target is None or not sp_id:  # only a service client has an access level
             return None
         if isinstance(target, ManagedTarget):
             held: dict[str, list[str]] = {}

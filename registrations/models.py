@@ -231,7 +231,7 @@ class AdoptRequest(_Strict):
     @model_validator(mode="after")
     def _access_for_services(self) -> AdoptRequest:
         # The kinds whose create request carries an access level (ServiceRequest) take one here too.
-        takes_access = sorted(_tag(m, "type") for m in REQUEST_MODELS if "access" in m.model_fields)
+        takes_access = sorted(t for t in REQUEST_MODEL_BY_TYPE if carries(t, "access"))
         if (self.type in takes_access) != (self.access is not None):
             raise ValueError(f"access is given for {' and '.join(takes_access)} clients, and only for them")
         return self
@@ -271,6 +271,15 @@ CREDENTIAL_MODELS: tuple[type[_Strict], ...] = (SecretCredential, CertificateCre
 
 def _tag(model: type[BaseModel], field: str) -> str:
     return model.model_fields[field].annotation.__args__[0]  # type: ignore[union-attr]
+
+
+REQUEST_MODEL_BY_TYPE: dict[str, type[_RegistrationRequest]] = {_tag(m, "type"): m for m in REQUEST_MODELS}
+
+
+def carries(request_type: str, field: str) -> bool:
+    """Whether a create request of this type has the field (a ClassVar stand-in, like a confidential client's
+    fixed platform, does not count): what a kind's request carries is its model."""
+    return field in REQUEST_MODEL_BY_TYPE[request_type].model_fields
 
 
 # The values that pick a union's member. pydantic names the member in an error's loc
