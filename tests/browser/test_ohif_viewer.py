@@ -76,6 +76,7 @@ def _dismiss_notices(d) -> None:
                 pass
 
 
+@pytest.mark.slow(12)
 def test_sign_in_list_open_renew_and_sign_out(chromium, viewer, lt, ohif_config, stored_study):
     d = chromium.driver
     viewer.serve(ohif_config)
