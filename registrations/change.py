@@ -116,7 +116,9 @@ def fixed_in(current: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, Any]:
     """The create body that describes the registration as this API keeps it (what a PATCH is merged into).
     `federated` is the app's federated identity credential, when it has one."""
-    fields = mf.stored_fields(app)
+    # The application's own fields as the registry recorded them (what was last applied), not as Entra shows
+    # them now: an edit in the portal is drift, not the desired state.
+    fields = {**mf.stored_fields(app), **(app.get("desired") or {})}
     plan = PLANS[fields["type"]]
     doc: dict[str, Any] = {"type": fields["type"], "name": name,
                            "displayName": fields["displayName"], "dicomService": fields["dicomService"]}
@@ -286,7 +288,7 @@ class Changer:
                 lambda: self.graph.update_application(app["id"], {"tags": labels}), lagging=lag_404))
             # Last: once the registry holds the new desired state, the change is done.
             saga.run("record desired state", lambda: self.registry.save(replace(
-                record, tags=tuple(recorded), lease_holder="", lease_until=0.0)))
+                record, tags=tuple(recorded), fields=mf.applied_fields(wanted), lease_holder="", lease_until=0.0)))
         except StepFailed as failure:
             saga.abort(failure)
             if isinstance(failure.cause, Problem):  # another instance holds the lease

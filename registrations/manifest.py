@@ -105,6 +105,12 @@ def entity_tag(app: dict) -> str:
     return '"' + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:20] + '"'
 
 
+def applied_fields(request: Request) -> str:
+    """The application's own fields as a request sets them (the registry keeps them as the desired state)."""
+    return json.dumps({"displayName": request.displayName, "notes": request.notes,
+                       "redirectUris": list(request.redirectUris)}, sort_keys=True)
+
+
 def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None = None) -> list[str]:
     tags = [TAG_MARK, f"dicom-type:{request.type}", f"dicom-target:{request.dicomService}",
             f"dicom-requester:{caller.object_id}", f"dicom-state:{state}"]

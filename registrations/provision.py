@@ -141,7 +141,8 @@ class Provisioner:
                                undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
                 fresh = True
                 saga.run("record application", lambda: save(app_object_id=app["id"], app_id=app["appId"],
-                                                            tags=tuple(manifest["tags"])))
+                                                            tags=tuple(manifest["tags"]),
+                                                            fields=mf.applied_fields(request)))
             else:
                 app = existing
                 # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
@@ -162,7 +163,8 @@ class Provisioner:
                          undo=lambda added: self.cors.withdraw(target.resourceId, added, leaving=app["appId"]))
             ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
             saga.run("record ready", lambda: save(state="ready", sp_id=sp["id"], tags=tuple(ready), lease_holder="",
-                                                  lease_until=0.0, app_object_id=app["id"], app_id=app["appId"]))
+                                                  lease_until=0.0, app_object_id=app["id"], app_id=app["appId"],
+                                                  fields=mf.applied_fields(request)))
             # The same as labels for people in the portal (never read back for a decision).
             saga.run("label ready", lambda: eventually(
                 lambda: self.graph.update_application(app["id"], {"tags": ready}), lagging=lag_404))

@@ -59,6 +59,7 @@ class Record:
     app_id: str = ""
     sp_id: str = ""
     tags: tuple[str, ...] = ()  # the desired state as last applied, in the tag vocabulary of manifest.py
+    fields: str = ""  # JSON: the application's own fields as last applied (displayName, notes, redirectUris)
     adopted: bool = False  # made elsewhere: the application is not the API's to delete
     made: tuple[str, ...] = ()  # what the API made for an adopted registration (servicePrincipal)
     created_at: str = ""

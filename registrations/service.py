@@ -329,7 +329,8 @@ class RegistrationService:
             tags = mf.tags_for(wanted, caller, state="ready", sp_id=mf.tag_values(adopted).get("sp"))
             recorded = _upstream(lambda: self._registry.save(replace(
                 reserved, state="ready", app_object_id=app["id"], app_id=app["appId"],
-                sp_id=mf.tag_values(adopted).get("sp", ""), tags=tuple(tags), adopted=True, made=tuple(made),
+                sp_id=mf.tag_values(adopted).get("sp", ""), tags=tuple(tags), fields=mf.applied_fields(wanted),
+                adopted=True, made=tuple(made),
                 lease_holder="", lease_until=0.0)))
         return self._views.view(as_recorded(adopted, recorded)), True
 
@@ -560,12 +561,33 @@ class RegistrationService:
                 with self.locked(record.name):
                     self.finish_delete(record, self._recorded_app(record))
                 repaired.append({"kind": "unfinishedDelete", "registration": record.name})
+            elif record.state == "ready" and record.lease_holder:
+                with self.locked(record.name):
+                    self._finish_change(record)
+                repaired.append({"kind": "unfinishedChange", "registration": record.name})
             elif record.state == "provisioning" and not record.app_object_id and \
                     now - (parse_time(record.created_at) or now) > stale:
                 with self.locked(record.name):
                     self._forget_dead_create(record)
                 repaired.append({"kind": "staleProvisioning", "registration": record.name})
         return repaired
+
+    def _finish_change(self, record: Record) -> None:
+        """A change that died half-way (its lease ran out on a ready row): put Entra back to the desired state
+        the registry recorded (the change's last step records the new one, so it never got there); the change
+        saga takes and clears the lease."""
+        app = self._recorded_app(record)
+        if app is None:
+            self._registry.save(replace(record, lease_holder="", lease_until=0.0))
+            return
+        wanted = self._recorded(app, record.name, self._federated(app, record.name))
+        fields = mf.differing_fields(wanted, app, self.settings.tenant_id)
+        fields += [d["field"] for d in self._changer.drift(app, wanted)
+                   if d["field"] not in APP_FIELDS and d["field"] not in fields]
+        if not fields:
+            self._registry.save(replace(record, lease_holder="", lease_until=0.0))
+            return
+        self._changer.run(app, wanted, fields, Caller(object_id=record.requester, name="sweep"))
 
     def _forget_dead_create(self, record: Record) -> None:
         """A create that died between reserving its row and recording its application: the application, if
@@ -618,7 +640,8 @@ def as_recorded(app: dict, record: Record) -> dict:
     tags = list(record.tags) or [mf.TAG_MARK]
     if record.sp_id and not any(t.startswith("dicom-sp:") for t in tags):
         tags.append(f"dicom-sp:{record.sp_id}")
-    return dict(app, tags=tags, labels=list(app.get("tags") or []), adopted=record.adopted)
+    desired = json.loads(record.fields) if record.fields else {}
+    return dict(app, tags=tags, labels=list(app.get("tags") or []), adopted=record.adopted, desired=desired)
 
 
 def remains(record: Record) -> dict:
