@@ -36,6 +36,7 @@ from .models import (
     NAME_PATTERN,
     UNION_TAGS,
     ExpiringQuery,
+    GetQuery,
     ListQuery,
     NoQuery,
     RegistrationRequest,
@@ -384,8 +385,8 @@ def list_(call: Call[ListQuery]) -> func.HttpResponse:
     return json_response(body)
 
 
-def get(call: Call[NoQuery]) -> func.HttpResponse:
-    return _registration(call.runtime.service.get(call.name, call.caller))
+def get(call: Call[GetQuery]) -> func.HttpResponse:
+    return _registration(call.runtime.service.get(call.name, call.caller, live=call.query.drift == "live"))
 
 
 def put(call: Call[NoQuery]) -> func.HttpResponse:
@@ -464,7 +465,7 @@ def capacity(call: Call[NoQuery]) -> func.HttpResponse:
 ENDPOINTS: dict[str, Endpoint] = {
     "create_registration": Endpoint(create, "create", idempotency_key=True, body=True),
     "list_registrations": Endpoint(list_, "read", ListQuery),
-    "get_registration": Endpoint(get, "read"),
+    "get_registration": Endpoint(get, "read", GetQuery),
     "get_registration_config": Endpoint(config, "read"),
     "verify_registration": Endpoint(verification, "read"),
     "put_registration": Endpoint(put, "change", body=True, if_match=True),

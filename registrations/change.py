@@ -154,14 +154,17 @@ class Changer:
         self.graph, self.rbac, self.credentials, self.provisioner = graph, rbac, credentials, provisioner
 
     # ----------------------------------------------------------------------------------------- drift
-    def drift(self, app: dict, request: Request) -> list[dict]:
+    def drift(self, app: dict, request: Request, *, live: bool = True) -> list[dict]:
         """Where Entra ID or Azure differ from what this API last applied: the application's own fields (by
-        their recorded fingerprints), the DICOM role and the secret's readers. Reads only."""
+        their recorded fingerprints, from the application read already) and, `live`, the DICOM role, the
+        secret's readers and the owners (reads of Azure). Reads only."""
         found = []
         actual = mf.stored_fields(app)
         for field, recorded in mf.applied(app).items():
             if mf.fingerprint(actual[field]) != recorded:
                 found.append({"field": field, "expected": f"sha256:{recorded}", "actual": actual[field]})
+        if not live:
+            return found
         roles = self._roles(app, request)
         if roles is not None and set(roles.held) != {roles.wanted}:
             found.append({"field": "access", "expected": [self._role_name(roles.wanted, request)],

@@ -502,5 +502,14 @@ class ExpiringQuery(_Query):
     days: WholeNumber = Field(default=30, ge=1, le=730, title="Days", description="The window, in days.")
 
 
+class GetQuery(_Query):
+    drift: Literal["live"] | None = Field(
+        default=None, title="Drift",
+        description="live: also compare the DICOM role, the secret's readers and the owners with what this API last "
+                    "applied (one to three more calls to Azure); without it drift covers the application's own fields, "
+                    "what the one read of it shows.",
+        json_schema_extra={"visibility": "advanced"})
+
+
 class NoQuery(_Query):
     """An operation that reads no query parameter."""

@@ -52,6 +52,7 @@ from .models import (
     CredentialList,
     DeletionReport,
     ExpiringQuery,
+    GetQuery,
     CapacityReport,
     ExpiringReport,
     ListQuery,
@@ -217,8 +218,9 @@ OPERATIONS: dict[str, Operation] = {
         "get", "/registrations/{name}", "GetRegistration", "Get a registration",
         "One registration with its client configuration.",
         replies=(Reply(200, "The registration, with drift when Entra ID or Azure differ from what this API "
-                       "last applied.", Registration, {**ETAG, **CORRELATION}),),
-        problems=(404,), visibility="important",
+                       "last applied (the application's own fields; with drift=live also roles, readers and "
+                       "owners).", Registration, {**ETAG, **CORRELATION}),),
+        problems=(404, 422), params=query_params(GetQuery), visibility="important",
     ),
     "put_registration": Operation(
         "put", "/registrations/{name}", "PutRegistration", "Create or change a registration",

@@ -244,12 +244,15 @@ class RegistrationService:
             )
 
     # ------------------------------------------------------------------------------------ reading
-    def get(self, name: str, caller: Caller) -> dict:
+    def get(self, name: str, caller: Caller, *, live: bool = False) -> dict:
+        """One registration: the registry's record and one read of its application (a federated one's
+        credential is a second). Drift of the application's own fields comes from that read; `live` adds the
+        DICOM role, the secret's readers and the owners, which cost calls to Azure."""
         app = self._visible_app(name, caller)
         fic = self._federated(app, name)
         view = self._views.view(app, credential=federated_reference(fic) if fic else None)
         if view["state"] == "ready":
-            view["drift"] = _upstream(lambda: self._changer.drift(app, self._recorded(app, name, fic)))
+            view["drift"] = _upstream(lambda: self._changer.drift(app, self._recorded(app, name, fic), live=live))
         return view
 
     def _federated(self, app: dict, name: str) -> dict | None:

@@ -112,7 +112,7 @@ def assert_clean(lt, survivor: HostProcess) -> None:
     # No half-applied change: Entra holds what the registry recorded, and only that.
     with client(survivor, admin_token(lt)) as c:
         for name, row in kill_rows.items():
-            got = c.get(f"/registrations/{name}")
+            got = c.get(f"/registrations/{name}", params={"drift": "live"})
             assert got.status_code == 200 and got.json()["drift"] == [], (name, got.text)
             app = ours[row["app_object_id"]]
             recorded = json.loads(row["tags"])

@@ -1,0 +1,40 @@
+"""Reads come from the registry: a GET reads Entra only for what it shows live, a list reads no more of
+Azure however many registrations there are."""
+
+from __future__ import annotations
+
+
+def azure_calls(tenant) -> int:
+    calls = tenant.stats()["calls"]
+    return sum(n for op, n in calls.items() if op.split(".")[0] in ("graph", "arm", "keyvault"))
+
+
+def service(name: str) -> dict:
+    return {"type": "service", "name": name, "displayName": name, "dicomService": "managed", "access": "reader"}
+
+
+def test_a_get_reads_the_application_once_and_live_drift_only_when_asked(api, tenant):
+    assert api.post("/registrations", json=service("reads-get")).status_code == 201
+    before = azure_calls(tenant)
+    got = api.get("/registrations/reads-get")
+    assert got.status_code == 200 and got.json()["drift"] == []
+    assert azure_calls(tenant) - before == 1
+    before = azure_calls(tenant)
+    live = api.get("/registrations/reads-get", params={"drift": "live"})
+    assert live.status_code == 200 and live.json()["drift"] == []
+    assert azure_calls(tenant) - before > 1  # the role assignments (and readers) were read too
+    assert api.get("/registrations/reads-get", params={"drift": "yes"}).status_code == 422
+
+
+def test_a_list_costs_the_same_few_azure_calls_for_3_or_13_registrations(api, tenant):
+    def listing_cost() -> int:
+        before = azure_calls(tenant)
+        assert api.get("/registrations", params={"top": 100}).status_code == 200
+        return azure_calls(tenant) - before
+
+    for i in range(3):
+        assert api.post("/registrations", json=service(f"reads-list-{i}")).status_code == 201
+    few = listing_cost()
+    for i in range(3, 13):
+        assert api.post("/registrations", json=service(f"reads-list-{i}")).status_code == 201
+    assert listing_cost() == few <= 1
