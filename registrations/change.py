@@ -286,7 +286,7 @@ class Changer:
             record = held["record"]
             owner = Caller(object_id=record.requester or caller.object_id, name=caller.name)
             recorded = mf.tags_for(wanted, owner, state="ready", sp_id=record.sp_id or mf.tag_values(app).get("sp"))
-            labels = foreign_tags(app.get("labels") or []) + recorded
+            labels = foreign_tags(app.get("labels") or []) + mf.labels(recorded)
             saga.run("label desired state", lambda: eventually(
                 lambda: self.graph.update_application(app["id"], {"tags": labels}), lagging=lag_404))
             # Last: once the registry holds the new desired state, the change is done.

@@ -136,6 +136,18 @@ def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None 
     return tags
 
 
+def labels(tags: list[str]) -> list[str]:
+    """What the application carries for people in the portal: the recorded desired state without its state
+    (the registry says whether a registration is ready; a label written once at create would go stale)."""
+    return [tag for tag in tags if not tag.startswith("dicom-state:")]
+
+
+def create_mark(attempt: str) -> str:
+    """The label that names the create that made an application: its attempt nonce, recorded in the registry
+    before the POST, so a lost 201 is recognised as this create's (nobody else can know it before then)."""
+    return f"dicom-create:{attempt}"
+
+
 def tag_values(app: dict) -> dict[str, str]:
     values: dict[str, str] = {}
     for tag in app.get("tags") or []:
@@ -176,7 +188,7 @@ def build_manifest(request: Request, caller: Caller, *, tenant_id: str, unique: 
         "uniqueName": unique,
         "displayName": request.displayName,
         "signInAudience": "AzureADMyOrg",
-        "tags": tags_for(request, caller, state="provisioning"),
+        "tags": labels(tags_for(request, caller, state="provisioning")),
         "notes": notes_for(request, caller),
     }
     platform = request.platform

@@ -1,16 +1,21 @@
 """The create path: resolve the DICOM resource, then make the application, its service principal, its grant
-and its credential as a saga, and mark the application ready.
+and its credential as a saga, and record the registration ready.
 
-The application object is the intent record. It is created first, create-only (POST with its uniqueName, so a
-create never writes to an application it did not make), tagged `provisioning` and with a lease (`dicom-lease:{attempt}:{expiry}`) naming the attempt that works on it. Another attempt (a Logic
-Apps retry landing on another instance while the first still runs) finds a live lease and is told to come
-back later (503 + Retry-After) instead of working on the same objects; once the lease has expired, the first
-attempt has certainly ended (its remote calls stop within the request's budget and its undo within its own,
-both before the lease ends), so the next attempt adopts what it left and finishes or removes it.
+The registry row (registry.py) is the intent record. The create reserves it before anything else (insert-only,
+with a fresh attempt nonce and the lease of this request), then creates the application create-only (POST with
+its uniqueName and the nonce among its labels, so a create never writes to an application it did not make),
+records its ids, and records the registration ready (its desired state, the principal's id, the current
+credential) once everything is made: three Graph writes for a service client (application, principal,
+password), none of them a read-back. Another attempt (a Logic Apps retry landing on another instance while the
+first still runs) finds the row leased and is told to come back later (503 + Retry-After); once the lease has
+expired, the first attempt has certainly ended (its remote calls stop within the request's budget and its undo
+within its own, both before the lease ends), so the next attempt takes the lease and finishes or removes what
+the row records.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -106,7 +111,7 @@ class Provisioner:
             raise Conflict(f"the name is held by a deleted application this API has no record of (object id "
                            f"{deleted['id']}, appId {deleted.get('appId')}); an administrator can restore or "
                            "permanently delete it, or use another name", holder=_holder(deleted)) from exc
-        if not any(t.startswith(f"dicom-lease:{attempt}:") for t in app.get("tags") or []):
+        if mf.create_mark(attempt) not in (app.get("tags") or []):
             raise Conflict(f"the name is held by an application this API has no record of (object id {app['id']}, "
                            f"appId {app.get('appId')}); nothing was written to it; use another name, or an "
                            "administrator adopts it", holder=_holder(app))
@@ -134,14 +139,15 @@ class Provisioner:
             if existing is None:
                 manifest = mf.build_manifest(request, owner, tenant_id=self.settings.tenant_id, unique=unique,
                                              resource=resource)
-                # A label for people, and the nonce by which a lost 201 is recognised as this create's.
-                manifest["tags"].append(f"dicom-lease:{record.attempt}:{int(record.lease_until)}")
+                # The nonce by which a lost 201 is recognised as this create's.
+                manifest["tags"].append(mf.create_mark(record.attempt))
                 app = saga.run("create application",
                                lambda: self._create_application(unique, manifest, record.attempt),
                                undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
                 fresh = True
                 saga.run("record application", lambda: save(app_object_id=app["id"], app_id=app["appId"],
-                                                            tags=tuple(manifest["tags"]),
+                                                            tags=tuple(mf.tags_for(request, owner,
+                                                                                   state="provisioning")),
                                                             fields=mf.applied_fields(request)))
             else:
                 app = existing
@@ -164,17 +170,15 @@ class Provisioner:
             ready = mf.tags_for(request, owner, state="ready", sp_id=sp["id"])
             saga.run("record ready", lambda: save(state="ready", sp_id=sp["id"], tags=tuple(ready), lease_holder="",
                                                   lease_until=0.0, app_object_id=app["id"], app_id=app["appId"],
-                                                  fields=mf.applied_fields(request)))
-            # The same as labels for people in the portal (never read back for a decision).
-            saga.run("label ready", lambda: eventually(
-                lambda: self.graph.update_application(app["id"], {"tags": ready}), lagging=lag_404))
+                                                  fields=mf.applied_fields(request),
+                                                  credential=current_credential(credential)))
         except StepFailed as failure:
             saga.abort(failure)
             self._forget(state["record"], failure)
             if isinstance(failure.cause, Problem):  # a step that decided the request cannot go on says why
                 raise failure.cause from failure
             raise step_problem(ProvisioningFailed, failure, "provisioning") from failure.cause
-        return dict(app, tags=ready, labels=ready), sp, credential
+        return dict(app, tags=ready, labels=list(app.get("labels", app.get("tags")) or [])), sp, credential
 
     def _forget(self, record: Record, failure: StepFailed) -> None:
         """A create undone: its row goes too, unless something could not be undone (the sweep finds it by
@@ -329,6 +333,14 @@ def resource_principal(graph: GraphClient, target: ManagedTarget | OssTarget, re
     if record is None or record.state != "ready" or not record.app_id:
         return None
     return graph.get_service_principal(record.app_id)
+
+
+def current_credential(reference: dict | None) -> str:
+    """What the registry keeps of a registration's current stored credential (the expiring report reads it
+    there, not from Key Vault): kind, keyId and end; empty for none or a federated one."""
+    if not reference or reference.get("kind") not in mf.STORED_KINDS or not reference.get("keyId"):
+        return ""
+    return json.dumps({k: reference.get(k) for k in ("kind", "keyId", "endDateTime")}, sort_keys=True)
 
 
 def _holder(app: dict) -> dict:

@@ -52,7 +52,7 @@ class Record:
     type: str
     target: str
     state: str = "provisioning"  # provisioning, ready, deleting
-    attempt: str = ""  # the nonce the create's application carries (its dicom-lease tag)
+    attempt: str = ""  # the nonce the create's application carries (its dicom-create label)
     lease_holder: str = ""  # the request working on the registration now, until lease_until (epoch seconds)
     lease_until: float = 0.0
     app_object_id: str = ""
@@ -60,6 +60,7 @@ class Record:
     sp_id: str = ""
     tags: tuple[str, ...] = ()  # the desired state as last applied, in the tag vocabulary of manifest.py
     fields: str = ""  # JSON: the application's own fields as last applied (displayName, notes, redirectUris)
+    credential: str = ""  # JSON: the current stored credential (kind, keyId, endDateTime), for the reports
     adopted: bool = False  # made elsewhere: the application is not the API's to delete
     made: tuple[str, ...] = ()  # what the API made for an adopted registration (servicePrincipal)
     created_at: str = ""

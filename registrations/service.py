@@ -13,7 +13,7 @@ import threading
 import weakref
 from dataclasses import replace
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -43,9 +43,9 @@ from .problems import (
     upstream_problem,
 )
 from .credential_policy import refused
-from .provision import Provisioner, step_problem
+from .provision import Provisioner, current_credential, step_problem
 from .quota import ObjectQuota
-from .registry import Exists, Idempotency, Limit, Record, Registry, new_attempt, request_hash
+from .registry import Exists, Idempotency, Limit, Record, Registry, Stale, new_attempt, request_hash
 from .redirects import native_form
 from .saga import StepFailed, budget, map_concurrently, submit
 from .settings import ManagedTarget, OssTarget, Settings
@@ -460,6 +460,7 @@ class RegistrationService:
             try:
                 credentials, rotated = _upstream(
                     lambda: self._credentials.rotate(app, name, idempotency_key=idempotency_key))
+                self._record_current(name, credentials)
             except StepFailed as failure:
                 if (policy := refused(failure.cause)) is not None:
                     raise policy from failure.cause
@@ -539,12 +540,42 @@ class RegistrationService:
     def map_concurrently(self, action: Callable[[Any], T], items: list) -> list[T]:
         return map_concurrently(self._executor, action, items)
 
+    def map_bounded(self, action: Callable[[Any], T], items: list, *, limit: int) -> list[T]:
+        """map_concurrently on a pool of its own of `limit` workers (the sweep: its work on each item uses the
+        shared executor for its own parallel steps, which a full shared pool would starve)."""
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="sweep") as pool:
+            return map_concurrently(pool, action, items)
+
     def describe_credentials(self, app: dict, name: str, *, now: datetime) -> list[dict]:
         return self._credentials.describe(app, name, now=now)
 
     def rotate_credential(self, app: dict, name: str, *, idempotency_key: str, now: datetime) -> bool:
         """Rotate as the sweep does; True when a credential was added (not a replay)."""
-        return self._credentials.rotate(app, name, idempotency_key=idempotency_key, now=now)[1]
+        credentials, rotated = self._credentials.rotate(app, name, idempotency_key=idempotency_key, now=now)
+        self._record_current(name, credentials)
+        return rotated
+
+    def _record_current(self, name: str, credentials: list[dict]) -> None:
+        """Keep the current credential's kind, keyId and end on the registry row (the reports read it)."""
+        current = next((c for c in credentials if c.get("state") in ("active", "expiring")), None)
+        record = self._registry.get(name)
+        if record is not None and current is not None:
+            with suppress(Stale):  # someone wrote the row since: the next rotation or the sweep records it
+                self._registry.save(replace(record, credential=current_credential(current)))
+
+    def recorded_credentials(self) -> list[tuple[str, dict]]:
+        """(registration, current credential) as the registry keeps them, for every registration that has
+        one recorded (the expiring report's one read)."""
+        return [(r.name, {**json.loads(r.credential), "type": r.type, "requestedBy": r.requester,
+                          "autoRotate": "dicom-autorotate:true" in r.tags})
+                for r in self._registry.records() if r.state == "ready" and r.credential]
+
+    def unrecorded_registrations(self) -> list[dict]:
+        """Registrations with a stored credential the registry has no current credential for (made before it
+        kept them): the expiring report describes those from Key Vault."""
+        names = {r.name for r in self._registry.records() if r.state == "ready" and not r.credential
+                 and any(t in r.tags for t in ("dicom-credential:secret", "dicom-credential:certificate"))}
+        return [app for app in self.owned_registrations() if self.registration_name(app) in names] if names else []
 
     def refreshed(self, app: dict) -> dict:
         """The application as Graph has it now (after a rotation changed its credentials)."""
@@ -596,7 +627,7 @@ class RegistrationService:
         """A create that died between reserving its row and recording its application: the application, if
         its POST went through, carries the create's nonce (and nothing else can); remove it, then the row."""
         found = self._graph.get_application(mf.unique_name(self.settings.name_prefix, record.name))
-        if found is not None and any(t.startswith(f"dicom-lease:{record.attempt}:") for t in found.get("tags") or []):
+        if found is not None and mf.create_mark(record.attempt) in (found.get("tags") or []):
             self.finish_delete(replace(record, app_object_id=found["id"], app_id=found["appId"]),
                                as_recorded(found, record))
         else:

@@ -135,7 +135,7 @@ def made_then_killed(lt, survivor: HostProcess, name: str, operation: str, nth: 
 
 
 CREATE_STEPS = [("graph.createApplication", 1), ("graph.createServicePrincipal", 1),
-                ("arm.createRoleAssignment", 1), ("keyvault.setSecret", 1), ("graph.updateApplication", 1)]
+                ("arm.createRoleAssignment", 1), ("keyvault.setSecret", 1)]
 
 
 @pytest.mark.parametrize("operation,nth", CREATE_STEPS, ids=[f"{o}-{n}" for o, n in CREATE_STEPS])

@@ -26,15 +26,21 @@ def test_a_get_reads_the_application_once_and_live_drift_only_when_asked(api, te
     assert api.get("/registrations/reads-get", params={"drift": "yes"}).status_code == 422
 
 
-def test_a_list_costs_the_same_few_azure_calls_for_3_or_13_registrations(api, tenant):
-    def listing_cost() -> int:
+def test_a_list_and_the_expiring_report_cost_the_same_azure_calls_for_3_or_13_registrations(api, tenant):
+    def cost(path: str, **params) -> int:
         before = azure_calls(tenant)
-        assert api.get("/registrations", params={"top": 100}).status_code == 200
+        answer = api.get(path, params=params)
+        assert answer.status_code == 200, answer.text
         return azure_calls(tenant) - before
+
+    def costs() -> tuple[int, int]:
+        return cost("/registrations", top=100), cost("/reports/expiring", days=730)
 
     for i in range(3):
         assert api.post("/registrations", json=service(f"reads-list-{i}")).status_code == 201
-    few = listing_cost()
+    few = costs()
+    report = api.get("/reports/expiring", params={"days": 730}).json()
+    assert {f"reads-list-{i}" for i in range(3)} <= {item["name"] for item in report["value"]}
     for i in range(3, 13):
         assert api.post("/registrations", json=service(f"reads-list-{i}")).status_code == 201
-    assert listing_cost() == few <= 1
+    assert costs() == few and few[0] <= 1, few

@@ -32,6 +32,12 @@ def create_until_done(host: HostProcess, token: str, body: dict) -> list[int]:
     return until_done(host, token, "POST", "/registrations", json=body)
 
 
+def recorded(lt, name: str) -> dict:
+    """The registration's registry row: ready, with no lease left, is what "finished" means."""
+    [row] = [r for r in lt.registry_rows() if r["RowKey"] == f"reg:{name}"]
+    return row
+
+
 def until_done(host: HostProcess, token: str, method: str, path: str, **request) -> list[int]:
     """Like a Logic Apps HTTP action: retry a 503 after its Retry-After, until an answer that is not 503."""
     statuses = []
@@ -65,8 +71,8 @@ def test_the_same_create_on_two_instances_makes_one_registration(two_hosts):
         apps = [a for a in state["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
         assert len(apps) == 1
         app = apps[0]
-        assert "dicom-state:ready" in app["tags"]
-        assert not [t for t in app["tags"] if t.startswith("dicom-lease:")]
+        row = recorded(lt, name)
+        assert row["state"] == "ready" and not row["lease_holder"] and row["app_object_id"] == app["id"]
         sps = [s for s in state["servicePrincipals"] if s["appId"] == app["appId"]]
         assert len(sps) == 1
         assert len(app["passwordCredentials"]) == 1
@@ -106,15 +112,15 @@ def test_a_throttled_duplicate_never_undoes_a_finished_create(two_hosts):
     assert lt.stats()["calls"]["graph.createApplication"] - creates_before == 1
 
     [app] = [a for a in lt.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
-    assert "dicom-state:ready" in app["tags"]
-    assert not [t for t in app["tags"] if t.startswith("dicom-lease:")]
+    row = recorded(lt, name)
+    assert row["state"] == "ready" and not row["lease_holder"] and row["app_object_id"] == app["id"]
     with settings_override(**lt.app_settings()):
         from registrations import sweep, wiring
 
         report = sweep.run(wiring.runtime().service, now=datetime.now(timezone.utc) + timedelta(hours=2))
     assert report["repaired"] == [] and report["removed"] == [], report
     [still] = [a for a in lt.state()["applications"] if a.get("uniqueName") == f"dicomreg-{name}"]
-    assert still["id"] == app["id"] and "dicom-state:ready" in still["tags"]
+    assert still["id"] == app["id"] and recorded(lt, name)["state"] == "ready"
 
 
 def test_one_registration_changed_on_two_instances_at_once_ends_consistent(two_hosts):
@@ -135,9 +141,10 @@ def test_one_registration_changed_on_two_instances_at_once_ends_consistent(two_h
         outcomes = list(pool.map(change, [first, second], ["From first", "From second"]))
     assert [statuses[-1] for statuses in outcomes] == [200, 200], outcomes
     [app] = [a for a in lt.state()["applications"] if a.get("uniqueName") == "dicomreg-two-hosts-change"]
-    assert not [t for t in app["tags"] if t.startswith("dicom-lease:")]
+    row = recorded(lt, "two-hosts-change")
+    assert not row["lease_holder"] and "dicom-access:writer" in json.loads(row["tags"])
     assert "dicom-access:writer" in app["tags"] and app["displayName"] in ("From first", "From second")
-    sp_id = next(t.split(":", 1)[1] for t in app["tags"] if t.startswith("dicom-sp:"))
+    sp_id = row["sp_id"]
     roles = [r["properties"]["roleDefinitionId"].rsplit("/", 1)[-1] for r in lt.state()["roleAssignments"]
              if r["properties"]["principalId"] == sp_id]
     assert roles == ["58a3b984-7adf-4c20-983a-32417c86fbc8"]  # DICOM Data Owner, and nothing else
@@ -188,7 +195,8 @@ def test_the_per_requester_limit_holds_across_instances(limited_hosts):
 
     state = lt.state()
     apps = [a for a in state["applications"] if (a.get("uniqueName") or "").startswith("dicomreg-limit-")]
-    assert len(apps) == finals.count(201) and all("dicom-state:ready" in a["tags"] for a in apps)
+    assert len(apps) == finals.count(201)
+    assert all(recorded(lt, a["uniqueName"].removeprefix("dicomreg-"))["state"] == "ready" for a in apps)
     # No orphan: nothing of a refused create is left (service principals, secrets, role assignments).
     app_ids = {a["appId"] for a in apps}
     sps = [s for s in state["servicePrincipals"] if s["appId"] not in app_ids and "dicom-registration" in s["tags"]]
