@@ -107,8 +107,13 @@ def entity_tag(app: dict) -> str:
 
 def applied_fields(request: Request) -> str:
     """The application's own fields as a request sets them (the registry keeps them as the desired state)."""
-    return json.dumps({"displayName": request.displayName, "notes": request.notes,
-                       "redirectUris": list(request.redirectUris)}, sort_keys=True)
+    return applied_fields_of({"displayName": request.displayName, "notes": request.notes,
+                              "redirectUris": request.redirectUris})
+
+
+def applied_fields_of(fields: dict[str, Any]) -> str:
+    return json.dumps({"displayName": fields["displayName"], "notes": fields["notes"],
+                       "redirectUris": list(fields["redirectUris"])}, sort_keys=True)
 
 
 def tags_for(request: Request, caller: Caller, *, state: str, sp_id: str | None = None) -> list[str]:

@@ -24,6 +24,10 @@ principal) and makes what the app needs, looking first and changing only what is
 
 Then it prints the app settings to set (API_CLIENT_ID, API_AUDIENCE). Run twice, the second run changes
 nothing; `--what-if` prints the plan and changes nothing. REST through the same adapters the app uses.
+
+`--import` instead writes registrations made before the registry (tags only) to the registry, those the
+identity alone owns, and lists the others for an administrator to adopt (migration.py). Whoever runs it (the
+app's identity, or an administrator) needs Storage Table Data Contributor on the app's storage account.
 """
 
 from __future__ import annotations
@@ -330,6 +334,9 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--admin", action="append", default=[], metavar="OBJECT_ID",
                         help="a principal to give Registrations.Admin")
     parser.add_argument("--what-if", action="store_true", help="print the plan, change nothing")
+    parser.add_argument("--import", dest="import_", action="store_true",
+                        help="only import registrations made before the registry (tags only) that the identity "
+                             "alone owns; list the others for adoption")
     args = parser.parse_args(argv)
     for value in [args.principal_id, *args.requester, *args.admin]:
         try:
@@ -339,6 +346,8 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
     try:
         settings = load(_read_settings(args.settings))
         graph, rbac = build(settings)
+        if args.import_:
+            return _import(settings, graph, args.principal_id, what_if=args.what_if, out=out)
         setup = Setup(settings, graph, rbac, args.principal_id, api_name=args.api_name, requesters=args.requester,
                       admins=args.admin, what_if=args.what_if, out=out)
         app_settings = setup.run()
@@ -351,6 +360,22 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
     print("\napp settings to set on the function app:", file=out)
     for name, value in app_settings.items():
         print(f"{name}={value}", file=out)
+    return 0
+
+
+def _import(settings: Settings, graph: GraphClient, principal_id: str, *, what_if: bool, out: TextIO) -> int:
+    from datetime import datetime, timezone
+
+    from .migration import import_registrations
+    from .registry import Registry
+    from .wiring import default_credential, registry_store
+
+    registry = Registry(registry_store(settings, default_credential(settings)), lambda: datetime.now(timezone.utc))
+    with saga.budget(SETUP_SECONDS):
+        report = import_registrations(graph, registry, principal_id, settings.name_prefix, what_if=what_if,
+                                      say=lambda line: print(line, file=out, flush=True))
+    print(f"{len(report.imported)} imported{' (what-if: nothing written)' if what_if else ''}, "
+          f"{len(report.recorded)} recorded already, {len(report.to_adopt)} left to adopt", file=out)
     return 0
 
 

@@ -93,7 +93,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     rbac = RbacClient(arm)
     vault = VaultClient(settings.key_vault_url, credential, verify=verify, development=settings.development)
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrations")
-    registry = Registry(_registry_store(settings, credential), clock)
+    registry = Registry(registry_store(settings, credential), clock)
     owner: dict[str, str] = {}
 
     def owner_id() -> str:
@@ -122,7 +122,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     return Runtime(settings, service, Authenticator(settings, easy_auth=easy_auth), verifier, executor)
 
 
-def _registry_store(settings: Settings, credential):
+def registry_store(settings: Settings, credential):
     """The registry's table: the storage account's table endpoint with the app's identity (in Azure), or
     Azurite by its connection string (Development on loopback only: settings checks it). Neither is a
     misconfiguration, never a silent fallback."""
