@@ -29,11 +29,13 @@ BENCHMARKS = [
     ("critical", "bench.critical_path"),
     ("throttling", "bench.throttling"),
     ("read", "bench.read_path"),
+    ("registry", "bench.registry_scale"),
     ("hostile", "bench.hostile"),
     ("soak", "bench.soak"),
 ]
 # --short: a few minutes in all, for trying the bench out; the figures are noisier.
-SHORT = {"runs": 9, "repeats": 1, "provisions": 60, "seconds": 5.0, "soak_seconds": 60.0, "hostile_examples": 30}
+SHORT = {"runs": 9, "repeats": 1, "provisions": 60, "seconds": 5.0, "soak_seconds": 60.0, "hostile_examples": 30,
+         "registrations": 60}
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 

@@ -7,13 +7,19 @@ least privileged one Microsoft documents) and a requested lifetime beyond it is 
 lifetime was not asked for (the default, a rotation, the sweep) it is shortened to the limit. Without the
 permission the policy cannot be read, and Graph's refusal itself becomes the 422 (without the number).
 Federated credentials have no lifetime and no restriction in the v1.0 policy.
+
+The policy is an administrator's tenant-wide setting that changes rarely: it is kept for CACHE_SECONDS per
+worker (a create then costs no read of it), so a change reaches this API within five minutes; a credential
+Graph refuses in between still becomes the 422.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from concurrent.futures import Executor, Future
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime
 
@@ -29,6 +35,7 @@ RESTRICTIONS = {"secret": ("passwordCredentials", "passwordLifetime"),
 REFUSALS = ("CredentialInvalidLifetimeAsPerAppPolicy", "CredentialTypeNotAllowedAsPerAppPolicy")
 # The policy as read once for the work in progress (a create), started beside that work's first reads.
 _read_ahead: ContextVar[Future[dict | None] | None] = ContextVar("policy_read_ahead", default=None)
+CACHE_SECONDS = 300.0
 _DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
@@ -44,15 +51,33 @@ def max_days(duration: str | None) -> int | None:
 class CredentialPolicy:
     def __init__(self, graph: GraphClient) -> None:
         self._graph = graph
+        self._lock = threading.Lock()
+        self._kept: tuple[float, dict | None] | None = None  # (when read, the policy)
 
     def read_ahead(self, executor: Executor) -> AbstractContextManager[None]:
         """Within the block the policy is read once, starting now, so its round trip overlaps the block's
-        other reads instead of standing before the first credential write."""
-        return scoped(_read_ahead, submit(executor, self._graph.get_default_app_management_policy))
+        other reads instead of standing before the first credential write; not at all while it is kept."""
+        if self._fresh() is not None:
+            return nullcontext()
+        return scoped(_read_ahead, submit(executor, self._fetch))
+
+    def _fresh(self) -> tuple[float, dict | None] | None:
+        with self._lock:
+            kept = self._kept
+        return kept if kept is not None and time.monotonic() - kept[0] < CACHE_SECONDS else None
+
+    def _fetch(self) -> dict | None:
+        policy = self._graph.get_default_app_management_policy()
+        with self._lock:
+            self._kept = (time.monotonic(), policy)
+        return policy
 
     def _read(self) -> dict | None:
         ahead = _read_ahead.get()
-        return ahead.result() if ahead is not None else self._graph.get_default_app_management_policy()
+        if ahead is not None:
+            return ahead.result()
+        kept = self._fresh()
+        return kept[1] if kept is not None else self._fetch()
 
     def limit_days(self, kind: str, *, created: datetime | None) -> int | None:
         """The longest lifetime in days the tenant allows for a credential of `kind` on an app created at
