@@ -89,3 +89,5 @@ def test_a_forged_sp_tag_has_no_effect_on_another_registration(api, tenant):
     # The attacker's own registration changed its own principal's role, nobody else's.
     assert len(dicom_roles(tenant, attacker["servicePrincipalId"])) == 1
     assert dicom_roles(tenant, attacker["servicePrincipalId"]) != [DICOM_DATA_READER]
+    for name in ("forge-victim", "forge-attacker"):  # the session's object quota is shared
+        assert api.delete(f"/registrations/{name}").status_code == 200
