@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from localtenant import LocalTenant
-from tests.support import api_client, api_token, user_graph_token
+from tests.support import api_client, api_token, ca_context, user_graph_token
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def lt():
 
 
 def graph(lt, token: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=lt.ca_file, trust_env=False,
+    return httpx.Client(base_url=f"{lt.graph_endpoint}/v1.0", verify=ca_context(lt.ca_file), trust_env=False,
                         headers={"Authorization": f"Bearer {token}"})
 
 
