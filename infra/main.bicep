@@ -2,7 +2,7 @@
 // Microsoft's Functions quickstart templates are: a subscription-scope main.bicep that makes the resource
 // group, modules under app/, outputs that azd keeps in its environment. What Bicep cannot grant (Graph
 // application permissions, the API's own app registration, roles on DICOM services that may live in other
-// subscriptions) is `python -m registrations.setup`'s, run next (README, "Deploying to Azure").
+// subscriptions) is `python -m registrations.setup`'s, run next (docs/deploying.md).
 targetScope = 'subscription'
 
 @minLength(1)
@@ -14,7 +14,7 @@ param environmentName string
 @description('Region of every resource (one that offers the Flex Consumption plan).')
 param location string
 
-@description('DICOM_SERVICES: JSON naming the DICOM targets (README, "Settings").')
+@description('DICOM_SERVICES: JSON naming the DICOM targets (docs/settings.md).')
 param dicomServices string
 
 @description('API_CLIENT_ID: appId of the API\'s own registration, as setup prints it (empty before setup).')
@@ -92,6 +92,7 @@ module logicApp 'app/logicapp.bicep' = if (deployLogicApp) {
     resourceToken: resourceToken
     functionAppName: api.outputs.name
     apiAudience: apiAudience
+    apiClientId: apiClientId
     approverEmail: approverEmail
   }
 }

@@ -47,14 +47,17 @@ FIRST_PARTY = {
 }
 API_ROLES = {"Registrations.Admin": "6e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
              "Registrations.Request": "7f2a3b4c-5d6e-4f7a-9b0c-1d2e3f4a5b6c",
-             "Registrations.Read": "8a3b4c5d-6e7f-4a8b-8c1d-2e3f4a5b6c7d"}
+             "Registrations.Read": "8a3b4c5d-6e7f-4a8b-8c1d-2e3f4a5b6c7d",
+             "Registrations.Broker": "0c5d6e7f-8a9b-4c0d-8e3f-4a5b6c7d8e9f"}
 API_SCOPE_ID = "9b4c5d6e-7f8a-4b9c-8d2e-3f4a5b6c7d8e"
 # The Azure CLI's public client (its well-known appId), with Graph's delegated application scopes consented, as
 # `az ad app create` and `az ad app owner add` use them on a user's behalf.
 AZURE_CLI_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 AZURE_CLI_GRAPH_SCOPES = "User.Read Application.ReadWrite.All Directory.Read.All"
 CLIENTS = {"admin_client": "Registrations.Admin", "requester_client": "Registrations.Request",
-           "requester_client_b": "Registrations.Request", "reader_client": "Registrations.Read"}
+           "requester_client_b": "Registrations.Request", "reader_client": "Registrations.Read",
+           # an approval workflow's identity, asking on a person's behalf
+           "broker_client": "Registrations.Broker"}
 
 
 def _id(name: str) -> str:

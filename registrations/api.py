@@ -28,6 +28,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from . import logs
 from . import sweep as sweeper
 from . import wiring
+from .auth import effective_caller
 from .change import fixed_in, fixed_problem
 from .manifest import ADMIN, READ, REQUEST, Caller
 from .models import (
@@ -137,6 +138,7 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
     try:
         runtime = wiring.runtime()
         caller = runtime.authenticator.caller(req.headers)
+        caller = effective_caller(caller, req.headers)
         _require(caller, endpoint.needs)
         query = _query(req, endpoint.query)
         if "name" in req.route_params:
@@ -199,7 +201,8 @@ def _log_request(req: func.HttpRequest, function: str, needs: str, response: fun
         "operation": function, "method": req.method, "status": status,
         "durationMs": round((time.perf_counter() - started) * 1000, 1), "correlationId": correlation,
         "caller": None if caller is None else {"oid": caller.object_id, "appid": caller.app_id,
-                                               "name": caller.name},
+                                               "name": caller.name,
+                                               **({"broker": caller.broker} if caller.broker else {})},
     }
     write = needs != "read"
     if write:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,8 +18,8 @@ from typing import Any
 
 import jwt
 
-from .manifest import Caller
-from .problems import Unauthenticated, UpstreamUnavailable
+from .manifest import BROKER, REQUEST, REQUESTED_FOR, Caller
+from .problems import Forbidden, Unauthenticated, UpstreamUnavailable, ValidationProblem
 from .settings import Settings
 
 log = logging.getLogger("registrations.auth")
@@ -37,6 +38,7 @@ FAILED_FETCH_BACKOFF_SECONDS = 5.0
 FETCH_TIMEOUT_SECONDS = 10
 MAX_MISSING_KIDS = 10_000
 TENANT_CLAIMS = ("http://schemas.microsoft.com/identity/claims/tenantid", "tid")
+_OBJECT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class _Flight:
@@ -308,3 +310,26 @@ def _caller_from_claims(claims: dict) -> Caller:
     app_id = claims.get("azp") or claims.get("appid")
     name = claims.get("name") or claims.get("preferred_username") or claims.get("upn") or app_id or claims["oid"]
     return Caller(object_id=claims["oid"], name=name, roles=frozenset(claims.get("roles") or []), app_id=app_id)
+
+
+def effective_caller(caller: Caller, headers: Mapping[str, str]) -> Caller:
+    """The caller a request acts as. A broker (app role Registrations.Broker: an approval workflow's identity,
+    which authenticated the person at its own trigger) names the person in the Requested-For header (their
+    object id); the request then acts as that person with Registrations.Request and nothing more, so the
+    registration is theirs, the requester policy binds it, and the person's own token manages it afterwards.
+    Only a broker may name someone: anyone else sending the header is refused, so a requester cannot claim to
+    be another. A broker without the header acts as nobody (it holds no other role)."""
+    named = headers.get(REQUESTED_FOR.lower())
+    if named is None:
+        return caller
+    if BROKER not in caller.roles:
+        raise Forbidden(f"only a caller with the app role {BROKER} may ask on someone's behalf "
+                        f"({REQUESTED_FOR}); call in your own name without that header",
+                        requiredRoles=[BROKER])
+    person = named.strip().lower()
+    if not _OBJECT_ID.match(person):
+        raise ValidationProblem(f"{REQUESTED_FOR} must be the requester's object id (a GUID)",
+                                errors=[{"loc": ["header", REQUESTED_FOR], "type": "object_id",
+                                         "msg": "an Entra object id, from the oid claim of the requester's token"}])
+    return Caller(object_id=person, name=f"{person} through {caller.name}", roles=frozenset({REQUEST}),
+                  app_id=caller.app_id, broker=caller.object_id)

@@ -29,16 +29,22 @@ CREDENTIAL_FIELD = {"secret": "passwordCredentials", "certificate": "keyCredenti
 
 # The app roles of the API's own registration: everything; create, and manage what one requested; read.
 ADMIN, REQUEST, READ = "Registrations.Admin", "Registrations.Request", "Registrations.Read"
+# A broker (an approval workflow's identity) asks on a person's behalf, naming them in REQUESTED_FOR; it
+# may do nothing in its own name.
+BROKER = "Registrations.Broker"
+REQUESTED_FOR = "Requested-For"
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the token's oid, a display name and the app roles it holds."""
+    """Who is calling: the token's oid, a display name and the app roles it holds. When a broker asks on a
+    person's behalf, the caller is that person (a requester) and `broker` names the broker's oid."""
 
     object_id: str
     name: str
     roles: frozenset[str] = frozenset()
     app_id: str | None = None
+    broker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ from .models import (
     VerificationPending,
     VerificationReport,
 )
+from .manifest import REQUESTED_FOR
 from .problems import ALL_PROBLEMS, PROBLEM_BASE, PROBLEM_CONTENT_TYPE
 from .views import FORMATS
 
@@ -170,6 +171,12 @@ CORRELATION = {"x-correlation-id": "Correlation id of this call (from x-correlat
 IF_MATCH = Param("If-Match", "header", "The registration's ETag as last read: the call is refused with 412 "
                  "when the registration changed since. Leave it out to apply the call whatever changed.",
                  "If-Match (ETag)", visibility="advanced")
+REQUESTED_FOR_PARAM = Param(
+    REQUESTED_FOR, "header", "Brokers only (app role Registrations.Broker, such as an approval workflow's identity): "
+    "the object id of the person this call is for. The call then acts as that person with Registrations.Request: "
+    "a registration it creates is theirs, and they manage it afterwards with their own token. Anyone else "
+    "sending it is refused (403).", "Requested for (object id)", visibility="advanced",
+    schema={"pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"})
 ETAG = {"ETag": "The registration's entity tag: send it as If-Match to change exactly this state."}
 CREATED = Reply(201, "Created.", Registration, {"Location": "URL of the registration.", **ETAG, **CORRELATION})
 CONVERGED = Reply(200, "Changed (changed lists what), or already so (Idempotent-Replayed).", Registration,
@@ -667,7 +674,8 @@ class _Builder:
         out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
                                "description": op.description, "tags": ["Registrations"],
                                "x-ms-visibility": op.visibility}
-        params = [PATH_PARAMS[name] for name in _route_params(op.path)] + list(op.params)
+        params = [PATH_PARAMS[name] for name in _route_params(op.path)] + list(op.params) + (
+            [] if op.anonymous else [REQUESTED_FOR_PARAM])
         out["parameters"] = [_param(p, self.v2) for p in params]
         if op.body is not None:
             body = self.schema_for((function, "body"), op.body_name)

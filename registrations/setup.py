@@ -5,7 +5,7 @@ JSON object), signs in with DefaultAzureCredential (an administrator's `az login
 principal) and makes what the app needs, looking first and changing only what is missing:
 
 1. the API's own app registration, by uniqueName (`--api-name`): identifier URI `api://{tenant}/{api-name}`,
-   the app roles Registrations.Admin, .Request and .Read, the delegated scope `user_impersonation`, v2
+   the app roles Registrations.Admin, .Request, .Read and .Broker, the delegated scope `user_impersonation`, v2
    tokens; and its service principal, which only principals holding one of its roles may get tokens for;
 2. the Graph application permissions the settings need, on the function app's managed identity
    (`--principal-id`): Application.ReadWrite.OwnedBy, Application.Read.All, Directory.Read.All and
@@ -19,8 +19,9 @@ principal) and makes what the app needs, looking first and changing only what is
    and remove only Key Vault Secrets User (vault) or DICOM Data Owner and Reader (DICOM service), in the
    form Microsoft documents ("Examples to delegate Azure role assignment management with conditions",
    "Constrain roles");
-4. `Registrations.Request` for each `--requester` (the sample Logic App's identity) and
-   `Registrations.Admin` for each `--admin`.
+4. `Registrations.Request` for each `--requester` (a person or a pipeline asking in its own name),
+   `Registrations.Broker` for each `--broker` (the sample Logic App's identity, asking on a person's behalf)
+   and `Registrations.Admin` for each `--admin`.
 
 Then it prints the app settings to set (API_CLIENT_ID, API_AUDIENCE). Run twice, the second run changes
 nothing; `--what-if` prints the plan and changes nothing. REST through the same adapters the app uses.
@@ -47,7 +48,7 @@ from .adapters.errors import UpstreamError, lag_new_application, lag_new_princip
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER
-from .manifest import ADMIN, READ, REQUEST
+from .manifest import ADMIN, BROKER, READ, REQUEST
 from .problems import Misconfigured
 from .settings import ARM_SCOPE, GRAPH_SCOPE, ManagedTarget, OssTarget, Settings, load
 
@@ -63,6 +64,7 @@ API_ROLES = {
     ADMIN: "Create, read, rotate and delete every DICOM registration.",
     REQUEST: "Create DICOM registrations and manage the ones it requested.",
     READ: "Read every DICOM registration and its client configuration.",
+    BROKER: "Ask for DICOM registrations on a person's behalf (an approval workflow): they become that person's.",
 }
 _NS = uuid.UUID("5c0f1e7a-2b6d-4c1e-9f3a-7d8e6b5a4c3f")
 
@@ -127,6 +129,7 @@ class Setup:
     api_name: str = "dicom-registrations-api"
     requesters: list[str] = field(default_factory=list)
     admins: list[str] = field(default_factory=list)
+    brokers: list[str] = field(default_factory=list)
     what_if: bool = False
     out: TextIO = sys.stdout
     changes: list[str] = field(default_factory=list)
@@ -247,7 +250,8 @@ class Setup:
                      "remove it unless something else uses this identity")
 
     def api_roles(self, api_sp: dict | None) -> None:
-        wanted = [(p, REQUEST) for p in self.requesters] + [(p, ADMIN) for p in self.admins]
+        wanted = ([(p, REQUEST) for p in self.requesters] + [(p, ADMIN) for p in self.admins]
+                  + [(p, BROKER) for p in self.brokers])
         if not wanted:
             return
         role_ids = {r["value"]: r["id"] for r in (api_sp or {}).get("appRoles") or []}
@@ -330,7 +334,9 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--api-name", default="dicom-registrations-api",
                         help="uniqueName of the API's own app registration (default dicom-registrations-api)")
     parser.add_argument("--requester", action="append", default=[], metavar="OBJECT_ID",
-                        help="a principal to give Registrations.Request (the sample Logic App's identity)")
+                        help="a principal to give Registrations.Request (asks in its own name)")
+    parser.add_argument("--broker", action="append", default=[], metavar="OBJECT_ID",
+                        help="a principal to give Registrations.Broker (the sample Logic App's identity)")
     parser.add_argument("--admin", action="append", default=[], metavar="OBJECT_ID",
                         help="a principal to give Registrations.Admin")
     parser.add_argument("--what-if", action="store_true", help="print the plan, change nothing")
@@ -338,7 +344,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
                         help="only import registrations made before the registry (tags only) that the identity "
                              "alone owns; list the others for adoption")
     args = parser.parse_args(argv)
-    for value in [args.principal_id, *args.requester, *args.admin]:
+    for value in [args.principal_id, *args.requester, *args.admin, *args.broker]:
         try:
             uuid.UUID(value)
         except ValueError:
@@ -349,7 +355,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         if args.import_:
             return _import(settings, graph, args.principal_id, what_if=args.what_if, out=out)
         setup = Setup(settings, graph, rbac, args.principal_id, api_name=args.api_name, requesters=args.requester,
-                      admins=args.admin, what_if=args.what_if, out=out)
+                      admins=args.admin, brokers=args.broker, what_if=args.what_if, out=out)
         app_settings = setup.run()
     except Misconfigured as problem:
         print(f"error: {problem.detail}", file=sys.stderr)

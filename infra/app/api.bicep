@@ -121,7 +121,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
 
-  // Every setting the code reads (README, "Settings"), defaults written out so that they are visible here.
+  // Every setting the code reads (docs/settings.md), defaults written out so that they are visible here.
   resource settings 'config' = {
     name: 'appsettings'
     properties: {

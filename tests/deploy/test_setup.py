@@ -48,7 +48,7 @@ def run_setup(lt: LocalTenant, *extra: str, settings_file: Path | None = None) -
            **({"AZURE_TENANT_ID": lt.tenant_id} if settings_file else settings),
            "AZURE_CLIENT_ID": lt.seed.operator.app_id, "AZURE_CLIENT_SECRET": lt.seed.operator.secret}
     args = ["--principal-id", lt.seed.product.object_id, "--requester", lt.seed.requester_client.object_id,
-            "--admin", lt.seed.admin_client.object_id, *extra]
+            "--admin", lt.seed.admin_client.object_id, "--broker", lt.seed.broker_client.object_id, *extra]
     done = subprocess.run([sys.executable, "-m", "registrations.setup", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -76,7 +76,7 @@ def prepared(bare, tmp_path_factory):
                  "Graph permission AppRoleAssignment.ReadWrite.All",  # the local settings have an OSS target
                  "Graph permission DelegatedPermissionGrant.ReadWrite.All",  # GRANT_ADMIN_CONSENT defaults on
                  "would assign Key Vault Secrets Officer", "app role Registrations.Request",
-                 "app role Registrations.Admin"):
+                 "app role Registrations.Admin", "app role Registrations.Broker"):
         assert line in plan.stdout, plan.stdout
 
     first = run_setup(bare)
@@ -101,7 +101,7 @@ def test_setup_makes_the_api_registration_and_grants_only_what_the_settings_need
     assert api["identifierUris"] == [prepared["API_AUDIENCE"]]
     assert api["api"]["requestedAccessTokenVersion"] == 2
     roles = {r["value"]: r for r in api["appRoles"]}
-    assert set(roles) == {"Registrations.Admin", "Registrations.Request", "Registrations.Read"}
+    assert set(roles) == {"Registrations.Admin", "Registrations.Request", "Registrations.Read", "Registrations.Broker"}
     assert all(r["isEnabled"] and sorted(r["allowedMemberTypes"]) == ["Application", "User"] for r in roles.values())
     [api_sp] = [s for s in state["servicePrincipals"] if s["appId"] == api["appId"]]
     assert api_sp["appRoleAssignmentRequired"] is True
@@ -116,7 +116,8 @@ def test_setup_makes_the_api_registration_and_grants_only_what_the_settings_need
     assigned = {(a["principalId"], roles_by_id(api)[a["appRoleId"]]) for a in state["appRoleAssignments"]
                 if a["resourceId"] == api_sp["id"]}
     assert assigned == {(bare.seed.requester_client.object_id, "Registrations.Request"),
-                        (bare.seed.admin_client.object_id, "Registrations.Admin")}
+                        (bare.seed.admin_client.object_id, "Registrations.Admin"),
+                        (bare.seed.broker_client.object_id, "Registrations.Broker")}
 
     arm = [a["properties"] for a in state["roleAssignments"] if a["properties"]["principalId"] == product]
     by_scope = {(p["scope"], p["roleDefinitionId"].rsplit("/", 1)[-1]): p for p in arm}

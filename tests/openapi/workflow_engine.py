@@ -1,10 +1,13 @@
-"""Just enough of Logic Apps to run the sample workflow literally: the workflow definition language's
-expressions (the functions the sample uses), runAfter ordering, If, and the HTTP action's documented
+"""Just enough of Logic Apps to run the sample workflows literally: the workflow definition language's
+expressions (the functions the samples use), runAfter with its statuses (an action whose conditions can no
+longer be met is Skipped, and that counts as a status for those after it), If, Compose, a webhook that times
+out, the Request trigger's Microsoft Entra ID authorization policy, and the HTTP action's documented
 behaviour — the default exponential retry policy (4 retries on 408, 429 and 5xx) and the asynchronous
 request-reply pattern (poll Location while 202, waiting Retry-After)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -111,10 +114,20 @@ def _string(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _base64_to_string(value: str) -> str:
+    """Strict base64 (as Logic Apps' base64ToString): a base64url string or missing padding is an error."""
+    return base64.b64decode(value, validate=True).decode("utf-8")
+
+
+# A webhook action's answer that stands for "nobody answered within limit.timeout".
+TIMED_OUT = object()
+
+
 @dataclass
 class Run:
     trigger_body: dict[str, Any]
     parameters: dict[str, Any]
+    trigger_headers: dict[str, str] = field(default_factory=dict)
     # Each run of a workflow has its own name (the sample's Idempotency-Key), in Logic Apps' form.
     run_name: str = field(default_factory=lambda: f"08584{uuid.uuid4().int % 10**23:023d}CU00")
     outputs: dict[str, Any] = field(default_factory=dict)  # action -> {"status", "body", "headers"}
@@ -126,9 +139,22 @@ class Run:
     def functions(self) -> dict[str, Callable[..., Any]]:
         return {
             "triggerBody": lambda: self.trigger_body,
+            "triggerOutputs": lambda: {"headers": self.trigger_headers, "body": self.trigger_body},
+            "actions": lambda action: self._result(action),
+            "split": lambda text, delimiter: text.split(delimiter),
+            "last": lambda values: values[-1],
+            "replace": lambda text, old, new: text.replace(old, new),
+            "substring": lambda text, start, length: text[start:start + length],
+            "length": len,
+            "mod": lambda a, b: a % b,
+            "sub": lambda a, b: a - b,
+            "json": json.loads,
+            "base64ToString": _base64_to_string,
             "parameters": lambda name: self.parameters[name],
             "body": lambda action: self.outputs[action]["body"],
-            "outputs": lambda action: self.outputs[action],
+            # A Compose action's outputs are its value; another action's, its status code, headers and body.
+            "outputs": lambda action: self.outputs[action]["body"] if self.outputs[action].get("compose")
+            else self.outputs[action],
             "workflow": lambda: {"run": {"name": self.run_name}},
             "listCallbackUrl": lambda: "https://logic.example/callback",
             "coalesce": lambda *values: next((v for v in values if v is not None), None),
@@ -141,6 +167,14 @@ class Run:
             "if": lambda condition, yes, no: yes if condition else no,
             "not": lambda value: not value,
         }
+
+    def _result(self, action: str) -> dict[str, Any]:
+        """What actions('name') gives: its status, and its outputs when it ran (a skipped one has none)."""
+        out = self.outputs[action]
+        if out["status"] == "Skipped":
+            return {"name": action, "status": "Skipped"}
+        return {"name": action, "status": out["status"],
+                "outputs": {k: v for k, v in out.items() if k in ("statusCode", "headers", "body")}}
 
     def value(self, template: Any) -> Any:
         """A workflow value: "@expr" is the expression's value, "@{expr}" inside text is interpolated."""
@@ -182,6 +216,7 @@ class Engine:
     waits: list[tuple[str, str, float]] = field(default_factory=list)  # (action, why, seconds)
     sent: list[tuple[str, str, str, int]] = field(default_factory=list)  # (action, method, url, status)
     connector_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    requests: list[tuple[str, httpx.Request]] = field(default_factory=list)  # (action, what went on the wire)
 
     def run(self, definition: dict[str, Any], run: Run) -> Run:
         self._actions(definition["actions"], run)
@@ -191,32 +226,53 @@ class Engine:
         done: set[str] = set()
         while len(done) < len(actions):
             ready = [name for name, action in actions.items() if name not in done
-                     and all(dep in done and run.outputs[dep]["status"] == "Succeeded"
-                             for dep in action.get("runAfter", {}))]
+                     and all(dep in done for dep in action.get("runAfter", {}))]
             if not ready:
                 raise AssertionError(f"nothing can run after {sorted(done)}")
             for name in ready:
-                self._action(name, actions[name], run)
+                action = actions[name]
+                if all(run.outputs[dep]["status"] in statuses for dep, statuses in action.get("runAfter", {}).items()):
+                    self._action(name, action, run)
+                else:
+                    self._skip(name, action, run)
                 done.add(name)
+
+    def _skip(self, name: str, action: dict[str, Any], run: Run) -> None:
+        run.outputs[name] = {"status": "Skipped"}
+        for inner in [*action.get("actions", {}).items(), *action.get("else", {}).get("actions", {}).items()]:
+            self._skip(*inner, run)
 
     def _action(self, name: str, action: dict[str, Any], run: Run) -> None:
         kind = action["type"]
         run.log.append(name)
         if kind == "Response":
             run.outputs[name] = {"status": "Succeeded", "body": run.value(action["inputs"].get("body"))}
+        elif kind == "Compose":
+            run.outputs[name] = {"status": "Succeeded", "body": run.value(action["inputs"]), "compose": True}
         elif kind == "ApiConnectionWebhook":
             inputs = run.value(action["inputs"])
             self.connector_calls.append((name, inputs))
-            run.outputs[name] = {"status": "Succeeded", "body": {"SelectedOption": self.approval(inputs)}}
+            answer = self.approval(inputs)
+            if answer is TIMED_OUT:
+                assert action.get("limit", {}).get("timeout"), f"{name} has no timeout: it would wait for ever"
+                run.outputs[name] = {"status": "TimedOut"}
+            else:
+                run.outputs[name] = {"status": "Succeeded", "body": {"SelectedOption": answer}}
         elif kind == "ApiConnection":
             inputs = run.value(action["inputs"])
             self.connector_calls.append((name, inputs))
             run.outputs[name] = {"status": "Succeeded", "body": {}}
         elif kind == "If":
-            branch = action.get("actions", {}) if run.condition(action["expression"]) \
-                else action.get("else", {}).get("actions", {})
+            taken, other = ("actions", "else") if run.condition(action["expression"]) else ("else", "actions")
+            branch = action.get(taken, {}) if taken == "actions" else action.get("else", {}).get("actions", {})
+            skipped = action.get(other, {}) if other == "actions" else action.get("else", {}).get("actions", {})
             self._actions(branch, run)
-            run.outputs[name] = {"status": "Succeeded", "body": None}
+            for inner in skipped.items():
+                self._skip(*inner, run)
+            # A scope fails when an action in it failed and nothing after it ran on that failure.
+            failed = any(run.outputs[n]["status"] == "Failed" for n in branch) and not any(
+                "Failed" in statuses for a in branch.values() for statuses in a.get("runAfter", {}).values())
+            run.outputs[name] = {"status": "Failed" if failed else "Succeeded", "body": None}
         elif kind == "Http":
             inputs = run.value(action["inputs"])
             response = self._http(name, inputs)
@@ -254,6 +310,7 @@ class Engine:
         attempt = 0
         while True:
             response = self.http.request(method, url, headers=headers, content=content)
+            self.requests.append((name, response.request))
             self.sent.append((name, method, url, response.status_code))
             if not RETRYABLE(response.status_code) or attempt >= policy["count"]:
                 return response
@@ -277,3 +334,32 @@ def _backoff(policy: dict[str, Any], attempt: int) -> float:
     interval = _seconds(policy.get("interval", "PT7S")) * 2 ** (attempt - 1)
     return min(max(interval, _seconds(policy.get("minimumInterval", "PT5S"))),
                _seconds(policy.get("maximumInterval", "PT1H")))
+
+
+# --------------------------------------------------------------------------- the trigger's authorization
+class TriggerRefused(Exception):
+    """What the Request trigger answers a caller no authorization policy admits: 401, and no run starts."""
+
+
+def authorize_trigger(policies: dict[str, list[dict[str, str]]], authorization: str | None,
+                      jwks: dict[str, Any]) -> dict[str, Any]:
+    """A Consumption Request trigger with "OAuth with Microsoft Entra ID" (accessControl.triggers.
+    openAuthenticationPolicies): the caller sends an Entra ID access token as a bearer token (never with the
+    SAS signature too); its signature and lifetime are checked, and the run starts only when every claim of
+    one policy (at least the issuer) equals the token's. Returns the token's claims."""
+    import jwt  # pyjwt, as the API itself uses
+
+    assert policies and all(any(c["name"] == "iss" for c in claims) for claims in policies.values()), \
+        "each authorization policy needs at least the issuer claim"
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise TriggerRefused("no bearer token")
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = next(jwt.PyJWK(k).key for k in jwks["keys"] if k.get("kid") == kid)
+        claims = jwt.decode(token, key, algorithms=["RS256"], options={"verify_aud": False, "require": ["exp"]})
+    except (StopIteration, jwt.PyJWTError) as exc:
+        raise TriggerRefused(f"the token was refused: {exc}") from None
+    if not any(all(claims.get(c["name"]) == c["value"] for c in wanted) for wanted in policies.values()):
+        raise TriggerRefused("no authorization policy admits this token")
+    return claims
