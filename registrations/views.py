@@ -280,9 +280,12 @@ def dicomweb_client_config(config: dict[str, Any]) -> dict[str, Any]:
     clients), or interactively with PKCE (public clients). Run with a DICOM file's path, it stores it (STOW-RS)
     and reads it back (WADO-RS); without, it searches (QIDO-RS)."""
     base, scopes, authority = config["dicomService"]["baseUrl"], config["scopes"], config["authority"]
-    # msal checks an authority it does not know against Microsoft's instance discovery; a local one is not there
-    local = _loopback(authority)
-    msal_extra = ", instance_discovery=False" if local else ""
+    # msal and azure-identity check an authority they do not know against Microsoft's instance discovery
+    # (at login.microsoftonline.com); one that is not Microsoft's (the local tenant) is not there, so both
+    # are told not to ask, whoever runs the script: the API's own identity or the workload's secret.
+    foreign = urlsplit(authority).hostname not in MICROSOFT_LOGIN_HOSTS
+    msal_extra = ", instance_discovery=False" if foreign else ""
+    identity_args = "disable_instance_discovery=True" if foreign else ""
     lines = ["import sys", "", "import msal", "import pydicom", "import requests",
              "from dicomweb_client.api import DICOMwebClient", ""]
     if config["flow"] == "client_credentials":
@@ -293,7 +296,7 @@ def dicomweb_client_config(config: dict[str, Any]) -> dict[str, Any]:
                           "from azure.keyvault.secrets import SecretClient"]
             # SecretClient checks that the vault's challenge names the vault's own host: not so on loopback
             check = ", verify_challenge_resource=False" if _loopback(vault) else ""
-            lines += [f"stored = SecretClient({vault!r}, DefaultAzureCredential(){check})"
+            lines += [f"stored = SecretClient({vault!r}, DefaultAzureCredential({identity_args}){check})"
                       f".get_secret({reference['keyVaultSecretName']!r}).value"]
             credential = "stored" if "clientSecret" in config else \
                 f"{{'private_key': stored, 'thumbprint': {reference.get('thumbprint')!r}}}"
