@@ -67,7 +67,8 @@ class RegistrationService:
     def __init__(self, settings: Settings, *, graph: GraphClient, vault: VaultClient, credentials: Credentials,
                  provisioner: Provisioner, teardown: Teardown, changer: Changer, quota: ObjectQuota,
                  views: RegistrationViews, registry: Registry,
-                 executor: Executor, owner_id: Callable[[], str], clock: Callable[[], datetime]) -> None:
+                 executor: Executor, owner_id: Callable[[], str], clock: Callable[[], datetime],
+                 graph_permissions: Callable[[], frozenset[str]]) -> None:
         self.settings = settings
         self._registry = registry
         self._idempotency = Idempotency(registry)
@@ -78,6 +79,7 @@ class RegistrationService:
         self._executor = executor
         self._owner_id = owner_id
         self._clock = clock
+        self._graph_permissions = graph_permissions
         # One lock per registration name, alive only while someone holds or waits for it.
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
@@ -125,6 +127,7 @@ class RegistrationService:
             check_requester(self.settings, request)
         target = self._target_for(request)
         check_request(self.settings, request)
+        check_permissions(request, self._graph_permissions, fields=None)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self.locked(request.name), self._credentials.read_policy_ahead(request, self._executor):
             # What the identity owns, read beside the registry: the quota's count.
@@ -353,6 +356,7 @@ class RegistrationService:
                 raise fixed_problem(fixed)
             self._target_for(wanted)
             check_request(self.settings, wanted)
+            check_permissions(wanted, self._graph_permissions, fields=differing)
             if ADMIN not in caller.roles:
                 check_requester(self.settings, wanted)  # not a new registration: no count
             stored = mf.stored_fields(app)
@@ -728,6 +732,27 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
         if host == pattern:
             return True
     return False
+
+
+# Fields whose writes need a tenant-wide Graph application permission beyond what the API always holds: asked
+# for without it, the request is refused before anything is written (not a 502 half way through).
+NEEDS_PERMISSION = {
+    "signInGroups": ("AppRoleAssignment.ReadWrite.All", "assigning groups to the client's service principal"),
+    "owners": ("Application.ReadWrite.All", "adding owners (Application.ReadWrite.OwnedBy is not enough)"),
+}
+
+
+def check_permissions(request: Request, held: Callable[[], frozenset[str]], *, fields: list[str] | None) -> None:
+    """A request that names `signInGroups` or `owners` (on a change: changes them) while the API's identity
+    lacks the Graph permission their writes need is a 422 saying which and how to get it."""
+    for field, (permission, why) in NEEDS_PERMISSION.items():
+        if getattr(request, field) and (fields is None or field in fields) and permission not in held():
+            raise ValidationProblem(
+                f"{field} needs the Microsoft Graph application permission {permission} on the API's identity "
+                f"({why}), which it does not hold; leave {field} out, or ask an administrator to grant it (python -m "
+                "registrations.setup grants it with --sign-in-groups, or with MANAGE_OWNERS for owners)",
+                errors=[{"loc": [field], "msg": f"needs {permission} on the API's identity"}],
+                missingPermission=permission)
 
 
 def check_request(settings: Settings, request: Request) -> None:

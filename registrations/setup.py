@@ -11,7 +11,7 @@ principal) and makes what the app needs, looking first and changing only what is
    (`--principal-id`): Application.ReadWrite.OwnedBy, Application.Read.All, Directory.Read.All and
    Policy.Read.All (the tenant's credential policy) always;
    AppRoleAssignment.ReadWrite.All only when an open-source DICOM target is configured (its service clients
-   get app roles); DelegatedPermissionGrant.ReadWrite.All only with GRANT_ADMIN_CONSENT;
+   get app roles) or with `--sign-in-groups` (requests may then name signInGroups); DelegatedPermissionGrant.ReadWrite.All only with GRANT_ADMIN_CONSENT;
    Application.ReadWrite.All only with MANAGE_OWNERS (adding owners needs it). A permission the
    identity holds beyond these is reported, never removed;
 3. Azure roles for the identity: Key Vault Secrets Officer on the vault; Role Based Access Control
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import saga
-from .adapters.errors import UpstreamError, lag_new_application, lag_new_principal
+from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_new_principal
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER
@@ -69,10 +69,12 @@ API_ROLES = {
 _NS = uuid.UUID("5c0f1e7a-2b6d-4c1e-9f3a-7d8e6b5a4c3f")
 
 
-def graph_permissions(settings: Settings) -> list[str]:
-    """The Graph application permissions these settings need, and no more."""
+def graph_permissions(settings: Settings, *, sign_in_groups: bool = False) -> list[str]:
+    """The Graph application permissions these settings need, and no more: AppRoleAssignment.ReadWrite.All
+    for open-source targets' app roles, or when requests may name signInGroups (without it the API refuses
+    them up front with a 422 naming it)."""
     needed = [OWNED_BY, READ_ALL, DIRECTORY, POLICY]
-    if any(isinstance(t, OssTarget) for t in settings.dicom_services.values()):
+    if sign_in_groups or any(isinstance(t, OssTarget) for t in settings.dicom_services.values()):
         needed.append(ASSIGN_ROLES)
     if settings.grant_admin_consent:
         needed.append(GRANT_CONSENT)
@@ -130,6 +132,7 @@ class Setup:
     requesters: list[str] = field(default_factory=list)
     admins: list[str] = field(default_factory=list)
     brokers: list[str] = field(default_factory=list)
+    sign_in_groups: bool = False
     what_if: bool = False
     out: TextIO = sys.stdout
     changes: list[str] = field(default_factory=list)
@@ -239,7 +242,7 @@ class Setup:
         role_ids = {r["value"]: r["id"] for r in graph_sp.get("appRoles") or []}
         held = {a["appRoleId"] for a in self.graph.list_app_role_assignments(self.principal_id)
                 if a.get("resourceId") == graph_sp["id"]}
-        needed = graph_permissions(self.settings)
+        needed = graph_permissions(self.settings, sign_in_groups=self.sign_in_groups)
         for permission in needed:
             if role_ids[permission] not in held:
                 self._assign_app_role(graph_sp["id"], self.principal_id, role_ids[permission],
@@ -255,17 +258,21 @@ class Setup:
         if not wanted:
             return
         role_ids = {r["value"]: r["id"] for r in (api_sp or {}).get("appRoles") or []}
-        held = {(a["principalId"], a["appRoleId"]) for a in self.graph.list_app_role_assigned_to(api_sp["id"])} \
-            if api_sp else set()
+        held = {(a["principalId"], a["appRoleId"]) for a in self._assigned_to(api_sp["id"])} if api_sp else set()
         for principal, role in wanted:
             role_id = role_ids.get(role, self._id(role))
             if (principal, role_id) not in held:
                 self._assign_app_role(api_sp["id"] if api_sp else "", principal, role_id,
                                       f"give {principal} the app role {role}")
 
+    def _assigned_to(self, resource_sp_id: str) -> list[dict]:
+        """The assignments of a resource's app roles. The API's service principal may be one this run just
+        made, which Graph does not show to every reader at once (404 for a few seconds): waited out."""
+        return saga.eventually(lambda: self.graph.list_app_role_assigned_to(resource_sp_id), lagging=lag_404)
+
     def _assign_app_role(self, resource_sp_id: str, principal: str, role_id: str, what: str) -> None:
         def find() -> dict | None:
-            return next((a for a in self.graph.list_app_role_assigned_to(resource_sp_id)
+            return next((a for a in self._assigned_to(resource_sp_id)
                          if a["principalId"] == principal and a["appRoleId"] == role_id), None)
 
         def assign() -> dict:
@@ -339,6 +346,9 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
                         help="a principal to give Registrations.Broker (the sample Logic App's identity)")
     parser.add_argument("--admin", action="append", default=[], metavar="OBJECT_ID",
                         help="a principal to give Registrations.Admin")
+    parser.add_argument("--sign-in-groups", action="store_true",
+                        help="also grant AppRoleAssignment.ReadWrite.All (tenant-wide) so that requests may name "
+                             "signInGroups; without it (and without an open-source target) the API refuses them")
     parser.add_argument("--what-if", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--import", dest="import_", action="store_true",
                         help="only import registrations made before the registry (tags only) that the identity "
@@ -355,7 +365,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         if args.import_:
             return _import(settings, graph, args.principal_id, what_if=args.what_if, out=out)
         setup = Setup(settings, graph, rbac, args.principal_id, api_name=args.api_name, requesters=args.requester,
-                      admins=args.admin, brokers=args.broker, what_if=args.what_if, out=out)
+                      admins=args.admin, brokers=args.broker, sign_in_groups=args.sign_in_groups, what_if=args.what_if, out=out)
         app_settings = setup.run()
     except Misconfigured as problem:
         print(f"error: {problem.detail}", file=sys.stderr)

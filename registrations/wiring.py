@@ -66,6 +66,12 @@ def _own_object_id(credential) -> str:
     return token_claims(credential.get_token(GRAPH_SCOPE).token)["oid"]
 
 
+def _own_graph_permissions(credential) -> frozenset[str]:
+    """The Graph application permissions our identity holds: the `roles` of our Graph token (cached by the
+    credential, so no call). A permission granted since shows with the identity's next token."""
+    return frozenset(token_claims(credential.get_token(GRAPH_SCOPE).token).get("roles") or [])
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -115,7 +121,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
                                   changer=Changer(settings, graph=graph, rbac=rbac, credentials=credentials,
                                                   provisioner=provisioner, owner_id=owner_id, registry=registry),
                                   views=RegistrationViews(settings, secret_uri=vault.secret_uri), registry=registry,
-                                  executor=executor, owner_id=owner_id, clock=clock)
+                                  executor=executor, owner_id=owner_id, clock=clock,
+                                  graph_permissions=lambda: _own_graph_permissions(credential))
     verifier = Verifier(settings, service=service, graph=graph, vault=vault, rbac=rbac,
                         dicomweb=DicomWebClient(verify=verify), clock=clock, registry=registry)
     easy_auth = os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true"

@@ -65,7 +65,8 @@ def printed_settings(output: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def prepared(bare, tmp_path_factory):
-    """What-if first (changes nothing), then setup for real, then again (changes nothing)."""
+    """What-if first (changes nothing), then setup for real (its first run passes under a 3 s replication
+    delay), then again (changes nothing)."""
     before, writes_before = bare.state(), writes(bare)
     plan = run_setup(bare, "--what-if")
     assert bare.state() == before and writes(bare) == writes_before
@@ -79,7 +80,14 @@ def prepared(bare, tmp_path_factory):
                  "app role Registrations.Admin", "app role Registrations.Broker"):
         assert line in plan.stdout, plan.stdout
 
-    first = run_setup(bare)
+    # The operator's first run, under the replication delay `make run` uses: what setup just made (the API's
+    # service principal) is not visible to every read at once, and setup waits for it instead of failing.
+    bare.set_faults({"replicationDelayMs": 3000})
+    try:
+        first = run_setup(bare)
+    finally:
+        bare.set_faults({})
+    bare.advance_clock(3.0)  # what the first run wrote is visible to every reader now
     settings = printed_settings(first.stdout)
     assert settings["API_AUDIENCE"] == f"api://{bare.tenant_id}/dicom-registrations-api"
     assert set(first.stdout.splitlines()) >= {line.replace("would ", "") for line in plan.stdout.splitlines()
