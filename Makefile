@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench reset clean orthanc azurite browser
+.PHONY: run test bench reset clean orthanc azurite browser north-star
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,20 @@ azurite:
 browser:
 	./.ci/install-browser
 
+# make run PORT=7171 (the host), BASE_PORT=47500 (the tenant: BASE_PORT+1 … +7), BARE=1 (a bare tenant that
+# setup prepares first, as an operator would).
 run: $(STAMP) orthanc azurite
-	$(PY) -m devhost run
+	$(PY) -m devhost run $(if $(PORT),--port $(PORT)) $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(BARE),--bare)
 
 # The suite mostly waits (HTTP round trips, injected latency and replication delays, Orthanc, subprocesses), so
 # it runs on parallel workers even on two cores (tests/parallel.py); WORKERS=0 runs it in this one process.
 WORKERS ?= 4
 test: $(STAMP) orthanc azurite browser
 	$(PY) -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+# The self-service path end to end from an empty local tenant (a test in make test too), with its figures.
+north-star: $(STAMP) orthanc azurite
+	$(PY) -m pytest tests/e2e/test_north_star.py -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) -m bench

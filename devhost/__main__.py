@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from devhost._keys import HostKeys
-from devhost._run import FUNCTIONS_PORT, TENANT_BASE_PORT, RunOptions, StillRunning, client_environment, reset, run
+from devhost._run import (FUNCTIONS_PORT, TENANT_BASE_PORT, PortTaken, RunOptions, SetupFailed, StillRunning,
+                          client_environment, reset, run)
 from devhost._server import LoopbackOnlyError, ensure_loopback, serve
 
 
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     run_command.add_argument("--port", type=int, default=FUNCTIONS_PORT)
     run_command.add_argument("--base-port", type=int, default=TENANT_BASE_PORT)
     run_command.add_argument("--local-dir", type=Path, default=RunOptions.local_dir)
+    run_command.add_argument("--bare", action="store_true",
+                             help="a bare tenant (no API registration, no grants): run setup as an operator first, "
+                                  "then serve with what it printed (make run BARE=1)")
     reset_command = commands.add_parser(
         "reset", help="forget the local tenant's state, its CA and the host keys (make reset); keeps .venv")
     reset_command.add_argument("--port", type=int, default=FUNCTIONS_PORT)
@@ -73,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             base_port=arguments.base_port,
             module_name=arguments.app_module,
             check=arguments.check,
+            bare=arguments.bare,
         )
         return run(options)
-    except (LoopbackOnlyError, StillRunning) as error:
+    except (LoopbackOnlyError, StillRunning, PortTaken, SetupFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,18 +7,21 @@ Functions host runs on the main thread, so one Ctrl-C stops uvicorn first and th
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
-import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import certifi
 import httpx
@@ -39,7 +42,7 @@ STALE_READS_MS = 3000
 # Where `run` keeps the tenant's state, its CA and the host's keys; `env` and `reset` read the same place.
 DEFAULT_LOCAL_DIR = Path(os.environ.get("DEVHOST_LOCAL_DIR") or PROJECT_ROOT / ".local")
 
-StartTenant = Callable[[Path, int], ContextManager[Any]]
+StartTenant = Callable[..., ContextManager[Any]]  # (state path, base port, bare=…)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class RunOptions:
     base_port: int = TENANT_BASE_PORT
     module_name: str = "function_app"
     check: bool = False
+    bare: bool = False  # a tenant with no API registration and no grants: setup makes them, as an operator
+
+    @property
+    def lock_path(self) -> Path:
+        return self.local_dir / "run.lock"
 
     @property
     def state_path(self) -> Path:
@@ -63,20 +71,82 @@ class RunOptions:
         return self.local_dir / "host-keys.json"
 
 
-def start_local_tenant(state_path: Path, base_port: int) -> ContextManager[Any]:
+def start_local_tenant(state_path: Path, base_port: int, *, bare: bool = False) -> ContextManager[Any]:
     # Imported here: the tenant is a development tool and must never load with the function app itself.
     from localtenant import LocalTenant
 
     return LocalTenant.start(state_path=state_path, base_port=base_port,
                              faults={"replicationDelayMs": REPLICATION_DELAY_MS},
-                             settings={"staleReadsMs": STALE_READS_MS})
+                             settings={"staleReadsMs": STALE_READS_MS}, bare=bare)
+
+
+class PortTaken(RuntimeError):
+    """A port `run` needs is in use: said in one line, with the make variable that moves it."""
+
+
+class StillRunning(RuntimeError):
+    """`reset` found a run still using its directory, or `run` found another one there."""
+
+
+@contextlib.contextmanager
+def _locked(options: RunOptions, refusal: str) -> Iterator[None]:
+    """An exclusive lock on the run's own directory (the kernel drops it when the process ends, however it
+    ends), or StillRunning(refusal) when a run holds it."""
+    options.local_dir.mkdir(parents=True, exist_ok=True)
+    with open(options.lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StillRunning(refusal) from None
+        yield
+
+
+def holding(options: RunOptions) -> ContextManager[None]:
+    """Held for as long as the run lives: `reset` asks this lock, not a port, whether a run still uses the
+    directory's state."""
+    return _locked(options, f"another `make run` uses {options.local_dir}: stop it (Ctrl-C) first, or give this "
+                            "one its own directory (DEVHOST_LOCAL_DIR)")
+
+
+def _bind_host(options: RunOptions):
+    try:
+        return bind_socket("127.0.0.1", options.port)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise PortTaken(f"port {options.port} on 127.0.0.1 is in use by another program; start the host on "
+                        f"another one: make run PORT={options.port + 100} (python -m devhost run --port "
+                        f"{options.port + 100})") from None
+
+
+@contextlib.contextmanager
+def _tenant(options: RunOptions, start_tenant: StartTenant) -> Iterator[Any]:
+    try:
+        started = start_tenant(options.state_path, options.base_port, **({"bare": True} if options.bare else {}))
+        tenant = started.__enter__()
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        first, last = options.base_port + 1, options.base_port + 7
+        raise PortTaken(f"a port of the local tenant ({first}-{last} on 127.0.0.1) is in use by another "
+                        f"program; move them all: make run BASE_PORT={options.base_port + 100} (python -m devhost "
+                        f"run --base-port {options.base_port + 100})") from None
+    try:
+        yield tenant
+    except BaseException:
+        if not started.__exit__(*sys.exc_info()):
+            raise
+    else:
+        started.__exit__(None, None, None)
 
 
 def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) -> int:
     """Serve until Ctrl-C (exit 0), or with `check` call GET /api/health once and exit 0 or 1."""
-    sock = bind_socket("127.0.0.1", options.port)  # a busy 7071 fails now, before the tenant starts
-    with contextlib.closing(sock), start_tenant(options.state_path, options.base_port) as tenant:
+    sock = _bind_host(options)  # a busy port fails now, before the tenant starts
+    with contextlib.closing(sock), holding(options), _tenant(options, start_tenant) as tenant:
         settings = {**tenant.app_settings(), **_ca_bundle_settings(options, tenant)}
+        if options.bare:
+            settings.update(operator_setup(options, tenant, settings))
         write_settings(options.settings_path, settings)
         # These settings point at the local tenant; a stray AZURE_* variable in the shell must not win here.
         apply_settings(settings, override=True)
@@ -88,10 +158,48 @@ def run(options: RunOptions, *, start_tenant: StartTenant = start_local_tenant) 
         # The function key and a bearer token go to a terminal only: when stdout is a pipe or a file (a log),
         # the banner says where to find them instead.
         banner = _banner(options, tenant, keys, socket_url(sock), app.state.route_prefix,
-                         with_secrets=sys.stdout.isatty())
+                         with_secrets=sys.stdout.isatty(), audience=settings.get("API_AUDIENCE"))
         threading.Thread(target=_print_when_started, args=(server, banner), daemon=True).start()
         server.run(sockets=[sock])
     return 0
+
+
+def operator_setup(options: RunOptions, tenant: Any, settings: dict[str, str]) -> dict[str, str]:
+    """`make run BARE=1`: what a real deployment starts from. The tenant has no API registration and the
+    function app's identity no grant; an operator (the bare tenant's seeded service principal) runs
+    `python -m registrations.setup` with the host's settings, exactly as docs/deploying.md says, giving the
+    seeded callers their app roles; the host then starts with the two settings setup printed."""
+    seed = tenant.seed
+    settings_file = options.local_dir / "setup.settings.json"
+    settings_file.write_text(json.dumps({k: v for k, v in settings.items() if not k.startswith("IDENTITY_")}))
+    settings_file.chmod(0o600)
+    roles = [("--admin", "admin_client"), ("--requester", "requester_client"), ("--requester", "requester_client_b"),
+             ("--broker", "broker_client")]
+
+    command = [sys.executable, "-m", "registrations.setup", "--principal-id", seed.product.object_id,
+               "--settings", str(settings_file),
+               *[arg for flag, name in roles if name in seed for arg in (flag, seed[name]["object_id"])],
+               # the local user asks through the local portal, as a person would through a company's form
+               "--requester", seed.user.object_id, "--front-end", seed.portal_client.app_id]
+    # The operator's own sign-in, for DefaultAzureCredential in the setup process only (never the host's).
+    environment = {**os.environ, "AZURE_TENANT_ID": tenant.tenant_id, "AZURE_CLIENT_ID": seed.operator.app_id,
+                   "AZURE_CLIENT_SECRET": seed.operator.secret, "REQUESTS_CA_BUNDLE": settings["REQUESTS_CA_BUNDLE"]}
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT"):
+        environment.pop(name, None)
+    print("Setting up the bare tenant as an operator: " + " ".join(command[1:3]) + " …", flush=True)
+    done = subprocess.run(command, env=environment, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    print(done.stdout, end="", flush=True)
+    settings_file.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise SetupFailed(f"setup failed ({done.returncode}): {done.stderr.strip()}")
+    printed = dict(re.findall(r"^(API_CLIENT_ID|API_AUDIENCE)=(\S+)$", done.stdout, re.MULTILINE))
+    if set(printed) != {"API_CLIENT_ID", "API_AUDIENCE"}:
+        raise SetupFailed("setup printed no API_CLIENT_ID and API_AUDIENCE")
+    return printed
+
+
+class SetupFailed(RuntimeError):
+    """`make run BARE=1`: the operator's setup run did not finish."""
 
 
 def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
@@ -108,20 +216,17 @@ def _ca_bundle_settings(options: RunOptions, tenant: Any) -> dict[str, str]:
 # What `run` leaves in its directory: the tenant's state, CA and server certificate, tenant.json, the local
 # DICOM services' storage, and the host's settings, keys and CA bundle (docs/local-tenant.md; RunOptions).
 LOCAL_FILES = ("tenant.sqlite", "tenant.sqlite-wal", "tenant.sqlite-shm", "tenant.json", "ca.pem", "server.pem",
-               "server-key.pem", "local.settings.json", "host-keys.json", "ca-bundle.pem")
+               "server-key.pem", "local.settings.json", "host-keys.json", "ca-bundle.pem", "run.lock")
 LOCAL_DIRS = ("orthanc", "azurite")  # the local DICOM services' storage; the registry's Azurite
-
-
-class StillRunning(RuntimeError):
-    """`reset` found the host or the tenant still listening."""
 
 
 def reset(options: RunOptions) -> list[Path]:
     """Forget the local tenant and the host's keys (the virtual environment stays): the next `run` starts
-    from the seed. Refused while a run still serves on the options' ports, whose state it would pull away."""
-    for port in (options.port, options.base_port + 1):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            raise StillRunning(f"something still listens on 127.0.0.1:{port}: stop `make run` (Ctrl-C) first")
+    from the seed. Refused while a run still holds this directory's lock (its state would be pulled away);
+    whatever else listens on any port does not matter."""
+    if options.lock_path.exists():
+        with _locked(options, f"a `make run` still uses {options.local_dir}: stop `make run` (Ctrl-C) first"):
+            pass
     removed = []
     for name in LOCAL_FILES:
         path = options.local_dir / name
@@ -175,7 +280,7 @@ def _print_when_started(server: Any, banner: str) -> None:
         print(banner, flush=True)
 
 
-def fetch_admin_token(tenant: Any) -> str:
+def fetch_admin_token(tenant: Any, audience: str | None = None) -> str:
     """A token for the seeded admin client, from the tenant's own token endpoint, as a caller would get it."""
     seed = tenant.seed
     tls = ssl.create_default_context(cafile=str(tenant.ca_file))
@@ -185,7 +290,7 @@ def fetch_admin_token(tenant: Any) -> str:
             "grant_type": "client_credentials",
             "client_id": seed.admin_client.app_id,
             "client_secret": seed.admin_client.secret,
-            "scope": f"{seed.api.identifier_uri}/.default",
+            "scope": f"{audience or seed.api.identifier_uri}/.default",
         },
         verify=tls,
         trust_env=False,  # REQUESTS_CA_BUNDLE and friends must not replace the local CA
@@ -201,7 +306,7 @@ def _read_json(subscript: str, path: Path) -> str:
 
 
 def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, prefix: str, *,
-            with_secrets: bool = True) -> str:
+            with_secrets: bool = True, audience: str | None = None) -> str:
     """What `make run` prints. The admin client's secret is never in it: the token command reads it from the
     tenant's tenant.json (owner-only). `with_secrets` adds the function key and a ready token (terminal only)."""
     api = api_base_url(base_url, prefix)
@@ -210,7 +315,7 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
     described = options.state_path.parent / "tenant.json"
     if with_secrets:
         try:
-            token_line = f"export TOKEN='{fetch_admin_token(tenant)}'"
+            token_line = f"export TOKEN='{fetch_admin_token(tenant, audience)}'"
         except (httpx.HTTPError, OSError, KeyError, ValueError) as error:
             token_line = f"# could not get a token now ({type(error).__name__}); use the command below"
         key_lines = [f"  export KEY='{keys.function}'", f"  {token_line}"]
@@ -226,7 +331,7 @@ def _banner(options: RunOptions, tenant: Any, keys: HostKeys, base_url: str, pre
     token_command = (
         f"curl -s --cacert {tenant.ca_file} {tenant.authority}/oauth2/v2.0/token"
         f" -d grant_type=client_credentials -d client_id={seed.admin_client.app_id}"
-        f" -d client_secret=\"$({read_secret})\" -d scope={seed.api.identifier_uri}/.default"
+        f" -d client_secret=\"$({read_secret})\" -d scope={audience or seed.api.identifier_uri}/.default"
     )
     create_body = (
         '{"type": "service", "name": "demo-service", "displayName": "Demo service", '

@@ -189,6 +189,13 @@ def build(store, now: float, *, bare: bool = False) -> dict[str, Any]:
             app, sp, secret = _client(store, now, name, f"Local {name.replace('_', ' ')}")
             seed[name] = {"app_id": app["appId"], "object_id": sp["id"], "app_object_id": app["id"],
                           "secret": secret, "role": None}
+        # The front end people will ask through (a native client, no consent yet: setup --front-end
+        # pre-authorizes it on the API it makes).
+        portal = _app(store, now, "local-portal", "Local portal", isFallbackPublicClient=True,
+                      publicClient={"redirectUris": ["http://localhost"]})
+        portal_sp = _sp_for(store, now, "local-portal", portal)
+        seed["portal_client"] = {"app_id": portal["appId"], "object_id": portal_sp["id"],
+                                 "redirect_uri": "http://localhost", "user_role": None}
         return seed
     for role in PRODUCT_GRAPH_ROLES:
         _assign(store, now, product, first["graph"], GRAPH_ROLES[role])

@@ -133,6 +133,7 @@ class Setup:
     admins: list[str] = field(default_factory=list)
     brokers: list[str] = field(default_factory=list)
     sign_in_groups: bool = False
+    front_ends: list[str] = field(default_factory=list)
     what_if: bool = False
     out: TextIO = sys.stdout
     changes: list[str] = field(default_factory=list)
@@ -212,8 +213,21 @@ class Setup:
             api_changed = True
         if api.get("requestedAccessTokenVersion") != 2:
             api_changed = True
+        # Front ends people ask through (a portal, a Power App) sign them in for user_impersonation without a
+        # consent prompt: api.preAuthorizedApplications.
+        scope_id = next(s["id"] for s in scopes if s.get("value") == "user_impersonation")
+        pre = [dict(p) for p in api.get("preAuthorizedApplications") or []]
+        for front_end in self.front_ends:
+            entry = next((p for p in pre if p.get("appId") == front_end), None)
+            if entry is None:
+                pre.append({"appId": front_end, "delegatedPermissionIds": [scope_id]})
+                api_changed = True
+            elif scope_id not in (entry.get("delegatedPermissionIds") or []):
+                entry["delegatedPermissionIds"] = [*(entry.get("delegatedPermissionIds") or []), scope_id]
+                api_changed = True
         if api_changed:
-            patch["api"] = {**api, "requestedAccessTokenVersion": 2, "oauth2PermissionScopes": scopes}
+            patch["api"] = {**api, "requestedAccessTokenVersion": 2, "oauth2PermissionScopes": scopes,
+                            **({"preAuthorizedApplications": pre} if pre else {})}
         return patch
 
     def _id(self, value: str) -> str:
@@ -346,6 +360,9 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
                         help="a principal to give Registrations.Broker (the sample Logic App's identity)")
     parser.add_argument("--admin", action="append", default=[], metavar="OBJECT_ID",
                         help="a principal to give Registrations.Admin")
+    parser.add_argument("--front-end", action="append", default=[], metavar="APP_ID",
+                        help="a client app (by appId) people ask through: pre-authorized for user_impersonation, "
+                             "so they sign in without a consent prompt")
     parser.add_argument("--sign-in-groups", action="store_true",
                         help="also grant AppRoleAssignment.ReadWrite.All (tenant-wide) so that requests may name "
                              "signInGroups; without it (and without an open-source target) the API refuses them")
@@ -354,7 +371,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
                         help="only import registrations made before the registry (tags only) that the identity "
                              "alone owns; list the others for adoption")
     args = parser.parse_args(argv)
-    for value in [args.principal_id, *args.requester, *args.admin, *args.broker]:
+    for value in [args.principal_id, *args.requester, *args.admin, *args.broker, *args.front_end]:
         try:
             uuid.UUID(value)
         except ValueError:
@@ -365,7 +382,8 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         if args.import_:
             return _import(settings, graph, args.principal_id, what_if=args.what_if, out=out)
         setup = Setup(settings, graph, rbac, args.principal_id, api_name=args.api_name, requesters=args.requester,
-                      admins=args.admin, brokers=args.broker, sign_in_groups=args.sign_in_groups, what_if=args.what_if, out=out)
+                      admins=args.admin, brokers=args.broker, sign_in_groups=args.sign_in_groups,
+                      front_ends=args.front_end, what_if=args.what_if, out=out)
         app_settings = setup.run()
     except Misconfigured as problem:
         print(f"error: {problem.detail}", file=sys.stderr)

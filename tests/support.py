@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import runpy
+import socket
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -384,3 +385,26 @@ def allow_origin(tenant, origin: str) -> None:
     written = arm_call(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=body,
                    headers={"If-Match": resource.headers["ETag"]})
     assert written.status_code == 200, written.text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_base_port() -> int:
+    """A base whose next seven ports (the tenant's origins) are free now."""
+    for _ in range(50):
+        base = free_port()
+        probes = [socket.socket() for _ in range(7)]
+        try:
+            for offset, probe in enumerate(probes, start=1):
+                probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise AssertionError("no seven free ports in a row")

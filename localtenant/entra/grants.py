@@ -93,6 +93,12 @@ class Grants:
         if unknown:
             raise ex.invalid_scope(" ".join(unknown))
         granted = self.directory.granted_scopes(client_sp["id"], resource["id"], user["id"]) & offered
+        # A client the API pre-authorized (its api.preAuthorizedApplications) needs no consent for those scopes.
+        resource_app = self.directory.app_by_app_id(resource["appId"])
+        ids = {s["id"]: s["value"] for s in resource.get("oauth2PermissionScopes", []) if s.get("isEnabled", True)}
+        for entry in ((resource_app or {}).get("api") or {}).get("preAuthorizedApplications") or []:
+            if entry.get("appId") == app["appId"]:
+                granted |= {ids[i] for i in entry.get("delegatedPermissionIds") or [] if i in ids}
         wanted = granted if ".default" in values else set(values)
         if not wanted or not wanted <= granted:
             raise ex.consent_required(app["appId"], app["displayName"])

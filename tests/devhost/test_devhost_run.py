@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 import devhost
-from devhost._run import RunOptions, _banner, fetch_admin_token, run
+from devhost._run import RunOptions, StillRunning, _banner, fetch_admin_token, holding, run
 from localtenant import LocalTenant
+from tests.support import free_base_port, free_port
 
 # A function app that reads a setting at import time, as the product does: it proves the order.
 SAMPLE_MODULE = '''
@@ -69,12 +70,6 @@ def test_encrypted_settings_are_refused(tmp_path):
     path.write_text(json.dumps({"IsEncrypted": True, "Values": {}}))
     with pytest.raises(ValueError, match="encrypted"):
         devhost.load_settings(path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_serve_command_loads_settings_before_import_and_stops_on_ctrl_c(tmp_path, sample_module):
@@ -221,19 +216,66 @@ def test_reset_forgets_the_tenant_and_keys_and_nothing_else(tmp_path, sample_mod
     assert devhost.HostKeys.load_or_create(options.keys_path).function != first_key
 
 
-def test_reset_refuses_while_a_run_is_serving(tmp_path):
+def test_reset_looks_at_its_own_state_not_at_a_port(tmp_path):
+    """Before: reset refused whenever anything listened on 7071, even another program. Now it asks the run's
+    lock on its own directory: another program on the port does not matter, a live run does."""
     local = tmp_path / ".local"
-    local.mkdir()
-    (local / "tenant.sqlite").write_text("state")
+    options = RunOptions(local_dir=local)
+    with holding(options):  # what a live `make run` holds on its directory
+        (local / "tenant.sqlite").write_text("state")
+        command = [sys.executable, "-m", "devhost", "reset", "--local-dir", str(local)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "stop `make run`" in done.stderr, done.stderr
+        assert (local / "tenant.sqlite").exists()
+        with pytest.raises(StillRunning):  # and a second run on the same directory is refused too
+            with holding(options):
+                pass
+    with socket.socket() as listening:  # another program on the host's port
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        done = subprocess.run(command + ["--port", str(listening.getsockname()[1])], capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not local.exists()
+
+
+def run_command(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "devhost", "run", "--check", "--local-dir", str(tmp_path / ".local"),
+                           *args], capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_taken_port_is_one_clear_line_naming_the_variable_that_moves_it(tmp_path):
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
-        port = listening.getsockname()[1]
-        command = [sys.executable, "-m", "devhost", "reset", "--local-dir", str(local), "--port", str(port),
-                   "--base-port", str(free_port())]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "stop `make run`" in done.stderr
-    assert (local / "tenant.sqlite").exists()
+        taken = listening.getsockname()[1]
+        host = run_command(tmp_path, "--port", str(taken), "--base-port", str(free_port()))
+        tenant = run_command(tmp_path, "--port", "0", "--base-port", str(taken - 1))
+    assert host.returncode == 2 and f"port {taken} on 127.0.0.1 is in use" in host.stderr, host.stderr
+    assert "make run PORT=" in host.stderr
+    assert tenant.returncode == 2 and "make run BASE_PORT=" in tenant.stderr, tenant.stderr
+    for done in (host, tenant):
+        assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_make_run_passes_the_ports_and_bare_on():
+    dry = subprocess.run(["make", "-n", "run", "PORT=7171", "BASE_PORT=47500", "BARE=1"], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "-m devhost run --port 7171 --base-port 47500 --bare" in dry.stdout, dry.stdout
+    plain = subprocess.run(["make", "-n", "run"], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert [line for line in plain.stdout.splitlines() if "devhost run" in line][0].rstrip().endswith("devhost run")
+
+
+def test_a_bare_run_sets_up_the_tenant_as_an_operator_and_serves_with_what_setup_printed(tmp_path):
+    done = run_command(tmp_path, "--bare", "--port", "0", "--base-port", str(free_base_port()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "create the app registration dicom-registrations-api" in done.stdout
+    assert "app role Registrations.Admin" in done.stdout and "/api/health -> 200" in done.stdout
+    settings = devhost.load_settings(tmp_path / ".local" / "local.settings.json")
+    assert settings["API_AUDIENCE"].endswith("/dicom-registrations-api") and settings["API_CLIENT_ID"] in done.stdout
+    assert not (tmp_path / ".local" / "setup.settings.json").exists()
 
 
 def test_make_reset_keeps_the_virtual_environment():

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from registrations.kinds import PLANS
-from tests.support import service, settings_override
+from tests.support import free_base_port, free_port, service, settings_override
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = "urn:dicom-registrations:problem:"
@@ -41,29 +40,6 @@ def readme_section(title: str, document: str = "README.md") -> str:
 
 def code_blocks(section: str, language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", section, re.S | re.M)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def free_base_port() -> int:
-    """A base whose next seven ports (the tenant's origins) are free now."""
-    for _ in range(50):
-        base = free_port()
-        probes = [socket.socket() for _ in range(7)]
-        try:
-            for offset, probe in enumerate(probes, start=1):
-                probe.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise AssertionError("no seven free ports in a row")
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from registrations.models import RegistrationRequest
 from registrations.openapi import Deployment, build_document
 from tests.openapi.spec_support import operations, resolve
 from tests.openapi.workflow_engine import (SECURED, TIMED_OUT, Engine, Expression, Run, TriggerRefused,
-                                         authorize_trigger)
+                                         authorize_trigger, bicep_trigger_policies)
 from tests.support import (FUNCTION_KEY, api_token, follow_authorize, objects_named, path_regex, public_app,
-                           secret_client, service, settings_override)
+                           secret_client, settings_override)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "logic-apps"
 CONNECTOR_ARGS = ["--version", "2.0", "--host", "dicom-registrations.azurewebsites.net",
@@ -257,26 +257,11 @@ def person(tenant) -> dict[str, str]:
 
 
 def trigger_policies(tenant) -> dict[str, list[dict[str, str]]]:
-    """The workflow's Entra ID authorization policies as infra/app/logicapp.bicep deploys them, with the
-    Bicep expressions given the local tenant's values."""
-    text = LOGIC_BICEP.read_text()
-    block = text[text.index("openAuthenticationPolicies"):]
-    local = {"${environment().authentication.loginEndpoint}": tenant.authority_host + "/",
-             "${tenant().tenantId}": tenant.tenant_id}
-    policies = {}
-    for name, body in re.findall(r"(\w+): \{\s*type: 'AAD'\s*claims: \[(.*?)\]", block, re.S):
-        claims = []
-        for claim, value in re.findall(r"\{ name: '(\w+)', value: (.+) \}\s*$", body, re.M):
-            if value == "apiClientId":
-                value = tenant.seed.api.app_id
-            else:
-                value = value.strip("'")
-                for expression, local_value in local.items():
-                    value = value.replace(expression, local_value)
-            claims.append({"name": claim, "value": value})
-        policies[name] = claims
-    assert policies, "logicapp.bicep has no Entra ID authorization policy on the trigger"
-    return policies
+    """The workflow's Entra ID authorization policies as infra/app/logicapp.bicep deploys them, for the local
+    tenant."""
+    return bicep_trigger_policies(LOGIC_BICEP.read_text(), {
+        "${environment().authentication.loginEndpoint}": tenant.authority_host + "/",
+        "${tenant().tenantId}": tenant.tenant_id, "apiClientId": tenant.seed.api.app_id})
 
 
 def triggered(tenant, trigger: dict[str, Any], authorization: str | None, **run_args) -> Run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,6 +218,7 @@ class Engine:
     sent: list[tuple[str, str, str, int]] = field(default_factory=list)  # (action, method, url, status)
     connector_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     requests: list[tuple[str, httpx.Request]] = field(default_factory=list)  # (action, what went on the wire)
+    api_seconds: float = 0.0  # time spent waiting on the answers of HTTP actions
 
     def run(self, definition: dict[str, Any], run: Run) -> Run:
         self._actions(definition["actions"], run)
@@ -309,7 +311,9 @@ class Engine:
               policy: dict[str, Any]) -> httpx.Response:
         attempt = 0
         while True:
+            started = time.perf_counter()
             response = self.http.request(method, url, headers=headers, content=content)
+            self.api_seconds += time.perf_counter() - started
             self.requests.append((name, response.request))
             self.sent.append((name, method, url, response.status_code))
             if not RETRYABLE(response.status_code) or attempt >= policy["count"]:
@@ -363,3 +367,24 @@ def authorize_trigger(policies: dict[str, list[dict[str, str]]], authorization: 
     if not any(all(claims.get(c["name"]) == c["value"] for c in wanted) for wanted in policies.values()):
         raise TriggerRefused("no authorization policy admits this token")
     return claims
+
+
+def bicep_trigger_policies(bicep: str, values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    """The Entra ID authorization policies a Bicep file gives a workflow (accessControl.triggers.
+    openAuthenticationPolicies), each claim's value with the Bicep expressions in `values` replaced (a bare
+    name, such as a parameter, or an interpolation such as `${tenant().tenantId}`)."""
+    block = bicep[bicep.index("openAuthenticationPolicies"):]
+    policies = {}
+    for name, body in re.findall(r"(\w+): \{\s*type: 'AAD'\s*claims: \[(.*?)\]", block, re.S):
+        claims = []
+        for claim, value in re.findall(r"\{ name: '(\w+)', value: (.+) \}\s*$", body, re.M):
+            if value in values:
+                value = values[value]
+            else:
+                value = value.strip("'")
+                for expression, replacement in values.items():
+                    value = value.replace(expression, replacement)
+            claims.append({"name": claim, "value": value})
+        policies[name] = claims
+    assert policies, "the Bicep file gives the trigger no Entra ID authorization policy"
+    return policies
