@@ -251,6 +251,9 @@ def test_a_taken_port_is_one_clear_line_naming_the_variable_that_moves_it(tmp_pa
         taken = listening.getsockname()[1]
         host = run_command(tmp_path, "--port", str(taken), "--base-port", str(free_port()))
         tenant = run_command(tmp_path, "--port", "0", "--base-port", str(taken - 1))
+        # The same run on another port works while that one stays taken (make run PORT=7171 while 7071 is).
+        elsewhere = run_command(tmp_path, "--port", str(free_port()), "--base-port", str(free_base_port()))
+    assert elsewhere.returncode == 0 and "/api/health -> 200" in elsewhere.stdout, elsewhere.stdout + elsewhere.stderr
     assert host.returncode == 2 and f"port {taken} on 127.0.0.1 is in use" in host.stderr, host.stderr
     assert "make run PORT=" in host.stderr
     assert tenant.returncode == 2 and "make run BASE_PORT=" in tenant.stderr, tenant.stderr
