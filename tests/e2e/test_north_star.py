@@ -91,6 +91,7 @@ def empty_tenant(host):
         yield lt
 
 
+@pytest.mark.slow(20)
 def test_the_north_star(empty_tenant, host, tmp_path, capsys):
     lt, figures = empty_tenant, Figures()
     printed = operator_setup(lt, figures)
