@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -206,3 +207,50 @@ def test_the_per_requester_limit_holds_across_instances(limited_hosts):
             and s["name"] not in kept] == []
     principals = {s["id"] for s in state["servicePrincipals"]}
     assert [r for r in state["roleAssignments"] if r["properties"]["principalId"] not in principals] == []
+
+
+def test_a_change_in_progress_on_one_instance_makes_the_other_wait(two_hosts):
+    """The lease is a conditional write on the registry row, which stale reads cannot fool: while the first
+    instance is inside a change (held at its role assignment), a change of the same registration on the other
+    instance does not proceed (503, in-progress, Retry-After); it goes through once the first is done."""
+    lt, first, second = two_hosts
+    token = admin_token(lt)
+    name = "two-hosts-lease"
+    body = {"type": "service", "name": name, "displayName": "Two hosts", "dicomService": "managed",
+            "access": "reader"}
+    assert create_until_done(first, token, body)[-1] == 201
+    lt.set_faults({"latencyMs": 80, "failures": [
+        {"operation": "arm.createRoleAssignment", "nth": 1, "status": 503, "times": None}]})
+    before = lt.stats()["calls"].get("arm.createRoleAssignment", 0)
+    answers: list[httpx.Response] = []
+
+    def change_on_first() -> None:
+        with httpx.Client(base_url=first.api, trust_env=False, timeout=120, headers={
+                "x-functions-key": first.function_key, "Authorization": f"Bearer {token}"}) as c:
+            answers.append(c.patch(f"/registrations/{name}", content=json.dumps({"access": "writer"}),
+                                   headers={"Content-Type": "application/merge-patch+json"}))
+
+    holder = threading.Thread(target=change_on_first, daemon=True)
+    holder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while lt.stats()["calls"].get("arm.createRoleAssignment", 0) <= before:
+            assert time.monotonic() < deadline, "the first change never reached its role assignment"
+            time.sleep(0.05)
+        with httpx.Client(base_url=second.api, trust_env=False, timeout=120, headers={
+                "x-functions-key": second.function_key, "Authorization": f"Bearer {token}"}) as c:
+            refused = c.patch(f"/registrations/{name}", content=json.dumps({"displayName": "From second"}),
+                              headers={"Content-Type": "application/merge-patch+json"})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["type"].endswith(":in-progress") and int(refused.headers["retry-after"]) >= 1
+    finally:
+        lt.set_faults({"latencyMs": 80})
+        holder.join(timeout=120)
+    assert [a.status_code for a in answers] == [200], [a.text for a in answers]
+    after = until_done(second, token, "PATCH", f"/registrations/{name}",
+                       content=json.dumps({"displayName": "From second"}),
+                       headers={"Content-Type": "application/merge-patch+json"})
+    assert after[-1] == 200, after
+    row = recorded(lt, name)
+    assert not row["lease_holder"] and "dicom-access:writer" in json.loads(row["tags"])
+    assert json.loads(row["fields"])["displayName"] == "From second"
