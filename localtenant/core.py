@@ -85,7 +85,7 @@ class TenantCore:
                 "roleDefinitionId": roles.RBAC_ADMIN, "principalId": product, "principalType": "ServicePrincipal"}})
         # The DICOM service resource: no CORS origins until someone configures them. The product may edit its
         # CORS configuration (the least role that can). Nobody holds a DICOM data role on it yet.
-        self.dicom_services.put(None, seeding.DICOM_RESOURCE_ID, {"location": "local", "properties": {}})
+        self.dicom_services.put(None, seeding.DICOM_RESOURCE_ID, {"location": "local", "properties": {}}, duration=0)
         if not bare:
             self.arm.put(None, seeding.DICOM_RESOURCE_ID, seeding._id("ra/product/dicom-cors"), {"properties": {
                 "roleDefinitionId": roles.CORS_EDITOR, "principalId": data["product"]["object_id"],

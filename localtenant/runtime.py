@@ -67,6 +67,15 @@ def _one_of(*allowed: Any):
     return check
 
 
+def _statuses(*allowed: int):
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, list) or not value or not all(
+                type(v) is int and v in allowed for v in value):
+            raise ValueError(f"{name} must be a non-empty list of statuses among {list(allowed)}")
+        return list(value)
+    return check
+
+
 class DirectorySettings:
     """How the directory behaves where Entra has a setting, or where its documented behaviour varies, and a test
     may want to choose (`PUT /_admin/settings`, `lt.set_settings`; docs/local-tenant.md, "Directory settings").
@@ -82,6 +91,13 @@ class DirectorySettings:
     - `accessTokenLifetimeSeconds`: how long the access tokens the token endpoint issues live (Entra's
       default is about an hour; "Configurable token lifetimes" lets a policy set 10 minutes to a day). Locally
       any whole number of seconds from 1, so a test sees a client renew its token in seconds.
+    - `credentialWriteWindowMs`: a credential write on an application that arrives within this long after the
+      previous one was made is refused as Directory_ConcurrencyViolation (as is one that overlaps it).
+    - `concurrencyViolationStatuses`: the statuses Directory_ConcurrencyViolation comes with, in turn (409,
+      503).
+    - `uniqueNameConflictStatus`: how a uniqueName another application holds is refused: 400
+      Request_BadRequest or 409 Request_MultipleObjectsWithSameKeyValue.
+    - `dicomServiceUpdateMs`: how long a PUT of a DICOM service resource (a long-running operation) runs.
     """
 
     SPEC: dict[str, tuple[Any, Any]] = {
@@ -89,6 +105,10 @@ class DirectorySettings:
         "staleReadsMs": (0, _whole(0)),
         "usersCanRegisterApplications": (True, _one_of(True, False)),
         "accessTokenLifetimeSeconds": (3600, _whole(1)),
+        "credentialWriteWindowMs": (500, _whole(0)),
+        "concurrencyViolationStatuses": ([409, 503], _statuses(409, 503)),
+        "uniqueNameConflictStatus": (400, _one_of(400, 409)),
+        "dicomServiceUpdateMs": (1000, _whole(0)),
     }
     DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SPEC.items()}
 
@@ -105,7 +125,7 @@ class DirectorySettings:
         return self.get()
 
     def get(self) -> dict[str, Any]:
-        return dict(self._values)
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._values.items()}
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]

@@ -31,6 +31,7 @@ from . import manifest as mf
 from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_new_principal
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
+from .cors import Cors, origins_of
 from .credentials import Credentials
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER, MANAGED_ACCESS_ROLES, PLANS
 from .manifest import Caller
@@ -147,11 +148,13 @@ def desired_document(app: dict, name: str, federated: dict | None) -> dict[str, 
 
 class Changer:
     def __init__(self, settings: Settings, *, graph: GraphClient, rbac: RbacClient, credentials: Credentials,
-                 provisioner: Provisioner, owner_id: Callable[[], str], registry: Registry) -> None:
+                 provisioner: Provisioner, owner_id: Callable[[], str], registry: Registry,
+                 cors: Cors | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.owner_id = owner_id  # the API's own service principal
         self.graph, self.rbac, self.credentials, self.provisioner = graph, rbac, credentials, provisioner
+        self.cors = cors
 
     # ----------------------------------------------------------------------------------------- drift
     def drift(self, app: dict, request: Request, *, live: bool = True) -> list[dict]:
@@ -277,6 +280,8 @@ class Changer:
                 saga.run("update application", lambda: eventually(
                     lambda: self.graph.update_application(app["id"], changes), lagging=lag_404),
                     undo=lambda _: self.graph.update_application(app["id"], undo))
+            if "redirectUris" in changes.get("spa", {}):
+                self._cors_follows(saga, app, wanted)
             if "access" in fields:
                 self._swap_roles(saga, app, mf.tag_values(app).get("access"), wanted, only_remove)
             if "secretReaders" in fields:
@@ -370,6 +375,23 @@ class Changer:
         now = self.registry.get(record.name)
         if now is not None and now.lease_holder == lease:
             self.registry.save(replace(now, lease_holder="", lease_until=0.0))
+
+    def _cors_follows(self, saga: Saga, app: dict, wanted: Request) -> None:
+        """With DICOM_CORS_FOR_SPA, a SPA's new redirect origins are merged into its DICOM service's CORS (as a
+        create does) and those it no longer has are removed when no other registration needs them (as a delete
+        does)."""
+        target = self._target(wanted)
+        if self.cors is None or not self.cors.applies(wanted.type, wanted.platform, target):
+            return
+        assert isinstance(target, ManagedTarget), "CORS is merged on managed DICOM services"
+        new = origins_of(list(wanted.redirectUris))
+        old = [o for o in origins_of((app.get("spa") or {}).get("redirectUris") or []) if o not in new]
+        saga.run("allow the viewer's new origins in CORS", lambda: self.cors.allow(target.resourceId, new),
+                 undo=lambda added: self.cors.withdraw(target.resourceId, added, leaving=app["appId"]))
+        if old:
+            saga.run("remove the origins nothing needs from CORS",
+                     lambda: self.cors.withdraw(target.resourceId, old, leaving=app["appId"]),
+                     undo=lambda gone: self.cors.allow(target.resourceId, gone))
 
     def _app_changes(self, app: dict, wanted: Request, fields: list[str]) -> tuple[dict, dict]:
         """The PATCH of the application's own fields, and the PATCH that puts them back."""

@@ -119,7 +119,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Run
     service = RegistrationService(settings, graph=graph, vault=vault, credentials=credentials,
                                   provisioner=provisioner, teardown=teardown, quota=quota,
                                   changer=Changer(settings, graph=graph, rbac=rbac, credentials=credentials,
-                                                  provisioner=provisioner, owner_id=owner_id, registry=registry),
+                                                  provisioner=provisioner, owner_id=owner_id, registry=registry,
+                                                  cors=cors),
                                   views=RegistrationViews(settings, secret_uri=vault.secret_uri), registry=registry,
                                   executor=executor, owner_id=owner_id, clock=clock,
                                   graph_permissions=lambda: _own_graph_permissions(credential))

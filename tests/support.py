@@ -16,6 +16,7 @@ import re
 import runpy
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -382,9 +383,19 @@ def allow_origin(tenant, origin: str) -> None:
     cors = body["properties"]["corsConfiguration"]
     cors.update(origins=sorted(set(cors["origins"]) | {origin}), methods=sorted(set(cors["methods"]) | {"GET"}),
                 headers=sorted(set(cors["headers"]) | {"authorization"}))
-    written = arm_call(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=body,
-                   headers={"If-Match": resource.headers["ETag"]})
-    assert written.status_code == 200, written.text
+    written = arm_call(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=body)
+    assert written.status_code == 202, written.text  # a long-running operation (docs/local-tenant.md)
+    until_done(tenant, written.headers["Azure-AsyncOperation"])
+
+
+def until_done(tenant, operation: str, within: float = 30.0) -> None:
+    """Poll a long-running ARM operation (its Azure-AsyncOperation URL) until it ends, at most `within` s."""
+    path = urlsplit(operation).path
+    deadline = time.monotonic() + within
+    while (status := arm_call(tenant, "GET", path, "2024-03-31").json()["status"]) not in ("Succeeded", "Failed"):
+        assert time.monotonic() < deadline, f"the operation is still {status}"
+        time.sleep(0.1)
+    assert status == "Succeeded"
 
 
 def free_port() -> int:

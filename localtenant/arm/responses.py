@@ -10,7 +10,7 @@ import re
 from starlette.responses import JSONResponse, Response
 
 from ..entra.tokens import InvalidToken
-from ..graph.backend_applications import public
+from ..graph.backend_applications import iso_precise, public
 from ..web import Req, ServiceSpec, json_response, routes as routes_table
 from . import exceptions as ax
 
@@ -113,15 +113,35 @@ def _dicom_view(req: Req, resource: dict) -> dict:
 
 def get_dicom_service(req: Req) -> JSONResponse:
     """DICOM Services - Get."""
-    resource = req.core.dicom_services.get(_caller(req), req.raw.url.path)
-    return json_response(_dicom_view(req, resource), headers={"ETag": resource["etag"]})
+    services = req.core.dicom_services
+    resource = services.get(_caller(req), req.raw.url.path)
+    return json_response(_dicom_view(req, services.state(resource)), headers={"ETag": resource["etag"]})
 
 
 def put_dicom_service(req: Req) -> JSONResponse:
-    """DICOM Services - Create Or Update (a full replacement; If-Match guards a read-merge-write)."""
+    """DICOM Services - Create Or Update, a long-running operation: 202 with Azure-AsyncOperation (the ARM
+    async pattern; the 2024-03-31 example's 202 carries provisioningState Accepted). If-Match is not a declared
+    parameter and is ignored."""
     oid = _caller(req)
-    resource, created = req.core.dicom_services.put(oid, req.raw.url.path, _body(req), req.headers.get("if-match"))
-    return json_response(_dicom_view(req, resource), 201 if created else 200, headers={"ETag": resource["etag"]})
+    resource, op = req.core.dicom_services.put(oid, req.raw.url.path, _body(req))
+    if op is None:
+        return json_response(_dicom_view(req, resource), headers={"ETag": resource["etag"]})
+    status_url = (f"{req.core.arm_endpoint}/subscriptions/{req.path_params['subscription']}/providers/"
+                  f"Microsoft.HealthcareApis/locations/{resource['location']}/operationresults/{op['id']}"
+                  f"?api-version={req.query.get('api-version')}")
+    return json_response(_dicom_view(req, resource), 202, headers={"Azure-AsyncOperation": status_url})
+
+
+def get_dicom_operation(req: Req) -> JSONResponse:
+    """Operation Results - Get (healthcare-apis 2024-03-31 example OperationResultsGet): `status` is
+    `Requested` while it runs, then `Succeeded`."""
+    op = req.core.dicom_services.operation(_caller(req), req.path_params["operation"])
+    out = {"id": f"/subscriptions/{req.path_params['subscription']}/providers/Microsoft.HealthcareApis/locations/"
+                 f"{req.path_params['location']}/operationresults/{op['id']}", "name": op["id"],
+           "status": op["status"], "startTime": op["startTime"], "properties": {}}
+    if op["status"] == "Succeeded":
+        out["endTime"] = iso_precise(op["until"])
+    return json_response(out)
 
 
 def routes(core) -> list:
@@ -137,4 +157,6 @@ def routes(core) -> list:
         (BASE, ["GET"], "arm.listRoleAssignments", list_),
         (DICOM_SERVICE, ["GET"], "arm.getDicomService", get_dicom_service),
         (DICOM_SERVICE, ["PUT"], "arm.putDicomService", put_dicom_service),
+        ("/subscriptions/{subscription}/providers/Microsoft.HealthcareApis/locations/{location}/operationresults/"
+         "{operation}", ["GET"], "arm.getDicomServiceOperation", get_dicom_operation),
     ])

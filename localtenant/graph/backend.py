@@ -106,6 +106,13 @@ class GraphBackend:
         self.principals = Principals(self)
         self.policies = Policies(self)
         self.deleted = DeletedItems(self)
+        self._violations = 0
+
+    def violation_status(self) -> int:
+        """The status of the next Directory_ConcurrencyViolation: `concurrencyViolationStatuses` in turn."""
+        statuses = self.settings["concurrencyViolationStatuses"]
+        self._violations += 1
+        return statuses[(self._violations - 1) % len(statuses)]
 
     # -- time and visibility -------------------------------------------------------------------------------
     def now(self) -> float:

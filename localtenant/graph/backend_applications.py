@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from . import validation
-from .exceptions import bad_request, concurrency_violation, conflict, not_found
+from .exceptions import bad_request, concurrency_violation, conflict, name_taken, not_found
 
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
@@ -164,13 +164,16 @@ class Applications:
         return app
 
     def _credential_write(self, caller: Caller, app: dict[str, Any]) -> None:
-        """Credential writes on one application do not overlap: one that arrived while another was still in
-        flight (arrived before that one was answered) is 409 Directory_ConcurrencyViolation and changes
+        """Credential writes on one application do not come close together: one that arrived while another was
+        still in flight (arrived before that one was answered), or within `credentialWriteWindowMs` after it,
+        is Directory_ConcurrencyViolation (409 or 503, `concurrencyViolationStatuses` in turn) and changes
         nothing. Called before the write; it records this one's span, saved with the app."""
-        now, last = self.backend.now(), app.get("_credentialWrite")
+        b = self.backend
+        now, last = b.now(), app.get("_credentialWrite")
         arrived = caller.arrived if caller.arrived is not None else now
-        if last and last[0] <= arrived < last[1]:
-            raise concurrency_violation()
+        window = b.settings["credentialWriteWindowMs"] / 1000.0
+        if last and last[0] <= arrived < last[1] + window:
+            raise concurrency_violation(b.violation_status())
         app["_credentialWrite"] = [arrived, now]
 
     def get(self, caller: Caller, addr: Address) -> dict[str, Any]:
@@ -185,15 +188,19 @@ class Applications:
         caller.require_create(users_may_register=self.backend.settings["usersCanRegisterApplications"])
         validation.check_application(body, creating=True)
         b = self.backend
-        # A name is taken by a live application or by one in deleted items (for its 30 days): Graph answers
-        # 400 Request_BadRequest, not 409 (msgraph-bicep-types issue 137, byte5ai/omadia issue 916).
-        name = body.get("uniqueName")
-        if name and (b.find(APPS, "uniqueName", name, any_visibility=True) or b.deleted.holding("uniqueName", name)):
-            raise bad_request("Another object with the same value for property uniqueName already exists.")
+        self._require_free_name(body.get("uniqueName"))
         b.deleted.require_quota(caller)
         app = new_application(now=b.now(), visible_at=b.visible_at(), owner=caller.oid, tenant_id=b.tenant_id)
         self._apply(app, body)
         return b.save(APPS, app)
+
+    def _require_free_name(self, name: str | None) -> None:
+        """A name is taken by a live application or by one in deleted items (for its 30 days): 400
+        Request_BadRequest as msgraph-bicep-types issue 137 and byte5ai/omadia issue 916 show it, or 409
+        Request_MultipleObjectsWithSameKeyValue as Graph answers other alternate keys (`uniqueNameConflictStatus`)."""
+        b = self.backend
+        if name and (b.find(APPS, "uniqueName", name, any_visibility=True) or b.deleted.holding("uniqueName", name)):
+            raise name_taken("uniqueName", b.settings["uniqueNameConflictStatus"])
 
     def upsert(self, caller: Caller, unique_name: str, body: dict[str, Any],
                *, create_if_missing: bool) -> tuple[dict[str, Any], bool]:
@@ -212,14 +219,16 @@ class Applications:
     def update(self, caller: Caller, addr: Address, body: dict[str, Any]) -> dict[str, Any]:
         app = self._writable(caller, addr)
         validation.check_application(body, creating=False)
-        if "keyCredentials" in body:
-            self._credential_write(caller, app)
-        if "uniqueName" in body and body["uniqueName"] != app["uniqueName"] and app["uniqueName"]:
-            raise bad_request("Property 'uniqueName' is immutable once set.")
-        self._apply(app, body)
+        if "uniqueName" in body and body["uniqueName"] != app["uniqueName"]:
+            if app["uniqueName"]:
+                raise bad_request("Property 'uniqueName' is immutable once set.")
+            self._require_free_name(body["uniqueName"])  # "can be updated only if null": a compare-and-set
+        self._apply(app, body, caller)
         return self.backend.save(APPS, app)
 
-    def _apply(self, app: dict[str, Any], body: dict[str, Any]) -> None:
+    def _apply(self, app: dict[str, Any], body: dict[str, Any], writer: Caller | None = None) -> None:
+        """Checks the body against the application and the policies, then merges it in. With `writer` (an
+        update), a body carrying keyCredentials is a credential write."""
         if "appRoles" in body:
             validation.check_enabled_entitlements_kept(app["appRoles"], body["appRoles"], "appRoles")
         new_scopes = (body.get("api") or {}).get("oauth2PermissionScopes")
@@ -240,6 +249,8 @@ class Applications:
                 if key["keyId"] not in existing:  # a key kept as it was is not written again
                     self.backend.policies.check_key(app, parse_iso(key["endDateTime"], "endDateTime")
                                                     - parse_iso(key["startDateTime"], "startDateTime"))
+            if writer is not None:
+                self._credential_write(writer, app)
         merge(app, patch)
 
     def delete(self, caller: Caller, addr: Address) -> None:

@@ -46,6 +46,14 @@ def conflict(message: str, status: int = 409) -> GraphError:
     return GraphError(status, "Request_MultipleObjectsWithSameKeyValue", message)
 
 
+def name_taken(prop: str, status: int) -> GraphError:
+    """An alternate key another object (live or deleted) holds: for uniqueName Graph is evidenced answering 400
+    Request_BadRequest (msgraph-bicep-types issues 137 and 202), and answers other alternate-key collisions with
+    409 Request_MultipleObjectsWithSameKeyValue; `uniqueNameConflictStatus` chooses."""
+    message = f"Another object with the same value for property {prop} already exists."
+    return bad_request(message) if status == 400 else conflict(message)
+
+
 def unsupported_query(message: str) -> GraphError:
     return GraphError(400, "Request_UnsupportedQuery", message)
 
@@ -62,16 +70,17 @@ def not_a_valid_reference() -> GraphError:
     return bad_request("Not a valid reference update.")
 
 
-def concurrency_violation() -> GraphError:
-    """A credential write on an application while another one on it is still in flight (the message as public
-    client code that retries it matches on; Azure/fhir-server's test scripts retry the code too)."""
-    return GraphError(409, "Directory_ConcurrencyViolation", "Error due to concurrent requests being made to the "
-                      "tenant. Please wait briefly and retry.")
+def concurrency_violation(status: int = 409) -> GraphError:
+    """A credential write on an application while another one on it is still in flight, or right after one
+    (the message as nais/azurerator issue 448 quotes it, with 409; Azure/azure-cli issue 23081 shows the same
+    code with 503 on addPassword; Azure/fhir-server's test scripts retry the code)."""
+    return GraphError(status, "Directory_ConcurrencyViolation", "Error due to concurrent requests being made to "
+                      "the tenant. Please wait briefly and retry.")
 
 
 def from_fault(fault: InjectedFault) -> GraphError:
     if fault.code == "Directory_ConcurrencyViolation":
-        return concurrency_violation()
+        return concurrency_violation(fault.status if fault.status in (409, 503) else 409)
     if fault.code:
         return GraphError(fault.status, fault.code, "Injected failure.")
     if fault.status == 429:

@@ -26,7 +26,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
 from .. import logs, saga
-from .errors import CONCURRENCY_VIOLATION, ConflictError, NotFoundError, UpstreamError
+from .errors import CONCURRENCY_STATUSES, CONCURRENCY_VIOLATION, ConflictError, NotFoundError, UpstreamError
 
 log = logging.getLogger("registrations.upstream")
 
@@ -71,10 +71,11 @@ class BudgetedRetryPolicy(RetryPolicy):
 
 
 def _concurrency_violation(response: Any) -> bool:
-    """409 Directory_ConcurrencyViolation: another write on the same object was in flight and this one did
-    nothing ("wait briefly and retry"), so a call the pipeline may repeat is repeated, as for 429."""
+    """Directory_ConcurrencyViolation (409 or 503): another write on the same object was in flight or had just
+    been made, and this one did nothing ("wait briefly and retry"), so a call the pipeline may repeat is
+    repeated, as for 429 (azure-core itself repeats no POST on a 503)."""
     http = response.http_response
-    if http.status_code != 409:
+    if http.status_code not in CONCURRENCY_STATUSES:
         return False
     try:
         return error_code(json.loads(http.text() or "null"))[0] == CONCURRENCY_VIOLATION

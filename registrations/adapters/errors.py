@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 CONCURRENCY_VIOLATION = "Directory_ConcurrencyViolation"
+# Statuses Graph sends Directory_ConcurrencyViolation with: 409 (nais/azurerator issue 448) and 503
+# (Azure/azure-cli issue 23081, on addPassword). Either way the write did nothing.
+CONCURRENCY_STATUSES = (409, 503)
 
 
 class UpstreamError(Exception):
@@ -24,9 +27,9 @@ class UpstreamError(Exception):
     @property
     def not_done(self) -> bool:
         """The service says it did nothing, so the call can simply be repeated later: throttled (429), or a
-        credential write that overlapped another on the same application (409 Directory_ConcurrencyViolation,
-        "wait briefly and retry")."""
-        return self.status == 429 or (self.status == 409 and self.code == CONCURRENCY_VIOLATION)
+        credential write that overlapped another on the same application or came right after one
+        (Directory_ConcurrencyViolation, as 409 or 503: "wait briefly and retry")."""
+        return self.status == 429 or (self.status in CONCURRENCY_STATUSES and self.code == CONCURRENCY_VIOLATION)
 
     @property
     def transient(self) -> bool:
@@ -80,10 +83,13 @@ def conflict(exc: UpstreamError) -> bool:
 
 
 def name_taken(exc: UpstreamError) -> bool:
-    """POST /applications with a uniqueName that a live or deleted application holds: Graph answers 400
-    Request_BadRequest, not 409, with no finer code (msgraph-bicep-types issue 137, byte5ai/omadia issue
-    916). Other bad requests share that code, so whoever handles this reads who holds the name."""
-    return exc.status == 400 and exc.code == "Request_BadRequest"
+    """POST /applications with a uniqueName that a live or deleted application holds: Graph is evidenced
+    answering 400 Request_BadRequest with no finer code (msgraph-bicep-types issues 137 and 202, byte5ai/omadia
+    issue 916), and answers other alternate-key collisions with 409 Request_MultipleObjectsWithSameKeyValue:
+    both mean "taken". Other bad requests share the 400's code, so whoever handles this reads who holds the
+    name."""
+    return (exc.status == 400 and exc.code == "Request_BadRequest") or (
+        exc.status == 409 and exc.code == "Request_MultipleObjectsWithSameKeyValue")
 
 
 def quota_exceeded(exc: UpstreamError) -> bool:

@@ -6,6 +6,7 @@ registration's role does not allow."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
 
 import pydicom
@@ -14,7 +15,7 @@ import requests
 
 from tests.support import (allow_origin as _allow_origin, arm_call as _arm, arm_put as _arm_put, confidential_app,
                            create, deploy_oss_dicom, dicom_instance, dicomweb, secret_client, service,
-                           settings_override)
+                           settings_override, until_done)
 
 DICOM_DATA_READER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a"
 
@@ -286,3 +287,48 @@ def test_spa_origins_are_merged_into_the_service_cors_and_leave_when_no_registra
             assert http.options(url, headers={**preflight, "Origin": b}).headers["Access-Control-Allow-Origin"] == b
             assert "Access-Control-Allow-Origin" not in http.options(url, headers={**preflight, "Origin": a}).headers
         assert api.delete("/registrations/cors-b").status_code == 200
+
+
+def test_cors_follows_a_change_of_a_spas_redirect_uris(api, tenant):
+    """Issue 23, "CORS follows a change": with DICOM_CORS_FOR_SPA, a PATCH (or PUT) of a SPA's redirect URIs
+    merges the new origins into the DICOM service's CORS and removes those nothing else needs, as create and
+    delete do; each change is answered only once the service's update (a long-running ARM operation) is done,
+    so the viewer at its new origin passes the preflight at once.
+    Mutation: make `DicomServices.put` apply the new properties at once and answer 200 without an operation,
+    then a second PUT before the first finished is never refused; the test's check of the tenant's 409 while an
+    update runs fails."""
+    def spa(name: str, *uris: str) -> dict:
+        return {"type": "public", "name": name, "displayName": name, "dicomService": "managed", "platform": "spa",
+                "redirectUris": list(uris)}
+
+    def origins() -> set[str]:
+        resource = _arm(tenant, "GET", tenant.seed.dicom_resource_id, "2024-03-31")
+        return set(resource.json()["properties"]["corsConfiguration"]["origins"])
+
+    from tests.support import ca_session
+
+    a, b, c = "https://change-a.example.org", "https://change-b.example.org", "https://change-c.example.org"
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    with settings_override(DICOM_CORS_FOR_SPA="true"), ca_session(tenant.ca_file) as http:
+        create(api, spa("cors-change", f"{a}/callback"))
+        create(api, spa("cors-change-keeps-c", f"{c}/callback"))
+        assert {a, c} <= origins()
+        moved = api.patch("/registrations/cors-change", content=json.dumps({"redirectUris": [f"{b}/callback"]}),
+                          headers={"Content-Type": "application/merge-patch+json"})
+        assert moved.status_code == 200, moved.text
+        assert b in origins() and a not in origins() and c in origins()
+        url = f"{tenant.dicom_url}/v2/studies"
+        assert http.options(url, headers={**preflight, "Origin": b}).headers["Access-Control-Allow-Origin"] == b
+        # A move onto an origin another registration needs removes nothing that one needs.
+        body = {**spa("cors-change", f"{c}/viewer"), "displayName": "cors-change"}
+        put = api.put("/registrations/cors-change", json=body)
+        assert put.status_code == 200, put.text
+        assert b not in origins() and c in origins()
+        # The service is updated as a long-running operation: a PUT while one runs is refused with 409.
+        resource = _arm(tenant, "GET", tenant.seed.dicom_resource_id, "2024-03-31").json()
+        first = _arm(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=resource)
+        second = _arm(tenant, "PUT", tenant.seed.dicom_resource_id, "2024-03-31", json=resource)
+        assert (first.status_code, second.status_code) == (202, 409), (first.text, second.text)
+        until_done(tenant, first.headers["Azure-AsyncOperation"])
+        for name in ("cors-change", "cors-change-keeps-c"):
+            assert api.delete(f"/registrations/{name}").status_code == 200

@@ -15,8 +15,15 @@ def lt():
         yield tenant
 
 
+# These tests call Graph by hand, often with credential writes back to back on one application; the product
+# retries Entra's refusal of those (Directory_ConcurrencyViolation within credentialWriteWindowMs) and its tests
+# keep the default. A test of the window itself sets it (test_app_policy_and_concurrency.py).
+CALM = {"credentialWriteWindowMs": 0}
+
+
 @pytest.fixture(autouse=True)
 def _fresh(lt):
+    lt.set_settings(CALM)
     yield
     lt.reset()
 

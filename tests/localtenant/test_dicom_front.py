@@ -125,10 +125,23 @@ def test_cors_follows_the_service_resource_written_through_arm(lt):
                                                        "headers": ["authorization", "content-type"],
                                                        "methods": ["GET", "POST", "OPTIONS"], "maxAge": 600,
                                                        "allowCredentials": False}
-        written = arm(lt, "PUT", path, json=resource, headers={"If-Match": before.headers["ETag"]})
-        assert written.status_code == 200, written.text
-        stale = arm(lt, "PUT", path, json=resource, headers={"If-Match": before.headers["ETag"]})
-        assert stale.status_code == 412 and stale.json()["error"]["code"] == "PreconditionFailed"
+        written = arm(lt, "PUT", path, json=resource)
+        assert written.status_code == 202, written.text
+        assert written.json()["properties"]["provisioningState"] == "Accepted"
+        operation = written.headers["Azure-AsyncOperation"]
+        assert operation.startswith(f"{lt.arm_endpoint}/subscriptions/{lt.seed.subscription_id}/providers/"
+                                    "Microsoft.HealthcareApis/locations/")
+        operation = operation[len(lt.arm_endpoint):].split("?")[0]
+        opened = http.options(f"{lt.dicom_url}/v2/studies", headers=preflight)
+        assert "Access-Control-Allow-Origin" not in opened.headers  # not before the operation completes
+        assert arm(lt, "GET", path).json()["properties"]["provisioningState"] == "Updating"
+        busy = arm(lt, "PUT", path, json=resource)
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "Conflict"
+        assert arm(lt, "GET", operation).json()["status"] == "Requested"
+        lt.advance_clock(lt.settings()["dicomServiceUpdateMs"] / 1000)
+        done = arm(lt, "GET", operation)
+        assert done.json()["status"] == "Succeeded", done.text
+        assert arm(lt, "GET", path).json()["properties"]["provisioningState"] == "Succeeded"
 
         opened = http.options(f"{lt.dicom_url}/v2/studies", headers=preflight)
         assert opened.status_code == 204
