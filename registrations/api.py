@@ -54,6 +54,7 @@ from .problems import (
     Problem,
     UnsupportedMediaType,
     ValidationProblem,
+    unanswered_problem,
 )
 from .views import FORMATS, render
 
@@ -151,10 +152,15 @@ def serve(req: func.HttpRequest, function: str) -> func.HttpResponse:
         audit_extra = call.audit
     except Problem as problem:
         response = problem_response(problem, instance)
-    except Exception:
-        log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
-        response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
-                                    instance)
+    except Exception as exc:
+        if (unanswered := unanswered_problem(exc)) is not None:
+            log.warning("%s %s: an Azure service did not answer (%s; correlation %s)", req.method, instance,
+                        type(exc).__name__, correlation)
+            response = problem_response(unanswered, instance)
+        else:
+            log.exception("unhandled error in %s %s (correlation %s)", req.method, instance, correlation)
+            response = problem_response(Problem(f"an unexpected error occurred; correlation id {correlation}"),
+                                        instance)
     _log_request(req, function, endpoint.needs, response, correlation, caller, subject, started, audit_extra)
     response.headers["x-correlation-id"] = correlation
     return response

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, TypeVar
 
-from .adapters.errors import UpstreamError
+from .adapters.errors import UpstreamError, got_no_answer
 
 PROBLEM_BASE = "urn:dicom-registrations:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -164,6 +164,15 @@ def upstream_problem(exc: UpstreamError) -> UpstreamFailure | UpstreamUnavailabl
     if exc.unavailable:
         return retry_later(UpstreamUnavailable(detail, upstream=exc.summary()), exc.retry_after)
     return UpstreamFailure(detail, upstream=exc.summary())
+
+
+def unanswered_problem(exc: BaseException) -> UpstreamUnavailable | None:
+    """An exception no adapter translated that is a call without an answer (`got_no_answer`): 503
+    upstream-unavailable with Retry-After, never a 500."""
+    if not got_no_answer(exc):
+        return None
+    return retry_later(UpstreamUnavailable(f"an Azure service did not answer ({type(exc).__name__}); retry later"),
+                       None)
 
 
 ALL_PROBLEMS: tuple[type[Problem], ...] = (

@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import TypeVar
 
 from . import manifest as mf
-from .adapters.errors import (UpstreamError, lag_404, lag_new_application, lag_new_principal, name_taken, never,
-                              quota_exceeded)
+from .adapters.errors import (UpstreamError, got_no_answer, lag_404, lag_new_application, lag_new_principal,
+                              name_taken, never, quota_exceeded)
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .cors import Cors, origins_of
@@ -315,7 +315,7 @@ def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | Valida
     detail += ("; every completed step was undone" if not failure.failed_undo
                else f"; could not undo {', '.join(failure.failed_undo)} (the daily sweep removes the rest)")
     problem = cls(detail, failedStep=failure.step, undoneSteps=failure.undone, upstream=upstream)
-    if isinstance(cause, UpstreamError) and cause.unavailable:
+    if isinstance(cause, UpstreamError) and cause.unavailable or got_no_answer(cause):
         problem.status = 503
         retry_later(problem, cause.retry_after)
     return problem

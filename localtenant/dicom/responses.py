@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from ..core import TenantCore
 
 MANAGED_AUDIENCE = "https://dicom.healthcareapis.azure.com"
+# The service's authenticationConfiguration.audiences (DicomServices_Get example): compared as they are, no case
+# folding, no slash trimming.
+MANAGED_AUDIENCES = (MANAGED_AUDIENCE, MANAGED_AUDIENCE + "/")
+# QIDO-RS `limit` (conformance statement v2, "Supported search parameters"): 1 to 200, 100 when not given.
+SEARCH_LIMIT, DEFAULT_SEARCH_LIMIT = range(1, 201), 100
 DELEGATED_SCOPES = {"Dicom.ReadWrite", "user_impersonation"}
 FORWARDED_REQUEST_HEADERS = ("accept", "content-type")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "location", "warning")
@@ -58,15 +63,22 @@ class Front:
         return (self.core.oss_dicom() or {}).get("cors") or empty_cors()
 
     def _authenticate(self, token: str) -> dict[str, Any]:
+        """One issuer form and an exact audience list: the managed service's authority is
+        `https://login.microsoftonline.com/{tenant}` (v1 metadata, issuer `https://sts.windows.net/{tenant}/`)
+        with its two audiences; the open-source server's is its configured Authority and Audience."""
         if self.kind == "managed":
             claims = self.core.issuer.validate(token, {MANAGED_AUDIENCE})
+            issuer, audiences = self.core.issuer.issuer_v1, MANAGED_AUDIENCES
         else:
             config = self.core.oss_dicom()
             if config is None:
                 raise InvalidToken("the open-source DICOM server has no Audience and Authority configured")
             claims = self.core.issuer.validate(token, {config["audience"]})
-            if claims.get("iss") != config["authority"].rstrip("/"):
-                raise InvalidToken(f"The issuer '{claims.get('iss')}' is invalid")
+            issuer, audiences = config["authority"].rstrip("/"), (config["audience"],)
+        if claims.get("iss") != issuer:
+            raise InvalidToken(f"The issuer '{claims.get('iss')}' is invalid")
+        if claims.get("aud") not in audiences:
+            raise InvalidToken(f"The audience '{claims.get('aud')}' is invalid")
         if claims.get("tid") != self.core.tenant_id:
             raise InvalidToken("The token was issued for another tenant")
         return claims
@@ -141,9 +153,17 @@ class Front:
         if not DICOMWEB_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
             return PlainTextResponse("The requested resource was not found.", status_code=404)
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_REQUEST_HEADERS}
+        params = list(request.query_params.multi_items())
+        if request.method in ("GET", "HEAD") and _is_search(path):
+            limits = [v for k, v in params if k == "limit"]
+            if len(limits) > 1 or limits and not (limits[0].isdigit() and int(limits[0]) in SEARCH_LIMIT):
+                return PlainTextResponse("The query parameter 'limit' must be an integer from 1 to 200.",
+                                         status_code=400)
+            if not limits:  # Orthanc answers every match; the service answers 100
+                params.append(("limit", str(DEFAULT_SEARCH_LIMIT)))
         try:
             upstream = await self._client.request(request.method, f"{base}/dicom-web/{path}",
-                                                  params=list(request.query_params.multi_items()),
+                                                  params=params,
                                                   content=body, headers=headers, auth=self.core.orthanc.auth)
         except httpx.HTTPError:
             return PlainTextResponse("The server is currently unable to receive requests. Please retry your "

@@ -41,6 +41,7 @@ class Caller:
     arrived: float | None = None  # when the request reached the tenant (its clock), before injected latency
     scopes: set[str] = field(default_factory=set)  # a user's (delegated) token: its `scp`
     delegated: bool = False  # a user signed in through a client, rather than an application on its own
+    app_id: str | None = None  # the client application the token was issued to (appid / azp)
 
     @property
     def app_only(self) -> bool:

@@ -29,11 +29,17 @@ Address = tuple[str, str]  # ("id" | "uniqueName" | "appId", value)
 PASSWORD_LIFETIME = 2 * 365 * 24 * 3600  # addPassword default: two years
 INFO = ("termsOfServiceUrl", "supportUrl", "privacyStatementUrl", "marketingUrl", "logoUrl")
 # Properties Graph returns on every application even when unset: the full-object example of "Upsert
-# application" shows them (null or empty).
+# application" shows them (null or empty), and the v1.0 application resource's JSON representation lists the
+# rest (`logo` is a stream, never in the JSON): an application nobody certified, verified or disabled.
 APP_DEFAULTS: dict[str, Any] = {
     "applicationTemplateId": None, "isDeviceOnlyAuthSupported": None, "addIns": [], "samlMetadataUrl": None,
     "tokenEncryptionKeyId": None, "windows": None,
     "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
+    "authenticationBehaviors": None, "certification": None, "createdByAppId": None,
+    "disabledByMicrosoftStatus": None, "managerApplications": [], "nativeAuthenticationApisEnabled": None,
+    "oauth2RequiredPostResponse": False, "requestSignatureVerification": None,
+    "servicePrincipalLockConfiguration": None,
+    "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
 }
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "_-.~"
 
@@ -191,6 +197,7 @@ class Applications:
         self._require_free_name(body.get("uniqueName"))
         b.deleted.require_quota(caller)
         app = new_application(now=b.now(), visible_at=b.visible_at(), owner=caller.oid, tenant_id=b.tenant_id)
+        app["createdByAppId"] = caller.app_id
         self._apply(app, body)
         return b.save(APPS, app)
 

@@ -6,8 +6,9 @@ Shape and defaults from the "Get tenantAppManagementPolicy" example and the reso
 restriction has a `restrictionType`, a `maxLifetime` (ISO 8601 duration) for the lifetime types, a
 `restrictForAppsCreatedAfterDateTime` (null: every application) and a `state` (`enabled` unless said).
 A refused write is 400 `CredentialInvalidLifetimeAsPerAppPolicy` "Credential lifetime exceeds the max value
-allowed as per assigned policy {id}." (the code: Microsoft's Teams Toolkit matches it; the message: public
-reports, e.g. KelvinTegelaar/CIPP-API PR 1970), or `CredentialTypeNotAllowedAsPerAppPolicy` for a
+allowed as per assigned policy '{id}'." with `details: [{code: InvalidKeyEndDate, message: <same>, target:
+EndDate}]` (the full body as OfficeDev/microsoft-365-agents-toolkit issue 10998 quotes it; the code:
+Microsoft's Teams Toolkit matches it; KelvinTegelaar/CIPP-API PR 1970), or `CredentialTypeNotAllowedAsPerAppPolicy` for a
 `passwordAddition` block. The v1.0 configuration has no restriction for federated identity credentials, so
 those are never refused by it.
 """
@@ -144,8 +145,9 @@ class Policies:
     @staticmethod
     def _check_lifetime(restriction: dict[str, Any] | None, lifetime_seconds: float) -> None:
         if restriction is not None and lifetime_seconds > duration_seconds(restriction["maxLifetime"]):
-            raise bad_request(f"Credential lifetime exceeds the max value allowed as per assigned policy "
-                              f"{DEFAULT_ID}.", code="CredentialInvalidLifetimeAsPerAppPolicy")
+            message = f"Credential lifetime exceeds the max value allowed as per assigned policy '{DEFAULT_ID}'."
+            raise bad_request(message, code="CredentialInvalidLifetimeAsPerAppPolicy",
+                              details=[{"code": "InvalidKeyEndDate", "message": message, "target": "EndDate"}])
 
 
 def _normal(value: str) -> str:

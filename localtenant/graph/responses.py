@@ -40,7 +40,8 @@ def _caller(req: Req) -> Caller:
     # A user's token (delegated) carries `scp`; an application's own token (app-only) carries `roles` only.
     scopes = claims.get("scp")
     return Caller(oid=claims["oid"], roles=set(claims.get("roles", [])), arrived=req.arrived,
-                  scopes=set(scopes.split()) if isinstance(scopes, str) else set(), delegated="scp" in claims)
+                  scopes=set(scopes.split()) if isinstance(scopes, str) else set(), delegated="scp" in claims,
+                  app_id=claims.get("appid") or claims.get("azp"))
 
 
 def _address(req: Req) -> tuple[str, str]:

@@ -19,7 +19,8 @@ APPLICATION_WRITABLE = {
     "keyCredentials", "info", "optionalClaims", "groupMembershipClaims", "serviceManagementReference",
 }
 APPLICATION_READ_ONLY = {"id", "appId", "passwordCredentials", "createdDateTime", "deletedDateTime",
-                         "publisherDomain"}
+                         "publisherDomain", "certification", "createdByAppId", "disabledByMicrosoftStatus",
+                         "verifiedPublisher"}
 SIGN_IN_AUDIENCES = {"AzureADMyOrg", "AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount",
                      "PersonalMicrosoftAccount"}
 _SHAPES: dict[str, set[str]] = {

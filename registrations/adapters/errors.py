@@ -100,3 +100,23 @@ def quota_exceeded(exc: UpstreamError) -> bool:
 def never(exc: UpstreamError) -> bool:
     """No failure of this call is replication lag."""
     return False
+
+
+# ------------------------------------------------------------------------------------ no answer at all
+def got_no_answer(exc: BaseException) -> bool:
+    """A call that never got an answer: the connection refused or dropped, a timeout, a credential that could
+    not reach its token endpoint. Whatever library raised it (azure-core, requests under msal, the socket
+    itself), the caller is told to retry later (503), never that the API broke (500)."""
+    import requests
+    from azure.core.exceptions import AzureError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UpstreamError):
+            return seen.status is None
+        if isinstance(seen, AzureError) and getattr(seen, "response", None) is None:
+            return True
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -3,17 +3,13 @@ verifier, which signs in with a value and drops it (``get_value``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from .. import saga
 from ..saga import create_once
@@ -49,6 +45,19 @@ def _poll_seconds() -> float:
     """How long to wait for a long-running delete or recover: at most POLL_SECONDS, and never past the budget."""
     left = saga.remaining()
     return POLL_SECONDS if left is None else max(0.0, min(POLL_SECONDS, left))
+
+
+@contextmanager
+def _answered(operation: str) -> Iterator[None]:
+    """Every failure of a SecretClient call becomes an UpstreamError: an answer by its status and code, a call
+    that got no answer (the vault or the token endpoint unreachable, a timeout, a credential that could not
+    get a token) with no status, which the API answers 503 (retry later), never 500."""
+    try:
+        yield
+    except HttpResponseError as exc:
+        raise _translate(operation, exc) from exc
+    except AzureError as exc:
+        raise UpstreamError("keyvault", operation, None, type(exc).__name__, "the call got no answer") from exc
 
 
 def _translate(operation: str, exc: HttpResponseError) -> UpstreamError:
@@ -89,13 +98,9 @@ class VaultClient:
         version is not ours.
         """
         def put() -> StoredSecret:
-            try:
+            with _answered("setSecret"):
                 secret = self._client.set_secret(name, value, expires_on=expires_on, content_type=content_type,
                                                  tags=tags, enabled=True, retry_total=0, **_within("setSecret"))
-            except HttpResponseError as exc:
-                raise _translate("setSecret", exc) from exc
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                raise UpstreamError("keyvault", "setSecret", None, type(exc).__name__, "no answer") from exc
             return _props(secret.properties)
 
         def ours() -> StoredSecret | None:
@@ -114,79 +119,70 @@ class VaultClient:
         return stored, True
 
     def _recover(self, name: str) -> None:
-        try:
+        with _answered("recoverDeletedSecret"):
             self._client.begin_recover_deleted_secret(name, **_within("recoverDeletedSecret")).wait(
                 timeout=_poll_seconds())
-        except HttpResponseError as exc:
-            raise _translate("recoverDeletedSecret", exc) from exc
 
     def get_properties(self, name: str) -> StoredSecret | None:
         """The newest version's properties, or None. Reads the value over the wire but never keeps it."""
-        try:
-            return _props(self._client.get_secret(name, **_within("getSecret")).properties)
-        except ResourceNotFoundError:
-            return None
-        except HttpResponseError as exc:
-            raise _translate("getSecret", exc) from exc
+        with _answered("getSecret"):
+            try:
+                return _props(self._client.get_secret(name, **_within("getSecret")).properties)
+            except ResourceNotFoundError:
+                return None
 
     def list_versions(self, name: str) -> list[StoredSecret]:
         """Every version of a secret, oldest first (no values)."""
-        try:
-            versions = [_props(p) for p in self._client.list_properties_of_secret_versions(
-                name, **_within("listSecretVersions"))]
-        except ResourceNotFoundError:
-            return []
-        except HttpResponseError as exc:
-            raise _translate("listSecretVersions", exc) from exc
+        with _answered("listSecretVersions"):
+            try:
+                versions = [_props(p) for p in self._client.list_properties_of_secret_versions(
+                    name, **_within("listSecretVersions"))]
+            except ResourceNotFoundError:
+                return []
         return sorted(versions, key=lambda v: (v.created_on is None, v.created_on or datetime.min))
 
     def list_managed(self, marker: str) -> list[StoredSecret]:
         """Secrets carrying the tag ``managedBy=marker`` (newest version's properties, no values)."""
-        try:
+        with _answered("listSecrets"):
             return [_props(p) for p in self._client.list_properties_of_secrets(**_within("listSecrets"))
                     if (p.tags or {}).get("managedBy") == marker]
-        except HttpResponseError as exc:
-            raise _translate("listSecrets", exc) from exc
 
     def disable_version(self, name: str, version: str) -> None:
         """A superseded value whose credential Entra no longer accepts: keep it for audit, never serve it."""
-        try:
-            self._client.update_secret_properties(name, version, enabled=False, **_within("updateSecret"))
-        except ResourceNotFoundError:
-            pass
-        except HttpResponseError as exc:
-            raise _translate("updateSecret", exc) from exc
+        with _answered("updateSecret"):
+            try:
+                self._client.update_secret_properties(name, version, enabled=False, **_within("updateSecret"))
+            except ResourceNotFoundError:
+                pass
 
     def get_value(self, name: str) -> str:
         """The current value of a secret. Only for proving that it works: never log it, never return it.
 
         :raises NotFoundError: there is no such secret (or it is soft-deleted).
         """
-        try:
+        with _answered("getSecret"):
             value = self._client.get_secret(name, **_within("getSecret")).value
-        except HttpResponseError as exc:
-            raise _translate("getSecret", exc) from exc
         if value is None:
             raise NotFoundError("keyvault", "getSecret", 200, None, "the secret has no value")
         return value
 
     def delete_secret(self, name: str, *, purge: bool = False) -> bool:
         """Soft-delete (and optionally purge) a secret. True if there was one."""
-        try:
-            self._client.begin_delete_secret(name, **_within("deleteSecret")).wait(timeout=_poll_seconds())
-        except ResourceNotFoundError:
-            return False
-        except HttpResponseError as exc:
-            raise _translate("deleteSecret", exc) from exc
-        if purge:
+        with _answered("deleteSecret"):
             try:
-                self._client.purge_deleted_secret(name, **_within("purgeDeletedSecret"))
+                self._client.begin_delete_secret(name, **_within("deleteSecret")).wait(timeout=_poll_seconds())
             except ResourceNotFoundError:
-                pass
-            except HttpResponseError as exc:
-                # Purge protection or no purge right: a soft-deleted secret is still unreachable by clients.
-                if exc.status_code not in (403, 409):
-                    raise _translate("purgeDeletedSecret", exc) from exc
+                return False
+        if purge:
+            with _answered("purgeDeletedSecret"):
+                try:
+                    self._client.purge_deleted_secret(name, **_within("purgeDeletedSecret"))
+                except ResourceNotFoundError:
+                    pass
+                except HttpResponseError as exc:
+                    # Purge protection or no purge right: a soft-deleted secret is still unreachable by clients.
+                    if exc.status_code not in (403, 409):
+                        raise
         return True
 
     def secret_uri(self, name: str) -> str:

@@ -5,12 +5,13 @@ fail (the behaviour removed), as the connector-rule tests do."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support import create, objects_named, service, user_graph_token
+from tests.support import create, objects_named, service, settings_override, user_graph_token
 
 
 def graph_as(tenant, token: str) -> httpx.Client:
@@ -69,3 +70,35 @@ def test_a_name_held_in_deleted_items_is_taken_in_either_shape(api, tenant, stat
     assert response.status_code == 409, response.text
     assert held.json()["id"] in response.text
     assert objects_named(tenant, name)["applications"] == []
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("call", ["rotate", "create", "credentials"])
+def test_a_vault_that_does_not_answer_is_a_503_never_a_500(api, tenant, call):
+    """Key Vault unreachable (nothing listens where it should be; the chaos run met it with the tenant down, on a
+    rotation's version listing): every call that needs it answers 503 with Retry-After, never a 500: a read or a
+    rotation as upstream-unavailable, a create as provisioning-failed naming the step it was undone from; a
+    create or rotation undoes what it made. (The local tenant's part here is only to be absent.)"""
+    name = f"vault-down-{call}"
+    if call != "create":
+        create(api, service(name))
+    with settings_override(KEY_VAULT_URL=f"https://127.0.0.1:{_closed_port()}"):
+        if call == "create":
+            response = api.post("/registrations", json=service(name))
+        elif call == "rotate":
+            response = api.post(f"/registrations/{name}/credentials", headers={"Idempotency-Key": name})
+        else:
+            response = api.get(f"/registrations/{name}/credentials")
+    assert response.status_code == 503, response.text
+    kind = "provisioning-failed" if call == "create" else "upstream-unavailable"
+    assert response.json()["type"].endswith(f":{kind}"), response.text
+    assert response.json()["upstream"]["service"] == "keyvault" and response.json()["upstream"]["status"] is None
+    assert response.headers["Retry-After"].isdigit()
+    made = objects_named(tenant, name)
+    assert len(made["passwords"]) == (0 if call == "create" else 1)

@@ -211,3 +211,36 @@ def test_a_path_cannot_leave_the_dicomweb_root(lt):
         for path in ("/v2/../system", "/v2/%2e%2e/system", "/v2/studies/..%2f..%2fsystem", "/v2/a\\..\\system"):
             response = http.get(f"{lt.dicom_url}{path}")
             assert response.status_code == 404 and "Orthanc" not in response.text, (path, response.text)
+
+
+def test_the_managed_service_takes_one_issuer_and_its_exact_audiences(lt):
+    """The service's authenticationConfiguration names one authority (v1 issuer `https://sts.windows.net/{tid}/`)
+    and two audiences, compared as written. Mutation: in `Front._authenticate` accept `issuer_v2` too, or compare
+    audiences with `.lower().rstrip("/")`, and the v2-issued or re-cased token gets through (200, not 401)."""
+    grant(lt, lt.seed.reader_client.object_id, DICOM_DATA_READER)
+    now = int(time.time())
+    claims = {"iss": f"https://sts.windows.net/{lt.tenant_id}/", "tid": lt.tenant_id,
+              "oid": lt.seed.reader_client.object_id, "iat": now, "nbf": now, "exp": now + 600, "ver": "1.0"}
+    cases = [({**claims, "aud": MANAGED_AUDIENCE}, 200), ({**claims, "aud": MANAGED_AUDIENCE + "/"}, 200),
+             ({**claims, "aud": MANAGED_AUDIENCE.upper()}, 401),
+             ({**claims, "aud": MANAGED_AUDIENCE, "iss": f"{lt.authority}/v2.0", "ver": "2.0"}, 401)]
+    with ca_session(lt.ca_file) as http:
+        for token_claims, status in cases:
+            response = http.get(f"{lt.dicom_url}/v2/studies",
+                                headers={"Authorization": f"Bearer {lt.sign_token(token_claims)}"})
+            assert response.status_code == status, (token_claims, response.headers.get("WWW-Authenticate"))
+
+
+def test_qido_limit_is_1_to_200_and_100_when_not_given(lt):
+    """Conformance statement v2, "Supported search parameters": `limit` 1 >= x <= 200, defaulted to 100 (Orthanc
+    itself takes any limit and answers every match without one). Mutation: drop the limit check in
+    `Front._forward` and `limit=201` is answered 200 by Orthanc."""
+    grant(lt, lt.seed.requester_client.object_id, DICOM_DATA_OWNER)
+    token = managed_token(lt, lt.seed.requester_client)
+    with ca_session(lt.ca_file, {"Authorization": f"Bearer {token}"}) as http:
+        for limit in ("0", "201", "-1", "abc", "1.5"):
+            refused = http.get(f"{lt.dicom_url}/v2/studies", params={"limit": limit})
+            assert refused.status_code == 400, (limit, refused.text)
+        for limit in ("1", "200"):
+            assert http.get(f"{lt.dicom_url}/v2/studies", params={"limit": limit}).status_code in (200, 204)
+        assert http.get(f"{lt.dicom_url}/v2/series", params=[("limit", "5"), ("limit", "6")]).status_code == 400

@@ -58,3 +58,29 @@ def test_other_owner_cannot_modify(lt, http, graph):
     assert r.status_code == 403 and r.json()["error"]["code"] == "Authorization_RequestDenied"
     inner = other("GET", "/applications/x", headers={"client-request-id": "abc"}).json()["error"]["innerError"]
     assert inner["client-request-id"] == "abc" and inner["request-id"] and inner["date"]
+
+
+# The v1.0 application resource's JSON representation (learn.microsoft.com/graph/api/resources/application),
+# without `logo` (a stream, which Graph never puts in the JSON).
+APPLICATION_PROPERTIES = {
+    "addIns", "api", "appId", "applicationTemplateId", "appRoles", "authenticationBehaviors", "certification",
+    "createdByAppId", "createdDateTime", "deletedDateTime", "disabledByMicrosoftStatus", "displayName",
+    "groupMembershipClaims", "id", "identifierUris", "info", "isDeviceOnlyAuthSupported", "isFallbackPublicClient",
+    "keyCredentials", "managerApplications", "nativeAuthenticationApisEnabled", "notes",
+    "oauth2RequiredPostResponse", "optionalClaims", "parentalControlSettings", "passwordCredentials",
+    "publicClient", "publisherDomain", "requestSignatureVerification", "requiredResourceAccess",
+    "servicePrincipalLockConfiguration", "serviceManagementReference", "signInAudience", "spa", "tags",
+    "tokenEncryptionKeyId", "uniqueName", "verifiedPublisher", "web",
+}
+
+
+def test_an_application_carries_every_property_of_the_v1_resource(lt, graph):
+    """Mutation: drop `"certification": None` (or any key) from APP_DEFAULTS and the GET lacks it."""
+    app = graph.upsert("every-property").json()
+    got = graph("GET", f"/applications/{app['id']}").json()
+    assert APPLICATION_PROPERTIES <= set(got), sorted(APPLICATION_PROPERTIES - set(got))
+    assert got["verifiedPublisher"] == {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None}
+    assert got["disabledByMicrosoftStatus"] is None and got["certification"] is None
+    assert got["createdByAppId"] == lt.seed.product.app_id  # the client that created it
+    refused = graph("PATCH", f"/applications/{app['id']}", {"verifiedPublisher": {"displayName": "me"}})
+    assert refused.status_code == 400  # read-only: set by "Set verified publisher" only
