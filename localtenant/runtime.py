@@ -98,6 +98,9 @@ class DirectorySettings:
     - `uniqueNameConflictStatus`: how a uniqueName another application holds is refused: 400
       Request_BadRequest or 409 Request_MultipleObjectsWithSameKeyValue.
     - `dicomServiceUpdateMs`: how long a PUT of a DICOM service resource (a long-running operation) runs.
+    - `tenantObjectQuota`, `ownersPerObject`, `appRoleAssignmentsPerPrincipal`, `objectSizeLimitBytes`: Entra's
+      limits on directory objects in the tenant (50,000 without a verified domain), owners of one object (100),
+      app role assignments one principal holds (1,500) and the size of one object.
     """
 
     SPEC: dict[str, tuple[Any, Any]] = {
@@ -109,6 +112,10 @@ class DirectorySettings:
         "concurrencyViolationStatuses": ([409, 503], _statuses(409, 503)),
         "uniqueNameConflictStatus": (400, _one_of(400, 409)),
         "dicomServiceUpdateMs": (1000, _whole(0)),
+        "tenantObjectQuota": (50_000, _whole(0, nullable=True)),
+        "ownersPerObject": (100, _whole(0)),
+        "appRoleAssignmentsPerPrincipal": (1500, _whole(0)),
+        "objectSizeLimitBytes": (500_000, _whole(0)),
     }
     DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SPEC.items()}
 

@@ -307,6 +307,8 @@ def step_problem(cls: type[P], failure: StepFailed, activity: str) -> P | Valida
                 upstream or type(cause).__name__, failure.undone, failure.failed_undo)
     if (policy := refused(cause)) is not None:  # the tenant's credential policy: the caller's to fix, not a 502
         return policy
+    if (limit := quota.entra_limit(cause)) is not None:  # owners, assignments, object size: the caller's to fix
+        return limit
     if isinstance(cause, UpstreamError) and quota_exceeded(cause):  # Graph counts what this API cannot see
         return quota.exceeded(None, f"Graph refused step '{failure.step}'")
     detail = f"step '{failure.step}' failed"

@@ -17,16 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import manifest as mf
+from .adapters.errors import UpstreamError
 from .adapters.graph import GraphClient
-from .problems import QuotaExceeded
+from .problems import Conflict, Problem, QuotaExceeded, ValidationProblem
 from .settings import Settings
 
 log = logging.getLogger("registrations.quota")
 
 OBJECTS_PER_REGISTRATION = 2  # application and service principal
 WARN_SHARE = 0.8
-ADVICE = ("delete registrations that are no longer needed (this API deletes for good, which frees their places "
-          "at once); have an administrator permanently delete this identity's applications and service "
+ADVICE = ("delete registrations that are no longer needed (this API deletes for good, which frees their places, "
+          "but for a quarter of each that still counts for 30 days); have an administrator permanently delete this identity's applications and service "
           "principals from deleted items; or assign the identity a directory role that lifts the limit, one "
           "with microsoft.directory/applications/create such as Application Administrator (Microsoft Entra "
           "docs: 'Remove limits on creating app registrations') and then set DIRECTORY_OBJECT_QUOTA to 0")
@@ -87,13 +88,54 @@ class ObjectQuota:
 
 
 def exceeded(usage: Usage | None, cause: str | None = None) -> QuotaExceeded:
-    """The problem for a create that cannot fit: counted here (`usage`), or refused by Graph (`cause`)."""
+    """The problem for a create that cannot fit: counted here (`usage`), or refused by Graph (`cause`), which
+    gives one code for the identity's quota and the tenant's (Entra service limits: 50,000 directory objects,
+    300,000 once the tenant has a verified domain)."""
     if usage is None:
         said = f"{cause}: " if cause else ""
         detail = (f"{said}the API's identity has used up its directory object quota (Entra allows a principal "
-                  "without a directory role 250, deleted objects included)")
+                  "without a directory role 250, deleted objects included), or the tenant its own (50,000 "
+                  "directory objects, 300,000 with a verified domain: an administrator frees or raises that one)")
         return QuotaExceeded(f"{detail}; {ADVICE}", needed=OBJECTS_PER_REGISTRATION)
     detail = (f"the API's identity has created {usage.used} of the {usage.limit} directory objects Entra allows "
               f"a principal without a directory role (objects in deleted items count); a registration needs "
               f"{OBJECTS_PER_REGISTRATION}")
     return QuotaExceeded(f"{detail}; {ADVICE}", quota=usage.report(), needed=OBJECTS_PER_REGISTRATION)
+
+
+# Entra's other limits a write can meet (Microsoft Entra service limits and restrictions), told apart by the
+# Graph call that met them, with what the caller can do about each.
+OWNERS_LIMIT, ASSIGNMENTS_LIMIT = 100, 1500
+
+
+def entra_limit(exc: BaseException) -> Problem | None:
+    """The problem for a Graph refusal that is one of Entra's per-object limits, or None.
+
+    - 403 Directory_QuotaExceeded on adding an owner: at most 100 owners per object;
+    - Directory_QuotaExceeded on an app role assignment: at most 1,500 per principal (a sign-in group assigned
+      to many applications reaches it);
+    - Directory_ResourceSizeExceeded: the object would be larger than Entra stores (too many redirect URIs or
+      certificates)."""
+    if not isinstance(exc, UpstreamError) or exc.service != "graph":
+        return None
+    if exc.code == "Directory_ResourceSizeExceeded":
+        return ValidationProblem(
+            "Entra refused the application as too large (Directory_ResourceSizeExceeded): send fewer or shorter "
+            "redirect URIs, or let superseded certificates be removed before adding more",
+            errors=[{"loc": ["redirectUris"], "msg": "the application would exceed Entra's object size limit"}],
+            upstream=exc.summary())
+    if exc.code != "Directory_QuotaExceeded":
+        return None
+    if exc.operation == "addOwner":
+        return ValidationProblem(
+            f"Entra allows at most {OWNERS_LIMIT} owners on an application or service principal "
+            "(Directory_QuotaExceeded): name fewer owners, or have an administrator remove owners it no longer "
+            "needs", errors=[{"loc": ["owners"], "msg": f"more than Entra's {OWNERS_LIMIT} owners"}],
+            upstream=exc.summary())
+    if exc.operation == "createAppRoleAssignment":
+        return Conflict(
+            f"a principal this registration assigns (a sign-in group, or its own service principal) already "
+            f"holds Entra's maximum of {ASSIGNMENTS_LIMIT} app role assignments (Directory_QuotaExceeded): use "
+            "another group in signInGroups, or have an administrator remove assignments it no longer needs",
+            upstream=exc.summary())
+    return None

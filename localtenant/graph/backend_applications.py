@@ -11,6 +11,7 @@ import base64
 import copy
 import datetime as dt
 import hashlib
+import json
 import secrets
 import string
 import uuid
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from . import validation
-from .exceptions import bad_request, concurrency_violation, conflict, name_taken, not_found
+from .exceptions import bad_request, concurrency_violation, conflict, name_taken, not_found, too_large
 
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
@@ -258,7 +259,15 @@ class Applications:
                                                     - parse_iso(key["startDateTime"], "startDateTime"))
             if writer is not None:
                 self._credential_write(writer, app)
+        self._require_size(app, patch)
         merge(app, patch)
+
+    def _require_size(self, app: dict[str, Any], patch: dict[str, Any]) -> None:
+        """The object as it would be written stays under `objectSizeLimitBytes` (its JSON, keys included)."""
+        after = copy.deepcopy(public(app))
+        merge(after, patch)
+        if len(json.dumps(after)) > self.backend.settings["objectSizeLimitBytes"]:
+            raise too_large()
 
     def delete(self, caller: Caller, addr: Address) -> None:
         """Into deleted items for 30 days (backend_deleted.py), with its service principal."""
@@ -279,6 +288,7 @@ class Applications:
         cred, secret = new_password(spec, now=self.backend.now(), visible_at=self.backend.visible_at())
         self.backend.policies.check_password(app, parse_iso(cred["endDateTime"], "endDateTime")
                                              - parse_iso(cred["startDateTime"], "startDateTime"))
+        self._require_size(app, {"passwordCredentials": [*app["passwordCredentials"], public(cred)]})
         self._credential_write(caller, app)
         app["passwordCredentials"].append(cred)
         self.backend.save(APPS, app)

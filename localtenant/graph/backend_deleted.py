@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .backend_applications import APPS, iso, render_application
-from .backend_principals import SPS
+from .backend_principals import GROUPS, SPS, USERS
 from .exceptions import GraphError, bad_request, not_found
 
 if TYPE_CHECKING:
@@ -27,11 +27,14 @@ KINDS = {"application": APPS, "servicePrincipal": SPS}
 PURGED_WEIGHT = 0.25
 
 
-def quota_exceeded() -> GraphError:
-    # The refusal as public reports show it (Azure/azure-sdk-tools PR 5169); the code from Microsoft's
-    # "Deletion and recovery of applications FAQ".
+def quota_exceeded(whose: str = "Principal") -> GraphError:
+    # The refusal as public reports show it (Azure/azure-sdk-tools PR 5169: "for the Principal"; for the tenant,
+    # Azure-Samples/active-directory-dotnet-graphapi-console issue 45 and the AADSTS90093 text); the code from
+    # Microsoft's "Deletion and recovery of applications FAQ".
+    advice = (" Please ask your administrator to increase the quota limit or delete objects to reduce the used "
+              "quota." if whose == "Tenant" else "")
     return GraphError(400, "Directory_QuotaExceeded",
-                      "The directory object quota limit for the Principal has been exceeded.")
+                      f"The directory object quota limit for the {whose} has been exceeded.{advice}")
 
 
 class DeletedItems:
@@ -138,7 +141,14 @@ class DeletedItems:
         return live + deleted + PURGED_WEIGHT * purged
 
     def require_quota(self, caller: Caller) -> None:
-        """Before a create: one more object must fit in the caller's quota."""
-        limit = self.backend.settings.object_quota
+        """Before a create: one more object must fit in the tenant's quota (`tenantObjectQuota`: every live
+        directory object and every deleted item counts; Entra service limits: 50,000 without a verified
+        domain) and in the caller's."""
+        b = self.backend
+        tenant = b.settings["tenantObjectQuota"]
+        if tenant is not None and sum(1 for t in (*KINDS.values(), USERS, GROUPS, DELETED)
+                                      for _ in b.store.values(t)) + 1 > tenant:
+            raise quota_exceeded("Tenant")
+        limit = b.settings.object_quota
         if limit is not None and self.usage(caller.oid) + 1 > limit:
             raise quota_exceeded()

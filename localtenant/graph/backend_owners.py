@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend_applications import APPS
 from .backend_principals import GROUPS, SPS, USERS
-from .exceptions import bad_request, not_found
+from .exceptions import bad_request, links_exceeded, not_found
 
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
@@ -65,6 +65,9 @@ class Owners:
         if owner_id in (o.lower() for o in obj["_owners"]):
             raise bad_request("One or more added object references already exist for the following modified "
                               "properties: 'owners'.")
+        limit = self.backend.settings["ownersPerObject"]
+        if len(obj["_owners"]) >= limit:  # Entra service limits: 100 owners per object
+            raise links_exceeded("owners of this object", limit)
         obj["_owners"].append(owner_id)
         self.backend.save(table, obj)
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import validation
 from .backend_applications import APPS, INFO, Address, defaults, iso, public, render_application
-from .exceptions import bad_request, conflict, no_backing_application, not_a_valid_reference, not_found
+from .exceptions import (bad_request, conflict, links_exceeded, no_backing_application, not_a_valid_reference,
+                         not_found)
 
 if TYPE_CHECKING:
     from .backend import Caller, GraphBackend
@@ -175,6 +176,9 @@ class Principals:
         if any(a["principalId"] == principal["id"] and a["resourceId"] == resource_id and a["appRoleId"] == role_id
                for a in b.store.values(ASSIGNMENTS)):
             raise bad_request("Permission being assigned already exists on the object")
+        limit = b.settings["appRoleAssignmentsPerPrincipal"]  # Entra service limits: 1,500 per principal
+        if sum(1 for a in b.store.values(ASSIGNMENTS) if a["principalId"] == principal["id"]) >= limit:
+            raise links_exceeded("the app role assignments of this principal", limit)
         if principal_type == "ServicePrincipal":
             principal = b.sp_view(principal)  # its displayName comes from its application
         a = new_assignment(principal, resource, role_id, principal_type, now=b.now(),

@@ -54,6 +54,20 @@ def name_taken(prop: str, status: int) -> GraphError:
     return bad_request(message) if status == 400 else conflict(message)
 
 
+def links_exceeded(what: str, limit: int) -> GraphError:
+    """A forward-link quota: 403 Directory_QuotaExceeded (REFERENCE: the 100-owner quota answers 403); the
+    message is the tenant's wording."""
+    return GraphError(403, "Directory_QuotaExceeded", f"The directory object quota limit for {what} has been "
+                      f"exceeded ({limit}).")
+
+
+def too_large() -> GraphError:
+    """An object past its size limit, as openshift/openshift-azure issue 1932 (403 on an application PATCH) and
+    microsoftgraph/microsoft-graph-docs issue 21469 (600 key credentials) quote it."""
+    return GraphError(403, "Directory_ResourceSizeExceeded", "The size of the object has exceeded its limit. "
+                      "Please reduce the number of values and retry your request.")
+
+
 def unsupported_query(message: str) -> GraphError:
     return GraphError(400, "Request_UnsupportedQuery", message)
 

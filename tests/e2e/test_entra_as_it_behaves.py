@@ -5,6 +5,7 @@ fail (the behaviour removed), as the connector-rule tests do."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
 
@@ -102,3 +103,55 @@ def test_a_vault_that_does_not_answer_is_a_503_never_a_500(api, tenant, call):
     assert response.headers["Retry-After"].isdigit()
     made = objects_named(tenant, name)
     assert len(made["passwords"]) == (0 if call == "create" else 1)
+
+
+def test_a_sign_in_group_at_entras_assignment_limit_is_a_409_naming_it(api, tenant):
+    """A group holds at most 1,500 app role assignments (a sign-in group assigned to many applications reaches
+    it): Graph refuses the next with Directory_QuotaExceeded, and the create answers 409 naming the limit and
+    what to do, with everything it made undone.
+    Mutation: drop the `appRoleAssignmentsPerPrincipal` check from `Principals.create_assignment` and the create
+    succeeds (201)."""
+    group = tenant.seed.group.object_id
+    held = sum(1 for a in tenant.state()["appRoleAssignments"] if a["principalId"] == group)
+    name = "group-at-limit"
+    with directory(tenant, appRoleAssignmentsPerPrincipal=held):
+        response = api.post("/registrations", json={
+            "type": "public", "name": name, "displayName": name, "dicomService": "managed", "platform": "spa",
+            "redirectUris": ["https://limit.example.org/callback"], "signInGroups": [group]})
+    assert response.status_code == 409, response.text
+    assert "1500 app role assignments" in response.json()["detail"] and "signInGroups" in response.json()["detail"]
+    assert objects_named(tenant, name)["applications"] == []
+
+
+def test_an_application_past_entras_size_limit_is_a_422_naming_it(api, tenant):
+    """Entra refuses an object past its size limit (Directory_ResourceSizeExceeded, 403): a change that would
+    make the application too large answers 422 saying to send fewer redirect URIs, and the application keeps
+    its old ones.
+    Mutation: make `Applications._require_size` never raise and the PATCH succeeds (200)."""
+    name = "too-large"
+    old = ["https://large.example.org/callback"]
+    create(api, {"type": "public", "name": name, "displayName": name, "dicomService": "managed",
+                 "platform": "spa", "redirectUris": old})
+    app = objects_named(tenant, name)["applications"][0]
+    many = [f"https://large.example.org/{'x' * 180}/{i}" for i in range(20)]
+    with directory(tenant, objectSizeLimitBytes=len(json.dumps(app)) + 1000):
+        response = api.patch(f"/registrations/{name}", content=json.dumps({"redirectUris": many}),
+                             headers={"Content-Type": "application/merge-patch+json"})
+    assert response.status_code == 422, response.text
+    assert "too large" in response.json()["detail"] and "redirect URIs" in response.json()["detail"]
+    assert objects_named(tenant, name)["applications"][0]["spa"]["redirectUris"] == old
+
+
+def test_the_tenants_object_quota_is_a_409_naming_it(api, tenant):
+    """Entra's tenant-wide quota (50,000 directory objects without a verified domain) refuses a create with
+    Directory_QuotaExceeded as the identity's own quota does: the create answers 409 quota-exceeded naming both
+    quotas, with what it made undone.
+    Mutation: drop the `tenantObjectQuota` check from `DeletedItems.require_quota` and the create succeeds."""
+    state = tenant.state()
+    objects = sum(len(state[k]) for k in ("applications", "servicePrincipals", "users", "groups", "deletedItems"))
+    name = "tenant-full"
+    with directory(tenant, tenantObjectQuota=objects + 1):  # room for the application, not its principal
+        response = api.post("/registrations", json=service(name))
+    assert response.status_code == 409, response.text
+    assert response.json()["type"].endswith(":quota-exceeded") and "50,000" in response.json()["detail"]
+    assert objects_named(tenant, name)["applications"] == []

@@ -139,7 +139,6 @@ def test_only_administrators_adopt(owned, host):
     assert refused.status_code == 403 and refused.json()["requiredRoles"] == ["Registrations.Admin"]
 
 
-
 def test_an_adopted_team_application_keeps_its_owners_through_the_sweep(owned):
     """Adoption records the owners the application has (the team) and the credential kind really there (none
     yet: not a missing secret); the sweep, which takes away owners nobody asked for, leaves the team owner."""
@@ -165,3 +164,20 @@ def test_an_adopted_team_application_keeps_its_owners_through_the_sweep(owned):
     assert not [r for r in report["repaired"] if r.get("registration") == "team-viewer"], report
     assert not [d for d in report["drift"] if d.get("registration") == "team-viewer"], report
     assert api.get("/registrations/team-viewer", params={"drift": "live"}).json()["drift"] == []
+
+
+def test_owners_past_entras_limit_are_a_422_naming_it(owned):
+    """Entra keeps at most 100 owners on an object and refuses the next with 403 Directory_QuotaExceeded: a
+    create whose owners would pass it answers 422 naming the limit, with everything it made undone.
+    Mutation: drop the `ownersPerObject` check from `Owners.add` and the create succeeds (201)."""
+    lt, api = owned
+    lt.set_settings({"ownersPerObject": 1})  # the API's identity is the one owner already
+    try:
+        made = api.post("/registrations", json=service("own-too-many", owners=[lt.seed.user.object_id]))
+    finally:
+        lt.set_settings({})
+    assert made.status_code == 422, made.text
+    assert "at most 100 owners" in made.json()["detail"]
+    assert made.json()["errors"][0]["loc"] == ["owners"]
+    apps = [a for a in lt.state()["applications"] if a.get("uniqueName") == "dicomreg-own-too-many"]
+    assert apps == []
