@@ -144,10 +144,11 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, "|".join(parts)))
 
 
-def resource_manifest(unique_name: str, identifier_uri: str) -> dict:
-    """The Graph application fields of an open-source DICOM server's API registration."""
+def resource_manifest(unique_name: str, identifier_uri: str | None) -> dict:
+    """The Graph application fields of an open-source DICOM server's API registration; without an identifier
+    URI when the default (which names the appId) is set after the create."""
     return {
-        "identifierUris": [identifier_uri],
+        "identifierUris": [identifier_uri] if identifier_uri else [],
         "api": {
             "requestedAccessTokenVersion": 2,
             "oauth2PermissionScopes": [

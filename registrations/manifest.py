@@ -186,10 +186,24 @@ def user_notes(app: dict) -> str | None:
 
 
 def identifier_uri_for(request: Request, tenant_id: str) -> str | None:
-    """The App ID URI of a registration that exposes an API (given, or api://{tenant}/{name}); else None."""
+    """The App ID URI a registration that exposes an API asks for; None for the default, which names the
+    appId and is set once the application exists (`default_identifier_uri`); else None."""
     if not PLANS[request.type].exposes_api:
         return None
-    return request.identifierUri or f"api://{tenant_id}/{request.name}"
+    return request.identifierUri
+
+
+def default_identifier_uri(tenant_id: str, app_id: str) -> str:
+    """api://{tenantId}/{appId}: a form both identifier URI restrictions of an app management policy allow
+    (nonDefaultUriAddition: only api://{appId} or api://{tenantId}/{appId}; uriAdditionWithoutUniqueTenantIdentifier:
+    the tenant id or appId in it), learn.microsoft.com "Restrictions on identifier URIs of Microsoft Entra
+    applications"."""
+    return f"api://{tenant_id}/{app_id}"
+
+
+def _default_forms(tenant_id: str, app: dict, name: str) -> set[str]:
+    """The default URI, and the api://{tenantId}/{name} registrations made before it had."""
+    return {default_identifier_uri(tenant_id, str(app.get("appId"))), f"api://{tenant_id}/{name}"}
 
 
 def build_manifest(request: Request, caller: Caller, *, tenant_id: str, unique: str,
@@ -214,9 +228,8 @@ def build_manifest(request: Request, caller: Caller, *, tenant_id: str, unique: 
     elif platform == "mobile":
         manifest["publicClient"] = {"redirectUris": request.redirectUris}
         manifest["isFallbackPublicClient"] = True
-    identifier_uri = identifier_uri_for(request, tenant_id)
-    if identifier_uri:
-        manifest.update(resource_manifest(unique, identifier_uri))
+    if PLANS[request.type].exposes_api:
+        manifest.update(resource_manifest(unique, identifier_uri_for(request, tenant_id)))
     if resource is not None:
         manifest["requiredResourceAccess"] = [required_access(resource)]
     return manifest
@@ -284,6 +297,8 @@ def stored_fields(app: dict) -> dict[str, Any]:
 
 def differing_fields(request: Request, app: dict, tenant_id: str) -> list[str]:
     wanted, stored = requested_fields(request, tenant_id), stored_fields(app)
+    if wanted["identifierUri"] is None and stored["identifierUri"] in _default_forms(tenant_id, app, request.name):
+        wanted["identifierUri"] = stored["identifierUri"]  # the default asked for is the default it has
     return [name for name in wanted if wanted[name] != stored[name]]
 
 

@@ -117,6 +117,16 @@ class Provisioner:
                            "administrator adopts it", holder=_holder(app))
         return app
 
+    def _default_identifier_uri(self, saga: Saga, request: Request, app: dict) -> None:
+        """An API registration without a requested identifier URI gets the default, which names the appId and
+        so can only be written once the application exists."""
+        if not PLANS[request.type].exposes_api or request.identifierUri or app.get("identifierUris"):
+            return
+        uris = [mf.default_identifier_uri(self.settings.tenant_id, app["appId"])]
+        saga.run("set the identifier URI", lambda: eventually(
+            lambda: self.graph.update_application(app["id"], {"identifierUris": uris}), lagging=lag_404))
+        app["identifierUris"] = uris
+
     def new_lease(self) -> str:
         return uuid.uuid4().hex[:12]
 
@@ -154,6 +164,7 @@ class Provisioner:
                 # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
                 saga.run("resume application", lambda: app, undo=lambda _: self.teardown.remove(request.name, app))
                 fresh = False
+            self._default_identifier_uri(saga, request, app)
 
             consent = self.admin_consent_for(caller)
             chains = [("service principal", lambda: self._principal_and_grant(

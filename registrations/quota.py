@@ -106,6 +106,12 @@ def exceeded(usage: Usage | None, cause: str | None = None) -> QuotaExceeded:
 # Entra's other limits a write can meet (Microsoft Entra service limits and restrictions), told apart by the
 # Graph call that met them, with what the caller can do about each.
 OWNERS_LIMIT, ASSIGNMENTS_LIMIT = 100, 1500
+# The identifier URI restrictions of an app management policy (identifierUriConfiguration), as Graph names them
+# in an error's details, and what each allows.
+IDENTIFIER_URI_RULES = {
+    "nonDefaultUriAddition": "only api://{appId} or api://{tenantId}/{appId}",
+    "uriAdditionWithoutUniqueTenantIdentifier": "only URIs that hold the tenant id, the appId or a verified domain",
+}
 
 
 def entra_limit(exc: BaseException) -> Problem | None:
@@ -123,6 +129,13 @@ def entra_limit(exc: BaseException) -> Problem | None:
             "Entra refused the application as too large (Directory_ResourceSizeExceeded): send fewer or shorter "
             "redirect URIs, or let superseded certificates be removed before adding more",
             errors=[{"loc": ["redirectUris"], "msg": "the application would exceed Entra's object size limit"}],
+            upstream=exc.summary())
+    if exc.status == 400 and set(exc.details) & set(IDENTIFIER_URI_RULES):
+        rule = next(d for d in exc.details if d in IDENTIFIER_URI_RULES)
+        return ValidationProblem(
+            f"the tenant's app management policy refuses this identifier URI ({rule}: "
+            f"{IDENTIFIER_URI_RULES[rule]}): leave identifierUri out for the default api://{{tenantId}}/{{appId}}, "
+            "which every restriction allows", errors=[{"loc": ["identifierUri"], "msg": f"refused by {rule}"}],
             upstream=exc.summary())
     if exc.code != "Directory_QuotaExceeded":
         return None

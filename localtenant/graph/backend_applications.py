@@ -243,6 +243,9 @@ class Applications:
         if new_scopes is not None:
             validation.check_enabled_entitlements_kept(app["api"]["oauth2PermissionScopes"], new_scopes,
                                                        "oauth2PermissionScopes")
+        if "identifierUris" in body:
+            self.backend.policies.check_identifier_uris({**app, "api": {**app["api"], **(body.get("api") or {})}},
+                                                        list(body["identifierUris"] or []))
         for uri in body.get("identifierUris") or []:
             other = next((a for a in self.backend.store.values(APPS) if a["id"] != app["id"]
                           and uri.lower() in (u.lower() for u in a["identifierUris"])), None)

@@ -41,6 +41,36 @@ def duration_seconds(text: Any) -> float:
     return parts["w"] * 604800 + parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
 
 
+URI_RESTRICTIONS = ("nonDefaultUriAddition", "uriAdditionWithoutUniqueTenantIdentifier")
+URI_RESTRICTION_KEYS = {"state", "restrictForAppsCreatedAfterDateTime", "excludeAppsReceivingV2Tokens", "excludeSaml"}
+
+
+def _uri_restrictions(value: Any, where: str) -> dict[str, Any]:
+    """applicationRestrictions.identifierUris (identifierUriConfiguration): each of its two restrictions an
+    identifierUriRestriction (state, restrictForAppsCreatedAfterDateTime, excludeAppsReceivingV2Tokens,
+    excludeSaml)."""
+    if not isinstance(value, dict) or set(value) - set(URI_RESTRICTIONS):
+        raise ValueError(f"{where} takes {' and '.join(URI_RESTRICTIONS)} only")
+    out: dict[str, Any] = {}
+    for name, r in value.items():
+        if not isinstance(r, dict) or set(r) - URI_RESTRICTION_KEYS:
+            raise ValueError(f"{where}.{name} takes {sorted(URI_RESTRICTION_KEYS)} only")
+        if r.get("state", "enabled") not in ("enabled", "disabled"):
+            raise ValueError(f"{where}.{name}: state must be enabled or disabled")
+        for flag in ("excludeAppsReceivingV2Tokens", "excludeSaml"):
+            if not isinstance(r.get(flag, False), bool):
+                raise ValueError(f"{where}.{name}: {flag} must be true or false")
+        after = r.get("restrictForAppsCreatedAfterDateTime")
+        try:
+            after = _normal(after) if after is not None else None
+        except GraphError:
+            raise ValueError(f"{where}.{name}: restrictForAppsCreatedAfterDateTime must be an ISO 8601 time") from None
+        out[name] = {"state": r.get("state", "enabled"), "restrictForAppsCreatedAfterDateTime": after,
+                     "excludeAppsReceivingV2Tokens": r.get("excludeAppsReceivingV2Tokens", False),
+                     "excludeSaml": r.get("excludeSaml", False)}
+    return out
+
+
 def default_policy() -> dict[str, Any]:
     return {"id": DEFAULT_ID, "displayName": "Default app management tenant policy",
             "description": "Default tenant policy that enforces app management restrictions on applications and "
@@ -103,13 +133,18 @@ class Policies:
         for side in ("applicationRestrictions", "servicePrincipalRestrictions"):
             if side in changes:
                 given = changes[side] or {}
-                if set(given) - {"passwordCredentials", "keyCredentials"}:
-                    raise ValueError(f"{side} takes passwordCredentials and keyCredentials only")
+                takes = {"passwordCredentials", "keyCredentials"} | (
+                    {"identifierUris"} if side == "applicationRestrictions" else set())
+                if set(given) - takes:
+                    raise ValueError(f"{side} takes {', '.join(sorted(takes))} only")
                 policy[side] = {
                     "passwordCredentials": _restrictions(given.get("passwordCredentials", []), PASSWORD_TYPES,
                                                          f"{side}.passwordCredentials"),
                     "keyCredentials": _restrictions(given.get("keyCredentials", []), KEY_TYPES,
                                                     f"{side}.keyCredentials")}
+                if "identifierUris" in given:  # shown only once set, as the documented example has it
+                    policy[side]["identifierUris"] = _uri_restrictions(given["identifierUris"],
+                                                                       f"{side}.identifierUris")
         for key in ("displayName", "description", "isEnabled"):
             if key in changes:
                 policy[key] = changes[key]
@@ -138,6 +173,40 @@ class Policies:
             raise bad_request(f"Password credentials are not allowed as per assigned policy {DEFAULT_ID}.",
                               code="CredentialTypeNotAllowedAsPerAppPolicy")
         self._check_lifetime(active.get("passwordLifetime"), lifetime_seconds)
+
+    def check_identifier_uris(self, app: dict[str, Any], uris: list[str]) -> None:
+        """New identifier URIs on an application, against applicationRestrictions.identifierUris ("Restrictions
+        on identifier URIs of Microsoft Entra applications"; identifierUriConfiguration): with
+        nonDefaultUriAddition only api://{appId} or api://{tenantId}/{appId}; with
+        uriAdditionWithoutUniqueTenantIdentifier only URIs holding the tenant id or the appId as a whole host
+        or path segment (the local tenant has no verified domain). URIs the application has already are not
+        new; an application receiving v2 tokens is exempt when the restriction says so."""
+        policy = self.default()
+        rules = policy["applicationRestrictions"].get("identifierUris") or {}
+        added = [u for u in uris if u.lower() not in {x.lower() for x in app.get("identifierUris") or []}]
+        if not policy["isEnabled"] or not rules or not added:
+            return
+        created = app.get("createdDateTime") or ""
+        v2 = (app.get("api") or {}).get("requestedAccessTokenVersion") == 2
+        tenant, app_id = self.backend.tenant_id.lower(), str(app.get("appId", "")).lower()
+        for uri in added:
+            segments = [p for p in re.split(r"[/:]+", uri.lower().split("://", 1)[-1]) if p]
+            for name in URI_RESTRICTIONS:
+                r = rules.get(name)
+                if r is None or r["state"] != "enabled" or (r["excludeAppsReceivingV2Tokens"] and v2):
+                    continue
+                after = r["restrictForAppsCreatedAfterDateTime"]
+                if after and created < after:
+                    continue
+                if name == "nonDefaultUriAddition":
+                    allowed = uri.lower() in (f"api://{app_id}", f"api://{tenant}/{app_id}")
+                else:
+                    allowed = tenant in segments or app_id in segments
+                if not allowed:
+                    message = (f"The identifier URI '{uri}' is not allowed by the app management policy "
+                               f"'{policy['id']}' ({name}).")
+                    raise bad_request(message, details=[{"code": name, "message": message,
+                                                         "target": "identifierUris"}])
 
     def check_key(self, app: dict[str, Any], lifetime_seconds: float) -> None:
         self._check_lifetime(self._active(app, "keyCredentials").get("asymmetricKeyLifetime"), lifetime_seconds)

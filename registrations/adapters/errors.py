@@ -86,9 +86,9 @@ def name_taken(exc: UpstreamError) -> bool:
     """POST /applications with a uniqueName that a live or deleted application holds: Graph is evidenced
     answering 400 Request_BadRequest with no finer code (msgraph-bicep-types issues 137 and 202, byte5ai/omadia
     issue 916), and answers other alternate-key collisions with 409 Request_MultipleObjectsWithSameKeyValue:
-    both mean "taken". Other bad requests share the 400's code, so whoever handles this reads who holds the
-    name."""
-    return (exc.status == 400 and exc.code == "Request_BadRequest") or (
+    both mean "taken". Other bad requests share the 400's code (a refinement in `details` says what they are:
+    not this), so whoever handles this reads who holds the name."""
+    return (exc.status == 400 and exc.code == "Request_BadRequest" and not exc.details) or (
         exc.status == 409 and exc.code == "Request_MultipleObjectsWithSameKeyValue")
 
 

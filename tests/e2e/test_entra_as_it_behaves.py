@@ -155,3 +155,35 @@ def test_the_tenants_object_quota_is_a_409_naming_it(api, tenant):
     assert response.status_code == 409, response.text
     assert response.json()["type"].endswith(":quota-exceeded") and "50,000" in response.json()["detail"]
     assert objects_named(tenant, name)["applications"] == []
+
+
+RESTRICT_URIS = {"isEnabled": True, "applicationRestrictions": {"identifierUris": {
+    "nonDefaultUriAddition": {"state": "enabled"},
+    "uriAdditionWithoutUniqueTenantIdentifier": {"state": "enabled"}}}}
+
+
+def test_identifier_uri_restrictions_allow_the_default_and_name_the_rule_for_a_requested_uri(api, tenant,
+                                                                                                  app_settings):
+    """An app management policy may refuse any identifier URI but api://{appId} and api://{tenantId}/{appId}
+    (nonDefaultUriAddition) or any without the tenant id, appId or a verified domain
+    (uriAdditionWithoutUniqueTenantIdentifier). The default identifier URI of a resource registration,
+    api://{tenantId}/{appId}, passes both; a requested api://{tenantId}/{string} is a 422 naming the rule.
+    Mutation: make `Policies.check_identifier_uris` return at once and the requested URI is accepted (201)."""
+    targets = json.loads(app_settings["DICOM_SERVICES"])
+    targets["oss-uri"] = {"kind": "oss", "url": "https://oss-uri.local.test", "resourceRegistration": "uri-api"}
+    body = {"type": "resource", "name": "uri-api", "displayName": "URI API", "dicomService": "oss-uri"}
+    tenant.set_app_management_policy(RESTRICT_URIS)
+    try:
+        with settings_override(DICOM_SERVICES=json.dumps(targets)):
+            refused = api.post("/registrations", json={**body, "identifierUri": f"api://{tenant.tenant_id}/uri"})
+            made = api.post("/registrations", json=body)
+            again = api.post("/registrations", json=body)  # a replay matches the default it has
+            assert api.delete("/registrations/uri-api").status_code == 200
+    finally:
+        tenant.set_app_management_policy({"isEnabled": False, "applicationRestrictions": {}})
+    assert refused.status_code == 422, refused.text
+    assert "nonDefaultUriAddition" in refused.json()["detail"] and refused.json()["errors"][0]["loc"] == [
+        "identifierUri"]
+    assert made.status_code == 201, made.text
+    assert made.json()["identifierUri"] == f"api://{tenant.tenant_id}/{made.json()['appId']}"
+    assert again.status_code == 200, again.text

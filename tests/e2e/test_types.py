@@ -51,7 +51,8 @@ def test_resource_then_service_client_on_open_source_dicom_gets_app_role(api, te
     server = resource["config"]["dicomServerSettings"]
     assert server["DicomServer__Security__Authentication__Audience"] == resource["appId"]
     assert server["DicomServer__Security__Authentication__Authority"] == f"{tenant.authority}/v2.0"
-    assert resource["identifierUri"] == f"api://{tenant.tenant_id}/dicom-oss-api"
+    # The default names the appId: a form every identifier URI restriction of an app management policy allows.
+    assert resource["identifierUri"] == f"api://{tenant.tenant_id}/{resource['appId']}"
 
     reg = create(api, {"type": "service", "name": "ingest-job", "displayName": "Ingestion job",
                        "dicomService": "oss", "access": "writer"})

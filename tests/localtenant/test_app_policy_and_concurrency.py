@@ -104,3 +104,31 @@ def test_an_injected_failure_can_carry_the_service_error_code(lt, graph):
     assert r.json()["error"]["message"].startswith("Error due to concurrent requests")
     assert graph("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {}}).status_code == 200
     assert lt.faults()["failures"][0]["code"] == "Directory_ConcurrencyViolation"
+
+
+def test_identifier_uri_restrictions(lt, graph):
+    """"Restrictions on identifier URIs of Microsoft Entra applications": nonDefaultUriAddition lets only
+    api://{appId} and api://{tenantId}/{appId} be added; uriAdditionWithoutUniqueTenantIdentifier only URIs
+    holding the tenant id or appId. URIs an application had before are not new. Mutation: compare `segments`
+    by prefix instead of whole segments and api://{tenantId}x/api passes the second restriction."""
+    app, _ = graph.app_with_sp("uris")
+    tenant, app_id = lt.tenant_id, app["appId"]
+    lt.set_app_management_policy({"isEnabled": True, "applicationRestrictions": {"identifierUris": {
+        "uriAdditionWithoutUniqueTenantIdentifier": {"state": "enabled"}}}})
+
+    def add(uri: str):
+        return graph("PATCH", f"/applications/{app['id']}", {"identifierUris": [uri]})
+
+    refused = add("api://contoso-dicom")
+    assert refused.status_code == 400 and refused.json()["error"]["details"][0]["code"] == \
+        "uriAdditionWithoutUniqueTenantIdentifier"
+    assert add(f"api://{tenant}x/api").status_code == 400
+    assert add(f"api://{tenant}/api").status_code == 204
+    lt.set_app_management_policy({"applicationRestrictions": {"identifierUris": {
+        "nonDefaultUriAddition": {"state": "enabled"}}}})
+    assert add(f"api://{tenant}/api").status_code == 204  # already there: not new
+    assert add(f"api://{tenant}/other").status_code == 400
+    assert add(f"api://{app_id}").status_code == 204 and add(f"api://{tenant}/{app_id}").status_code == 204
+    lt.set_app_management_policy({"applicationRestrictions": {"identifierUris": {
+        "nonDefaultUriAddition": {"state": "enabled", "restrictForAppsCreatedAfterDateTime": "2999-01-01T00:00:00Z"}}}})
+    assert add("api://any-old-app").status_code == 204  # an application created before the date is not restricted
