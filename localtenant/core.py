@@ -16,10 +16,9 @@ from .entra.clients import FEDERATED_ISSUER, ClientAuthenticator
 from .entra.grants import Grants
 from .entra.signin import SignIn
 from .entra.tokens import TokenIssuer
-from .graph.backend import GraphBackend
-from .graph.backend_applications import APPS, public, render_application
 from .graph.backend_deleted import DELETED
-from .graph.backend_principals import ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS
+from .graph.directory import Directory
+from .graph.objects import APPS, ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, public, render_application
 from .keyvault.backend import TABLE as SECRETS, KeyVaultBackend
 from .oauth.keys import SigningKeys
 from .runtime import Clock, DirectorySettings, Faults, Issued, Stats
@@ -48,7 +47,7 @@ class TenantCore:
         self.tenant_id = seeding.TENANT_ID
         self.signing_keys = SigningKeys(self.store, "signingKeys")
         self.external_keys = SigningKeys(self.store, "externalKeys")
-        self.graph = GraphBackend(self.store, self.clock, self.faults, self.tenant_id, self.issued, self.settings)
+        self.graph = Directory(self.store, self.clock, self.faults, self.tenant_id, self.issued, self.settings)
         self.arm = ArmBackend(self.graph, seeding.SUBSCRIPTION_ID)
         self.dicom_services = DicomServices(self.arm)
         self.orthanc: Any = None  # set by LocalTenant.start: the Orthanc process the DICOM fronts forward to

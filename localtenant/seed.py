@@ -8,9 +8,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .graph.backend_applications import APPS, merge, new_application, new_password, password_hash
-from .graph.backend_principals import (ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, new_assignment, new_grant,
-                                       new_service_principal)
+from .graph.objects import (APPS, ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, merge, new_application, new_assignment,
+                            new_grant, new_password, new_service_principal, password_hash)
 
 TENANT_ID = "7d5b1f0e-3c2a-4e8b-9f61-0a2b3c4d5e6f"
 SUBSCRIPTION_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"

@@ -10,8 +10,7 @@ import uuid
 from typing import Any
 
 from ..graph.backend import GraphBackend
-from ..graph.backend_applications import iso
-from ..graph.backend_principals import SPS, USERS
+from ..graph.objects import SPS, USERS, iso
 from . import conditions, roles
 from .exceptions import ArmError, authorization_failed
 

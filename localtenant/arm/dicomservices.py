@@ -18,7 +18,7 @@ import re
 import uuid
 from typing import Any
 
-from ..graph.backend_applications import iso_precise
+from ..graph.objects import iso_precise
 
 from .backend import ArmBackend
 from .exceptions import ArmError, authorization_failed

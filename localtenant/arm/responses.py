@@ -10,7 +10,7 @@ import re
 from starlette.responses import JSONResponse, Response
 
 from ..entra.tokens import InvalidToken
-from ..graph.backend_applications import iso_precise, public
+from ..graph.objects import iso_precise, public
 from ..web import Req, ServiceSpec, json_response, routes as routes_table
 from . import exceptions as ax
 

@@ -21,7 +21,7 @@ import jwt
 from cryptography import x509
 
 from ..graph.backend import GraphBackend
-from ..graph.backend_applications import parse_iso, password_hash
+from ..graph.objects import parse_iso, password_hash
 from ..oauth import client_auth
 from ..oauth.keys import SigningKeys
 from . import exceptions as ex

@@ -1,9 +1,11 @@
 """The directory behind Microsoft Graph, and the lookups the token endpoint, the managed identity endpoint
 and ARM share with it. No HTTP.
 
-`GraphBackend` holds time, visibility and lookups; the operations on applications (backend_applications.py),
-on service principals, assignments and grants (backend_principals.py) and on deleted items, with the
-per-principal object quota (backend_deleted.py), are parts it composes.
+`GraphBackend` holds time, visibility, stale reads and lookups. The operations on applications
+(backend_applications.py), on service principals, assignments and grants (backend_principals.py), on owners
+(backend_owners.py), on deleted items with the object quotas (backend_deleted.py) and the app management policy
+(policies.py) are parts: each imports this module (and objects.py, caller.py), never the other way round, as in
+the keyvault and arm packages; directory.py puts them together, handing each the siblings it uses.
 
 Replication delay (docs/local-tenant.md): a new object is invisible to reads, to writes by object id and to
 the token endpoint until its `_visibleAt` on the tenant clock; writes by uniqueName see it at once.
@@ -12,88 +14,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from ..runtime import Clock, DirectorySettings, Faults, Issued
 from ..store import Store
-from .backend_applications import APPS, Applications, public, render_application
-from .backend_deleted import DeletedItems
-from .backend_owners import Owners
-from .policies import Policies
-from .backend_principals import (ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, Principals, new_grant,
-                                 render_service_principal)
-from .exceptions import bad_request, forbidden, not_found
+from .caller import DIRECTORY_READ_ALL, Caller
+from .exceptions import bad_request, not_found
+from .objects import (APPS, ASSIGNMENTS, GRANTS, GROUPS, SPS, USERS, new_grant, public, render_application,
+                      render_service_principal)
 
-READ_WRITE_ALL = "Application.ReadWrite.All"
-OWNED_BY = "Application.ReadWrite.OwnedBy"
-READ_ALL = "Application.Read.All"
-DIRECTORY_READ_ALL = "Directory.Read.All"
+__all__ = ["Caller", "GraphBackend"]
 # getByIds: "You can specify up to 1000 IDs" (directoryobject-getbyids, v1.0).
 GET_BY_IDS_MAX = 1000
-
-
-@dataclass
-class Caller:
-    """The principal behind a Graph token: its object id and the Graph app roles the token carries."""
-    oid: str
-    roles: set[str] = field(default_factory=set)
-    arrived: float | None = None  # when the request reached the tenant (its clock), before injected latency
-    scopes: set[str] = field(default_factory=set)  # a user's (delegated) token: its `scp`
-    delegated: bool = False  # a user signed in through a client, rather than an application on its own
-    app_id: str | None = None  # the client application the token was issued to (appid / azp)
-
-    @property
-    def app_only(self) -> bool:
-        return not self.delegated
-
-    def require(self, *any_of: str) -> None:
-        if not self.roles & set(any_of):
-            raise forbidden()
-
-    def require_read_all(self, *or_any_of: str) -> None:
-        """Application.Read.All or Application.ReadWrite.All (or one of `or_any_of`)."""
-        self.require(*or_any_of, READ_ALL, READ_WRITE_ALL)
-
-    def require_create(self, *, users_may_register: bool = True) -> None:
-        """An application with Application.ReadWrite.All or OwnedBy; a user through a client consented for
-        Application.ReadWrite.All while "Users can register applications" is on (Entra's default)."""
-        if self.delegated and READ_WRITE_ALL in self.scopes and users_may_register:
-            return
-        self.require(READ_WRITE_ALL, OWNED_BY)
-
-    def owns(self, obj: dict[str, Any]) -> bool:
-        return self.oid in obj.get("_owners", [])
-
-    def require_write(self, obj: dict[str, Any]) -> None:
-        # Application.ReadWrite.OwnedBy: "cannot update any apps that it is not an owner of". A user with no
-        # directory role (delegated Application.ReadWrite.All) may update what they own, nothing else.
-        if self.delegated:
-            if READ_WRITE_ALL in self.scopes and self.owns(obj):
-                return
-            raise forbidden()
-        if READ_WRITE_ALL in self.roles or OWNED_BY in self.roles and self.owns(obj):
-            return
-        raise forbidden()
-
-    def require_owner_change(self, obj: dict[str, Any]) -> None:
-        """Adding or removing an owner: Application.ReadWrite.All for an application (OwnedBy "isn't
-        sufficient"); for a user, delegated Application.ReadWrite.All and Directory.Read.All, and being an
-        owner of the object ("An owner can also add or remove other owners")."""
-        if self.delegated:
-            if {READ_WRITE_ALL, DIRECTORY_READ_ALL} <= self.scopes and self.owns(obj):
-                return
-            raise forbidden()
-        self.require(READ_WRITE_ALL)
-
-    def may_read(self, obj: dict[str, Any]) -> bool:
-        if self.delegated:  # members read the directory's applications by default
-            return bool(self.scopes & {READ_WRITE_ALL, READ_ALL, DIRECTORY_READ_ALL})
-        return bool(self.roles & {READ_WRITE_ALL, READ_ALL}) or (OWNED_BY in self.roles and self.owns(obj))
-
-    def require_read(self, obj: dict[str, Any]) -> None:
-        if not self.may_read(obj):
-            raise forbidden()
 
 
 class GraphBackend:
@@ -102,11 +34,6 @@ class GraphBackend:
         self.store, self.clock, self.faults, self.tenant_id = store, clock, faults, tenant_id
         self.issued = issued or Issued()
         self.settings = settings or DirectorySettings()
-        self.applications = Applications(self)
-        self.owners = Owners(self)
-        self.principals = Principals(self)
-        self.policies = Policies(self)
-        self.deleted = DeletedItems(self)
         self._violations = 0
 
     def violation_status(self) -> int:

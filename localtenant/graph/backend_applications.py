@@ -1,165 +1,29 @@
-"""Application objects and their credentials: how each is made and shown, upsert by uniqueName, CRUD,
-addPassword/removePassword, keyCredentials by PATCH, federated identity credentials. No HTTP.
-
-Objects are plain dicts. Internal bookkeeping lives under keys starting with "_" (owners, visibility time,
-password hashes) and is never rendered (`public`). Shapes follow the Graph v1.0 resource pages
-(application, passwordCredential, keyCredential, federatedIdentityCredential).
+"""Application objects and their credentials: upsert by uniqueName, CRUD, addPassword/removePassword,
+keyCredentials by PATCH, federated identity credentials. No HTTP. Shapes in objects.py.
 """
 from __future__ import annotations
 
-import base64
 import copy
-import datetime as dt
-import hashlib
 import json
-import secrets
-import string
-import uuid
-from typing import TYPE_CHECKING, Any
-
-from cryptography import x509
+from typing import Any
 
 from . import validation
+from .backend import GraphBackend
+from .backend_deleted import DeletedItems
+from .backend_principals import Principals
+from .caller import Caller
 from .exceptions import bad_request, concurrency_violation, conflict, name_taken, not_found, too_large
-
-if TYPE_CHECKING:
-    from .backend import Caller, GraphBackend
-
-APPS = "applications"
-Address = tuple[str, str]  # ("id" | "uniqueName" | "appId", value)
-PASSWORD_LIFETIME = 2 * 365 * 24 * 3600  # addPassword default: two years
-INFO = ("termsOfServiceUrl", "supportUrl", "privacyStatementUrl", "marketingUrl", "logoUrl")
-# Properties Graph returns on every application even when unset: the full-object example of "Upsert
-# application" shows them (null or empty), and the v1.0 application resource's JSON representation lists the
-# rest (`logo` is a stream, never in the JSON): an application nobody certified, verified or disabled.
-APP_DEFAULTS: dict[str, Any] = {
-    "applicationTemplateId": None, "isDeviceOnlyAuthSupported": None, "addIns": [], "samlMetadataUrl": None,
-    "tokenEncryptionKeyId": None, "windows": None,
-    "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
-    "authenticationBehaviors": None, "certification": None, "createdByAppId": None,
-    "disabledByMicrosoftStatus": None, "managerApplications": [], "nativeAuthenticationApisEnabled": None,
-    "oauth2RequiredPostResponse": False, "requestSignatureVerification": None,
-    "servicePrincipalLockConfiguration": None,
-    "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
-}
-_SECRET_ALPHABET = string.ascii_letters + string.digits + "_-.~"
-
-
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso_precise(ts: float) -> str:
-    """A creation time as Graph writes it, with seven fractional digits ("Create application" and
-    "Upsert application" examples: "2019-09-17T19:10:35.2742618Z"), so objects made in one second keep
-    their order."""
-    whole = int(ts)
-    return f"{iso(whole)[:-1]}.{min(int((ts - whole) * 10_000_000), 9_999_999):07d}Z"
-
-
-def parse_iso(value: str, prop: str) -> float:
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
-        raise bad_request(f"Invalid value specified for property '{prop}'.") from None
-
-
-def public(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if not k.startswith("_")}
-
-
-def defaults(values: dict[str, Any]) -> dict[str, Any]:
-    """Fresh containers per rendering, so a caller mutating one response cannot change the defaults."""
-    return copy.deepcopy(values)
-
-
-def new_application(*, now: float, visible_at: float, owner: str | None, tenant_id: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()), "appId": str(uuid.uuid4()), "displayName": None, "uniqueName": None,
-        "description": None, "notes": None, "tags": [], "signInAudience": "AzureADMyOrg",
-        "createdDateTime": iso_precise(now), "deletedDateTime": None, "publisherDomain": "local.test",
-        "identifierUris": [], "isFallbackPublicClient": None, "groupMembershipClaims": None,
-        "serviceManagementReference": None, "info": dict.fromkeys(INFO), "optionalClaims": None,
-        "api": {"requestedAccessTokenVersion": None, "acceptMappedClaims": None, "knownClientApplications": [],
-                "oauth2PermissionScopes": [], "preAuthorizedApplications": []},
-        "appRoles": [], "requiredResourceAccess": [], "keyCredentials": [], "passwordCredentials": [],
-        "publicClient": {"redirectUris": []}, "spa": {"redirectUris": []},
-        "web": {"homePageUrl": None, "logoutUrl": None, "redirectUris": [], "redirectUriSettings": [],
-                "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False}},
-        "_owners": [owner] if owner else [], "_createdBy": owner, "_visibleAt": visible_at, "_fics": [],
-        "_tenant": tenant_id,
-    }
-
-
-def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    """PATCH semantics: complex properties are merged one level down, collections are replaced."""
-    for key, value in patch.items():
-        if key.startswith("@odata") or key == "id":
-            continue
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            target[key] = {**target[key], **value}
-        else:
-            target[key] = value
-
-
-def render_application(app: dict[str, Any]) -> dict[str, Any]:
-    out = {**defaults(APP_DEFAULTS), **public(app)}
-    out["info"] = {**dict.fromkeys(INFO), **(out.get("info") or {})}
-    out["passwordCredentials"] = [{**public(p), "secretText": None} for p in app["passwordCredentials"]]
-    out["keyCredentials"] = [{**public(k), "key": None} for k in app["keyCredentials"]]
-    return out
-
-
-def new_password(body: dict[str, Any], *, now: float, visible_at: float) -> tuple[dict[str, Any], str]:
-    """A password credential and its secretText, which is shown once and stored only as a salted hash."""
-    secret = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(3)) + "8Q~" + \
-        "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(34))
-    start = parse_iso(body["startDateTime"], "startDateTime") if body.get("startDateTime") else now
-    end = parse_iso(body["endDateTime"], "endDateTime") if body.get("endDateTime") else start + PASSWORD_LIFETIME
-    if end <= start:
-        raise bad_request("Invalid value specified for property 'endDateTime' of resource 'PasswordCredential'.")
-    salt = secrets.token_hex(8)
-    cred = {"customKeyIdentifier": None, "displayName": body.get("displayName"), "endDateTime": iso(end),
-            "hint": secret[:3], "keyId": str(uuid.uuid4()), "secretText": None, "startDateTime": iso(start),
-            "_salt": salt, "_hash": password_hash(salt, secret), "_visibleAt": visible_at}
-    return cred, secret
-
-
-def password_hash(salt: str, secret: str) -> str:
-    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
-
-
-def new_key_credential(body: dict[str, Any], existing: dict[str, dict], *, visible_at: float) -> dict[str, Any]:
-    """A keyCredential from a PATCH body entry; an entry naming an existing keyId without `key` keeps it."""
-    key_id = body.get("keyId")
-    if key_id in existing and not body.get("key"):
-        return existing[key_id]
-    try:
-        der = base64.b64decode(body["key"])
-        cert = x509.load_der_x509_certificate(der)
-    except (KeyError, TypeError, ValueError):
-        raise bad_request("Invalid value specified for property 'key' of resource 'KeyCredential'.") from None
-    thumb = hashlib.sha1(der).digest()
-    return {"customKeyIdentifier": base64.b64encode(thumb).decode(), "displayName": body.get("displayName")
-            or cert.subject.rfc4514_string(), "endDateTime": iso(cert.not_valid_after_utc.timestamp()),
-            "key": body["key"], "keyId": key_id or str(uuid.uuid4()),
-            "startDateTime": iso(cert.not_valid_before_utc.timestamp()), "type": body.get("type",
-            "AsymmetricX509Cert"), "usage": body.get("usage", "Verify"), "_visibleAt": visible_at,
-            "_x5t": base64.urlsafe_b64encode(thumb).rstrip(b"=").decode(),
-            "_x5t256": base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()}
-
-
-def new_fic(body: Any, *, visible_at: float) -> dict[str, Any]:
-    body = validation.check_fic(body)
-    return {"id": str(uuid.uuid4()), "name": body["name"], "issuer": body["issuer"], "subject": body["subject"],
-            "audiences": body["audiences"], "description": body.get("description"), "_visibleAt": visible_at}
+from .objects import (APPS, Address, merge, new_application, new_fic, new_key_credential, new_password,
+                      parse_iso, public)
+from .policies import Policies
 
 
 class Applications:
     """/applications and what hangs off one; state, visibility and lookups are the composing backend's."""
 
-    def __init__(self, backend: GraphBackend) -> None:
-        self.backend = backend
+    def __init__(self, backend: GraphBackend, *, deleted: DeletedItems, principals: Principals,
+                 policies: Policies) -> None:
+        self.backend, self.deleted, self.principals, self.policies = backend, deleted, principals, policies
 
     def _app(self, addr: Address, *, for_write: bool = False) -> dict[str, Any]:
         # Writes addressed by uniqueName see a replicating object at once; everything else waits.
@@ -196,7 +60,7 @@ class Applications:
         validation.check_application(body, creating=True)
         b = self.backend
         self._require_free_name(body.get("uniqueName"))
-        b.deleted.require_quota(caller)
+        self.deleted.require_quota(caller)
         app = new_application(now=b.now(), visible_at=b.visible_at(), owner=caller.oid, tenant_id=b.tenant_id)
         app["createdByAppId"] = caller.app_id
         self._apply(app, body)
@@ -207,7 +71,7 @@ class Applications:
         Request_BadRequest as msgraph-bicep-types issue 137 and byte5ai/omadia issue 916 show it, or 409
         Request_MultipleObjectsWithSameKeyValue as Graph answers other alternate keys (`uniqueNameConflictStatus`)."""
         b = self.backend
-        if name and (b.find(APPS, "uniqueName", name, any_visibility=True) or b.deleted.holding("uniqueName", name)):
+        if name and (b.find(APPS, "uniqueName", name, any_visibility=True) or self.deleted.holding("uniqueName", name)):
             raise name_taken("uniqueName", b.settings["uniqueNameConflictStatus"])
 
     def upsert(self, caller: Caller, unique_name: str, body: dict[str, Any],
@@ -244,12 +108,12 @@ class Applications:
             validation.check_enabled_entitlements_kept(app["api"]["oauth2PermissionScopes"], new_scopes,
                                                        "oauth2PermissionScopes")
         if "identifierUris" in body:
-            self.backend.policies.check_identifier_uris({**app, "api": {**app["api"], **(body.get("api") or {})}},
+            self.policies.check_identifier_uris({**app, "api": {**app["api"], **(body.get("api") or {})}},
                                                         list(body["identifierUris"] or []))
         for uri in body.get("identifierUris") or []:
             other = next((a for a in self.backend.store.values(APPS) if a["id"] != app["id"]
                           and uri.lower() in (u.lower() for u in a["identifierUris"])), None)
-            if other is not None or self.backend.deleted.holding("identifierUris", uri):
+            if other is not None or self.deleted.holding("identifierUris", uri):
                 raise bad_request("Another object with the same value for property identifierUris already exists.")
         patch = dict(body)
         if "keyCredentials" in patch:
@@ -258,7 +122,7 @@ class Applications:
                                        for k in body["keyCredentials"]]
             for key in patch["keyCredentials"]:
                 if key["keyId"] not in existing:  # a key kept as it was is not written again
-                    self.backend.policies.check_key(app, parse_iso(key["endDateTime"], "endDateTime")
+                    self.policies.check_key(app, parse_iso(key["endDateTime"], "endDateTime")
                                                     - parse_iso(key["startDateTime"], "startDateTime"))
             if writer is not None:
                 self._credential_write(writer, app)
@@ -275,10 +139,10 @@ class Applications:
     def delete(self, caller: Caller, addr: Address) -> None:
         """Into deleted items for 30 days (backend_deleted.py), with its service principal."""
         app = self._writable(caller, addr)
-        self.backend.deleted.soft_delete("application", app)
+        self.deleted.soft_delete("application", app)
         sp = self.backend.sp_by_app_id(app["appId"], any_visibility=True)
         if sp is not None:  # deleting an application deletes its service principal
-            self.backend.principals.remove(sp)
+            self.principals.remove(sp)
 
     # -- passwords -----------------------------------------------------------------------------------------
     def add_password(self, caller: Caller, addr: Address, body: Any) -> dict[str, Any]:
@@ -289,7 +153,7 @@ class Applications:
         if set(spec) - {"displayName", "startDateTime", "endDateTime", "customKeyIdentifier"}:
             raise bad_request("Property does not exist as a declared property of resource 'PasswordCredential'.")
         cred, secret = new_password(spec, now=self.backend.now(), visible_at=self.backend.visible_at())
-        self.backend.policies.check_password(app, parse_iso(cred["endDateTime"], "endDateTime")
+        self.policies.check_password(app, parse_iso(cred["endDateTime"], "endDateTime")
                                              - parse_iso(cred["startDateTime"], "startDateTime"))
         self._require_size(app, {"passwordCredentials": [*app["passwordCredentials"], public(cred)]})
         self._credential_write(caller, app)

@@ -12,14 +12,12 @@ for every principal unless a test lifts it (`lt.set_settings({"directoryObjectQu
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .backend_applications import APPS, iso, render_application
-from .backend_principals import GROUPS, SPS, USERS
+from .backend import GraphBackend
+from .caller import Caller
 from .exceptions import GraphError, bad_request, not_found
-
-if TYPE_CHECKING:
-    from .backend import Caller, GraphBackend
+from .objects import APPS, GROUPS, SPS, USERS, iso, render_application
 
 DELETED, PURGED = "deletedItems", "purgedObjects"
 RETENTION = 30 * 24 * 3600  # deleted items are kept 30 days; a purged object counts a quarter for 30 more

@@ -14,14 +14,12 @@ scripts that call Graph match on); removing one that is not an owner is 404.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .backend_applications import APPS
-from .backend_principals import GROUPS, SPS, USERS
+from .backend import DIRECTORY_TYPES, GraphBackend
+from .caller import Caller
 from .exceptions import bad_request, links_exceeded, not_found
-
-if TYPE_CHECKING:
-    from .backend import Caller, GraphBackend
+from .objects import APPS, GROUPS, SPS, USERS
 
 OWNER_TYPES = {USERS: "user", SPS: "servicePrincipal"}
 _REF = re.compile(r"/(?:directoryObjects|users|servicePrincipals)/([0-9a-fA-F-]{36})$")
@@ -40,8 +38,6 @@ class Owners:
         return obj
 
     def list(self, caller: Caller, table: str, addr: tuple[str, str]) -> list[dict[str, Any]]:
-        from .backend import DIRECTORY_TYPES
-
         out = []
         for owner_id in self._object(caller, table, addr)["_owners"]:
             for owner_table, type_name in OWNER_TYPES.items():

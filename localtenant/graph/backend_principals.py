@@ -1,98 +1,29 @@
 """Service principals and what is granted to them: app role assignments, delegated permission grants and
-the objects they own; how each is made and shown. No HTTP.
-
-Shapes follow the Graph v1.0 resource pages (servicePrincipal, appRoleAssignment, oAuth2PermissionGrant).
+the objects they own. No HTTP. Shapes in objects.py.
 """
 from __future__ import annotations
 
-import base64
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import validation
-from .backend_applications import APPS, INFO, Address, defaults, iso, public, render_application
+from .backend import GraphBackend
+from .backend_deleted import DeletedItems
+from .caller import Caller
 from .exceptions import (bad_request, conflict, links_exceeded, no_backing_application, not_a_valid_reference,
                          not_found)
+from .objects import (APPS, ASSIGNMENTS, GRANTS, SPS, USERS, Address, NO_ROLE, new_assignment, new_grant,
+                      new_service_principal, public, render_application)
 
-if TYPE_CHECKING:
-    from .backend import Caller, GraphBackend
-
-SPS, USERS, GROUPS = "servicePrincipals", "users", "groups"
-ASSIGNMENTS, GRANTS = "appRoleAssignments", "oauth2PermissionGrants"
 ASSIGN = "AppRoleAssignment.ReadWrite.All"
 GRANT = "DelegatedPermissionGrant.ReadWrite.All"
-NO_ROLE = "00000000-0000-0000-0000-000000000000"  # the default access role of appRoleAssignment
-PUBLISHER_NAME = "Local Tenant"  # the tenant's display name: Graph's publisherName for the tenant's own apps
-# Properties Graph returns on every service principal even when unset: the full-object examples of "Create
-# servicePrincipal" and "Get servicePrincipal" show them (null or empty).
-SP_DEFAULTS: dict[str, Any] = {
-    "addIns": [], "alternativeNames": [], "disabledByMicrosoftStatus": None, "endpoints": [], "homepage": None,
-    "logoutUrl": None, "replyUrls": [], "keyCredentials": [], "passwordCredentials": [], "publisherName": None,
-    "resourceSpecificApplicationPermissions": [], "signInAudience": "AzureADMyOrg", "tokenEncryptionKeyId": None,
-    "notificationEmailAddresses": [], "preferredSingleSignOnMode": None,
-    "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
-}
-
-
-def new_service_principal(app: dict[str, Any] | None, *, app_id: str, now: float, visible_at: float,
-                          owner: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    sp = {"id": str(uuid.uuid4()), "appId": app_id, "accountEnabled": True, "appDisplayName": None,
-          "displayName": None, "appOwnerOrganizationId": app.get("_tenant") if app else None,
-          "servicePrincipalType": "Application", "servicePrincipalNames": [app_id], "tags": [],
-          "appRoles": [], "oauth2PermissionScopes": [], "appRoleAssignmentRequired": False,
-          "createdDateTime": iso(now), "deletedDateTime": None, "notes": None, "description": None,
-          "_owners": [owner] if owner else [], "_createdBy": owner, "_visibleAt": visible_at}
-    sp.update(extra or {})
-    return sp
-
-
-def render_service_principal(sp: dict[str, Any], app: dict[str, Any] | None) -> dict[str, Any]:
-    """A service principal mirrors its application's names, roles, scopes, audience, URLs and info (Graph
-    keeps them in sync); one of this tenant's apps is published by this tenant."""
-    out = {**defaults(SP_DEFAULTS), "info": dict.fromkeys(INFO), **public(sp)}
-    if app is not None:
-        web = app.get("web") or {}
-        out.update(appDisplayName=app["displayName"], displayName=app["displayName"],
-                   appRoles=app["appRoles"], oauth2PermissionScopes=app["api"]["oauth2PermissionScopes"],
-                   servicePrincipalNames=list(dict.fromkeys([app["appId"], *app["identifierUris"]])),
-                   signInAudience=app["signInAudience"], homepage=web.get("homePageUrl"),
-                   logoutUrl=web.get("logoutUrl"), replyUrls=list(web.get("redirectUris") or []),
-                   info={**dict.fromkeys(INFO), **(app.get("info") or {})},
-                   publisherName=PUBLISHER_NAME)
-    return out
-
-
-def _guid_b64(*guids: str) -> str:
-    return base64.urlsafe_b64encode(b"".join(uuid.UUID(g).bytes_le for g in guids)).rstrip(b"=").decode()
-
-
-def new_assignment(principal: dict[str, Any], resource: dict[str, Any], role_id: str, principal_type: str, *,
-                   now: float, visible_at: float, unique: str | None = None) -> dict[str, Any]:
-    """appRoleAssignment ids as Graph shows them: base64url (no padding) of the principal's object id
-    (little-endian GUID bytes) and a second GUID, 43 characters."""
-    return {"id": _guid_b64(principal["id"], unique or str(uuid.uuid4())), "appRoleId": role_id,
-            "createdDateTime": iso(now), "deletedDateTime": None,
-            "principalDisplayName": principal.get("displayName"), "principalId": principal["id"],
-            "principalType": principal_type, "resourceDisplayName": resource.get("displayName"),
-            "resourceId": resource["id"], "_visibleAt": visible_at}
-
-
-def new_grant(client_id: str, resource_id: str, consent_type: str, principal_id: str | None, scope: str, *,
-              visible_at: float) -> dict[str, Any]:
-    """oAuth2PermissionGrant ids as Graph shows them: base64url of clientId and resourceId (and principalId
-    for a Principal grant); the "Create oAuth2PermissionGrant" example's id decodes to its clientId and
-    resourceId."""
-    return {"id": _guid_b64(client_id, resource_id, *([principal_id] if principal_id else [])),
-            "clientId": client_id, "consentType": consent_type, "principalId": principal_id,
-            "resourceId": resource_id, "scope": scope, "_visibleAt": visible_at}
 
 
 class Principals:
     """/servicePrincipals, /oauth2PermissionGrants and what hangs off a service principal; state, visibility
     and lookups are the composing backend's."""
 
-    def __init__(self, backend: GraphBackend) -> None:
-        self.backend = backend
+    def __init__(self, backend: GraphBackend, *, deleted: DeletedItems) -> None:
+        self.backend, self.deleted = backend, deleted
 
     # -- service principals --------------------------------------------------------------------------------
     def create(self, caller: Caller, body: Any) -> dict[str, Any]:
@@ -110,7 +41,7 @@ class Principals:
                            f"principal name {body['appId']} is already in use.")
         extra = {k: body[k] for k in ("tags", "notes", "description", "appRoleAssignmentRequired",
                                       "accountEnabled") if k in body}
-        b.deleted.require_quota(caller)
+        self.deleted.require_quota(caller)
         sp = new_service_principal(app, app_id=app["appId"], now=b.now(), visible_at=b.visible_at(),
                                    owner=caller.oid, extra=extra)
         return b.sp_view(b.save(SPS, sp))
@@ -137,7 +68,7 @@ class Principals:
         """A service principal goes to deleted items; its app role assignments (either side) and grants (either
         side) go for good (a restore does not bring them back: no source says it would)."""
         store = self.backend.store
-        self.backend.deleted.soft_delete("servicePrincipal", sp)
+        self.deleted.soft_delete("servicePrincipal", sp)
         for a in store.values(ASSIGNMENTS):
             if sp["id"] in (a["principalId"], a["resourceId"]):
                 store.delete(ASSIGNMENTS, a["id"])

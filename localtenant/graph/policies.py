@@ -18,8 +18,9 @@ import copy
 import re
 from typing import Any
 
-from .backend_applications import iso, parse_iso
+from .backend import GraphBackend
 from .exceptions import GraphError, bad_request
+from .objects import iso, parse_iso
 
 TABLE = "policies"
 DEFAULT_ID = "00000000-0000-0000-0000-000000000000"
@@ -113,7 +114,7 @@ def _restrictions(value: Any, allowed: set[str], where: str) -> list[dict[str, A
 
 
 class Policies:
-    def __init__(self, backend) -> None:
+    def __init__(self, backend: GraphBackend) -> None:
         self.backend = backend
 
     def default(self) -> dict[str, Any]:

@@ -20,8 +20,7 @@ from ..entra.tokens import InvalidToken
 from ..web import Req, ServiceSpec, routes as routes_table
 from . import odata
 from .backend import Caller
-from .backend_applications import APPS, render_application
-from .backend_principals import SPS
+from .objects import APPS, SPS, render_application
 from .exceptions import GraphError, bad_request, from_fault, render, unauthenticated
 
 SPEC = ServiceSpec("graph", GraphError, render, from_fault)
