@@ -214,7 +214,7 @@ class Credentials:
             "startDateTime": iso(cert.start), "endDateTime": iso(cert.end),
         }
         def add() -> None:
-            self._set_certificates(app, keep=lambda _: True, add=key_credential)
+            self._write_certificates(app, keep=lambda _: True, add=key_credential)
 
         saga.run("add certificate", lambda: eventually(
             self._twin_guard(add, app, "certificate", label) if twins else add, lagging=lag_404),
@@ -230,13 +230,20 @@ class Credentials:
         return self._reference("certificate", name, key_id, iso(cert.end), stored, cert.thumbprint)
 
     def _set_certificates(self, app: dict, *, keep: Callable[[dict], bool], add: dict | None) -> None:
+        """`_write_certificates` until it is done: a refusal that did nothing (a concurrency violation,
+        throttling) or lag is met with a fresh read and a new write."""
+        eventually(lambda: self._write_certificates(app, keep=keep, add=add), lagging=lag_404)
+
+    def _write_certificates(self, app: dict, *, keep: Callable[[dict], bool], add: dict | None) -> None:
         """keyCredentials can only be replaced as a whole, and only a read that selects them returns their
-        keys: read, filter, append, write back."""
+        keys: read, filter, append, write back once. The write is never repeated as it was (the pipeline does
+        not retry it): after a Directory_ConcurrencyViolation another writer may have changed the collection,
+        so the caller reads again (a blind repeat replaced a twin rotation's certificate)."""
         current = self.graph.get_application_by_id(app["id"], select="keyCredentials") or {}
         if current == {}:
             raise UpstreamError("graph", "getApplication", 404, "Request_ResourceNotFound", "not visible yet")
         wanted = [c for c in current.get("keyCredentials") or [] if keep(c)] + ([add] if add else [])
-        self.graph.update_application(app["id"], {"keyCredentials": wanted})
+        self.graph.update_application(app["id"], {"keyCredentials": wanted}, retry=False)
 
     def _federated(self, saga: Saga, registration: str, credential: FederatedCredential, app: dict,
                    fresh: bool) -> dict:

@@ -52,8 +52,11 @@ class GraphClient:
         )
         return body
 
-    def update_application(self, object_id: str, changes: dict) -> None:
-        self._rest.call("updateApplication", "PATCH", f"/v1.0/applications/{object_id}", body=changes)
+    def update_application(self, object_id: str, changes: dict, *, retry: bool = True) -> None:
+        """PATCH the application. ``retry=False`` for a write computed from a read (keyCredentials are written
+        whole): repeated blindly after a refusal it would replace what another writer wrote meanwhile, so the
+        caller reads again and repeats it."""
+        self._rest.call("updateApplication", "PATCH", f"/v1.0/applications/{object_id}", body=changes, retry=retry)
 
     def delete_application(self, object_id: str) -> bool:
         status, _, _ = self._rest.call(
