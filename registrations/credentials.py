@@ -63,6 +63,12 @@ def _issued(version: StoredSecret) -> datetime:
             or datetime.min.replace(tzinfo=timezone.utc))
 
 
+def _read_again(exc: UpstreamError) -> bool:
+    """A whole-collection write that failed in a way a fresh read and a new write can mend: lag (404), or a
+    transient failure (which may have landed: the read shows it)."""
+    return lag_404(exc) or exc.transient
+
+
 def rotation_label(idempotency_key: str | None) -> str:
     """The displayName suffix of a rotated credential: the hash of the caller's Idempotency-Key, so a replay
     finds the credential its first attempt made; a random one without a key."""
@@ -217,7 +223,7 @@ class Credentials:
             self._write_certificates(app, keep=lambda _: True, add=key_credential)
 
         saga.run("add certificate", lambda: eventually(
-            self._twin_guard(add, app, "certificate", label) if twins else add, lagging=lag_404),
+            self._twin_guard(add, app, "certificate", label) if twins else add, lagging=_read_again),
             undo=lambda _: self._set_certificates(app, keep=lambda c: c["keyId"] != key_id, add=None))
         if twins:
             self._yield_to_twin(app, "certificate", label, key_id)
@@ -232,7 +238,7 @@ class Credentials:
     def _set_certificates(self, app: dict, *, keep: Callable[[dict], bool], add: dict | None) -> None:
         """`_write_certificates` until it is done: a refusal that did nothing (a concurrency violation,
         throttling) or lag is met with a fresh read and a new write."""
-        eventually(lambda: self._write_certificates(app, keep=keep, add=add), lagging=lag_404)
+        eventually(lambda: self._write_certificates(app, keep=keep, add=add), lagging=_read_again)
 
     def _write_certificates(self, app: dict, *, keep: Callable[[dict], bool], add: dict | None) -> None:
         """keyCredentials can only be replaced as a whole, and only a read that selects them returns their
@@ -242,8 +248,10 @@ class Credentials:
         current = self.graph.get_application_by_id(app["id"], select="keyCredentials") or {}
         if current == {}:
             raise UpstreamError("graph", "getApplication", 404, "Request_ResourceNotFound", "not visible yet")
-        wanted = [c for c in current.get("keyCredentials") or [] if keep(c)] + ([add] if add else [])
-        self.graph.update_application(app["id"], {"keyCredentials": wanted}, retry=False)
+        kept = [c for c in current.get("keyCredentials") or [] if keep(c)]
+        if add and add["keyId"] not in {c.get("keyId") for c in kept}:  # a lost answer's write is there already
+            kept.append(add)
+        self.graph.update_application(app["id"], {"keyCredentials": kept}, retry=False)
 
     def _federated(self, saga: Saga, registration: str, credential: FederatedCredential, app: dict,
                    fresh: bool) -> dict:
