@@ -280,7 +280,7 @@ class Changer:
                 saga.run("update application", lambda: eventually(
                     lambda: self.graph.update_application(app["id"], changes), lagging=lag_404),
                     undo=lambda _: self.graph.update_application(app["id"], undo))
-            if "redirectUris" in changes.get("spa", {}):
+            if "redirectUris" in fields and not only_remove:
                 self._cors_follows(saga, app, wanted)
             if "access" in fields:
                 self._swap_roles(saga, app, mf.tag_values(app).get("access"), wanted, only_remove)
@@ -377,15 +377,16 @@ class Changer:
             self.registry.save(replace(now, lease_holder="", lease_until=0.0))
 
     def _cors_follows(self, saga: Saga, app: dict, wanted: Request) -> None:
-        """With DICOM_CORS_FOR_SPA, a SPA's new redirect origins are merged into its DICOM service's CORS (as a
-        create does) and those it no longer has are removed when no other registration needs them (as a delete
-        does)."""
+        """With DICOM_CORS_FOR_SPA, a browser client's new redirect origins are merged into its DICOM service's
+        CORS (as a create does) and those it no longer has are removed when no other registration needs them (as
+        a delete does)."""
         target = self._target(wanted)
-        if self.cors is None or not self.cors.applies(wanted.type, wanted.platform, target):
+        if self.cors is None or not self.cors.applies(PLANS[wanted.type], wanted.platform, target):
             return
         assert isinstance(target, ManagedTarget), "CORS is merged on managed DICOM services"
         new = origins_of(list(wanted.redirectUris))
-        old = [o for o in origins_of((app.get("spa") or {}).get("redirectUris") or []) if o not in new]
+        before = (app.get(mf.PLATFORM_FIELD[wanted.platform]) or {}).get("redirectUris") or []
+        old = [o for o in origins_of(before) if o not in new]
         saga.run("allow the viewer's new origins in CORS", lambda: self.cors.allow(target.resourceId, new),
                  undo=lambda added: self.cors.withdraw(target.resourceId, added, leaving=app["appId"]))
         if old:
