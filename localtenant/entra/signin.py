@@ -16,7 +16,7 @@ import html
 import secrets
 from typing import Any
 
-from ..graph.backend_applications import password_hash
+from ..graph.objects import password_hash
 from . import exceptions as ex
 
 SESSIONS, FLOWS = "signInSessions", "signInFlows"
