@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import create, objects_named, service, settings_override, user_graph_token
+from tests.support import ca_context, create, objects_named, service, settings_override, user_graph_token
 
 
 def graph_as(tenant, token: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{tenant.graph_endpoint}/v1.0", verify=tenant.ca_file, trust_env=False,
+    return httpx.Client(base_url=f"{tenant.graph_endpoint}/v1.0", verify=ca_context(tenant.ca_file), trust_env=False,
                         headers={"Authorization": f"Bearer {token}"})
 
 
