@@ -140,8 +140,7 @@ def chromium(lt) -> Iterator[Browser]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # this run's screenshots only
-    ARTIFACTS.mkdir()
+    ARTIFACTS.mkdir(exist_ok=True)  # each step's screenshot is overwritten by the next run of its test
     try:
         yield Browser(driver, ARTIFACTS)
     finally:
@@ -243,6 +242,10 @@ def user_reads_dicom(browser_api, lt) -> None:
              {"properties": {"roleDefinitionId": f"/subscriptions/{lt.seed.subscription_id}/providers/"
                                                  f"Microsoft.Authorization/roleDefinitions/{DICOM_DATA_READER}",
                              "principalId": lt.seed.user.object_id, "principalType": "User"}})
+
+
+def pytest_runtest_setup(item) -> None:
+    (ARTIFACTS / f"failed-{item.name}.png").unlink(missing_ok=True)  # a failure's screenshot is this run's
 
 
 @pytest.hookimpl(hookwrapper=True)
