@@ -226,7 +226,8 @@ def sign_in_on_the_page(chromium: Browser, lt: Any, prefix: str) -> None:
 @pytest.fixture(scope="package")
 def stored_study(browser_api, lt) -> str:
     """CT_small.dcm stored in the managed DICOM service by a writer service client, before anyone signs in."""
-    made = create(browser_api, service("browser-study-writer", access="writer"))
+    # a fresh name each time the fixture is made (xdist may tear a package's fixtures down and make them again)
+    made = create(browser_api, service(f"browser-study-writer-{uuid.uuid4().hex[:6]}", access="writer"))
     config = made["config"]
     secret = secret_client(lt).get_secret(config["clientSecret"]["keyVaultSecretName"]).value
     token = client_credentials_token(lt, config["clientId"], secret, config["scopes"][0])

@@ -4,6 +4,7 @@ DICOM service's studies (QIDO-RS) as that user."""
 from __future__ import annotations
 
 import threading
+import uuid
 
 from pydicom import dcmread
 from selenium.webdriver.common.by import By
@@ -20,7 +21,7 @@ def test_a_web_app_signs_a_user_in_and_searches_as_that_user(chromium, browser_a
     server = make_server("127.0.0.1", 0, lambda environ, start: holder["app"](environ, start), threaded=True)
     origin = f"http://localhost:{server.server_port}"
     with settings_override(ALLOWED_REDIRECT_HOSTS="localhost"):
-        made = create(browser_api, {"type": "confidential", "name": "browser-web-app", "displayName": "Study portal",
+        made = create(browser_api, {"type": "confidential", "name": f"browser-web-app-{uuid.uuid4().hex[:6]}", "displayName": "Study portal",
                             "dicomService": "managed", "redirectUris": [f"{origin}/signin-oidc"],
                             "signInGroups": [lt.seed.group.object_id]})
     config = made["config"]

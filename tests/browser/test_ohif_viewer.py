@@ -5,6 +5,7 @@ ends it. Screenshots of each step land in tests/browser/artifacts/."""
 from __future__ import annotations
 
 import io
+import uuid
 
 import pytest
 from PIL import Image
@@ -30,10 +31,11 @@ def ohif_config(browser_api, lt, viewer, user_reads_dicom) -> dict:
     sign-out), the signed-in user's DICOM Data Reader role and the origin in the service's CORS, as an
     administrator sets them up; the config as the API returns it."""
     with settings_override(ALLOWED_REDIRECT_HOSTS="localhost"):
-        create(browser_api, {"type": "public", "name": "browser-ohif", "displayName": "OHIF viewer", "dicomService": "managed",
+        name = f"browser-ohif-{uuid.uuid4().hex[:6]}"  # fresh each time the fixture is made (xdist may remake it)
+        create(browser_api, {"type": "public", "name": name, "displayName": "OHIF viewer", "dicomService": "managed",
                      "platform": "spa", "redirectUris": [f"{viewer.origin}/callback", f"{viewer.origin}/"],
                      "signInGroups": [lt.seed.group.object_id]})
-    response = browser_api.get("/registrations/browser-ohif/config/ohif")
+    response = browser_api.get(f"/registrations/{name}/config/ohif")
     assert response.status_code == 200, response.text
     config = response.json()
     allow_origin(lt, config["corsOrigin"])
