@@ -56,7 +56,7 @@ def test_session_wide():
 '''
 
 
-@pytest.mark.slow(8)
+@pytest.mark.slow(12)
 def test_every_worker_runs_the_session_wide_checks_after_all_else_and_slow_tests_first(tmp_path):
     suite, ran = tmp_path / "suite", tmp_path / "ran"
     suite.mkdir()

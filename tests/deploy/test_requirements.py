@@ -73,7 +73,7 @@ def test_constraints_agree_with_every_runtime_pin():
     assert not differing, f"requirements.txt vs constraints.txt: {differing}"
 
 
-@pytest.mark.slow(9)
+@pytest.mark.slow(15)
 def test_a_fresh_install_of_requirements_alone_resolves_to_the_tested_versions(tmp_path):
     """What remote build does: pip with requirements.txt and nothing else (no constraints from this
     machine's pip configuration either), as into an empty environment."""

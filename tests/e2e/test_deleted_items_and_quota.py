@@ -63,6 +63,7 @@ def test_a_rolled_back_create_retried_answers_201(tenant_api):
     assert retried.status_code == 201, retried.text
 
 
+@pytest.mark.slow(24)
 def test_a_name_held_by_a_deleted_registration_of_this_api_is_reused(tenant_api):
     """A teardown that stopped between the delete and the permanent delete leaves the application in deleted
     items: the next create of the name purges it and creates."""
@@ -111,7 +112,7 @@ def test_create_delete_cycles_never_reach_the_quota(tenant_api):
         cycles(api, 12)
 
 
-@pytest.mark.slow(15)
+@pytest.mark.slow(30)
 def test_130_create_delete_cycles_under_the_default_quota(tenant_api):
     """The full-size run: 130 cycles would leave 260 objects in deleted items under Entra's 250."""
     lt, api = tenant_api

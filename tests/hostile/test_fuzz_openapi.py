@@ -24,7 +24,7 @@ def own_tenant(host):
         yield lt, f"{host.url}/api", headers
 
 
-@pytest.mark.slow(13)
+@pytest.mark.slow(25)
 def test_every_operation_answers_as_documented_and_leaves_nothing_behind(own_tenant):
     lt, base, headers = own_tenant
     with httpx.Client(base_url=base, headers=headers, trust_env=False, timeout=120) as client:
