@@ -136,12 +136,19 @@ def _property(operation: Any, mode: Any, examples: int, session: Any, report: Fu
               response_headers_conformance, response_schema_conformance] + ([] if positive else
                                                                              [negative_data_rejection])
 
+    # Headers that frame the HTTP message are the HTTP server's to refuse, before any app runs (a malformed
+    # Content-Length is a 400 from Azure's front end as from uvicorn): the hand-picked wire cases (CASES) test
+    # framing. Schemathesis may add one to a request among its made-up headers; it is left off.
+    framing = {"content-length", "transfer-encoding", "host", "connection", "expect", "te", "trailer", "upgrade"}
+
     @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
     @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     def exercise(case: Any, data: Any) -> None:
         if positive:
             _aim(case, data, known, targets)
+        for name in [h for h in case.headers or {} if h.lower() in framing]:
+            del case.headers[name]
         response = case.call(session=session, timeout=60)
         report.requests += 1
         report.statuses[response.status_code] += 1
