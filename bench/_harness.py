@@ -357,10 +357,24 @@ def run_threads(count: int, work: Callable[[int], None]) -> None:
 PREFIX = "dicomreg-"
 
 
-def audit(state: dict[str, Any], names: set[str] | None = None) -> dict[str, Any]:
-    """Duplicates and orphans among the registrations this API made (optionally only `names`).
+def recorded(lt: Any) -> dict[str, dict[str, Any]]:
+    """The registry's rows (name -> row) in the tenant's Table Storage: the registry, not the application's
+    labels, says whether a registration is ready."""
+    from azure.data.tables import TableClient
 
-    complete: the app is tagged ready, has exactly one service principal, and for types with a secret
+    settings = lt.app_settings()
+    with TableClient.from_connection_string(settings["REGISTRY_CONNECTION_STRING"],
+                                            settings["REGISTRY_TABLE"]) as table:
+        return {row["RowKey"][len("reg:"):]: dict(row) for row in table.query_entities("PartitionKey eq 'registry'")
+                if row["RowKey"].startswith("reg:")}
+
+
+def audit(state: dict[str, Any], names: set[str] | None = None, *,
+          records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Duplicates and orphans among the registrations this API made (optionally only `names`); `records` is
+    the registry's rows (`recorded`).
+
+    complete: the registry records the app ready, it has exactly one service principal, and for types with a secret
     at least one password, every password's value in a Key Vault version, the current version one of them. An orphan is anything else: an app
     not complete, or a service principal, role assignment or live secret whose app is gone.
     """
@@ -377,10 +391,11 @@ def audit(state: dict[str, Any], names: set[str] | None = None) -> dict[str, Any
     incomplete = []
     for app in apps:
         name = app["uniqueName"][len(PREFIX):]
-        tags = app.get("tags") or []
+        record = records.get(name) or {}
+        tags = list(app.get("tags") or []) + json.loads(record.get("tags") or "[]")
         problems = []
-        if "dicom-state:ready" not in tags:
-            problems.append("not ready")
+        if record.get("state") != "ready" or record.get("app_object_id") != app["id"]:
+            problems.append(f"not recorded ready ({record.get('state', 'no row')})")
         if sps[app["appId"]] != 1:
             problems.append(f"{sps[app['appId']]} service principals")
         if any(t in ("dicom-type:service", "dicom-type:confidential") for t in tags):

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench._harness import HostProcess, Result, admin_token, audit, local_tenant, standalone
+from bench._harness import HostProcess, Result, admin_token, audit, local_tenant, recorded, standalone
 
 PROBLEM = "application/problem+json"
 GOAL = "no 5xx, every response conforms, nothing created"
@@ -479,7 +479,7 @@ def run(options: argparse.Namespace) -> list[Result]:
             report = fuzz(host.api, headers, examples=options.hostile_examples, known=KNOWN,
                           before_operation=lambda: ensure_known(client))
             delete_all_but(client, before)
-        left = audit(lt.state())
+        left = audit(lt.state(), records=recorded(lt))
     for line in wrong[:10]:
         print(f"  hand-picked: {line}", file=sys.stderr)
     for key in list(report.failures)[:10]:

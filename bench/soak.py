@@ -20,7 +20,7 @@ import time
 from collections import Counter
 
 from bench._harness import (BODIES, CallLog, HostProcess, Result, admin_token, api_client, audit, lift_object_quota,
-                            local_tenant, standalone)
+                            local_tenant, recorded, standalone)
 
 GOAL_MB_PER_MIN = 1.0
 SAMPLE_SECONDS = 2.0
@@ -116,7 +116,7 @@ def run(options: argparse.Namespace) -> list[Result]:
         lt.set_faults({})
         injected = Counter(c[3] for c in log.since(start))
         log.close()
-        report = audit(lt.state(), mix.created)
+        report = audit(lt.state(), mix.created, records=recorded(lt))
         remaining = report["apps"]
     after = [(t, m) for t, m in samples if t >= warm_up]
     slope = slope_mb_per_min(after)

@@ -25,6 +25,7 @@ from bench._harness import (
     lift_object_quota,
     local_tenant,
     median,
+    recorded,
     run_threads,
     standalone,
 )
@@ -68,7 +69,7 @@ def run(options: argparse.Namespace) -> list[Result]:
         lt.set_faults({})
         calls = log.since(start)
         log.close()
-        report = audit(lt.state(), set(names))
+        report = audit(lt.state(), set(names), records=recorded(lt))
     graph = [c for c in calls if c[1] == "graph"]
     accepted = sum(1 for c in graph if c[3] == 0)
     throttled = sum(1 for c in graph if c[3] == 429)

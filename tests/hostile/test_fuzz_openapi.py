@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bench._harness import audit
+from bench._harness import audit, recorded
 from bench.hostile import KNOWN, delete_all_but, ensure_known, fuzz, names
 from tests.support import FUNCTION_KEY, api_token, settings_override
 
@@ -38,5 +38,5 @@ def test_every_operation_answers_as_documented_and_leaves_nothing_behind(own_ten
     assert report.requests >= 9 * EXAMPLES
     # Aimed requests got past the refusals: reads and creates succeeded, rotations and deletes too.
     assert report.statuses[200] and report.statuses[201], report.statuses
-    left = audit(lt.state())
+    left = audit(lt.state(), records=recorded(lt))
     assert left["apps"] == 0 and left["orphans"] == 0, left
