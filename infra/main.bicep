@@ -105,5 +105,6 @@ output API_BASE string = api.outputs.apiBase
 output FUNCTION_PRINCIPAL_ID string = api.outputs.principalId
 output KEY_VAULT_URL string = api.outputs.keyVaultUrl
 output KEY_VAULT_RESOURCE_ID string = api.outputs.keyVaultResourceId
+output STORAGE_ACCOUNT_ID string = api.outputs.storageAccountId
 output LOGIC_APP_NAME string = deployLogicApp ? logicApp.outputs.name : ''
 output LOGIC_APP_PRINCIPAL_ID string = deployLogicApp ? logicApp.outputs.principalId : ''

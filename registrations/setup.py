@@ -54,6 +54,7 @@ from .settings import ARM_SCOPE, GRAPH_SCOPE, ManagedTarget, OssTarget, Settings
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph's appId, the same in every tenant
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"  # the registry's table
 RBAC_ADMINISTRATOR = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
 OWNED_BY, READ_ALL, DIRECTORY = "Application.ReadWrite.OwnedBy", "Application.Read.All", "Directory.Read.All"
 POLICY = "Policy.Read.All"
@@ -102,8 +103,9 @@ class AzureRole:
     condition: str | None = None
 
 
-def azure_roles(settings: Settings) -> list[AzureRole]:
-    """The Azure role assignments the identity needs (infra/main.bicep makes the vault's two)."""
+def azure_roles(settings: Settings, storage_account_id: str | None = None) -> list[AzureRole]:
+    """The Azure role assignments the identity needs (infra/main.bicep makes the vault's two, and the
+    storage account's for the registry)."""
     if not settings.key_vault_resource_id:
         raise Misconfigured("KEY_VAULT_RESOURCE_ID is required by setup: the vault's ARM id, where the identity "
                             "gets Key Vault Secrets Officer")
@@ -115,6 +117,8 @@ def azure_roles(settings: Settings) -> list[AzureRole]:
         if isinstance(target, ManagedTarget):
             wanted.append(AzureRole(target.resourceId, RBAC_ADMINISTRATOR, "Role Based Access Control Administrator",
                                     constrain_roles([DICOM_DATA_OWNER, DICOM_DATA_READER])))
+    if storage_account_id:
+        wanted.append(AzureRole(storage_account_id, STORAGE_TABLE_DATA_CONTRIBUTOR, "Storage Table Data Contributor"))
     return list(dict.fromkeys(wanted))
 
 
@@ -135,6 +139,7 @@ class Setup:
     sign_in_groups: bool = False
     front_ends: list[str] = field(default_factory=list)
     what_if: bool = False
+    storage_account_id: str | None = None
     out: TextIO = sys.stdout
     changes: list[str] = field(default_factory=list)
 
@@ -301,7 +306,7 @@ class Setup:
         self.change(what, assign)
 
     def azure_roles(self) -> None:
-        for role in azure_roles(self.settings):
+        for role in azure_roles(self.settings, self.storage_account_id):
             present = [a["properties"] for a in self.rbac.list_for_principal(role.scope, self.principal_id)
                        if a["properties"]["roleDefinitionId"].lower().endswith(role.role_id)
                        and _covers(a["properties"].get("scope", ""), role.scope)]
@@ -367,6 +372,9 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
                         help="also grant AppRoleAssignment.ReadWrite.All (tenant-wide) so that requests may name "
                              "signInGroups; without it (and without an open-source target) the API refuses them")
     parser.add_argument("--what-if", action="store_true", help="print the plan, change nothing")
+    parser.add_argument("--storage-account-id", metavar="ARM_ID",
+                        help="the function app's storage account (infra output STORAGE_ACCOUNT_ID): the identity "
+                             "gets Storage Table Data Contributor there, for the registry's table")
     parser.add_argument("--import", dest="import_", action="store_true",
                         help="only import registrations made before the registry (tags only) that the identity "
                              "alone owns; list the others for adoption")
@@ -383,7 +391,8 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout) -> int:
             return _import(settings, graph, args.principal_id, what_if=args.what_if, out=out)
         setup = Setup(settings, graph, rbac, args.principal_id, api_name=args.api_name, requesters=args.requester,
                       admins=args.admin, brokers=args.broker, sign_in_groups=args.sign_in_groups,
-                      front_ends=args.front_end, what_if=args.what_if, out=out)
+                      front_ends=args.front_end, what_if=args.what_if,
+                      storage_account_id=args.storage_account_id, out=out)
         app_settings = setup.run()
     except Misconfigured as problem:
         print(f"error: {problem.detail}", file=sys.stderr)

@@ -225,3 +225,4 @@ output apiBase string = 'https://${functionApp.properties.defaultHostName}/api'
 output principalId string = functionApp.identity.principalId
 output keyVaultUrl string = vault.properties.vaultUri
 output keyVaultResourceId string = vault.id
+output storageAccountId string = storage.id

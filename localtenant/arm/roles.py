@@ -33,6 +33,10 @@ ROLES: dict[str, dict] = {
                                              "dicom": {"read", "write", "delete"}},
     "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a": {"name": "DICOM Data Reader", "assign": False, "secrets": set(),
                                              "dicom": {"read"}},
+    # Table data actions only (Microsoft.Storage/storageAccounts/tableServices/tables/entities/*), which no
+    # emulated service checks: the function app's registry is in Azurite, reached with its development key.
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": {"name": "Storage Table Data Contributor", "assign": False,
+                                             "secrets": set()},
     # A custom role (its id is local), the least a principal needs to edit a DICOM service's CORS
     # configuration: Microsoft.HealthcareApis/workspaces/dicomservices/read and /write.
     CORS_EDITOR: {"name": "DICOM service CORS editor (custom)", "assign": False, "secrets": set(),

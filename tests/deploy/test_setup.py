@@ -248,3 +248,23 @@ def test_setup_refuses_an_identity_that_is_not_a_guid(bare):
     done = subprocess.run([sys.executable, "-m", "registrations.setup", "--principal-id", "my-function-app"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "is not an object id" in done.stderr
+
+
+def test_setup_grants_the_registry_s_table_role_on_the_storage_account_it_is_given(bare, prepared):
+    """The registry lives in the function app's storage account: with --storage-account-id setup checks that
+    the identity holds Storage Table Data Contributor there and assigns it when it does not (infra/ assigns the
+    same); run again, it changes nothing."""
+    account = (f"/subscriptions/{bare.seed.subscription_id}/resourceGroups/local-rg/providers/Microsoft.Storage/"
+               "storageAccounts/stregistry")
+    table_role = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"  # Storage Table Data Contributor
+
+    def held() -> list[dict]:
+        return [a["properties"] for a in bare.state()["roleAssignments"]
+                if a["properties"]["principalId"] == bare.seed.product.object_id
+                and a["properties"]["scope"].lower() == account.lower()]
+
+    assert held() == []
+    first = run_setup(bare, "--storage-account-id", account)
+    assert "assign Storage Table Data Contributor" in first.stdout
+    assert [p["roleDefinitionId"].rsplit("/", 1)[-1] for p in held()] == [table_role]
+    assert "no changes needed" in run_setup(bare, "--storage-account-id", account).stdout
