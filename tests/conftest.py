@@ -68,6 +68,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return parallel.Scheduler(config, log, parallel.marks_file(config))
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Figures a test records (record_property("figures", …): the north star's), at the end of the run, whichever
+    worker ran it."""
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        for name, value in getattr(report, "user_properties", []):
+            if name == "figures" and report.when == "call":
+                terminalreporter.write_line(value)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     parallel.forget_marks_file(config)
 
