@@ -48,11 +48,21 @@ def make_run(tmp_path_factory):
     for tool in ("bash", "curl"):
         assert shutil.which(tool), f"README's commands need {tool}"
     local = tmp_path_factory.mktemp("make-run") / ".local"
-    port, base = free_port(), free_base_port()
     environment = {**os.environ, "DEVHOST_LOCAL_DIR": str(local), "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "devhost", "run", "--port", str(port), "--base-port", str(base)],
-                               cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    banner = read_until(process, "Ctrl-C stops", timeout=120)
+    for attempt in range(3):
+        # Ports free a moment ago may be taken by another process before make run binds them (parallel
+        # workers): make run says so in one line, and gets other ports.
+        port, base = free_port(), free_base_port()
+        process = subprocess.Popen([sys.executable, "-m", "devhost", "run", "--port", str(port), "--base-port",
+                                    str(base)], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        try:
+            banner = read_until(process, "Ctrl-C stops", timeout=120)
+            break
+        except AssertionError as stopped:
+            process.communicate(timeout=30)
+            if "is in use by another program" not in str(stopped) or attempt == 2:
+                raise
     try:
         yield {"banner": banner, "local": local, "api": f"http://127.0.0.1:{port}/api"}
     finally:
