@@ -36,7 +36,7 @@ from .credentials import Credentials
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER, MANAGED_ACCESS_ROLES, PLANS
 from .manifest import Caller
 from .models import FederatedCredential, Request, carries
-from .problems import Conflict, Forbidden, InProgress, Problem, ProvisioningFailed
+from .problems import Conflict, Forbidden, Problem, ProvisioningFailed
 from .provision import Provisioner, step_problem
 from .saga import Saga, StepFailed, create_once, eventually
 from .registry import Record, Registry
