@@ -388,6 +388,18 @@ def allow_origin(tenant, origin: str) -> None:
     until_done(tenant, written.headers["Azure-AsyncOperation"])
 
 
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll `condition` until it returns something true (and return that), at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
 def until_done(tenant, operation: str, within: float = 30.0) -> None:
     """Poll a long-running ARM operation (its Azure-AsyncOperation URL) until it ends, at most `within` s."""
     path = urlsplit(operation).path

@@ -12,9 +12,8 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from selenium.webdriver.common.by import By
 
-from tests.support import (api_client, api_token, arm_put, client_credentials_token, create, dicomweb,
+from tests.support import (wait_for, api_client, api_token, arm_put, client_credentials_token, create, dicomweb,
                            secret_client, service, settings_override)
 
 HERE = Path(__file__).resolve().parent
@@ -39,18 +38,6 @@ STUDY = get_testdata_file("CT_small.dcm")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,900"]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `condition` until it returns something true, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Browser:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -19,7 +18,7 @@ import pytest
 
 from bench._harness import HostProcess, admin_token
 from localtenant import LocalTenant
-from tests.support import settings_override
+from tests.support import settings_override, wait_for
 
 PREFIX = "kill-"
 READER, OWNER = "e89c7a3c-2f64-4fa1-a847-3e4c9ba4283a", "58a3b984-7adf-4c20-983a-32417c86fbc8"
@@ -41,13 +40,6 @@ def service(name: str, **extra) -> dict:
             "access": "reader", **extra}
 
 
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the pinned step was never reached"
-        time.sleep(0.05)
-
-
 def killed_at(lt, operation: str, nth: int, method: str, path: str, **request) -> None:
     """Send the request to a new instance, let it reach the `nth` call of `operation` (which fails until
     then), and kill -9 it there."""
@@ -66,7 +58,8 @@ def killed_at(lt, operation: str, nth: int, method: str, path: str, **request) -
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         try:
-            wait_for(lambda: lt.stats()["calls"].get(operation, 0) >= before + nth)
+            wait_for(lambda: lt.stats()["calls"].get(operation, 0) >= before + nth, 60, "the pinned step",
+                     interval=0.05)
         finally:
             victim.proc.kill()  # SIGKILL: no undo, no finally of its own
             victim.proc.wait()

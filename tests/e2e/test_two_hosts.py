@@ -15,7 +15,7 @@ import pytest
 
 from bench._harness import HostProcess, admin_token
 from localtenant import LocalTenant
-from tests.support import ca_context, settings_override
+from tests.support import ca_context, settings_override, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -233,10 +233,8 @@ def test_a_change_in_progress_on_one_instance_makes_the_other_wait(two_hosts):
     holder = threading.Thread(target=change_on_first, daemon=True)
     holder.start()
     try:
-        deadline = time.monotonic() + 60
-        while lt.stats()["calls"].get("arm.createRoleAssignment", 0) <= before:
-            assert time.monotonic() < deadline, "the first change never reached its role assignment"
-            time.sleep(0.05)
+        wait_for(lambda: lt.stats()["calls"].get("arm.createRoleAssignment", 0) > before, 60,
+                 "the first change to reach its role assignment", interval=0.05)
         with httpx.Client(base_url=second.api, trust_env=False, timeout=120, headers={
                 "x-functions-key": second.function_key, "Authorization": f"Bearer {token}"}) as c:
             refused = c.patch(f"/registrations/{name}", content=json.dumps({"displayName": "From second"}),
