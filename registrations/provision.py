@@ -117,14 +117,14 @@ class Provisioner:
                            "administrator adopts it", holder=_holder(app))
         return app
 
-    def _default_identifier_uri(self, saga: Saga, request: Request, app: dict) -> None:
+    def _needs_identifier_uri(self, request: Request, app: dict) -> bool:
         """An API registration without a requested identifier URI gets the default, which names the appId and
         so can only be written once the application exists."""
-        if not PLANS[request.type].exposes_api or request.identifierUri or app.get("identifierUris"):
-            return
+        return PLANS[request.type].exposes_api and not request.identifierUri and not app.get("identifierUris")
+
+    def _default_identifier_uri(self, app: dict) -> None:
         uris = [mf.default_identifier_uri(self.settings.tenant_id, app["appId"])]
-        saga.run("set the identifier URI", lambda: eventually(
-            lambda: self.graph.update_application(app["id"], {"identifierUris": uris}), lagging=lag_404))
+        eventually(lambda: self.graph.update_application(app["id"], {"identifierUris": uris}), lagging=lag_404)
         app["identifierUris"] = uris
 
     def new_lease(self) -> str:
@@ -155,24 +155,27 @@ class Provisioner:
                                lambda: self._create_application(unique, manifest, record.attempt),
                                undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
                 fresh = True
-                saga.run("record application", lambda: save(app_object_id=app["id"], app_id=app["appId"],
-                                                            tags=tuple(mf.tags_for(request, owner,
-                                                                                   state="provisioning")),
-                                                            fields=mf.applied_fields(request)))
             else:
                 app = existing
                 # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
                 saga.run("resume application", lambda: app, undo=lambda _: self.teardown.remove(request.name, app))
                 fresh = False
-            self._default_identifier_uri(saga, request, app)
 
+            # Everything that needs only the application, at once. Its ids are recorded beside the first
+            # writes that follow: the row holds the desired state since the reservation, so even a create that
+            # dies before they are recorded is found (by the nonce) and removed whole by the sweep.
             consent = self.admin_consent_for(caller)
             chains = [("service principal", lambda: self._principal_and_grant(
                 saga, request, target, resource, app, fresh, consent=consent), None)]
             if PLANS[request.type].has_credential:
                 chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
+            if fresh:
+                chains.append(("record application", lambda: save(app_object_id=app["id"], app_id=app["appId"]),
+                               None))
+            if self._needs_identifier_uri(request, app):
+                chains.append(("set the identifier URI", lambda: self._default_identifier_uri(app), None))
             results = saga.run_parallel(*chains)
-            sp, credential = results[0], (results[1] if len(results) > 1 else None)
+            sp, credential = results[0], (results[1] if PLANS[request.type].has_credential else None)
             if self.cors is not None and self.cors.applies(PLANS[request.type], request.platform, target):
                 assert isinstance(target, ManagedTarget), "CORS is merged on managed DICOM services"
                 origins = origins_of(request.redirectUris)
@@ -194,11 +197,15 @@ class Provisioner:
     def _forget(self, record: Record, failure: StepFailed) -> None:
         """A create undone: its row goes too, unless something could not be undone (the sweep finds it by
         the row and finishes the removal)."""
-        if failure.failed_undo:
-            return
+        if not failure.failed_undo:
+            self.give_back(record)
+
+    def give_back(self, record: Record) -> None:
+        """Forget the row of a create that made nothing (or undid it all): the name and the requester's count are
+        free again. If that fails the row stays, leased until its lease runs out; the sweep removes it then."""
         try:
             self.registry.forget(record)
-        except Exception:  # the row stays, leased until its lease runs out; the sweep removes it then
+        except Exception:
             log.warning("could not forget the registry row of %s", record.name, exc_info=True)
 
     # ----------------------------------------------------------------- service principal and grants

@@ -37,6 +37,9 @@ REGISTRATION, REQUESTER, IDEMPOTENCY = "reg:", "req:", "idem:"
 IDEMPOTENCY_SECONDS = 24 * 3600
 # How often a write that lost a race on the requester's count reads again (each loser sees a newer count).
 COUNT_ATTEMPTS = 50
+# How many requesters' counters a process keeps (about 200 bytes each).
+KNOWN_COUNTERS = 10_000
+_UNKNOWN: Any = object()
 
 __all__ = ["Exists", "Limit", "Record", "Registry", "Stale"]
 
@@ -93,6 +96,9 @@ class Registry:
     def __init__(self, store: TableStore, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
+        # Each requester's counter row as this process last wrote it: a hint that saves reserve() a read, never
+        # trusted on its own (the transaction's If-Match decides).
+        self._counters: dict[str, dict | None] = {}
 
     def table(self) -> TableStore:
         """The table, made on first use."""
@@ -120,23 +126,34 @@ class Registry:
     # --------------------------------------------------------------------------------------- writes
     def reserve(self, record: Record, *, limit: int | None = None) -> Record:
         """Insert the registration row (insert-only: Exists when the name is recorded already) and count it
-        for its requester in the same transaction; with `limit`, Limit when the requester holds that many."""
+        for its requester in the same transaction; with `limit`, Limit when the requester holds that many.
+
+        One round trip when this process knows the requester's counter: the transaction replaces it on the ETag
+        last seen, so a counter another instance moved since makes it Stale and it is read again (the count
+        stays exact; the known counter only saves the read). A Limit reached on a known counter is read again
+        before it is believed."""
         store = self.table()
         record = replace(record, created_at=record.created_at or self._clock().isoformat())
+        counter, known = self._counters.get(record.requester, _UNKNOWN), True
         for _ in range(COUNT_ATTEMPTS):
-            counter = store.get(PARTITION, REQUESTER + record.requester)
+            if counter is _UNKNOWN:
+                counter, known = store.get(PARTITION, REQUESTER + record.requester), False
             count = int(counter["count"]) if counter else 0
             if limit is not None and count >= limit:
+                if known:
+                    counter = _UNKNOWN
+                    continue
                 raise Limit(record.requester)
+            counted = self._count_op(record.requester, counter, +1)
             try:
-                store.transact([("insert", record.to_row(), None), self._count_op(record.requester, counter, +1)])
+                etags = store.transact([("insert", record.to_row(), None), counted])
             except Stale:
                 if self.get(record.name) is not None:
                     raise Exists(record.name) from None
-                continue  # another registration of this requester was counted first: count again
-            found = self.get(record.name)
-            assert found is not None, "a committed insert is read back in its partition"
-            return found
+                counter = _UNKNOWN  # another registration of this requester was counted first: count again
+                continue
+            self._remember(record.requester, dict(counted[1], etag=etags[1]))
+            return replace(record, etag=etags[0])
         raise Stale(record.name)
 
     def save(self, record: Record) -> Record:
@@ -158,11 +175,19 @@ class Registry:
             if counter is not None:
                 ops.append(self._count_op(record.requester, counter, -1))
             try:
-                store.transact(ops)
+                etags = store.transact(ops)
             except Stale:
                 continue
+            if counter is not None:
+                self._remember(record.requester, dict(ops[1][1], etag=etags[1]))
             return
         raise Stale(record.name)
+
+    def _remember(self, requester: str, counter: dict) -> None:
+        """Keep the requester's counter as last written (bounded: a process that met many requesters starts over)."""
+        if len(self._counters) >= KNOWN_COUNTERS:
+            self._counters.clear()
+        self._counters[requester] = counter
 
     @staticmethod
     def _count_op(requester: str, counter: dict | None, delta: int) -> tuple[str, dict, str | None]:

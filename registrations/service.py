@@ -130,51 +130,65 @@ class RegistrationService:
         check_permissions(request, self._graph_permissions, fields=None)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self.locked(request.name), self._credentials.read_policy_ahead(request, self._executor):
-            # What the identity owns, read beside the registry: the quota's count.
+            # The first round trip, all at once: what the identity owns (the quota's count), the principals the
+            # request names and the DICOM resource, read while this thread reserves the name in the registry.
             owned_future = submit(self._executor, self._quota.owned) if self._quota.limited else None
             named = named_principals(request)
             found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
                 if named else None
-            record = _upstream(lambda: self._registry.get(request.name))
-            resource = _upstream(lambda: self._provisioner.resource_for(request, target))
-            existing = None
-            if record is not None and record.state == "deleting":  # a DELETE that stopped half-way: finish it
-                record = self._finish_delete_of(record, self._recorded_app(record))
-            if record is not None:
-                existing = self._recorded_app(record)
-                self._check_replay(request, record, existing, caller)
-                if record.state == "ready" and existing is not None:
-                    return self._views.view(existing), False
-                self._provisioner.check_lease(record)
-            if found_future is not None:
-                check_principals(named, _upstream(found_future.result))
-            _upstream(lambda: self._credentials.check_policy(request))
-            if record is None and owned_future is not None:
-                _upstream(lambda: self._quota.check(owned_future.result()))
-            record = self._reserve(request, caller, record, requester)
+            resource_future = submit(self._executor, self._provisioner.resource_for, request, target)
+            record, fresh = self._claim(request, caller, requester)
+            try:
+                existing = None
+                if not fresh and record.state == "deleting":  # a DELETE that stopped half-way: finish it
+                    self._finish_delete_of(record, self._recorded_app(record))
+                    record, fresh = self._claim(request, caller, requester)
+                if not fresh:
+                    existing = self._recorded_app(record)
+                    self._check_replay(request, record, existing, caller)
+                    if record.state == "ready" and existing is not None:
+                        return self._views.view(existing), False
+                    self._provisioner.check_lease(record)
+                resource = _upstream(resource_future.result)
+                if found_future is not None:
+                    check_principals(named, _upstream(found_future.result))
+                _upstream(lambda: self._credentials.check_policy(request))
+                if fresh and owned_future is not None:
+                    _upstream(lambda: self._quota.check(owned_future.result()))
+                if not fresh:  # an earlier attempt ended before finishing: resume it under a lease of this request
+                    record = _upstream(lambda: self._provisioner.lease(record, self._provisioner.new_lease()))
+            except BaseException:
+                if fresh:
+                    self._provisioner.give_back(record)
+                raise
             app, sp, credential = self._provisioner.run(request, caller, target, resource, existing, record=record)
             if request.owners:
                 app = self._owners_after_create(request, caller, app)
         return self._views.view(app, sp_id=sp["id"], credential=credential), True
 
-    def _reserve(self, request: Request, caller: Caller, record: Record | None, requester: bool) -> Record:
-        """Record the registration before anything is made (insert-only, counted for its requester in the same
-        transaction: the per-requester limit is exact however many instances create at once), or take the
-        lease on the row of an earlier attempt that ended before finishing (to resume it)."""
-        holder = self._provisioner.new_lease()
-        until = self.now().timestamp() + self._provisioner.lease_seconds
-        if record is not None:
-            return _upstream(lambda: self._provisioner.lease(record, holder))
+    def _claim(self, request: Request, caller: Caller, requester: bool) -> tuple[Record, bool]:
+        """Reserve the name before anything is looked at or made: the registration's row inserted (insert-only)
+        with the desired state and the create's nonce, counted for its requester in the same transaction (the
+        per-requester limit is exact however many instances create at once), under this request's lease.
+        Returns (that row, True); when a row holds the name already, (that row, False): a replay, another
+        request's create, or an earlier attempt to resume. A request refused after its reservation gives it
+        back."""
         wanted = Record(name=request.name, requester=caller.object_id, type=request.type,
-                        target=request.dicomService, attempt=new_attempt(), lease_holder=holder, lease_until=until)
+                        target=request.dicomService, attempt=new_attempt(), lease_holder=self._provisioner.new_lease(),
+                        lease_until=self.now().timestamp() + self._provisioner.lease_seconds,
+                        tags=tuple(mf.tags_for(request, caller, state="provisioning")),
+                        fields=mf.applied_fields(request))
         limit = self.settings.max_registrations_per_requester if requester else None
         try:
-            return _upstream(lambda: self._registry.reserve(wanted, limit=limit))
-        except Exists:
+            return _upstream(lambda: self._registry.reserve(wanted, limit=limit)), True
+        except (Exists, Limit) as taken:
+            record = _upstream(lambda: self._registry.get(request.name))
+            if record is not None:
+                return record, False
+            if isinstance(taken, Limit):
+                raise limit_reached(self.settings.max_registrations_per_requester) from None
             raise retry_later(InProgress(f"another request is creating {request.name!r}; retry shortly"),
                               None) from None
-        except Limit:
-            raise limit_reached(self.settings.max_registrations_per_requester) from None
 
     def _recorded_app(self, record: Record) -> dict | None:
         """The application the registry recorded for this registration, as Graph has it (found by its object
@@ -326,7 +340,9 @@ class RegistrationService:
             wanted = parse(adopted_document(app, name, adopt.type, adopt.dicomService, adopt.access, owners=owners))
             self._target_for(wanted)
             check_request(self.settings, wanted)
-            reserved = self._reserve(wanted, caller, None, requester=False)
+            reserved, fresh = self._claim(wanted, caller, requester=False)
+            if not fresh:
+                raise retry_later(InProgress(f"another request is creating {name!r}; retry shortly"), None)
             try:
                 adopted, made = self._changer.adopt(app, wanted, caller)
             except BaseException:

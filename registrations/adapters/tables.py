@@ -122,9 +122,11 @@ class TableStore:
         except AzureError as exc:
             raise _upstream("deleteEntity", exc) from exc
 
-    def transact(self, operations: list[tuple[str, dict, str | None]]) -> None:
+    def transact(self, operations: list[tuple[str, dict, str | None]]) -> list[str]:
         """An entity group transaction in one partition: ("insert", row, None), ("replace", row, etag) or
-        ("delete", row, etag). All or nothing; a row that exists, changed or went makes it Stale."""
+        ("delete", row, etag). All or nothing; a row that exists, changed or went makes it Stale. Returns each
+        operation's new ETag in order (the batch response carries them; "" for a delete), so nothing written
+        needs reading back."""
         batch: list[Any] = []
         for op, row, etag in operations:
             condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
@@ -135,7 +137,7 @@ class TableStore:
             else:
                 batch.append(("update", _entity(row), {"mode": UpdateMode.REPLACE, **condition}))
         try:
-            self._client.submit_transaction(batch)
+            answers = self._client.submit_transaction(batch)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise Stale("transaction") from exc
         except HttpResponseError as exc:
@@ -144,6 +146,7 @@ class TableStore:
             raise _upstream("transaction", exc) from exc
         except AzureError as exc:
             raise _upstream("transaction", exc) from exc
+        return [answer.get("etag") or "" for answer in answers]
 
     def query(self, partition: str, *, prefix: str = "", page_size: int = 1000) -> Iterator[dict]:
         """Every row of `partition` whose RowKey starts with `prefix`, in RowKey order, page by page."""
