@@ -130,14 +130,16 @@ class RegistrationService:
         check_permissions(request, self._graph_permissions, fields=None)
         # One create per name at a time in this process: concurrent replays wait and then see the result.
         with self.locked(request.name), self._credentials.read_policy_ahead(request, self._executor):
-            # The first round trip, all at once: what the identity owns (the quota's count), the principals the
-            # request names and the DICOM resource, read while this thread reserves the name in the registry.
+            # The first round trip, all at once: the name reserved in the registry (sent first: the slowest to
+            # build), what the identity owns (the quota's count), the principals the request names and the DICOM
+            # resource.
+            claim_future = submit(self._executor, self._claim, request, caller, requester)
             owned_future = submit(self._executor, self._quota.owned) if self._quota.limited else None
             named = named_principals(request)
             found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
                 if named else None
             resource_future = submit(self._executor, self._provisioner.resource_for, request, target)
-            record, fresh = self._claim(request, caller, requester)
+            record, fresh = claim_future.result()
             try:
                 existing = None
                 if not fresh and record.state == "deleting":  # a DELETE that stopped half-way: finish it
@@ -717,13 +719,6 @@ def precondition(app: dict | None, if_match: str | None, name: str) -> None:
     if "*" not in tags and mf.entity_tag(app) not in tags:
         raise PreconditionFailed(f"registration {name!r} changed since that ETag was read; GET it again, then "
                                  "send the change with its new ETag as If-Match")
-
-
-def _count_own(owned: list[dict], caller: Caller) -> int:
-    """The registrations among the identity's owned objects that this requester asked for."""
-    mark = f"dicom-requester:{caller.object_id}"
-    return sum(1 for o in owned if o.get("@odata.type") == "#microsoft.graph.application"
-               and mf.TAG_MARK in (o.get("tags") or []) and mark in (o.get("tags") or []))
 
 
 def _upstream(action: Callable[[], T]) -> T:

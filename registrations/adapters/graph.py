@@ -64,12 +64,12 @@ class GraphClient:
         )
         return status != 404
 
-    def list_owned_objects(self, owner_sp_id: str, *, page_size: int = 999) -> Iterator[dict]:
+    def list_owned_objects(self, owner_sp_id: str, *, page_size: int = 999, select: str | None = None) -> Iterator[dict]:
         """Applications and service principals the product's own service principal owns (all it can manage
         with OwnedBy). One page holds them all: a principal may create 250 objects (999 is Graph's largest
-        page)."""
+        page). `select` ($select) names the properties wanted; "id" makes each object a few bytes."""
         return self._pages("listOwnedObjects", f"/v1.0/servicePrincipals/{owner_sp_id}/ownedObjects",
-                           {"$top": str(page_size)})
+                           {"$top": str(page_size), **({"$select": select} if select else {})})
 
     def list_owned_applications(self, owner_sp_id: str) -> Iterator[dict]:
         return (item for item in self.list_owned_objects(owner_sp_id)

@@ -232,6 +232,28 @@ def test_policy_limits_for_requesters(as_):
         admin.delete("/registrations/auth-hosts")
 
 
+def test_a_create_refused_after_it_reserved_its_name_gives_the_name_and_the_count_back(as_, tenant):
+    """The name is reserved (row inserted and counted) in the create's first round trip, beside the reads that
+    decide whether it may go on; a request those reads refuse leaves no row and no count behind, and the name
+    is free at once. Breaks if the refusal path forgets to give the reservation back."""
+    requester = as_["requester"]
+
+    def recorded() -> tuple[set[str], int]:
+        rows = tenant.registry_rows()
+        return ({r["RowKey"] for r in rows if r["RowKey"].startswith("reg:")},
+                sum(int(r["count"]) for r in rows if r["RowKey"].startswith("req:")))
+
+    names, counted = recorded()
+    ghost = "0badc0de-0000-4000-8000-000000000000"
+    refused = requester.post("/registrations", json=service("auth-given-back", secretReaders=[ghost]))
+    assert refused.status_code == 422 and ghost in refused.json()["detail"], refused.text
+    assert recorded() == (names, counted)
+    assert requester.post("/registrations", json=service("auth-given-back")).status_code == 201
+    assert recorded() == (names | {"reg:auth-given-back"}, counted + 1)
+    assert requester.delete("/registrations/auth-given-back").status_code == 200
+    assert recorded() == (names, counted)
+
+
 # ------------------------------------------------------------------------------------ the signing key cache
 class KeySource:
     """What the authority publishes, as JwksCache sees it: kid -> key, counted fetches, optional blocking."""
