@@ -134,13 +134,10 @@ class CallLog:
 
 class TableLatency:
     """The registry's Table Storage (Azurite) behind a loopback proxy that goes through the tenant's fault check
-    as service "table" for each call (once Azurite answered: it only records), so a CallLog records it; with
-    `delay` on it answers the injected latency (`latencyMs`) after the call arrived, so a hop to the registry
-    costs a round trip like a hop to Graph. Azurite's own time (about 2 ms a call and 8 for a batch, in Node on
-    this machine) is inside that latency, as a real Table Storage call's is inside its round trip; a whole
-    Table Storage call from a function app in its region takes a few ms, so charging it a Graph round trip is
-    already generous. Pass `settings()` to HostProcess. Like CallLog, it reaches into the tenant's private
-    core."""
+    as service "table" for each call, so a CallLog records it. With `delay` on, a call to the registry costs the
+    injected latency (`latencyMs`) as a call to Graph does, in the tenant's way: waited out before Azurite sees
+    it, or, with `latencyIncludesHandling`, answered that long after it arrived with Azurite's work inside. Pass
+    `settings()` to HostProcess. Like CallLog, it reaches into the tenant's private core."""
 
     def __init__(self, lt: Any) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -164,6 +161,11 @@ class TableLatency:
 
                 arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                delay = faults.latency("table") if proxy.delay else 0.0
+                whole = faults.get()["latencyIncludesHandling"]
+                if not whole:
+                    time.sleep(delay)
+                faults.check("table", f"table.{self.command.lower()}")  # looked up now: CallLog wraps it
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
                 try:
@@ -172,9 +174,8 @@ class TableLatency:
                     data = answer.read()
                 finally:
                     connection.close()
-                if proxy.delay:
-                    time.sleep(max(0.0, arrived + faults.latency("table") - time.monotonic()))
-                faults.check("table", f"table.{self.command.lower()}")  # looked up now: CallLog wraps it
+                if whole:
+                    time.sleep(max(0.0, arrived + delay - time.monotonic()))
                 self.send_response(answer.status)
                 for key, value in answer.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):

@@ -4,12 +4,16 @@ Faults are kept in memory only: a restart or `reset()` starts with none.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SERVICES = ("entra", "identity", "graph", "keyvault", "arm", "dicom")
 
@@ -203,7 +207,8 @@ class Faults:
 
     def set(self, config: dict[str, Any]) -> dict[str, Any]:
         config = dict(config or {})
-        unknown = set(config) - {"latencyMs", "latencyMsByService", "throttle", "replicationDelayMs", "failures"}
+        unknown = set(config) - {"latencyMs", "latencyMsByService", "latencyIncludesHandling", "throttle",
+                                 "replicationDelayMs", "failures"}
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         by_service = dict(config.get("latencyMsByService") or {})
@@ -227,10 +232,14 @@ class Faults:
             failures.append({"operation": f["operation"], "nth": int(f["nth"]), "status": int(f["status"]),
                              "times": None if f.get("times", 1) is None else int(f.get("times", 1)),
                              "when": when, "code": f.get("code"), "retryAfter": retry_after, "seen": 0})
+        whole = config.get("latencyIncludesHandling", False)
+        if type(whole) is not bool:
+            raise ValueError("latencyIncludesHandling is true or false")
         throttle = config.get("throttle")
         with self._lock:
             self._config = {
                 "latencyMs": float(config.get("latencyMs") or 0),
+                "latencyIncludesHandling": whole,
                 "latencyMsByService": {s: float(by_service.get(s) or 0) for s in SERVICES},
                 "throttle": dict(throttle) if throttle else None,
                 "replicationDelayMs": float(config.get("replicationDelayMs") or 0),
@@ -256,6 +265,22 @@ class Faults:
     def latency(self, service: str) -> float:
         c = self._config
         return (c["latencyMs"] + c["latencyMsByService"].get(service, 0)) / 1000.0
+
+    async def delayed(self, service: str, answer: Callable[[], Awaitable[T]]) -> T:
+        """Answer a call of `service` with the injected latency: by default the call waits it out first and
+        then is handled (the handling comes on top); with `latencyIncludesHandling` it is handled at once and
+        answered that long after it arrived (the handling inside: a benchmark timing the caller's own cost).
+        Either way the wait is on the event loop, so concurrent calls overlap as in Azure."""
+        delay = self.latency(service)
+        if not delay:
+            return await answer()
+        if not self._config["latencyIncludesHandling"]:
+            await asyncio.sleep(delay)
+            return await answer()
+        arrived = time.monotonic()
+        result = await answer()
+        await asyncio.sleep(max(0.0, arrived + delay - time.monotonic()))
+        return result
 
     def check(self, service: str, operation: str) -> InjectedFault | None:
         """Raises InjectedFault when this call is throttled or is a call a `"when": "before"` failure names;

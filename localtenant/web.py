@@ -3,7 +3,6 @@ injected latency and faults, reads the body, runs the (synchronous) handler unde
 the service's own exceptions into its error shape through that service's single serializer."""
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -73,9 +72,9 @@ def operation(core: "TenantCore", spec: ServiceSpec, path: str, methods: list[st
     async def endpoint(request: Request) -> Response:
         core.stats.count(name)
         req = Req(request, await request.body(), core)
-        delay = core.faults.latency(spec.name)
-        if delay:
-            await asyncio.sleep(delay)  # sleeps on the loop, so concurrent calls overlap as in Azure
+        return await core.faults.delayed(spec.name, lambda: handled(req))
+
+    async def handled(req: Req) -> Response:
         lost: InjectedFault | None = None
         try:
             lost = core.faults.check(spec.name, name)

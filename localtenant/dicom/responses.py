@@ -105,10 +105,7 @@ class Front:
         name = "dicom.search" if action == "read" and _is_search(request.url.path) else {
             "read": "dicom.retrieve", "write": "dicom.store", "delete": "dicom.delete"}.get(action, "dicom.other")
         self.core.stats.count(name)
-        delay = self.core.faults.latency("dicom")
-        if delay:
-            await asyncio.sleep(delay)
-        answer = await self._answer(request, action, name)
+        answer = await self.core.faults.delayed("dicom", lambda: self._answer(request, action, name))
         if access.allowed_origin(cors, origin):
             answer.headers.update(access.cors_headers(cors, origin or ""))
         return answer

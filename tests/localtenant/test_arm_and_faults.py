@@ -134,6 +134,33 @@ def test_latency_overlaps(lt, http):
     assert time.monotonic() - started < 2.5
 
 
+@pytest.mark.parametrize("whole", [False, True])
+def test_latency_is_waited_before_the_handler_or_includes_it(lt, graph, whole):
+    """By default a delayed call waits, then is handled; with latencyIncludesHandling it is handled at once
+    and answered the latency after it arrived (the critical-path benchmark's model). Breaks if the knob is
+    ignored or the handling moves."""
+    import concurrent.futures as cf
+    name = f"latency-model-{whole}"
+    lt.set_faults({"latencyMs": 400, "latencyIncludesHandling": whole})
+    started = time.monotonic()
+    with cf.ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(graph, "POST", "/applications", {"displayName": name})
+        seen = None
+        while not sent.done():
+            if seen is None and any(a["displayName"] == name for a in lt.state()["applications"]):
+                seen = time.monotonic() - started
+            time.sleep(0.01)
+        answered = time.monotonic() - started
+    lt.set_faults({})
+    assert sent.result().status_code == 201 and answered >= 0.4
+    if whole:
+        assert seen is not None and seen < answered - 0.2, (seen, answered)
+    else:
+        assert seen is None or seen >= 0.4, (seen, answered)
+    with pytest.raises(ValueError):
+        lt.set_faults({"latencyIncludesHandling": "true"})
+
+
 def test_refuses_non_loopback_host():
     with pytest.raises(ValueError):
         LocalTenant.start(host="0.0.0.0")
