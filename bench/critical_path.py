@@ -149,7 +149,7 @@ def run(options: argparse.Namespace) -> list[Result]:
                 f", code says {expected} of which {registry} the registry's"
             results.append(Result(
                 f"critical path {kind}",
-                f"{wall * 1000:.0f} ms / ({depth} hops x {options.latency_ms} ms) = {ratio:.2f}; {elsewhere} hops "
+                f"{wall * 1000:.0f} ms / ({depth} hops x {options.latency_ms} ms) = {ratio:.3f}; {elsewhere} hops "
                 f"without the registry's{note}; naive sequential: {calls} calls ({on_table} to the registry) = "
                 f"{calls * options.latency_ms} ms", f"<= {GOAL}, and at most the code's hops",
                 ratio <= GOAL and depth <= expected))

@@ -8,6 +8,8 @@ someone wrote in between (412 UpdateConditionNotSatisfied). Those two answers ar
 In Azure the client uses the function app's managed identity on the storage account's table endpoint
 (``AzureWebJobsStorage__tableServiceUri``, role Storage Table Data Contributor), never a key. Locally it
 talks to Azurite through a connection string that ``settings`` accepts only in Development on loopback.
+Its transport is the other adapters' (``transport_for``): the environment's proxies read once, not on every
+call (a function app's environment holds every app setting).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExists
                                    ResourceNotFoundError)
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from ._rest import transport_for
 from .errors import UpstreamError
 
 SERVICE = "registry"
@@ -50,11 +53,14 @@ class TableStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str) -> "TableStore":
-        return cls(TableServiceClient.from_connection_string(connection_string).get_table_client(table))
+        endpoint = TableServiceClient.from_connection_string(connection_string).url  # parsed, not called
+        return cls(TableServiceClient.from_connection_string(
+            connection_string, transport=transport_for(endpoint, True)).get_table_client(table))
 
     @classmethod
     def from_endpoint(cls, endpoint: str, table: str, credential: Any) -> "TableStore":
-        return cls(TableServiceClient(endpoint=endpoint, credential=credential).get_table_client(table))
+        return cls(TableServiceClient(endpoint=endpoint, credential=credential,
+                                      transport=transport_for(endpoint, True)).get_table_client(table))
 
     def ensure_table(self) -> None:
         """Create the table when it is not there (once per process)."""
