@@ -87,12 +87,13 @@ class Provisioner:
             raise retry_later(InProgress("another request is working on this registration; retry shortly"),
                               None) from None
 
-    def _create_application(self, unique: str, manifest: dict, attempt: str) -> dict:
+    def _create_application(self, unique: str, manifest: dict, attempt: str) -> tuple[dict, bool]:
         """Create-only: POST /applications with the uniqueName, never a write to an application that is there.
         A taken name is the answer "it exists" (Graph says so with 400 Request_BadRequest), so read who holds
-        it: our own lost 201 carries the attempt nonce the registry recorded before the POST (nobody else can
-        know it before the name is ours); anything else holding the name, live or in deleted items, is a 409
-        naming it, and nothing is written to it."""
+        it: our own lost 201, or the application of an earlier attempt at this create that ended before it
+        recorded the application, carries the attempt nonce the registry recorded before the POST (nobody else can know
+        it before the name is ours); anything else holding the name, live or in deleted items, is a 409 naming
+        it, and nothing is written to it. Returns (application, whether this call made it)."""
         holder: dict = {}
 
         def find() -> dict | None:
@@ -115,7 +116,7 @@ class Provisioner:
             raise Conflict(f"the name is held by an application this API has no record of (object id {app['id']}, "
                            f"appId {app.get('appId')}); nothing was written to it; use another name, or an "
                            "administrator adopts it", holder=_holder(app))
-        return app
+        return app, holder.get("app") is not app
 
     def _needs_identifier_uri(self, request: Request, app: dict) -> bool:
         """An API registration without a requested identifier URI gets the default, which names the appId and
@@ -151,25 +152,26 @@ class Provisioner:
                                              resource=resource)
                 # The nonce by which a lost 201 is recognised as this create's.
                 manifest["tags"].append(mf.create_mark(record.attempt))
-                app = saga.run("create application",
-                               lambda: self._create_application(unique, manifest, record.attempt),
-                               undo=lambda made: self.teardown.delete_for_good("application", made["id"]))
-                fresh = True
+                # Made now, it goes alone if the create is undone; found (made by an earlier attempt that ended
+                # before recording it), everything that attempt made goes too, as when resuming.
+                app, fresh = saga.run("create application",
+                                      lambda: self._create_application(unique, manifest, record.attempt),
+                                      undo=lambda made: self._undo_application(request.name, record, *made))
             else:
                 app = existing
                 # The earlier attempt is over (its lease expired): if this one fails too, remove it all.
                 saga.run("resume application", lambda: app, undo=lambda _: self.teardown.remove(request.name, app))
                 fresh = False
 
-            # Everything that needs only the application, at once. Its ids are recorded beside the first
-            # writes that follow: the row holds the desired state since the reservation, so even a create that
-            # dies before they are recorded is found (by the nonce) and removed whole by the sweep.
+            # Everything that needs only the application, at once, its ids recorded beside. Until they are, the
+            # row (holding the desired state since the reservation) finds the application by its uniqueName and
+            # the nonce it carries, so a create that dies half-way is resumed or removed whole.
             consent = self.admin_consent_for(caller)
             chains = [("service principal", lambda: self._principal_and_grant(
                 saga, request, target, resource, app, fresh, consent=consent), None)]
             if PLANS[request.type].has_credential:
                 chains.append(("credential", lambda: self.credentials.provision(saga, request, app, fresh), None))
-            if fresh:
+            if not state["record"].app_object_id:
                 chains.append(("record application", lambda: save(app_object_id=app["id"], app_id=app["appId"]),
                                None))
             if self._needs_identifier_uri(request, app):
@@ -193,6 +195,12 @@ class Provisioner:
                 raise failure.cause from failure
             raise step_problem(ProvisioningFailed, failure, "provisioning") from failure.cause
         return dict(app, tags=ready, labels=list(app.get("labels", app.get("tags")) or [])), sp, credential
+
+    def _undo_application(self, name: str, record: Record, app: dict, made: bool) -> None:
+        if made:
+            self.teardown.delete_for_good("application", app["id"])
+        else:
+            self.teardown.remove(name, dict(app, tags=list(record.tags) or app.get("tags") or []))
 
     def _forget(self, record: Record, failure: StepFailed) -> None:
         """A create undone: its row goes too, unless something could not be undone (the sweep finds it by

@@ -12,10 +12,10 @@ holds it all, so every read is strongly consistent and several rows can change i
 | idempotency | ``idem:{hash of caller and key}`` | an Idempotency-Key's first request (its hash and name) and, once answered, the answer; kept 24 h |
 
 Every write is conditional: an insert fails when the row exists, an update or delete when its ETag changed
-(adapters/tables.py). A registration row is inserted before the application is created (with the nonce the
-create's application carries), so an application holding the name that does not carry that nonce is never
-taken for ours; it is updated with the ids as soon as they exist and removed only after everything the API made
-for it is gone.
+(adapters/tables.py). A registration row is inserted before the application is created, with the desired state
+and the nonce the create's application carries, so an application holding the name that does not carry that
+nonce is never taken for ours; until the create records the Entra ids, the application is the one holding the
+name with that nonce. The row is removed only after everything the API made for it is gone.
 """
 
 from __future__ import annotations

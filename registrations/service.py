@@ -536,7 +536,14 @@ class RegistrationService:
 
     def finish_delete(self, record: Record, app: dict | None) -> list[dict]:
         """Remove everything recorded for a registration that is `deleting` (or a create that never finished),
-        then its row. Safe to repeat: what is gone already counts as removed."""
+        then its row. Safe to repeat: what is gone already counts as removed. A create that ended before it
+        recorded its application's ids: its application is the one holding the name that carries the create's
+        nonce (nothing else can)."""
+        if not record.app_object_id:
+            found = self._graph.get_application(mf.unique_name(self.settings.name_prefix, record.name))
+            if found is not None and record.attempt and mf.create_mark(record.attempt) in (found.get("tags") or []):
+                record = replace(record, app_object_id=found["id"], app_id=found["appId"])
+                app = as_recorded(found, record)
         removed = self._teardown.remove(record.name, app or remains(record)) if record.app_object_id else []
         self._registry.forget(record)
         return removed
@@ -646,14 +653,9 @@ class RegistrationService:
         self._changer.run(app, wanted, fields, Caller(object_id=record.requester, name="sweep"))
 
     def _forget_dead_create(self, record: Record) -> None:
-        """A create that died between reserving its row and recording its application: the application, if
-        its POST went through, carries the create's nonce (and nothing else can); remove it, then the row."""
-        found = self._graph.get_application(mf.unique_name(self.settings.name_prefix, record.name))
-        if found is not None and mf.create_mark(record.attempt) in (found.get("tags") or []):
-            self.finish_delete(replace(record, app_object_id=found["id"], app_id=found["appId"]),
-                               as_recorded(found, record))
-        else:
-            self._registry.forget(record)
+        """A create that died before it recorded its application: remove what it made (finish_delete finds the
+        application by the create's nonce), then the row."""
+        self.finish_delete(record, None)
 
     def leased(self, name: str, now: datetime) -> bool:
         """Whether a request holds the lease on this registration now."""
