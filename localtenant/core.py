@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from . import seed as seeding
@@ -51,6 +52,8 @@ class TenantCore:
         self.arm = ArmBackend(self.graph, seeding.SUBSCRIPTION_ID)
         self.dicom_services = DicomServices(self.arm)
         self.orthanc: Any = None  # set by LocalTenant.start: the Orthanc process the DICOM fronts forward to
+        # What else goes back to the seed on reset() (LocalTenant adds the registry's rows, which Azurite keeps).
+        self.on_reset: list[Callable[[], None]] = []
         self.keyvault = KeyVaultBackend(self.store, self.clock, self.issued)
         self.authority_host = self.graph_endpoint = self.vault_url = self.arm_endpoint = ""
         self.identity_endpoint = self.dicom_url = self.dicom_oss_url = ""
@@ -122,6 +125,8 @@ class TenantCore:
             self.settings.set({})
             self.stats.clear()
             self.clock.offset = 0.0
+        for hook in self.on_reset:
+            hook()
 
     def oss_dicom(self) -> dict[str, Any] | None:
         """The open-source DICOM server's configuration (audience, authority, roles, cors), or None."""

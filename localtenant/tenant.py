@@ -52,6 +52,7 @@ class LocalTenant:
         # has a table of its own in the process's shared Azurite, one with a state file its own Azurite.
         self.storage = storage.for_tenant(None if temporary else files / "azurite")
         self.registry_table = f"registry{uuid.uuid4().hex[:16]}" if temporary else "registrations"
+        core.on_reset.append(self._clear_registry)  # POST /_admin/reset too, not only reset()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     @classmethod
@@ -176,7 +177,6 @@ class LocalTenant:
 
     def reset(self) -> None:
         """Back to the seed: state, faults, directory settings, stats and clock; the registry's rows go too."""
-        self._clear_registry()
         self._core.reset()
 
     def _clear_registry(self) -> None:
