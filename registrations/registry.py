@@ -254,3 +254,19 @@ class Idempotency:
     def release(self, claimed: Idempotent) -> None:
         """The first request failed: the key is free for its retry."""
         self._registry.table().delete(PARTITION, claimed.key, claimed.etag)
+
+    def purge(self, now: float) -> int:
+        """Remove the records kept past their time (the sweep's housekeeping: an expired key is claimed afresh
+        anyway, so this only keeps the partition from growing with every key ever sent). One claimed again
+        meanwhile has a new ETag and stays. Returns how many went."""
+        store = self._registry.table()
+        gone = 0
+        for row in store.query(PARTITION, prefix=IDEMPOTENCY):
+            if float(row["until"]) > now:
+                continue
+            try:
+                store.delete(PARTITION, row["RowKey"], row["etag"])
+            except Stale:
+                continue
+            gone += 1
+        return gone

@@ -657,6 +657,10 @@ class RegistrationService:
         application by the create's nonce), then the row."""
         self.finish_delete(record, None)
 
+    def purge_expired_keys(self, now: datetime) -> int:
+        """Idempotency-Key records past their 24 hours, removed (the sweep's housekeeping)."""
+        return self._idempotency.purge(now.timestamp())
+
     def leased(self, name: str, now: datetime) -> bool:
         """Whether a request holds the lease on this registration now."""
         record = self._registry.get(name)

@@ -8,7 +8,8 @@ expires soon. Then look for drift between Entra and Key Vault and repair only wh
 |---|---|
 | a registration still `provisioning` an hour after it was created (its create never answered 201) | tear it down |
 | a registry row `deleting` whose lease has run out (a DELETE that stopped half-way) | finish the delete, purge from deleted items included |
-| a registry row `provisioning` with no application recorded, an hour old (a create that died around its POST) | remove the application carrying that create's nonce, if any, and the row |
+| a registry row `provisioning` with no application recorded, an hour old (a create that died before recording it) | remove the application carrying that create's nonce, if any, with all it made, and the row |
+| an Idempotency-Key record past its 24 hours | remove it (housekeeping; reported as `expiredIdempotencyKeys` with a count) |
 | a credential on an app whose value is not in Key Vault (nobody can use it) | remove it (retire) |
 | a Key Vault secret of this API whose application is gone | soft-delete it (recoverable) |
 | an app with a secret or certificate credential but no Key Vault secret | report only: rotating is the fix, and that is the owner's call |
@@ -55,6 +56,7 @@ class SweepableService(Protocol):
     def remove_remains(self, name: str, app: dict) -> list[dict]: ...
     def leased(self, name: str, now: datetime) -> bool: ...
     def finish_unfinished(self, now: datetime, *, stale: timedelta) -> list[dict]: ...
+    def purge_expired_keys(self, now: datetime) -> int: ...
     def drift(self, app: dict, name: str) -> list[dict]: ...
     def remove_ungranted(self, app: dict, name: str, fields: list[str]) -> None: ...
     def managed_secrets(self) -> list[StoredSecret]: ...
@@ -107,6 +109,8 @@ def run(service: SweepableService, *, now: datetime | None = None) -> dict[str, 
     # their application. Finished first, so the registrations below are the live ones.
     try:
         report["repaired"].extend(service.finish_unfinished(now, stale=STALE_PROVISIONING))
+        if purged := service.purge_expired_keys(now):
+            report["repaired"].append({"kind": "expiredIdempotencyKeys", "count": purged})
     except Exception as exc:
         log.warning("finishing unfinished operations failed: %s", type(exc).__name__, exc_info=True)
         report["errors"].append({"registration": "*", "error": type(exc).__name__})

@@ -147,6 +147,25 @@ def test_sweep_finds_drift_and_repairs_only_what_is_safe(api, tenant):
     assert api.get("/registrations/cred-drift").status_code == 200
 
 
+def test_the_sweep_removes_idempotency_keys_past_their_day_and_keeps_the_rest(api, tenant):
+    """Every Idempotency-Key sent is a registry row kept 24 h; the sweep removes those past it, so the partition
+    does not grow with every key ever sent. Breaks if the sweep leaves them, or removes a live one."""
+    def keys() -> set[str]:
+        return {r["RowKey"] for r in tenant.registry_rows() if r["RowKey"].startswith("idem:")}
+
+    before = keys()
+    made = api.post("/registrations", json=service("idem-purge"), headers={"Idempotency-Key": "idem-purge-1"})
+    assert made.status_code == 201, made.text
+    sent = keys() - before
+    assert len(sent) == 1
+    sweep(datetime.now(timezone.utc))
+    assert sent <= keys()  # within its day the key still answers a retry
+    report = sweep(datetime.now(timezone.utc) + timedelta(hours=25))
+    assert not sent & keys(), keys()
+    assert any(r.get("kind") == "expiredIdempotencyKeys" and r["count"] >= 1 for r in report["repaired"]), report
+    assert api.delete("/registrations/idem-purge").status_code == 200
+
+
 def test_the_timer_runs_through_the_host(host):
     response = httpx.post(f"{host.url}/admin/functions/sweep_credentials", headers={"x-functions-key": MASTER_KEY},
                           json={}, trust_env=False, timeout=120)
