@@ -28,7 +28,7 @@ from .adapters.vault import StoredSecret, VaultClient
 from .change import APP_FIELDS, FIXED, Changer, adopted_document, desired_document, fixed_problem
 from .credentials import MANAGED_BY, Credentials
 from .kinds import PLANS
-from .manifest import ADMIN, READ, Caller
+from .manifest import ADMIN, READ, REQUESTED_FOR, Caller
 from .models import AdoptRequest, FederatedCredential, ListQuery, RegistrationRequest, Request
 from .problems import (
     Conflict,
@@ -135,7 +135,7 @@ class RegistrationService:
             # resource.
             claim_future = submit(self._executor, self._claim, request, caller, requester)
             owned_future = submit(self._executor, self._quota.owned) if self._quota.limited else None
-            named = named_principals(request)
+            named = named_principals(request, caller)
             found_future = submit(self._executor, self._graph.object_types, [oid for _, oid, _ in named]) \
                 if named else None
             resource_future = submit(self._executor, self._provisioner.resource_for, request, target)
@@ -845,15 +845,21 @@ SECRET_READER_TYPES = frozenset({"user", "group", "servicePrincipal"})
 # Graph: "owners ... users or service principals" (not groups) of an application or service principal.
 OWNER_TYPES = frozenset({"user", "servicePrincipal"})
 SIGN_IN_GROUP_TYPES = frozenset({"group"})
+# Who can hold Registrations.Request and call with a token of their own: a person, or a workload's principal.
+REQUESTER_TYPES = frozenset({"user", "servicePrincipal"})
 NamedPrincipal = tuple[list[str | int], str, frozenset[str]]
 
 
-def named_principals(request: Request) -> list[NamedPrincipal]:
-    """(location in the request, object id, the types it may be) for every principal the request names."""
-    return [(["secretReaders", index], oid, SECRET_READER_TYPES)
-            for index, oid in enumerate(request.secretReaders)] + \
-        [(["owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)] + \
-        [(["signInGroups", index], oid, SIGN_IN_GROUP_TYPES) for index, oid in enumerate(request.signInGroups)]
+def named_principals(request: Request, caller: Caller | None = None) -> list[NamedPrincipal]:
+    """(location in the request, object id, the types it may be) for every principal the request names; on a
+    create a broker asks for, the person it names in Requested-For too (the registration becomes theirs)."""
+    named: list[NamedPrincipal] = (
+        [(["secretReaders", index], oid, SECRET_READER_TYPES) for index, oid in enumerate(request.secretReaders)]
+        + [(["owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)]
+        + [(["signInGroups", index], oid, SIGN_IN_GROUP_TYPES) for index, oid in enumerate(request.signInGroups)])
+    if caller is not None and caller.broker:
+        named.append((["header", REQUESTED_FOR], caller.object_id, REQUESTER_TYPES))
+    return named
 
 
 def check_principals(named: list[NamedPrincipal], found: dict[str, str]) -> None:

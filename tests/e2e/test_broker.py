@@ -55,3 +55,24 @@ def test_what_a_broker_made_for_a_person_is_theirs_and_no_one_else_s(broker, as_
     other = tenant.seed.requester_client.object_id
     assert broker.get("/registrations/broker-made", headers={PERSON: other}).status_code == 404
     assert as_["requester_b"].delete("/registrations/broker-made").status_code == 200
+
+
+def test_a_broker_cannot_make_a_registration_for_nobody(broker, tenant):
+    """The person a broker names must exist in this tenant (a user, or a workload's service principal): a
+    registration made for an object id nobody holds could never be seen or deleted by its requester. A 422
+    naming the header, and nothing written. Breaks if the create takes the header's object id on trust."""
+    nobody = "0badc0de-1111-4222-8333-444455556666"
+    problem = refused(broker.post("/registrations", json=service("broker-nobody"), headers={PERSON: nobody}),
+                      422, "validation")
+    assert problem["errors"][0]["loc"] == ["header", PERSON] and nobody in problem["detail"], problem
+    assert objects_named(tenant, "broker-nobody")["applications"] == []
+    assert not [r for r in tenant.registry_rows() if r["RowKey"] == "reg:broker-nobody"]
+    group = tenant.seed.group.object_id  # a group cannot sign in and call with a token of its own
+    problem = refused(broker.post("/registrations", json=service("broker-group"), headers={PERSON: group}), 422,
+                      "validation")
+    assert "of type group" in problem["detail"], problem
+    # A person of this tenant is a requester a broker may name.
+    person = tenant.seed.user.object_id
+    made = broker.post("/registrations", json=service("broker-person"), headers={PERSON: person})
+    assert made.status_code == 201 and made.json()["requestedBy"] == person, made.text
+    assert broker.delete("/registrations/broker-person", headers={PERSON: person}).status_code == 200
