@@ -71,8 +71,8 @@ def _provision(client, log: CallLog, body: dict, latency: float) -> tuple[float,
         raise RuntimeError(f"{body['type']} {body['name']}: {response.status_code} {response.text[:300]}")
     calls = log.since(start)
     elsewhere = [c[0] for c in calls if c[1] != "table"]
-    return (wall, sequential_depth([c[0] for c in calls], latency), sequential_depth(elsewhere, latency), len(calls),
-            len(calls) - len(elsewhere))
+    depth = sequential_depth([c[0] for c in calls], latency)
+    return wall, depth, sequential_depth(elsewhere, latency), len(calls), len(calls) - len(elsewhere)
 
 
 def _verification(client, log: CallLog, latency: float, latency_ms: int, repeats: int) -> list[Result]:
@@ -149,7 +149,8 @@ def run(options: argparse.Namespace) -> list[Result]:
                 f", code says {expected} of which {registry} the registry's"
             results.append(Result(
                 f"critical path {kind}",
-                f"{wall * 1000:.0f} ms / ({depth} hops x {options.latency_ms} ms) = {ratio:.3f}; {elsewhere} hops "
+                f"{wall * 1000:.0f} ms / ({depth} hops x {options.latency_ms} ms) = {ratio:.3f}; "
+                f"{elsewhere} hops "
                 f"without the registry's{note}; naive sequential: {calls} calls ({on_table} to the registry) = "
                 f"{calls * options.latency_ms} ms", f"<= {GOAL}, and at most the code's hops",
                 ratio <= GOAL and depth <= expected))

@@ -91,9 +91,9 @@ class Provisioner:
         """Create-only: POST /applications with the uniqueName, never a write to an application that is there.
         A taken name is the answer "it exists" (Graph says so with 400 Request_BadRequest), so read who holds
         it: our own lost 201, or the application of an earlier attempt at this create that ended before it
-        recorded the application, carries the attempt nonce the registry recorded before the POST (nobody else can know
-        it before the name is ours); anything else holding the name, live or in deleted items, is a 409 naming
-        it, and nothing is written to it. Returns (application, whether this call made it)."""
+        recorded the application, carries the attempt nonce the registry recorded before the POST (nobody else
+        can know it before the name is ours); anything else holding the name, live or in deleted items, is a 409
+        naming it, and nothing is written to it. Returns (application, whether this call made it)."""
         holder: dict = {}
 
         def find() -> dict | None:

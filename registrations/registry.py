@@ -184,7 +184,8 @@ class Registry:
         raise Stale(record.name)
 
     def _remember(self, requester: str, counter: dict) -> None:
-        """Keep the requester's counter as last written (bounded: a process that met many requesters starts over)."""
+        """Keep the requester's counter as last written (bounded: a process that met many requesters starts
+        over)."""
         if len(self._counters) >= KNOWN_COUNTERS:
             self._counters.clear()
         self._counters[requester] = counter

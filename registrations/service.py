@@ -157,7 +157,7 @@ class RegistrationService:
                 _upstream(lambda: self._credentials.check_policy(request))
                 if fresh and owned_future is not None:
                     _upstream(lambda: self._quota.check(owned_future.result()))
-                if not fresh:  # an earlier attempt ended before finishing: resume it under a lease of this request
+                if not fresh:  # an earlier attempt ended before finishing: resume it, under this request's lease
                     record = _upstream(lambda: self._provisioner.lease(record, self._provisioner.new_lease()))
             except BaseException:
                 if fresh:
@@ -176,7 +176,8 @@ class RegistrationService:
         request's create, or an earlier attempt to resume. A request refused after its reservation gives it
         back."""
         wanted = Record(name=request.name, requester=caller.object_id, type=request.type,
-                        target=request.dicomService, attempt=new_attempt(), lease_holder=self._provisioner.new_lease(),
+                        target=request.dicomService, attempt=new_attempt(),
+                        lease_holder=self._provisioner.new_lease(),
                         lease_until=self.now().timestamp() + self._provisioner.lease_seconds,
                         tags=tuple(mf.tags_for(request, caller, state="provisioning")),
                         fields=mf.applied_fields(request))
@@ -541,7 +542,8 @@ class RegistrationService:
         nonce (nothing else can)."""
         if not record.app_object_id:
             found = self._graph.get_application(mf.unique_name(self.settings.name_prefix, record.name))
-            if found is not None and record.attempt and mf.create_mark(record.attempt) in (found.get("tags") or []):
+            mark = mf.create_mark(record.attempt) if record.attempt else None
+            if found is not None and mark in (found.get("tags") or []):
                 record = replace(record, app_object_id=found["id"], app_id=found["appId"])
                 app = as_recorded(found, record)
         removed = self._teardown.remove(record.name, app or remains(record)) if record.app_object_id else []
@@ -856,7 +858,8 @@ def named_principals(request: Request, caller: Caller | None = None) -> list[Nam
     named: list[NamedPrincipal] = (
         [(["secretReaders", index], oid, SECRET_READER_TYPES) for index, oid in enumerate(request.secretReaders)]
         + [(["owners", index], oid, OWNER_TYPES) for index, oid in enumerate(request.owners)]
-        + [(["signInGroups", index], oid, SIGN_IN_GROUP_TYPES) for index, oid in enumerate(request.signInGroups)])
+        + [(["signInGroups", index], oid, SIGN_IN_GROUP_TYPES)
+           for index, oid in enumerate(request.signInGroups)])
     if caller is not None and caller.broker:
         named.append((["header", REQUESTED_FOR], caller.object_id, REQUESTER_TYPES))
     return named

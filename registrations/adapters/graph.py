@@ -64,7 +64,8 @@ class GraphClient:
         )
         return status != 404
 
-    def list_owned_objects(self, owner_sp_id: str, *, page_size: int = 999, select: str | None = None) -> Iterator[dict]:
+    def list_owned_objects(self, owner_sp_id: str, *, page_size: int = 999,
+                           select: str | None = None) -> Iterator[dict]:
         """Applications and service principals the product's own service principal owns (all it can manage
         with OwnedBy). One page holds them all: a principal may create 250 objects (999 is Graph's largest
         page). `select` ($select) names the properties wanted; "id" makes each object a few bytes."""
