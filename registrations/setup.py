@@ -4,7 +4,8 @@ It reads the function app's settings (the environment, or `--settings` with a lo
 JSON object), signs in with DefaultAzureCredential (an administrator's `az login`, or a pipeline's service
 principal) and makes what the app needs, looking first and changing only what is missing:
 
-1. the API's own app registration, by uniqueName (`--api-name`): identifier URI `api://{tenant}/{api-name}`,
+1. the API's own app registration, by uniqueName (`--api-name`): identifier URI `api://{tenant}/{api-name}`
+   (`api://{tenant}/{appId}` where the tenant's app management policy allows only the default forms),
    the app roles Registrations.Admin, .Request, .Read and .Broker, the delegated scope `user_impersonation`, v2
    tokens; and its service principal, which only principals holding one of its roles may get tokens for;
 2. the Graph application permissions the settings need, on the function app's managed identity
@@ -48,8 +49,9 @@ from .adapters.errors import UpstreamError, lag_404, lag_new_application, lag_ne
 from .adapters.graph import GraphClient
 from .adapters.rbac import RbacClient
 from .kinds import DICOM_DATA_OWNER, DICOM_DATA_READER, KEY_VAULT_SECRETS_USER
-from .manifest import ADMIN, BROKER, READ, REQUEST
+from .manifest import ADMIN, BROKER, READ, REQUEST, default_identifier_uri
 from .problems import Misconfigured
+from .quota import IDENTIFIER_URI_RULES
 from .settings import ARM_SCOPE, GRAPH_SCOPE, ManagedTarget, OssTarget, Settings, load
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph's appId, the same in every tenant
@@ -155,12 +157,19 @@ class Setup:
         self.say("no changes needed" if not self.changes else
                  f"{len(self.changes)} change(s) {'planned (what-if: nothing was changed)' if self.what_if else 'made'}")
         return {"API_CLIENT_ID": app["appId"] if app else "<appId of the new registration>",
-                "API_AUDIENCE": self.identifier_uri}
+                "API_AUDIENCE": (self._audience_of(app) if app else None) or self.identifier_uri}
 
     @property
     def identifier_uri(self) -> str:
         # A secure form under Entra's identifier URI restrictions: api://{tenantId}/{string}.
         return f"api://{self.settings.tenant_id}/{self.api_name}"
+
+    def _audience_of(self, app: dict) -> str | None:
+        """The API's identifier URI on its registration: the name's form, or the appId's where the tenant's app
+        management policy allows no other (nonDefaultUriAddition)."""
+        uris = app.get("identifierUris") or []
+        return next((uri for uri in (self.identifier_uri, default_identifier_uri(self.settings.tenant_id,
+                                                                                  app["appId"])) if uri in uris), None)
 
     def change(self, what: str, action: Callable[[], Any]) -> Any:
         self.changes.append(what)
@@ -176,7 +185,7 @@ class Setup:
             manifest = {"displayName": "DICOM Registrations API", "signInAudience": "AzureADMyOrg",
                         **self._api_manifest({})}
             created = self.change(f"create the app registration {self.api_name} ({self.identifier_uri})",
-                                  lambda: self.graph.create_application({**manifest, "uniqueName": self.api_name}))
+                                  lambda: self._create_api({**manifest, "uniqueName": self.api_name}))
             return created
         patch = self._api_manifest(app)
         if patch:
@@ -184,12 +193,30 @@ class Setup:
                         lambda: self.graph.update_application(app["id"], patch))
         return app
 
+    def _create_api(self, manifest: dict) -> dict:
+        """Create the API's registration with the name's identifier URI; where the tenant's app management
+        policy refuses any but the default forms, with api://{tenantId}/{appId} instead (set once the appId
+        exists), saying so: API_AUDIENCE is then that."""
+        try:
+            return self.graph.create_application(manifest)
+        except UpstreamError as exc:
+            rule = next((d for d in exc.details if d in IDENTIFIER_URI_RULES), None) if exc.status == 400 else None
+            if rule is None:
+                raise
+        made = self.graph.create_application({**manifest, "identifierUris": []})
+        uri = default_identifier_uri(self.settings.tenant_id, made["appId"])
+        saga.eventually(lambda: self.graph.update_application(made["id"], {"identifierUris": [uri]}),
+                        lagging=lag_404)
+        self.say(f"the tenant's app management policy refuses {self.identifier_uri} ({rule}: "
+                 f"{IDENTIFIER_URI_RULES[rule]}): the API's identifier URI is {uri}")
+        return dict(made, identifierUris=[uri])
+
     def _api_manifest(self, app: dict) -> dict:
         """What the API registration lacks: our identifier URI, the three roles (enabled, for users and
         applications), the delegated scope, v2 tokens. Nothing is removed; ids are kept."""
         patch: dict[str, Any] = {}
         uris = list(app.get("identifierUris") or [])
-        if self.identifier_uri not in uris:
+        if not (app and self._audience_of(app)) and self.identifier_uri not in uris:
             patch["identifierUris"] = [*uris, self.identifier_uri]
         roles = [dict(r) for r in app.get("appRoles") or []]
         by_value = {r.get("value"): r for r in roles}

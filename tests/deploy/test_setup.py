@@ -268,3 +268,30 @@ def test_setup_grants_the_registry_s_table_role_on_the_storage_account_it_is_giv
     assert "assign Storage Table Data Contributor" in first.stdout
     assert [p["roleDefinitionId"].rsplit("/", 1)[-1] for p in held()] == [table_role]
     assert "no changes needed" in run_setup(bare, "--storage-account-id", account).stdout
+
+
+def test_setup_in_a_tenant_that_allows_only_default_identifier_uris_uses_the_appid_form(tmp_path):
+    """Where the tenant's app management policy allows a new application no identifier URI but api://{appId}
+    or api://{tenantId}/{appId} (nonDefaultUriAddition), setup's first try (the name's form) is refused; it
+    says so, gives the API api://{tenantId}/{appId}, prints that as API_AUDIENCE, and a second run changes
+    nothing. The function app then accepts a token for that audience. Breaks if setup fails there, or prints
+    an audience the registration does not have."""
+    import devhost
+
+    with LocalTenant.start(bare=True) as lt:
+        lt.set_app_management_policy({"isEnabled": True, "applicationRestrictions": {"identifierUris": {
+            "nonDefaultUriAddition": {"state": "enabled"}}}})
+        first = run_setup(lt)
+        settings = printed_settings(first.stdout)
+        app = next(a for a in lt.state()["applications"] if a.get("uniqueName") == "dicom-registrations-api")
+        assert settings["API_AUDIENCE"] == f"api://{lt.tenant_id}/{app['appId']}", first.stdout
+        assert app["identifierUris"] == [settings["API_AUDIENCE"]]
+        assert "refuses api://" in first.stdout and "nonDefaultUriAddition" in first.stdout, first.stdout
+        again = run_setup(lt)
+        assert "no changes needed" in again.stdout and printed_settings(again.stdout) == settings
+        app_ = runpy.run_path(str(ROOT / "function_app.py"))["app"]
+        with settings_override(**{**lt.app_settings(), **settings}):
+            with devhost.start_in_thread(devhost.build_app(app_, keys={"master": MASTER_KEY,
+                                                                       "function": FUNCTION_KEY})) as server:
+                with api_client(server, token_for(lt, lt.seed.admin_client, settings["API_AUDIENCE"])) as admin:
+                    assert admin.get("/registrations").status_code == 200
