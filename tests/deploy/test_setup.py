@@ -290,8 +290,9 @@ def test_setup_in_a_tenant_that_allows_only_default_identifier_uris_uses_the_app
         again = run_setup(lt)
         assert "no changes needed" in again.stdout and printed_settings(again.stdout) == settings
         app_ = runpy.run_path(str(ROOT / "function_app.py"))["app"]
-        with settings_override(**{**lt.app_settings(), **settings}):
-            with devhost.start_in_thread(devhost.build_app(app_, keys={"master": MASTER_KEY,
-                                                                       "function": FUNCTION_KEY})) as server:
-                with api_client(server, token_for(lt, lt.seed.admin_client, settings["API_AUDIENCE"])) as admin:
-                    assert admin.get("/registrations").status_code == 200
+        keys = {"master": MASTER_KEY, "function": FUNCTION_KEY}
+        token = token_for(lt, lt.seed.admin_client, settings["API_AUDIENCE"])
+        with settings_override(**{**lt.app_settings(), **settings}), \
+                devhost.start_in_thread(devhost.build_app(app_, keys=keys)) as server, \
+                api_client(server, token) as admin:
+            assert admin.get("/registrations").status_code == 200
