@@ -162,7 +162,7 @@ class TableLatency:
                 arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 delay = faults.latency("table") if proxy.delay else 0.0
-                whole = faults.get()["latencyIncludesHandling"]
+                whole = faults.latency_includes_handling
                 if not whole:
                     time.sleep(delay)
                 faults.check("table", f"table.{self.command.lower()}")  # looked up now: CallLog wraps it

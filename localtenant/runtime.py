@@ -262,6 +262,10 @@ class Faults:
     def replication_delay(self) -> float:
         return self._config["replicationDelayMs"] / 1000.0
 
+    @property
+    def latency_includes_handling(self) -> bool:
+        return self._config["latencyIncludesHandling"]
+
     def latency(self, service: str) -> float:
         c = self._config
         return (c["latencyMs"] + c["latencyMsByService"].get(service, 0)) / 1000.0
@@ -274,7 +278,7 @@ class Faults:
         delay = self.latency(service)
         if not delay:
             return await answer()
-        if not self._config["latencyIncludesHandling"]:
+        if not self.latency_includes_handling:
             await asyncio.sleep(delay)
             return await answer()
         arrived = time.monotonic()

@@ -633,7 +633,7 @@ class RegistrationService:
             elif record.state == "provisioning" and not record.app_object_id and \
                     now - (parse_time(record.created_at) or now) > stale:
                 with self.locked(record.name):
-                    self._forget_dead_create(record)
+                    self.finish_delete(record, None)  # finds the application by the create's nonce
                 repaired.append({"kind": "staleProvisioning", "registration": record.name})
         return repaired
 
@@ -653,11 +653,6 @@ class RegistrationService:
             self._registry.save(replace(record, lease_holder="", lease_until=0.0))
             return
         self._changer.run(app, wanted, fields, Caller(object_id=record.requester, name="sweep"))
-
-    def _forget_dead_create(self, record: Record) -> None:
-        """A create that died before it recorded its application: remove what it made (finish_delete finds the
-        application by the create's nonce), then the row."""
-        self.finish_delete(record, None)
 
     def purge_expired_keys(self, now: datetime) -> int:
         """Idempotency-Key records past their 24 hours, removed (the sweep's housekeeping)."""

@@ -12,7 +12,7 @@ import pytest
 
 from registrations.kinds import PLANS
 from registrations.views import FORMATS
-from tests.support import PROBLEM_TYPE_BASE, ca_session, create, secret_client, service
+from tests.support import PROBLEM_TYPE_BASE, ca_session, create, secret_client, service, wait_for
 
 WEB = ["https://portal.example.org/signin-oidc"]
 
@@ -167,9 +167,7 @@ def test_the_pending_reason_gives_the_registrations_real_age(api, tenant):
     made = create(api, service("newcomer-age"))
     # Ages are measured on real clocks: the registration must be a second old before its secret is rotated.
     born = datetime.fromisoformat(made["createdDateTime"].replace("Z", "+00:00")).timestamp()
-    deadline = time.monotonic() + 10
-    while time.time() < born + 1.1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: time.time() >= born + 1.1, 10, "the registration to be a second old", interval=0.05)
     tenant.set_faults({"replicationDelayMs": 20000})
     try:
         rotated = api.post("/registrations/newcomer-age/credentials")
