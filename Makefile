@@ -31,8 +31,10 @@ run: $(STAMP) orthanc azurite
 # The suite mostly waits (HTTP round trips, injected latency and replication delays, Orthanc, subprocesses), so
 # it runs on parallel workers even on two cores (tests/parallel.py); WORKERS=0 runs it in this one process.
 WORKERS ?= 4
+# Bytecode is cached even where the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts some
+# eighty Python processes (hosts, the tenant's CLI, setup, pytest), and each would compile the project again.
 test: $(STAMP) orthanc azurite browser
-	$(PY) -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 # The self-service path end to end from an empty local tenant (a test in make test too), with its figures.
 north-star: $(STAMP) orthanc azurite
