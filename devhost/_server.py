@@ -62,7 +62,9 @@ def socket_url(sock: socket.socket) -> str:
 def uvicorn_server(app: Starlette) -> uvicorn.Server:
     # log_config=None leaves logging to the caller, so uvicorn's records reach the root logger (and tests);
     # proxy_headers=False: nothing sits in front of a loopback host, so no X-Forwarded-* is trusted.
-    config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, lifespan="off")
+    # ws="none": the Functions host takes no WebSocket, and uvicorn would import a WebSocket stack for it.
+    config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, lifespan="off",
+                            ws="none")
     # uvicorn still writes its access line (full URL, query string and all) whenever any handler is attached
     # to its logger, whatever access_log says; devhost's own access log replaces it, so it is switched off.
     logging.getLogger("uvicorn.access").disabled = True

@@ -95,8 +95,9 @@ class Servers:
         self._error: BaseException | None = None
 
     def add(self, app: Starlette, sock: socket.socket, *, certfile: str | None, keyfile: str | None) -> None:
+        # ws="none": no emulated service speaks WebSocket, and uvicorn would import a WebSocket stack for it.
         config = uvicorn.Config(app, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",
-                                lifespan="off", access_log=False, timeout_graceful_shutdown=0.2)
+                                lifespan="off", access_log=False, timeout_graceful_shutdown=0.2, ws="none")
         self._servers.append((uvicorn.Server(config), sock))
 
     def start(self, timeout: float = 15.0) -> None:

@@ -10,7 +10,16 @@ import azure.functions as func
 import httpx
 import pytest
 
-from tests import parallel
+# The hooks that order the session-wide checks last and deal the slow tests first, on one process or on
+# parallel workers, live in tests/parallel.py (a light module: a run of its own imports them without this
+# file's fixtures); pytest finds them here.
+from tests.parallel import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_configure_node,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
+)
 from tests.support import (
     FUNCTION_KEY,
     MASTER_KEY,
@@ -21,52 +30,6 @@ from tests.support import (
     settings_override,
 )
 
-# Session-wide checks look at what every other test of the session did (the log lines and response bodies in
-# tests.support.CAPTURED and RESPONSES), so they must run last. They say so with this marker rather than by a
-# file name that sorts last: pytest_collection_modifyitems below moves every marked test after the unmarked
-# ones, keeping each group's own order. That holds for any selection of files, in any order on the command
-# line, and after any plugin that reorders tests (the hook runs last: trylast).
-AFTER_EVERYTHING_ELSE = "after_everything_else"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", f"{AFTER_EVERYTHING_ELSE}: a session-wide check; runs after every other selected test "
-                   "(tests/conftest.py moves it)")
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    last = [item for item in items if item.get_closest_marker(AFTER_EVERYTHING_ELSE)]
-    if last:
-        items[:] = [item for item in items if not item.get_closest_marker(AFTER_EVERYTHING_ELSE)] + last
-    slow = {item.nodeid: slow_seconds(item) for item in items if item.get_closest_marker("slow")}
-    parallel.tell_controller(config, last=[item.nodeid for item in last], slow=slow)
-
-
-def slow_seconds(item: pytest.Item) -> float:
-    marker = item.get_closest_marker("slow")
-    seconds = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise pytest.UsageError(f"{item.nodeid}: slow takes the seconds the test runs: @pytest.mark.slow(20)")
-    return float(seconds)
-
-
-# Under pytest-xdist (`make test` runs the suite on parallel workers) each worker is a session of its own, so the
-# marked tests run on every worker, after everything else that worker ran; tests marked slow start first
-# (tests/parallel.py says how).
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    node.workerinput[parallel.WORKERINPUT_KEY] = str(parallel.marks_file(node.config))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if config.getvalue("dist") != "load":
-        raise pytest.UsageError(f"--dist {config.getvalue('dist')} would run the {AFTER_EVERYTHING_ELSE} checks "
-                                "once, beside other tests: use the default (load) distribution")
-    return parallel.Scheduler(config, log, parallel.marks_file(config))
-
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """Figures a test records (record_property("figures", …): the north star's), at the end of the run, whichever
@@ -75,10 +38,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
         for name, value in getattr(report, "user_properties", []):
             if name == "figures" and report.when == "call":
                 terminalreporter.write_line(value)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    parallel.forget_marks_file(config)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFTEST = '''
 import json, os
 import pytest
-from tests.conftest import (pytest_collection_modifyitems, pytest_configure, pytest_configure_node,
+from tests.parallel import (pytest_collection_modifyitems, pytest_configure, pytest_configure_node,
                             pytest_unconfigure, pytest_xdist_make_scheduler)
 
 @pytest.fixture(autouse=True)
