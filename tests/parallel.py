@@ -5,13 +5,16 @@ replication delays, Orthanc, subprocesses), so `make test` runs it on a few work
 worker is a pytest session of its own: its own local tenant, Orthanc and host (the session fixtures), and its
 own tests.support.CAPTURED, RESPONSES and ACQUIRED_TOKENS.
 
-`Scheduler` is xdist's load scheduling with two changes:
+`Scheduler` is xdist's load scheduling with three changes:
 - A session-wide check (marked after_everything_else) looks at what every other test of its session did. So
   it runs on EVERY worker, after every other test that worker ran: each worker's copy checks the tests that
   worker ran, and together they check every test of the run. The marked tests are held back until no other
   test is left to hand out; then each worker is sent all of them, behind what it already has queued.
 - A test marked slow(seconds) is handed out first, longest first, each to the worker with the fewest slow
   seconds so far: the run does not end waiting for a long test that started last.
+- Tests marked one_worker(name) with the same name go to one worker together, as one of those slow tests
+  (their slow seconds added up): they share a fixture that is dear to make (a browser and the tenant it signs
+  in to), which each worker that ran one of them would make again.
 
 How the controller learns the marks: it does not collect (xdist's workers do), so each worker writes them to a
 file the controller named (workerinput), and the scheduler reads that file once every worker has collected
@@ -45,15 +48,16 @@ def forget_marks_file(config: pytest.Config) -> None:
         config.stash[_STASH].unlink(missing_ok=True)
 
 
-def tell_controller(config: pytest.Config, *, last: list[str], slow: dict[str, float]) -> None:
-    """Worker side: write the node ids of the session-wide checks and the slow tests' seconds where the
-    controller reads them (atomically: every worker writes the same)."""
+def tell_controller(config: pytest.Config, *, last: list[str], slow: dict[str, float],
+                    groups: dict[str, str]) -> None:
+    """Worker side: write the node ids of the session-wide checks, the slow tests' seconds and the one_worker
+    groups where the controller reads them (atomically: every worker writes the same)."""
     target = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
     if not target:
         return
     handle, name = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
     with os.fdopen(handle, "w") as out:
-        json.dump({"last": last, "slow": slow}, out)
+        json.dump({"last": last, "slow": slow, "groups": groups}, out)
     os.replace(name, target)
 
 
@@ -73,28 +77,37 @@ class Scheduler(LoadScheduling):
         if self.collection is None and self.collection_is_completed and self._check_nodes_have_same_collection():
             collection = next(iter(self.node2collection.values()))
             text = self._marks_file.read_text()
-            marks = json.loads(text) if text else {"last": [], "slow": {}}
-            last, slow = set(marks["last"]), marks["slow"]
+            marks = json.loads(text) if text else {"last": [], "slow": {}, "groups": {}}
+            last, slow, groups = set(marks["last"]), marks["slow"], marks["groups"]
             self._last = [i for i, nodeid in enumerate(collection) if nodeid in last]
             # LoadScheduling.schedule sets `pending` to every index and hands out chunks of it: this does the
-            # same over the tests that are neither session-wide checks nor slow, after dealing the slow ones.
+            # same over the tests that are neither session-wide checks, nor slow, nor in a one_worker group,
+            # after dealing those: a slow test alone, a group together (its slow tests first, longest first).
             self.collection = collection
-            first = sorted((i for i, nodeid in enumerate(collection) if nodeid in slow and nodeid not in last),
-                           key=lambda i: -slow[collection[i]])
-            self.pending[:] = [i for i in range(len(collection)) if i not in set(self._last) | set(first)]
-            self._deal(first, [slow[collection[i]] for i in first])
+            units: dict[str, list[int]] = {}
+            for i, nodeid in enumerate(collection):
+                if nodeid in groups:
+                    units.setdefault("group " + groups[nodeid], []).append(i)
+                elif nodeid in slow and nodeid not in last:
+                    units[nodeid] = [i]
+            seconds = {key: sum(slow.get(collection[i], 0.0) for i in unit) for key, unit in units.items()}
+            order = sorted(units, key=lambda key: -seconds[key])
+            dealt = [sorted(units[key], key=lambda i: -slow.get(collection[i], 0.0)) for key in order]
+            taken = set(self._last).union(*dealt)
+            self.pending[:] = [i for i in range(len(collection)) if i not in taken]
+            self._deal(dealt, [seconds[key] for key in order])
             self._first_chunks()
             return
         super().schedule()
 
-    def _deal(self, indices: list[int], seconds: list[float]) -> None:
+    def _deal(self, units: list[list[int]], seconds: list[float]) -> None:
         """Longest first, each to the worker with the fewest slow seconds so far."""
         load = {node: 0.0 for node in self.nodes}
-        for index, took in zip(indices, seconds):
+        for unit, took in zip(units, seconds):
             node = min(load, key=lambda n: load[n])
             load[node] += took
-            self.node2pending[node].append(index)
-            node.send_runtest_some([index])
+            self.node2pending[node].extend(unit)
+            node.send_runtest_some(unit)
 
     def _first_chunks(self) -> None:
         """LoadScheduling.schedule's first distribution, over what `pending` holds."""
@@ -142,12 +155,16 @@ class Scheduler(LoadScheduling):
 # ones, keeping each group's own order. That holds for any selection of files, in any order on the command
 # line, and after any plugin that reorders tests (the hook runs last: trylast).
 AFTER_EVERYTHING_ELSE = "after_everything_else"
+ONE_WORKER = "one_worker"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{AFTER_EVERYTHING_ELSE}: a session-wide check; runs after every other selected test "
                    "(tests/parallel.py moves it)")
+    config.addinivalue_line(
+        "markers", f"{ONE_WORKER}(name): tests with the same name run on one parallel worker, together "
+                   "(they share a fixture that is dear to make; tests/parallel.py)")
 
 
 @pytest.hookimpl(trylast=True)
@@ -156,7 +173,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if last:
         items[:] = [item for item in items if not item.get_closest_marker(AFTER_EVERYTHING_ELSE)] + last
     slow = {item.nodeid: slow_seconds(item) for item in items if item.get_closest_marker("slow")}
-    tell_controller(config, last=[item.nodeid for item in last], slow=slow)
+    groups = {item.nodeid: group_name(item) for item in items
+              if item.get_closest_marker(ONE_WORKER) and not item.get_closest_marker(AFTER_EVERYTHING_ELSE)}
+    tell_controller(config, last=[item.nodeid for item in last], slow=slow, groups=groups)
 
 
 def slow_seconds(item: pytest.Item) -> float:
@@ -165,6 +184,15 @@ def slow_seconds(item: pytest.Item) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise pytest.UsageError(f"{item.nodeid}: slow takes the seconds the test runs: @pytest.mark.slow(20)")
     return float(seconds)
+
+
+def group_name(item: pytest.Item) -> str:
+    marker = item.get_closest_marker(ONE_WORKER)
+    name = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+    if not isinstance(name, str) or not name:
+        raise pytest.UsageError(f"{item.nodeid}: one_worker takes the group's name: "
+                                '@pytest.mark.one_worker("browser")')
+    return name
 
 
 # Under pytest-xdist (`make test` runs the suite on parallel workers) each worker is a session of its own, so the

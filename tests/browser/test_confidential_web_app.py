@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
 from pydicom import dcmread
 from selenium.webdriver.common.by import By
 from werkzeug.serving import make_server
@@ -13,6 +14,9 @@ from werkzeug.serving import make_server
 from tests.browser.conftest import STUDY, sign_in_on_the_page, wait_for
 from tests.browser.webapp import make_app
 from tests.support import ca_session, claims, create, secret_client, settings_override
+
+# One Chromium and one tenant for every browser test (package fixtures in conftest.py): on one worker, made once.
+pytestmark = pytest.mark.one_worker("chromium")
 
 
 def test_a_web_app_signs_a_user_in_and_searches_as_that_user(chromium, browser_api, lt, stored_study,

@@ -16,6 +16,9 @@ from selenium.webdriver.common.by import By
 from tests.browser.conftest import STUDY, sign_in_on_the_page, wait_for
 from tests.support import allow_origin, create, settings_override
 
+# One Chromium and one tenant for every browser test (package fixtures in conftest.py): on one worker, made once.
+pytestmark = pytest.mark.one_worker("chromium")
+
 # What OHIF 3.x reads from its app configuration and does not run without (found by running @ohif/app 3.13.2:
 # appInit iterates extensions and modes; without showStudyList there is no route at /), and the OIDC client's
 # settings that keep a session alive and let it end against Entra.

@@ -1,6 +1,7 @@
 """`make test` runs the suite on parallel workers (tests/parallel.py): every worker runs the session-wide checks
-(after_everything_else), each after every other test it ran, and the tests marked slow start first. Checked on
-a small suite of its own, run the way make runs the real one, with this suite's conftest hooks."""
+(after_everything_else), each after every other test it ran, the tests marked slow start first, and a one_worker
+group runs on one worker. Checked on a small suite of its own, run the way make runs the real one, with this
+suite's conftest hooks."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def test_long_one():
 @pytest.mark.slow(2)
 def test_longer_one():
     time.sleep(0.5)
+
+@pytest.mark.one_worker("pair")
+def test_pair_quick():
+    pass
+
+@pytest.mark.one_worker("pair")
+@pytest.mark.slow(3)
+def test_pair_slow():
+    time.sleep(0.4)
 '''
 
 CHECKS = '''
@@ -57,7 +67,7 @@ def test_session_wide():
 
 
 @pytest.mark.slow(12)
-def test_every_worker_runs_the_session_wide_checks_after_all_else_and_slow_tests_first(tmp_path):
+def test_every_worker_runs_the_session_wide_checks_after_all_else_and_slow_tests_and_groups_first(tmp_path):
     suite, ran = tmp_path / "suite", tmp_path / "ran"
     suite.mkdir()
     ran.mkdir()
@@ -77,9 +87,14 @@ def test_every_worker_runs_the_session_wide_checks_after_all_else_and_slow_tests
     assert sorted(runs) == ["gw0", "gw1", "gw2"], runs
     check = "test_a_checks.py::test_session_wide"
     work = {nodeid for order in runs.values() for nodeid in order if nodeid != check}
-    assert len(work) == 32 and sum(len(order) for order in runs.values()) == 32 + 3
+    assert len(work) == 34 and sum(len(order) for order in runs.values()) == 34 + 3
     for worker, order in runs.items():
         assert order[-1] == check and order.count(check) == 1, (worker, order)
-    # Longest first, each to a different worker, before anything else that worker runs.
+    # Longest first (the one_worker pair counts its slow seconds), each to a different worker, before anything
+    # else that worker runs; the pair together on one worker, its slow test first.
     firsts = {order[0] for order in runs.values()}
-    assert {"test_b_work.py::test_longer_one", "test_b_work.py::test_long_one"} <= firsts, runs
+    assert firsts == {"test_b_work.py::test_pair_slow", "test_b_work.py::test_longer_one",
+                      "test_b_work.py::test_long_one"}, runs
+    paired = [order for order in runs.values() if "test_b_work.py::test_pair_slow" in order]
+    assert len(paired) == 1, runs
+    assert paired[0][:2] == ["test_b_work.py::test_pair_slow", "test_b_work.py::test_pair_quick"], runs
