@@ -52,8 +52,8 @@ def test_pair_quick():
 
 @pytest.mark.one_worker("pair")
 @pytest.mark.slow(3)
-def test_pair_slow():
-    time.sleep(0.4)
+def test_pair_slow():  # its mark alone deals it: the scheduler reads the seconds, it does not time them
+    pass
 '''
 
 CHECKS = '''
