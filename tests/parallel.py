@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from xdist.scheduler import LoadScheduling
@@ -178,17 +179,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tell_controller(config, last=[item.nodeid for item in last], slow=slow, groups=groups)
 
 
+def _only_argument(item: pytest.Item, mark: str) -> Any:
+    """The one positional argument of the test's `mark` (None when it has other arguments)."""
+    marker = item.get_closest_marker(mark)
+    return marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+
+
 def slow_seconds(item: pytest.Item) -> float:
-    marker = item.get_closest_marker("slow")
-    seconds = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+    seconds = _only_argument(item, "slow")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise pytest.UsageError(f"{item.nodeid}: slow takes the seconds the test runs: @pytest.mark.slow(20)")
     return float(seconds)
 
 
 def group_name(item: pytest.Item) -> str:
-    marker = item.get_closest_marker(ONE_WORKER)
-    name = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+    name = _only_argument(item, ONE_WORKER)
     if not isinstance(name, str) or not name:
         raise pytest.UsageError(f"{item.nodeid}: one_worker takes the group's name: "
                                 '@pytest.mark.one_worker("browser")')
